@@ -1,0 +1,144 @@
+"""``mrv`` command line: run the pipeline, generate synthetic regions, compute stocks, verify runs.
+
+Expected mistakes (bad config, bad files) print one clear message and exit with status 2; they
+never show a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from mrv.errors import MRVError
+
+log = logging.getLogger("mrv")
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from flows.regional_monitoring import regional_monitoring
+    from mrv.config import load_config
+
+    cfg = load_config(args.config, output_dir=args.output)
+    report_path = Path(regional_monitoring(str(args.config), str(cfg.output_dir)))
+    _print_summary(report_path)
+    return 0
+
+
+def _print_summary(report_path: Path) -> None:
+    report = json.loads(report_path.read_text(encoding="utf-8"))
+    run = report["run"]
+    out = sys.stdout
+    out.write(f"\nReport: {report_path.parent / 'report.html'}\n")
+    out.write(f"Data:   {report_path}  (manifest: {report_path.parent / 'manifest.json'})\n\n")
+    hdr = f"{'field':<8} {'name':<26} {'stock ' + run['latest_round'] + ' t C/ha [90% interval]':<36} {'change t C/ha':>14}"
+    out.write(hdr + "\n" + "-" * len(hdr) + "\n")
+    for f in report["fields"]:
+        s = f["soc_stock_t_ha"]
+        ch = f.get("change", {}).get("delta_soc_stock_t_ha", {})
+        out.write(
+            f"{f['field_id']:<8} {str(f['name'])[:26]:<26} "
+            f"{s['mean']:6.1f} [{s['lower_90']:5.1f}, {s['upper_90']:5.1f}]{'':<16} "
+            f"{ch.get('mean', float('nan')):+8.2f}\n"
+        )
+    p = report["project"]
+    s, c = p["soc_stock_t_ha"], p.get("change", {})
+    out.write("-" * len(hdr) + "\n")
+    out.write(f"Project ({p['n_fields']} fields, {p['area_ha']:.0f} ha): {s['mean']:.1f} t C/ha [{s['lower_90']:.1f}, {s['upper_90']:.1f}]\n")
+    if c:
+        co2 = c["co2e_t"]
+        out.write(
+            f"Change {c['from_round']} -> {c['to_round']}: {c['delta_soc_stock_t_ha']['mean']:+.2f} t C/ha, "
+            f"{co2['mean']:+,.0f} t CO2e [{co2['lower_90']:+,.0f}, {co2['upper_90']:+,.0f}]\n"
+        )
+    cv = report["model"]["cv"]
+    out.write(
+        f"Model (spatial CV): RMSE {cv['rmse']:.2f} t C/ha (mean-only {cv['baseline_rmse']:.2f}), "
+        f"R2 {cv['r2']:.2f}, 90% interval coverage {cv['picp_90']:.0%}\n"
+    )
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from mrv.synthetic import SceneSpec, build_region
+
+    spec = SceneSpec(seed=args.seed, width_px=args.size, height_px=args.size)
+    paths = build_region(Path(args.out), spec, overwrite=args.overwrite)
+    sys.stdout.write(f"Synthetic region written to {paths.root} (STAC collection {paths.collection})\n")
+    return 0
+
+
+def _cmd_stocks(args: argparse.Namespace) -> int:
+    from mrv.samples.profile_stocks import compute_profile_stocks, read_profile_csv
+
+    table = read_profile_csv(Path(args.file))
+    ref: float | str | None = args.reference_mass
+    if ref is not None and ref not in ("lightest", "baseline_mean"):
+        try:
+            ref = float(ref)
+        except ValueError:
+            raise MRVError(f"--reference-mass must be a number (Mg/ha), 'lightest' or 'baseline_mean'; got {ref!r}.") from None
+    result = compute_profile_stocks(table, method=args.method, depth_cm=args.depth, reference_mass_mg_ha=ref)  # type: ignore[arg-type]
+    result.to_csv(args.output, index=False)
+    sys.stdout.write(f"{len(result)} profile stocks written to {args.output}\n")
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from mrv.report.manifest import raise_on_mismatch, verify_manifest
+
+    result = verify_manifest(Path(args.run_dir))
+    raise_on_mismatch(result)
+    sys.stdout.write(f"OK: {result.checked} files match manifest.json in {args.run_dir}\n")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mrv", description="Soil organic carbon MRV pipeline")
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the regional monitoring flow for a config")
+    run.add_argument("config", type=Path)
+    run.add_argument("-o", "--output", type=Path, default=None, help="run directory (default: out/<name>)")
+    run.set_defaults(func=_cmd_run)
+
+    syn = sub.add_parser("synth", help="generate a seeded synthetic region (imagery, fields, samples)")
+    syn.add_argument("out", type=Path)
+    syn.add_argument("--seed", type=int, default=42)
+    syn.add_argument("--size", type=int, default=500, help="width and height in pixels (even)")
+    syn.add_argument("--overwrite", action="store_true")
+    syn.set_defaults(func=_cmd_synth)
+
+    samples = sub.add_parser("samples", help="soil sample tools").add_subparsers(dest="samples_command", required=True)
+    st = samples.add_parser("stocks", help="fixed-depth or equivalent-soil-mass stocks of a profile CSV")
+    st.add_argument("file", type=Path)
+    st.add_argument("--method", choices=["fixed", "esm"], default="fixed")
+    st.add_argument("--depth", type=float, default=30.0, help="fixed depth in cm (default 30)")
+    st.add_argument("--reference-mass", default=None, help="ESM reference soil mass in Mg/ha, 'lightest' or 'baseline_mean'")
+    st.add_argument("-o", "--output", type=Path, required=True)
+    st.set_defaults(func=_cmd_stocks)
+
+    rep = sub.add_parser("report", help="verifier report tools").add_subparsers(dest="report_command", required=True)
+    ver = rep.add_parser("verify", help="re-hash every file listed in RUN_DIR/manifest.json")
+    ver.add_argument("run_dir", type=Path)
+    ver.set_defaults(func=_cmd_verify)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except MRVError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

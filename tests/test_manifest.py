@@ -1,0 +1,268 @@
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from mrv.errors import MRVError, VerificationError
+from mrv.report import manifest as manifest_mod
+from mrv.report.manifest import (
+    Mismatch,
+    VerifyResult,
+    build_manifest,
+    raise_on_mismatch,
+    sha256_file,
+    verify_manifest,
+    write_manifest,
+)
+
+
+@pytest.fixture
+def run(tmp_path: Path) -> dict[str, Path]:
+    """A run directory with three outputs and inputs (one a nested directory) outside it."""
+    run_dir = tmp_path / "runs" / "demo"
+    (run_dir / "maps").mkdir(parents=True)
+    (run_dir / "tables").mkdir()
+    (run_dir / "report.json").write_text('{"schema_version": 1}\n')
+    (run_dir / "maps" / "soc_stock_mean.tif").write_bytes(bytes(range(256)) * 40)
+    (run_dir / "tables" / "fields.csv").write_text("field_id,soc\nF001,55.1\n")
+
+    inputs = tmp_path / "inputs"
+    stac = inputs / "stac"
+    (stac / "items" / "b").mkdir(parents=True)
+    (stac / "catalog.json").write_text('{"type": "Catalog"}')
+    (stac / "items" / "b" / "item2.json").write_text('{"id": "b"}')
+    (stac / "items" / "a.json").write_text('{"id": "a"}')
+    samples = inputs / "samples.csv"
+    samples.write_text("sample_id,soc\nS1,1.2\n")
+    config = tmp_path / "configs" / "demo.yaml"
+    config.parent.mkdir()
+    config.write_text("name: demo\n")
+    return {"run_dir": run_dir, "stac": stac, "samples": samples, "config": config}
+
+
+def _write(run: dict[str, Path], **kwargs: object) -> Path:
+    return write_manifest(
+        run["run_dir"],
+        inputs={"samples": run["samples"], "stac_catalog": run["stac"]},
+        config=run["config"],
+        outputs=[Path("report.json"), Path("maps"), run["run_dir"] / "tables" / "fields.csv"],
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def _load(run: dict[str, Path]) -> dict[str, object]:
+    data = json.loads((run["run_dir"] / "manifest.json").read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def test_sha256_file_matches_hashlib_across_chunk_boundary(tmp_path: Path) -> None:
+    payload = bytes(range(256)) * (5 * 1024 + 3)  # > 1 MiB, not a multiple of the chunk
+    path = tmp_path / "big.bin"
+    path.write_bytes(payload)
+    assert sha256_file(path) == hashlib.sha256(payload).hexdigest()
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    assert sha256_file(empty) == hashlib.sha256(b"").hexdigest()
+
+
+def test_manifest_contents(run: dict[str, Path]) -> None:
+    path = _write(run, extra={"run_name": "demo"})
+    assert path == run["run_dir"].resolve() / "manifest.json"
+    data = _load(run)
+    assert data["schema_version"] == 1
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", str(data["created_utc"]))
+    assert data["run_name"] == "demo"
+    assert {"git_revision", "git_dirty", "python", "platform"} <= set(data)
+    packages = data["packages"]
+    assert isinstance(packages, dict)
+    assert "numpy" in packages
+    assert "GDAL" in packages
+    config = data["config"]
+    assert config == {
+        "path": str(run["config"].resolve()),
+        "sha256": hashlib.sha256(b"name: demo\n").hexdigest(),
+    }
+
+    outputs = data["outputs"]
+    assert isinstance(outputs, list)
+    assert [o["path"] for o in outputs] == [
+        "maps/soc_stock_mean.tif",
+        "report.json",
+        "tables/fields.csv",
+    ]
+    tif = run["run_dir"] / "maps" / "soc_stock_mean.tif"
+    assert outputs[0]["bytes"] == tif.stat().st_size == 256 * 40
+    assert outputs[0]["sha256"] == hashlib.sha256(tif.read_bytes()).hexdigest()
+
+
+def test_directory_input_is_hashed_file_by_file(run: dict[str, Path]) -> None:
+    _write(run)
+    inputs = _load(run)["inputs"]
+    assert isinstance(inputs, list)
+    stac = run["stac"].resolve()
+    stac_entries = [i for i in inputs if i["role"] == "stac_catalog"]
+    assert [e["path"] for e in stac_entries] == [
+        str(stac / "catalog.json"),
+        str(stac / "items" / "a.json"),
+        str(stac / "items" / "b" / "item2.json"),
+    ]
+    for entry in stac_entries:
+        content = Path(entry["path"]).read_bytes()
+        assert entry["sha256"] == hashlib.sha256(content).hexdigest()
+        assert entry["bytes"] == len(content)
+    (samples,) = [i for i in inputs if i["role"] == "samples"]
+    assert samples["path"] == str(run["samples"].resolve())
+
+
+def test_manifest_never_lists_itself(run: dict[str, Path]) -> None:
+    _write(run)
+    # Second write with the whole run directory (now containing manifest.json) as output.
+    write_manifest(run["run_dir"], inputs={}, config=run["config"], outputs=[run["run_dir"]])
+    outputs = _load(run)["outputs"]
+    assert isinstance(outputs, list)
+    paths = [o["path"] for o in outputs]
+    assert "manifest.json" not in paths
+    assert "report.json" in paths
+    assert verify_manifest(run["run_dir"]).ok
+
+
+def test_no_environment_variables_recorded(run: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MRV_TEST_SECRET_TOKEN", "hunter2-do-not-record")
+    _write(run)
+    text = (run["run_dir"] / "manifest.json").read_text()
+    assert "hunter2-do-not-record" not in text
+    assert "MRV_TEST_SECRET_TOKEN" not in text
+
+
+def test_verify_passes_on_untouched_run(run: dict[str, Path]) -> None:
+    _write(run)
+    result = verify_manifest(run["run_dir"])
+    # config + samples + 3 STAC files + 3 outputs
+    assert result == VerifyResult(ok=True, checked=8, mismatches=())
+    raise_on_mismatch(result)  # no-op
+
+
+def test_verify_survives_moving_the_run_directory(run: dict[str, Path], tmp_path: Path) -> None:
+    _write(run)
+    moved = tmp_path / "archive" / "demo"
+    shutil.copytree(run["run_dir"], moved)
+    shutil.rmtree(run["run_dir"])
+    assert verify_manifest(moved).ok
+
+
+def test_flipped_byte_in_output_is_named(run: dict[str, Path]) -> None:
+    _write(run)
+    tif = run["run_dir"] / "maps" / "soc_stock_mean.tif"
+    payload = bytearray(tif.read_bytes())
+    payload[100] ^= 0x01
+    tif.write_bytes(bytes(payload))
+
+    result = verify_manifest(run["run_dir"])
+    assert not result.ok
+    assert result.checked == 8
+    (mismatch,) = result.mismatches
+    assert mismatch.path == "maps/soc_stock_mean.tif"
+    assert mismatch.reason == "sha256 mismatch"
+    assert mismatch.actual == hashlib.sha256(bytes(payload)).hexdigest()
+    assert mismatch.expected != mismatch.actual
+
+    with pytest.raises(VerificationError) as excinfo:
+        raise_on_mismatch(result)
+    message = str(excinfo.value)
+    assert "maps/soc_stock_mean.tif" in message
+    assert "report.json" not in message
+    assert "re-run" in message
+    assert "Restore" in message
+
+
+def test_deleted_output_is_missing(run: dict[str, Path]) -> None:
+    _write(run)
+    (run["run_dir"] / "report.json").unlink()
+    result = verify_manifest(run["run_dir"])
+    assert result.mismatches == (
+        Mismatch(
+            path="report.json",
+            expected=hashlib.sha256(b'{"schema_version": 1}\n').hexdigest(),
+            actual=None,
+            reason="missing",
+        ),
+    )
+    with pytest.raises(VerificationError, match=r"report\.json: missing"):
+        raise_on_mismatch(result)
+
+
+def test_changed_input_file_and_config_are_named(run: dict[str, Path]) -> None:
+    _write(run)
+    item = run["stac"] / "items" / "a.json"
+    item.write_text('{"id": "A"}')
+    run["config"].write_text("name: other\n")
+    result = verify_manifest(run["run_dir"])
+    named = {m.path for m in result.mismatches}
+    assert named == {str(item.resolve()), str(run["config"].resolve())}
+    with pytest.raises(VerificationError) as excinfo:
+        raise_on_mismatch(result)
+    assert "2 of 8 files" in str(excinfo.value)
+
+
+def test_missing_manifest_raises(tmp_path: Path) -> None:
+    with pytest.raises(VerificationError, match="manifest.json"):
+        verify_manifest(tmp_path)
+
+
+def test_corrupt_manifest_raises(run: dict[str, Path]) -> None:
+    _write(run)
+    (run["run_dir"] / "manifest.json").write_text("{not json")
+    with pytest.raises(VerificationError, match="cannot be read as JSON"):
+        verify_manifest(run["run_dir"])
+
+
+def test_bad_arguments_raise_helpful_errors(run: dict[str, Path], tmp_path: Path) -> None:
+    outside = tmp_path / "elsewhere.txt"
+    outside.write_text("x")
+    with pytest.raises(MRVError, match="outside the run directory"):
+        build_manifest(run["run_dir"], inputs={}, config=run["config"], outputs=[outside])
+    with pytest.raises(MRVError, match="does not exist"):
+        build_manifest(run["run_dir"], inputs={}, config=run["config"], outputs=[Path("nope.tif")])
+    with pytest.raises(MRVError, match="Input 'samples' does not exist"):
+        build_manifest(
+            run["run_dir"],
+            inputs={"samples": tmp_path / "missing.csv"},
+            config=run["config"],
+            outputs=[],
+        )
+    with pytest.raises(MRVError, match="overwrite standard manifest fields"):
+        build_manifest(
+            run["run_dir"],
+            inputs={},
+            config=run["config"],
+            outputs=[],
+            extra={"outputs": []},
+        )
+    with pytest.raises(MRVError, match="JSON-serialisable"):
+        write_manifest(
+            run["run_dir"],
+            inputs={},
+            config=run["config"],
+            outputs=[],
+            extra={"bad": object()},
+        )
+
+
+def test_git_state_recorded_or_null(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[list[str]] = []
+
+    def fake_git(args: list[str], cwd: Path) -> str | None:
+        calls.append(args)
+        return "0123abcd\n" if args[0] == "rev-parse" else " M mrv/x.py\n"
+
+    monkeypatch.setattr(manifest_mod, "_git", fake_git)
+    assert manifest_mod._git_state() == ("0123abcd", True)
+    monkeypatch.setattr(manifest_mod, "_git", lambda args, cwd: None)
+    assert manifest_mod._git_state() == (None, None)
+    assert calls[0] == ["rev-parse", "HEAD"]
