@@ -21,7 +21,7 @@ def _setup(config_path: str, output_dir: str | None) -> tuple[RunConfig, RunLayo
     return cfg, RunLayout(cfg.output_dir.resolve())
 
 
-def _round(cfg: RunConfig, name: str):  # noqa: ANN202 - RoundConfig
+def _round(cfg: RunConfig, name: str):
     return next(r for r in cfg.rounds if r.name == name)
 
 
@@ -75,7 +75,7 @@ def regional_monitoring(config_path: str, output_dir: str | None = None) -> str:
     for rnd in cfg.rounds:
         prepared.append(prepare_imagery.submit(config_path, output_dir, rnd.name))
         prepared.append(prepare_samples.submit(config_path, output_dir, rnd.name))
-    model = fit_model.submit(config_path, output_dir, wait_for=prepared)
-    maps = predict_maps.submit(config_path, output_dir, wait_for=[model])
-    accounted = account.submit(config_path, output_dir, wait_for=[maps])
-    return report.submit(config_path, output_dir, wait_for=[accounted]).result()
+    model = fit_model.submit(config_path, output_dir, wait_for=prepared, return_state=False)
+    maps = predict_maps.submit(config_path, output_dir, wait_for=[model], return_state=False)
+    accounted = account.submit(config_path, output_dir, wait_for=[maps], return_state=False)
+    return report.submit(config_path, output_dir, wait_for=[accounted], return_state=False).result()

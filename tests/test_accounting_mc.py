@@ -50,7 +50,7 @@ def test_change_and_co2e_from_joint_draws() -> None:
     area = 200 * 0.01  # 200 pixels of 0.01 ha
     assert s["mapped_area_ha"] == pytest.approx(area)
     assert change["co2e_t"]["mean"] == pytest.approx(2.0 * area * 44 / 12)
-    assert CO2_PER_C == pytest.approx(3.6667, abs=1e-4)
+    assert pytest.approx(3.6667, abs=1e-4) == CO2_PER_C
 
 
 def test_project_zone_is_area_weighted() -> None:

@@ -25,7 +25,7 @@ def _lab(tmp_path: Path, rows: list[str], name: str = "lab.csv", sep: str = ",",
     return path
 
 
-def _run(path: Path, fmt: str = "lab_wide", source: str = "lab"):  # noqa: ANN202
+def _run(path: Path, fmt: str = "lab_wide", source: str = "lab"):
     return ingest(
         path,
         load_format(fmt, search_dirs=FORMATS),
@@ -56,7 +56,8 @@ def test_good_and_bad_rows_are_all_accounted_for(tmp_path: Path) -> None:
     assert list(res.accepted["sample_id"]) == ["S1", "S2"]
     reasons = {r.row: (r.column, r.reason) for r in res.rejected}
     assert reasons[4] == ("bottom_cm", "bottom depth 15 cm is not below top depth 30 cm")
-    assert reasons[5][0] == "soc_g_kg" and "'abc' is not a number" in reasons[5][1]
+    assert reasons[5][0] == "soc_g_kg"
+    assert "'abc' is not a number" in reasons[5][1]
     assert "future" in reasons[6][1]
     assert "outside the project region" in reasons[7][1]
     assert "duplicate sample id" in reasons[8][1]

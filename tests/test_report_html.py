@@ -315,7 +315,7 @@ def test_full_report_tables_and_headline(tmp_path: Path) -> None:
         "Random CV (random_kfold) - optimistic",
     ]
     assert _row(cv, "RMSE")[1:] == ["4.32", "3.10"]
-    assert _row(cv, "Bias (mean prediction - observation)")[1:] == ["0.12", "0.01"]
+    assert _row(cv, "Bias (mean error)")[1:] == ["0.12", "0.01"]
     assert _row(cv, "R²")[1:] == ["0.612", "0.800"]
     assert _row(cv, "Lin's concordance (CCC)")[1:] == ["0.734", "0.860"]
     assert _row(cv, "PICP: share of observations inside the 90 % interval")[1:] == [
@@ -323,7 +323,7 @@ def test_full_report_tables_and_headline(tmp_path: Path) -> None:
         "91.0 %",
     ]
     assert _row(cv, "Mean width of the 90 % interval")[1:] == ["13.90", "11.20"]
-    assert _row(cv, "Baseline RMSE (predicting the training mean)")[1:] == ["6.80", "6.80"]
+    assert _row(cv, "Baseline RMSE (null model)")[1:] == ["6.80", "6.80"]
     assert "optimistic" in text
 
     samples = doc.tables["samples-table"]

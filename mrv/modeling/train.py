@@ -84,7 +84,7 @@ def train(table: pd.DataFrame, covariates: list[str], cfg: ModelConfig) -> Train
     random_metrics = _cross_conformal_metrics(y, *_cross_validate(X, y, w, rnd, cfg), cfg.confidence)
 
     forest = make_forest(cfg).fit(X, y, sample_weight=w)
-    digest = hashlib.sha256(pd.util.hash_pandas_object(usable[[*covariates, "soc_stock_t_ha"]], index=False).to_numpy()).hexdigest()
+    digest = hashlib.sha256(pd.util.hash_pandas_object(usable[[*covariates, "soc_stock_t_ha"]], index=False).to_numpy().tobytes()).hexdigest()
     model = SOCModel(
         forest=forest,
         covariates=tuple(covariates),

@@ -18,6 +18,7 @@ from mrv.raster import read_raster, write_cog
 from mrv.report.html import render_report_html
 from mrv.report.manifest import write_manifest
 from mrv.report.maps import render_map_png
+from mrv.resources import profile_dirs
 
 REPORT_SCHEMA_VERSION = 1
 
@@ -28,7 +29,7 @@ def _read_json(path: Path) -> Any:
 
 def _methodology_section(cfg: RunConfig, accounting: dict[str, Any], card: dict[str, Any], n_samples: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Checklist of the configured methodology and the uncertainty deductions on the project change."""
-    profile = load_methodology(cfg.accounting.methodology, directory=cfg.source_path.parent / "methodologies")
+    profile = load_methodology(cfg.accounting.methodology, directory=profile_dirs("methodologies", config_path=cfg.source_path)[0])
     change = accounting["project"].get("change", {}).get("delta_soc_total_t")
     years = None
     if len(cfg.rounds) > 1:

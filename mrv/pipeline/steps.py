@@ -31,6 +31,7 @@ from mrv.modeling.predict import predict_map
 from mrv.modeling.train import train
 from mrv.pipeline.layout import RunLayout
 from mrv.raster import read_raster, write_cog
+from mrv.resources import profile_dirs
 from mrv.samples.formats import load_format
 from mrv.samples.ingest import ingest
 from mrv.samples.qa import flag_duplicates
@@ -117,8 +118,10 @@ def read_covariates(path: Path) -> tuple[xr.DataArray, Grid]:
 def prepare_samples(cfg: RunConfig, rnd: RoundConfig, layout: RunLayout) -> Path:
     """Ingest every sample file of a round, compute 0-depth site stocks, flag duplicates."""
     grid = project_grid(cfg)
-    format_dirs = (cfg.source_path.parent / "sample_formats", Path.cwd() / "configs" / "sample_formats")
-    records, rejected, summary = [], [], {}
+    format_dirs = profile_dirs("sample_formats", config_path=cfg.source_path)
+    records: list[pd.DataFrame] = []
+    rejected: list[pd.DataFrame] = []
+    summary: dict[str, dict[str, Any]] = {}
     for sf in rnd.samples:
         fmt = load_format(sf.format, search_dirs=format_dirs)
         res = ingest(sf.path, fmt, source=sf.source, submitter=sf.submitter, project_crs=grid.crs, region_bounds=grid.bounds)
@@ -187,7 +190,7 @@ def fit_model(cfg: RunConfig, layout: RunLayout) -> Path:
 def load_model(path: Path) -> SOCModel:
     try:
         with open(path, "rb") as fh:
-            model = pickle.load(fh)  # noqa: S301 - our own artefact, hash-checked by the manifest
+            model = pickle.load(fh)
     except (OSError, pickle.UnpicklingError) as exc:
         raise ModelError(f"Cannot load the model {path}: {exc}. Re-run the training step.") from exc
     if not isinstance(model, SOCModel):

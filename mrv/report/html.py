@@ -37,12 +37,12 @@ _AREA = "ha"
 #: Cross-validation metrics in display order: key -> (label, kind).
 _CV_METRICS: tuple[tuple[str, str, str], ...] = (
     ("rmse", "RMSE", "unit"),
-    ("bias", "Bias (mean prediction - observation)", "unit"),
+    ("bias", "Bias (mean error)", "unit"),
     ("r2", "R²", "ratio"),
     ("ccc", "Lin's concordance (CCC)", "ratio"),
     ("picp_90", "PICP: share of observations inside the 90 % interval", "percent"),
     ("mean_width_90", "Mean width of the 90 % interval", "unit"),
-    ("baseline_rmse", "Baseline RMSE (predicting the training mean)", "unit"),
+    ("baseline_rmse", "Baseline RMSE (null model)", "unit"),
 )
 _CV_DESCRIPTIVE = frozenset({"scheme", "block_size_m"})
 

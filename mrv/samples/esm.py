@@ -254,8 +254,9 @@ def esm_stock(
       ``CubicSpline(cum_mass, cum_soc, bc_type="natural")`` through (0, 0) and every layer
       bottom (with one layer this is linear). It reproduces VM0042 v2 Figure 3 (see module
       docstring). A cubic spline can overshoot and *decrease*, which is physically impossible
-      for cumulative SOC; if it decreases anywhere between 0 and the reference mass a
-      :class:`StockError` is raised rather than a silently wrong stock.
+      for cumulative SOC; if it decreases anywhere between the surface and the bottom of the
+      layer holding the reference mass, a :class:`StockError` is raised rather than returning
+      a stock that could exceed the measured cumulative SOC at that layer bottom.
     * ``"pchip"``: monotone piecewise-cubic Hermite interpolation (Fritsch & Carlson 1980,
       SIAM J. Numer. Anal. 17:238-246); never decreases, but deviates from VM0042.
     * ``"linear"``: linear in cumulative mass (the original ESM of Ellert & Bettany 1995,
@@ -271,13 +272,16 @@ def esm_stock(
     ref = min(float(reference_mass_mg_ha), float(m[-1]))
     if interpolation == "natural_cubic":
         spline = CubicSpline(m, c, bc_type="natural")
-        min_slope, where = _natural_spline_min_slope(spline, ref)
+        # check the whole layer holding the reference mass, not just up to it: a spline that
+        # falls later in that layer has overshot, and would exceed the layer-bottom total.
+        upto = float(m[min(int(np.searchsorted(m, ref, side="left")), len(m) - 1)])
+        min_slope, where = _natural_spline_min_slope(spline, upto)
         scale = max(float(c[-1] / m[-1]), 1e-300)
         if min_slope < -_REL_TOL * scale:
             raise StockError(
                 f"Profile {profile.profile_id}: the natural cubic spline of cumulative SOC "
-                f"against cumulative soil mass decreases near {where:.0f} Mg/ha, below the "
-                f"reference mass {ref:.1f} Mg/ha, so its ESM stock would be unreliable "
+                f"against cumulative soil mass decreases near {where:.0f} Mg/ha, within the layers "
+                f"down to the reference mass {ref:.1f} Mg/ha, so its ESM stock would be unreliable "
                 "(cumulative SOC cannot fall as soil is added). Split the core into more, "
                 "thinner layers, or use interpolation='pchip' (monotone; documented "
                 "deviation from VM0042)."

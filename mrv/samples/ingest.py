@@ -190,7 +190,8 @@ def _validate(
 
     f = fmt.depth_factor_cm
     top, bottom = row.number("top"), row.number("bottom")
-    assert top is not None and bottom is not None
+    assert top is not None
+    assert bottom is not None
     top, bottom = top * f, bottom * f
     _check(top >= 0, row, "top", top, "top depth must be 0 or more")
     _check(bottom > top, row, "bottom", bottom, f"bottom depth {bottom:g} cm is not below top depth {top:g} cm")
@@ -256,10 +257,12 @@ def _coordinates(row: _Row, fmt: SampleFormat) -> tuple[float, float, float | No
         epsg = fmt.epsg
     if "lon" in fmt.columns:
         lon, lat = row.number("lon"), row.number("lat")
-        assert lon is not None and lat is not None
+        assert lon is not None
+        assert lat is not None
         _check(-180 <= lon <= 180, row, "lon", lon, "longitude must be between -180 and 180")
         _check(-90 <= lat <= 90, row, "lat", lat, "latitude must be between -90 and 90")
         return lon, lat, lon, lat, epsg
     x, y = row.number("x"), row.number("y")
-    assert x is not None and y is not None
+    assert x is not None
+    assert y is not None
     return x, y, None, None, epsg

@@ -305,7 +305,7 @@ def _make_round(spec: SceneSpec, truth: RegionTruth, rnd: RoundSpec) -> list[Acq
     # Persistent, SOC-independent soil albedo (parent material, iron oxides, stoniness): the
     # part of the soil signal that a model cannot explain. Drawn from a round-independent stream.
     albedo_rng = spec.rng("soil-albedo")
-    albedo = 0.07 * (
+    albedo = 0.10 * (
         0.6 * gaussian_random_field(shape, spec.detail_range_m / res, albedo_rng)
         + 0.8 * gaussian_random_field(shape, spec.soc_range_m / res, albedo_rng)
     )

@@ -1,0 +1,82 @@
+"""The whole regional monitoring flow on a small generated scene, through Prefect and Dask."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from mrv.raster import read_raster
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def prefect_env(tmp_path_factory: pytest.TempPathFactory):
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory: pytest.TempPathFactory, prefect_env: None) -> Path:
+    from flows.regional_monitoring import regional_monitoring
+    from mrv.synthetic import SceneSpec, build_region
+
+    root = tmp_path_factory.mktemp("e2e")
+    spec = SceneSpec(seed=7, width_px=200, height_px=200, n_fields=9, n_lab_sites=120, n_crowd=30)
+    region = build_region(root / "region", spec)
+    repo = Path(__file__).resolve().parents[1]
+    demo = yaml.safe_load((repo / "configs" / "demo.yaml").read_text())
+    demo["name"] = "e2e"
+    demo["output_dir"] = str(root / "run")
+    demo["region"]["fields"] = str(region.fields)
+    demo["imagery"]["catalog"] = str(region.collection)
+    demo["model"]["n_estimators"] = 100
+    demo["accounting"]["n_simulations"] = 200
+    demo["dask"]["n_workers"] = 1
+    for rnd in demo["rounds"]:
+        rnd["samples"] = [
+            {"path": str(region.lab_samples[rnd["name"]]), "source": "lab", "format": "lab_wide", "submitter": "agency"}
+        ]
+    cfg_path = root / "e2e.yaml"
+    cfg_path.write_text(yaml.safe_dump(demo))
+    report = regional_monitoring(str(cfg_path))
+    assert Path(report).is_file()
+    return root
+
+
+def test_report_has_fields_with_intervals(small_run: Path) -> None:
+    report = json.loads((small_run / "run" / "report.json").read_text())
+    proj = report["project"]["soc_stock_t_ha"]
+    assert proj["lower_90"] < proj["mean"] < proj["upper_90"]
+    assert len(report["fields"]) > 0
+    for f in report["fields"]:
+        s = f["soc_stock_t_ha"]
+        assert s["lower_90"] <= s["mean"] <= s["upper_90"]
+    assert "co2e_t" in report["project"]["change"]
+    for name in ("mean", "p05", "p95"):
+        assert (small_run / "run" / "maps" / f"soc_stock_{name}.tif").is_file()
+    assert (small_run / "run" / "report.html").is_file()
+    assert (small_run / "run" / "manifest.json").is_file()
+
+
+def test_model_beats_mean_only_baseline(small_run: Path) -> None:
+    cv = json.loads((small_run / "run" / "report.json").read_text())["model"]["cv"]
+    assert cv["rmse"] < 0.85 * cv["baseline_rmse"]
+
+
+def test_intervals_cover_held_out_truth(small_run: Path) -> None:
+    truth, _, _ = read_raster(small_run / "region" / "truth" / "soc_stock_0_30cm_2024.tif")
+    p05, _, _ = read_raster(small_run / "run" / "maps" / "soc_stock_p05.tif")
+    p95, _, _ = read_raster(small_run / "run" / "maps" / "soc_stock_p95.tif")
+    ok = np.isfinite(p05[0]) & np.isfinite(truth[0])
+    rng = np.random.default_rng(0)
+    idx = rng.choice(np.flatnonzero(ok), size=2000, replace=False)
+    t, lo, hi = truth[0].ravel()[idx], p05[0].ravel()[idx], p95[0].ravel()[idx]
+    coverage = float(np.mean((t >= lo) & (t <= hi)))
+    assert 0.80 <= coverage <= 0.99, coverage
