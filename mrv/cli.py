@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mrv.errors import MRVError
+from mrv.samples.cli import add_commands as add_sample_commands
 
 log = logging.getLogger("mrv")
 
@@ -115,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     syn.set_defaults(func=_cmd_synth)
 
     samples = sub.add_parser("samples", help="soil sample tools").add_subparsers(dest="samples_command", required=True)
+    add_sample_commands(samples)
     st = samples.add_parser("stocks", help="fixed-depth or equivalent-soil-mass stocks of a profile CSV")
     st.add_argument("file", type=Path)
     st.add_argument("--method", choices=["fixed", "esm"], default="fixed")

@@ -38,12 +38,14 @@ class RegionConfig:
 class BareSoilConfig:
     """Thresholds that decide whether an observation shows bare soil.
 
-    NDVI and NBR2 thresholds after Castaldi et al. (2019), ISPRS J. Photogramm. Remote Sens. 147:267-282
-    (bare-soil composites from Sentinel-2 for SOC mapping).
+    The NDVI + NBR2 approach follows Castaldi et al. (2019), ISPRS J. Photogramm. Remote Sens.
+    147:267-282 (bare-soil composites from Sentinel-2 for SOC mapping). The defaults are permissive;
+    tune NBR2 per region: stricter values (about 0.075-0.125) remove more dry crop residue but also
+    more moist bare soil.
     """
 
-    ndvi_max: float = 0.3
-    nbr2_max: float = 0.075
+    ndvi_max: float = 0.35
+    nbr2_max: float = 0.25
     min_observations: int = 1
     """Pixels with fewer bare observations than this are left NaN in the composite."""
 
@@ -58,6 +60,9 @@ class ImageryConfig:
     """Local static STAC catalog or collection JSON (``source: local``)."""
     url: str | None = None
     """STAC API root (``source: stac``) or Sentinel Hub base URL (``source: sentinelhub``)."""
+    provider: str | None = None
+    """Provider profile in ``configs/providers/`` (``earth_search``, ``planetary_computer``, ``cdse``);
+    gives the URL, signing and conventions of a known STAC API."""
     max_cloud_pct: float = 80.0
     bands: tuple[str, ...] = ("blue", "green", "red", "nir", "swir16", "swir22")
     """Reflectance bands by ``eo:bands`` common name."""
@@ -234,8 +239,8 @@ def parse_config(raw: Any, *, source_path: Path, output_dir: str | Path | None =
     img = top.section("imagery")
     bare = img.section("bare_soil")
     bare_cfg = BareSoilConfig(
-        ndvi_max=float(bare.get("ndvi_max", 0.3, (int, float))),
-        nbr2_max=float(bare.get("nbr2_max", 0.075, (int, float))),
+        ndvi_max=float(bare.get("ndvi_max", BareSoilConfig.ndvi_max, (int, float))),
+        nbr2_max=float(bare.get("nbr2_max", BareSoilConfig.nbr2_max, (int, float))),
         min_observations=int(bare.get("min_observations", 1, int)),
     )
     bare.close()
@@ -247,6 +252,7 @@ def parse_config(raw: Any, *, source_path: Path, output_dir: str | Path | None =
         collection=img.get("collection", kind=str),
         catalog=img.path("catalog", None),
         url=img.get("url", None, str),
+        provider=img.get("provider", None, str),
         max_cloud_pct=float(img.get("max_cloud_pct", 80.0, (int, float))),
         bands=tuple(img.get("bands", list(ImageryConfig.bands), list)),
         chunk_px=int(img.get("chunk_px", 256, int)),
@@ -255,8 +261,10 @@ def parse_config(raw: Any, *, source_path: Path, output_dir: str | Path | None =
     img.close()
     if imagery.source == "local" and imagery.catalog is None:
         raise ConfigError("imagery.catalog is required for source 'local': give the path to the STAC collection.json.")
-    if imagery.source != "local" and not imagery.url:
-        raise ConfigError(f"imagery.url is required for source '{imagery.source}': give the API root URL.")
+    if imagery.source != "local" and not (imagery.url or imagery.provider):
+        raise ConfigError(
+            f"imagery.source '{imagery.source}' needs imagery.provider (a profile in configs/providers/) or imagery.url."
+        )
 
     rounds_raw = top.get("rounds", kind=list)
     if not rounds_raw:
@@ -301,7 +309,8 @@ def parse_config(raw: Any, *, source_path: Path, output_dir: str | Path | None =
     )
     acc.close()
 
-    out = Path(output_dir) if output_dir is not None else top.path("output_dir", None) or Path("out") / name
+    configured_out = top.path("output_dir", None)
+    out = Path(output_dir) if output_dir is not None else configured_out or Path("out") / name
     cfg = RunConfig(
         name=name,
         source_path=source_path,

@@ -71,9 +71,13 @@ def test_model_beats_mean_only_baseline(small_run: Path) -> None:
 
 
 def test_intervals_cover_held_out_truth(small_run: Path) -> None:
-    truth, _, _ = read_raster(small_run / "region" / "truth" / "soc_stock_0_30cm_2024.tif")
-    p05, _, _ = read_raster(small_run / "run" / "maps" / "soc_stock_p05.tif")
+    truth_full, tgrid, _ = read_raster(small_run / "region" / "truth" / "soc_stock_0_30cm_2024.tif")
+    p05, grid, _ = read_raster(small_run / "run" / "maps" / "soc_stock_p05.tif")
     p95, _, _ = read_raster(small_run / "run" / "maps" / "soc_stock_p95.tif")
+    # The run grid covers the fields' bounding box: cut the same window out of the truth grid.
+    col0 = round((grid.bounds[0] - tgrid.bounds[0]) / grid.resolution_m)
+    row0 = round((tgrid.bounds[3] - grid.bounds[3]) / grid.resolution_m)
+    truth = truth_full[:, row0 : row0 + grid.height, col0 : col0 + grid.width]
     ok = np.isfinite(p05[0]) & np.isfinite(truth[0])
     rng = np.random.default_rng(0)
     idx = rng.choice(np.flatnonzero(ok), size=2000, replace=False)

@@ -25,6 +25,8 @@ from mrv.grid import Grid
 from mrv.imagery.composite import bare_soil_composite, covariate_stack
 from mrv.imagery.local import LocalCatalogSource
 from mrv.imagery.source import ImagerySource, SearchRequest
+from mrv.imagery.providers import load_profile
+from mrv.imagery.stac_api import StacApiSource
 from mrv.modeling.features import extract_at_points
 from mrv.modeling.model import OUTPUTS, SOCModel
 from mrv.modeling.predict import predict_map
@@ -59,8 +61,14 @@ def make_source(cfg: RunConfig) -> ImagerySource:
     if cfg.imagery.source == "local":
         assert cfg.imagery.catalog is not None
         return LocalCatalogSource(cfg.imagery.catalog)
+    if cfg.imagery.source == "stac":
+        if cfg.imagery.provider:
+            profile = load_profile(cfg.imagery.provider)
+            return StacApiSource.from_profile(profile, collection=cfg.imagery.collection)
+        assert cfg.imagery.url is not None
+        return StacApiSource(cfg.imagery.url, collection=cfg.imagery.collection)
     raise ConfigError(
-        f"imagery.source '{cfg.imagery.source}' is not available in this version; use 'local' with a STAC catalog."
+        f"imagery.source '{cfg.imagery.source}' is not available in this version; use 'local' or 'stac'."
     )
 
 

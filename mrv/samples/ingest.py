@@ -250,7 +250,7 @@ def _coordinates(row: _Row, fmt: SampleFormat) -> tuple[float, float, float | No
         code = row.text("epsg").upper().removeprefix("EPSG:")
         try:
             epsg = int(float(code))
-        except ValueError:
+        except (ValueError, OverflowError):
             raise _RowError(fmt.columns["epsg"], code, f"'{code}' is not an EPSG code like 32633") from None
     else:
         assert fmt.epsg is not None

@@ -80,8 +80,30 @@ sa.Index(
     postgresql_where=submissions.c.status == STORED,
 )
 
-_FLOAT_COLUMNS = {"x", "y", "lon", "lat", "top_cm", "bottom_cm", "soc_g_kg", "bulk_density_g_cm3", "coarse_fragments_vol_pct"}
-_NOT_NULL = {"row", "sample_id", "site_id", "source", "x", "y", "crs", "sampling_date", "top_cm", "bottom_cm", "soc_g_kg"}
+_FLOAT_COLUMNS = {
+    "x",
+    "y",
+    "lon",
+    "lat",
+    "top_cm",
+    "bottom_cm",
+    "soc_g_kg",
+    "bulk_density_g_cm3",
+    "coarse_fragments_vol_pct",
+}
+_NOT_NULL = {
+    "row",
+    "sample_id",
+    "site_id",
+    "source",
+    "x",
+    "y",
+    "crs",
+    "sampling_date",
+    "top_cm",
+    "bottom_cm",
+    "soc_g_kg",
+}
 
 
 def _canonical_column(name: str) -> sa.Column[Any]:
@@ -148,7 +170,9 @@ class SampleStore:
             try:
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise ConfigError(f"Cannot create the folder for the sample database {parsed.database}: {exc.strerror}.") from exc
+                raise ConfigError(
+                    f"Cannot create the folder for the sample database {parsed.database}: {exc.strerror}."
+                ) from exc
         try:
             engine = sa.create_engine(parsed, connect_args={"timeout": 30} if is_sqlite else {})
         except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as exc:
@@ -162,7 +186,9 @@ class SampleStore:
             store._create_schema()
         except sa.exc.OperationalError as exc:
             engine.dispose()
-            raise ConfigError(f"Cannot open the sample database '{url}': {exc.orig}. Check the path and permissions.") from exc
+            raise ConfigError(
+                f"Cannot open the sample database '{url}': {exc.orig}. Check the path and permissions."
+            ) from exc
         except BaseException:
             engine.dispose()
             raise
@@ -295,7 +321,9 @@ def submission_report(store: SampleStore, submission_id: int, *, duplicate_of: i
         return _report(conn, submission_id, duplicate_of=duplicate_of, store_url=store.url)
 
 
-def _report(conn: Connection, submission_id: int, *, duplicate_of: int | None = None, store_url: str = "") -> SubmissionReport:
+def _report(
+    conn: Connection, submission_id: int, *, duplicate_of: int | None = None, store_url: str = ""
+) -> SubmissionReport:
     row = conn.execute(sa.select(submissions).where(submissions.c.submission_id == submission_id)).first()
     if row is None:
         raise SampleError(

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -81,12 +82,8 @@ BANDS: tuple[BandInfo, ...] = (
     BandInfo("green", "B03", "Green - 10m", 0.56, 0.045, 1, 0.165, 0.018, 1.6, 0.070, 0.45),
     BandInfo("red", "B04", "Red - 10m", 0.665, 0.038, 1, 0.225, 0.017, 1.6, 0.035, 0.46),
     BandInfo("nir", "B08", "NIR 1 - 10m", 0.842, 0.145, 1, 0.300, 0.011, 1.3, 0.380, 0.50),
-    BandInfo(
-        "swir16", "B11", "SWIR 1.6\u03bcm - 20m", 1.61, 0.143, 2, 0.420, 0.013, 2.6, 0.200, 0.38
-    ),
-    BandInfo(
-        "swir22", "B12", "SWIR 2.2\u03bcm - 20m", 2.19, 0.242, 2, 0.360, 0.014, 3.0, 0.090, 0.30
-    ),
+    BandInfo("swir16", "B11", "SWIR 1.6\u03bcm - 20m", 1.61, 0.143, 2, 0.420, 0.013, 2.6, 0.200, 0.38),
+    BandInfo("swir22", "B12", "SWIR 2.2\u03bcm - 20m", 2.19, 0.242, 2, 0.360, 0.014, 3.0, 0.090, 0.30),
 )
 BAND_KEYS: tuple[str, ...] = tuple(b.key for b in BANDS)
 
@@ -160,7 +157,7 @@ def downsample_scl(scl: U8) -> U8:
     return out
 
 
-def _upsample(a: NDArray[np.generic]) -> NDArray[np.generic]:
+def _upsample(a: NDArray[Any]) -> NDArray[Any]:
     return np.repeat(np.repeat(a, 2, axis=0), 2, axis=1)
 
 
@@ -181,16 +178,10 @@ class _CloudLayer:
         return keep
 
     def obstructed(self) -> NDArray[np.bool_]:
-        return (
-            self.active(self.cloud_lab)
-            | self.active(self.shadow_lab)
-            | self.active(self.cirrus_lab)
-        )
+        return self.active(self.cloud_lab) | self.active(self.shadow_lab) | self.active(self.cirrus_lab)
 
 
-def _make_clouds(
-    spec: SceneSpec, target: float, rng: np.random.Generator
-) -> _CloudLayer:
+def _make_clouds(spec: SceneSpec, target: float, rng: np.random.Generator) -> _CloudLayer:
     shape20 = (spec.height_px // 2, spec.width_px // 2)
     res20 = 2.0 * spec.resolution_m
     empty = np.zeros(shape20, dtype=np.int32)
@@ -200,23 +191,33 @@ def _make_clouds(
         z = 0.8 * gaussian_random_field(shape20, 900.0 / res20, rng) + 0.6 * (
             gaussian_random_field(shape20, 250.0 / res20, rng)
         )
-        cloud = z > np.quantile(z, 1.0 - 0.72 * target)
-        core = z > np.quantile(z, 1.0 - 0.40 * target)
-        labels, n = ndimage.label(cloud)
-        cloud_lab = labels.astype(np.int32)
         # Shadow displaced to the north-west, ~300-600 m, capped to 15 % of the scene.
         dist = rng.uniform(300.0, 600.0) / res20
-        cap = max(1.0, 0.15 * min(shape20))
-        d = min(dist, cap)
+        d = min(dist, max(1.0, 0.15 * min(shape20)))
         az = math.radians(rng.uniform(130.0, 160.0))  # sun azimuth (from north, clockwise)
-        dr = int(round(d * math.cos(az)))  # sun to the south -> shadow shifted north (up)
-        dc = int(round(-d * math.sin(az)))  # sun to the east -> shadow shifted west (left)
-        shifted = ndimage.shift(cloud_lab, (dr, dc), order=0, mode="constant", cval=0)
+        shift = (
+            int(round(d * math.cos(az))),  # sun to the south -> shadow shifted north (up)
+            int(round(-d * math.sin(az))),  # sun to the east -> shadow shifted west (left)
+        )
+        # Bisect the cloud threshold so that cloud + shadow covers ~target of the scene.
+        lo, hi = 0.0, target
+        for _ in range(14):
+            q = (lo + hi) / 2
+            cloud = z > np.quantile(z, 1.0 - q)
+            moved = ndimage.shift(cloud, shift, order=0, mode="constant", cval=False)
+            if (cloud | moved).mean() > target:
+                hi = q
+            else:
+                lo = q
+        cloud = z > np.quantile(z, 1.0 - lo)
+        core = z > np.quantile(z, 1.0 - 0.55 * lo)
+        labels, _ = ndimage.label(cloud)
+        cloud_lab = labels.astype(np.int32)
+        shifted = ndimage.shift(cloud_lab, shift, order=0, mode="constant", cval=0)
         shadow_lab = np.where(cloud_lab == 0, shifted, 0).astype(np.int32)
-        del n
-    if rng.random() < spec.cirrus_probability:
+    if rng.random() < spec.cirrus_probability and target >= 0.05:
         zc = gaussian_random_field(shape20, 1500.0 / res20, rng)
-        cir = (zc > np.quantile(zc, 1.0 - rng.uniform(0.04, 0.12))) & (cloud_lab == 0)
+        cir = (zc > np.quantile(zc, 1.0 - rng.uniform(0.02, 0.06))) & (cloud_lab == 0)
         cir &= shadow_lab == 0
         labels, _ = ndimage.label(cir)
         base = int(cloud_lab.max())
@@ -224,9 +225,7 @@ def _make_clouds(
     return _CloudLayer(cloud_lab, core, shadow_lab, cirrus_lab, set())
 
 
-def _bare_schedule(
-    n_fields: int, n_dates: int, protected: int | None, rng: np.random.Generator
-) -> NDArray[np.bool_]:
+def _bare_schedule(n_fields: int, n_dates: int, protected: int | None, rng: np.random.Generator) -> NDArray[np.bool_]:
     """(n_dates, n_fields) bool: field bare on date. >= 2 bare non-protected dates per field."""
     others = [d for d in range(n_dates) if d != protected]
     bare = np.zeros((n_dates, n_fields), dtype=bool)

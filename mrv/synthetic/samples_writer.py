@@ -98,9 +98,7 @@ class CrowdDefects:
         return (self.negative_soc_id, self.too_high_soc_id, self.inverted_depth_id)
 
 
-def _site_pixels(
-    truth: RegionTruth, n_sites: int, rng: np.random.Generator
-) -> list[tuple[int, int, int]]:
+def _site_pixels(truth: RegionTruth, n_sites: int, rng: np.random.Generator) -> list[tuple[int, int, int]]:
     """(field index, row, col) of ``n_sites`` stratified sites; >= n_sites // n_fields each."""
     idx = truth.fields.field_index
     n_f = truth.fields.n
@@ -159,9 +157,7 @@ def make_lab_samples(truth: RegionTruth, round_name: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(LAB_COLUMNS))
 
 
-def make_crowd_samples(
-    truth: RegionTruth, round_name: str
-) -> tuple[pd.DataFrame, CrowdDefects]:
+def make_crowd_samples(truth: RegionTruth, round_name: str) -> tuple[pd.DataFrame, CrowdDefects]:
     """Crowd-sourced 0-30 cm samples of one round with planted defects (see module doc)."""
     spec = truth.spec
     rnd = next(r for r in spec.rounds if r.name == round_name)
@@ -180,9 +176,7 @@ def make_crowd_samples(
     lon, lat = Transformer.from_crs(spec.crs, "EPSG:4326", always_xy=True).transform(x, y)
     # Mass-weighted 0-30 cm SOC of a mixed core (equal thickness, same coarse fragments).
     m_top, m_sub = state.bd_top_g_cm3[r, c], state.bd_sub_g_cm3[r, c]
-    soc_030 = (state.soc_top_g_kg[r, c] * m_top + state.soc_sub_g_kg[r, c] * m_sub) / (
-        m_top + m_sub
-    )
+    soc_030 = (state.soc_top_g_kg[r, c] * m_top + state.soc_sub_g_kg[r, c] * m_sub) / (m_top + m_sub)
     soc_pct = soc_030 / 10.0 * np.exp(rng.normal(0.0, 0.2, spec.n_crowd))
     day0 = date.fromisoformat(rnd.sampling_date)
     rows: list[dict[str, object]] = []
@@ -220,8 +214,7 @@ def make_crowd_samples(
         inverted_depth_id=str(rows[inv]["sample_id"]),
         exact_duplicate_ids=tuple(str(d["sample_id"]) for d in dup_rows),
         near_duplicate_pairs=tuple(
-            (str(rows[i]["sample_id"]), str(n["sample_id"]))
-            for i, n in zip(chosen[6:8], near_rows, strict=True)
+            (str(rows[i]["sample_id"]), str(n["sample_id"])) for i, n in zip(chosen[6:8], near_rows, strict=True)
         ),
     )
     return df, defects

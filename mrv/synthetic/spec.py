@@ -74,7 +74,8 @@ class SceneSpec:
     * ``cloud_fractions``: target cloud(+shadow+cirrus) fraction of each acquisition,
       applied cyclically by acquisition index inside every round (first mostly clear,
       second fairly cloudy by default).
-    * ``cirrus_probability``: chance that an acquisition carries a thin-cirrus patch.
+    * ``cirrus_probability``: chance that an acquisition carries a thin-cirrus patch (only
+      acquisitions whose cloud fraction target is >= 0.05, so clear dates stay clear).
     * ``sensor_noise``: standard deviation of additive sensor noise (reflectance units).
     * ``no_scale_offset_baseline``: items with exactly this processing baseline get
       ``raster:bands`` without ``scale``/``offset`` (Planetary Computer convention);
@@ -184,10 +185,7 @@ def _validate(spec: SceneSpec) -> None:
     if not 0.05 <= spec.crop_fraction <= 1.0:
         _fail(f"SceneSpec crop_fraction={spec.crop_fraction} must lie in [0.05, 1].")
     if not spec.cloud_fractions or any(not 0.0 <= f <= 0.8 for f in spec.cloud_fractions):
-        _fail(
-            f"SceneSpec cloud_fractions={spec.cloud_fractions} must be a non-empty tuple of "
-            "values in [0, 0.8]."
-        )
+        _fail(f"SceneSpec cloud_fractions={spec.cloud_fractions} must be a non-empty tuple of values in [0, 0.8].")
     if not spec.rounds:
         _fail("SceneSpec rounds is empty; give at least one RoundSpec.")
     names = [r.name for r in spec.rounds]

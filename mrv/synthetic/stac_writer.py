@@ -27,7 +27,8 @@ import rasterio
 from affine import Affine
 from numpy.typing import NDArray
 from pyproj import Transformer
-from shapely.geometry import Polygon, box, mapping
+from pystac.layout import TemplateLayoutStrategy
+from shapely.geometry import Polygon, mapping
 
 from mrv.synthetic.reflectance import BANDS, Acquisition, encode_dn
 from mrv.synthetic.spec import SceneSpec, baseline_has_offset
@@ -92,9 +93,7 @@ def mgrs_tile(spec: SceneSpec) -> tuple[int, str, str]:
     lon, lat = to_ll.transform((minx + maxx) / 2, (miny + maxy) / 2)
     zone = int(math.floor((lon + 180.0) / 6.0)) + 1
     band = _LAT_BANDS[min(max(int(math.floor((lat + 80.0) / 8.0)), 0), len(_LAT_BANDS) - 1)]
-    utm = Transformer.from_crs(
-        "EPSG:4326", f"EPSG:{(32600 if lat >= 0 else 32700) + zone}", always_xy=True
-    )
+    utm = Transformer.from_crs("EPSG:4326", f"EPSG:{(32600 if lat >= 0 else 32700) + zone}", always_xy=True)
     e, n = utm.transform(lon, lat)
     col = _MGRS_COL_SETS[(zone - 1) % 3][int(e // 100000) - 1]
     row_shift = 5 if zone % 2 == 0 else 0
@@ -103,14 +102,11 @@ def mgrs_tile(spec: SceneSpec) -> tuple[int, str, str]:
 
 
 def footprint_wgs84(spec: SceneSpec) -> Polygon:
-    """Region outline in EPSG:4326 (lon/lat), densified to 10 points per side."""
-    outline = box(*spec.bounds)
-    pts = [
-        outline.exterior.interpolate(t, normalized=True)
-        for t in np.linspace(0.0, 1.0, 41)[:-1]
-    ]
+    """Region outline in EPSG:4326 (lon/lat): the four grid corners, counter-clockwise."""
+    minx, miny, maxx, maxy = spec.bounds
+    xs, ys = [minx, maxx, maxx, minx], [miny, miny, maxy, maxy]
     to_ll = Transformer.from_crs(spec.crs, "EPSG:4326", always_xy=True)
-    lon, lat = to_ll.transform([p.x for p in pts], [p.y for p in pts])
+    lon, lat = to_ll.transform(xs, ys)
     return Polygon([(round(x, 7), round(y, 7)) for x, y in zip(lon, lat, strict=True)])
 
 
@@ -121,9 +117,7 @@ def item_id(acq: Acquisition, spec: SceneSpec) -> str:
     return f"{sat}_{zone}{band}{square}_{acq.date.replace('-', '')}_0_L2A"
 
 
-def _raster_band(
-    spec: SceneSpec, baseline: str, resolution: float, dtype: str, reflectance: bool
-) -> dict[str, Any]:
+def _raster_band(spec: SceneSpec, baseline: str, resolution: float, dtype: str, reflectance: bool) -> dict[str, Any]:
     rb: dict[str, Any] = {"nodata": 0, "data_type": dtype, "spatial_resolution": resolution}
     if reflectance and baseline != spec.no_scale_offset_baseline:
         rb["scale"] = 0.0001
@@ -161,8 +155,7 @@ def _make_item(acq: Acquisition, spec: SceneSpec, item_dir: Path) -> pystac.Item
         "s2:processing_baseline": pb,
         "s2:product_type": "S2MSI2A",
         "s2:product_uri": (
-            f"{iid[:3]}_MSIL2A_{stamp}_N{pb.replace('.', '')}_R079_"
-            f"T{zone}{lat_band}{square}_{stamp}.SAFE"
+            f"{iid[:3]}_MSIL2A_{stamp}_N{pb.replace('.', '')}_R079_T{zone}{lat_band}{square}_{stamp}.SAFE"
         ),
         "s2:high_proba_clouds_percentage": round(acq.scl_pct(9), 4),
         "s2:medium_proba_clouds_percentage": round(acq.scl_pct(8), 4),
@@ -191,7 +184,7 @@ def _make_item(acq: Acquisition, spec: SceneSpec, item_dir: Path) -> pystac.Item
         item.add_asset(
             band.key,
             pystac.Asset(
-                href=str(path),
+                href=f"./{path.name}",
                 media_type=COG_MEDIA_TYPE,
                 title=band.title,
                 roles=["data", "reflectance"],
@@ -217,7 +210,7 @@ def _make_item(acq: Acquisition, spec: SceneSpec, item_dir: Path) -> pystac.Item
     item.add_asset(
         "scl",
         pystac.Asset(
-            href=str(scl_path),
+            href=f"./{scl_path.name}",
             media_type=COG_MEDIA_TYPE,
             title="Scene classification map (SCL)",
             roles=["data"],
@@ -237,10 +230,13 @@ def _num(v: float) -> float | int:
     return int(v) if float(v).is_integer() else float(v)
 
 
-def write_stac(
-    stac_dir: Path, spec: SceneSpec, acquisitions: tuple[Acquisition, ...]
-) -> Path:
-    """Write COGs and a self-contained STAC collection; return the collection.json path."""
+def write_stac(stac_dir: Path, spec: SceneSpec, acquisitions: tuple[Acquisition, ...]) -> Path:
+    """Write COGs and a self-contained STAC collection; return the collection.json path.
+
+    Asset hrefs are written relative to their item (``./B04.tif``), links relative to the
+    collection, so the catalog can be moved or committed as is.
+    """
+    stac_dir = Path(stac_dir).resolve()
     geom = footprint_wgs84(spec)
     times = [_acq_datetime(a) for a in acquisitions]
     collection = pystac.Collection(
@@ -258,13 +254,16 @@ def write_stac(
         stac_extensions=[],
     )
     collection.set_self_href(str(stac_dir / "collection.json"))
+    layout = TemplateLayoutStrategy(item_template="items/${id}")
     for acq in acquisitions:
         iid = item_id(acq, spec)
         item_dir = stac_dir / "items" / iid
         item = _make_item(acq, spec, item_dir)
-        collection.add_item(item)
-        item.set_self_href(str(item_dir / f"{iid}.json"))
+        # Must be the first self href the item gets: later changes would rewrite the
+        # relative asset hrefs ("./B04.tif") against the old location.
+        collection.add_item(item, strategy=layout)
+        if Path(item.get_self_href() or "") != item_dir / f"{iid}.json":
+            raise RuntimeError(f"unexpected STAC item location {item.get_self_href()}")
         log.debug("wrote item %s (cloud cover %.1f %%)", iid, acq.cloud_cover_pct)
-    collection.make_all_asset_hrefs_relative()
     collection.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
     return stac_dir / "collection.json"

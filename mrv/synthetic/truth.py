@@ -14,7 +14,7 @@ Model summary (all seeded, see :class:`~mrv.synthetic.spec.SceneSpec`):
 * bulk density (g/cm3) decreasing with log SOC; coarse fragments (vol %) 0-15;
 * subsoil (15-30 cm) SOC = 0.6-0.85 x topsoil, bulk density slightly higher;
 * later rounds: the stock changes by the field's practice-specific rate (t C/ha/yr) times the
-  elapsed years, plus smooth spatial noise, applied by scaling SOC in both layers (bulk density
+  elapsed years, plus small-scale spatial noise (sd 0.3 t C/ha, ~60 m range), applied by scaling SOC in both layers (bulk density
   and coarse fragments held fixed).
 """
 
@@ -87,9 +87,7 @@ def soc_stock_t_ha(
     )
 
 
-def gaussian_random_field(
-    shape: tuple[int, int], range_px: float, rng: np.random.Generator
-) -> FloatArray:
+def gaussian_random_field(shape: tuple[int, int], range_px: float, rng: np.random.Generator) -> FloatArray:
     """Stationary Gaussian random field with zero mean and unit variance.
 
     White noise is convolved (via FFT, on a grid padded by 2x the range to suppress the
@@ -294,7 +292,8 @@ def make_truth(spec: SceneSpec) -> RegionTruth:
         base_top, base_sub = soc_top, soc_top * ratio
         stock0 = _stock(base_top, base_sub, bd_top, bd_sub, cf)
         if years > 0:
-            noise = 0.15 * math.sqrt(years) * grf(detail)
+            # small-scale (~60 m) noise, sd 0.3 t C/ha: averages out over a field
+            noise = 0.3 * grf(60.0 / spec.resolution_m)
             delta = np.where(in_field, rate_px * years + noise, 0.0)
             factor = 1.0 + delta / stock0
             base_top, base_sub = base_top * factor, base_sub * factor

@@ -1,0 +1,466 @@
+"""Benchmark SOC map prediction: Dask ``predict_map`` vs a single-process ``SOCModel.predict``.
+
+Usage::
+
+    python benchmarks/predict.py [--sizes 1,4,16] [--trees 200] [--chunk 512] [--methods naive,dask,dask-fused]
+
+Methods
+-------
+``naive``       ``model.predict(X)`` over the whole flattened scene in this process (skipped when
+                the projected peak memory would not fit, see ``--naive-mem-fraction``).
+``dask``        ``mrv.modeling.predict.predict_map(...).compute()`` on a LocalCluster of
+                2 single-threaded worker processes (``OMP_NUM_THREADS=1``).
+``dask-fused``  the same graph, but each block predicted by :func:`fused_predict` below: a
+                proposed replacement for ``SOCModel.predict`` that walks the trees once and takes
+                mean and quantiles from the same per-tree leaf values (float32, sort-based
+                quantiles, row batches). It is checked against ``SOCModel.predict`` before timing.
+
+The covariate stack is lazy (generated block by block on the workers from seeded smooth random
+fields), as a real odc-stac stack would be, so the Dask graph never carries the scene itself.
+Memory: for ``naive`` the increase of this process's peak RSS; for Dask the sum over workers of
+each worker's peak RSS (absolute, sampled every 0.1 s with ``client.run``) plus the client's
+peak RSS increase (the client receives the computed ``(5, y, x)`` float32 result).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import psutil
+import xarray as xr
+from scipy.stats import norm
+
+from mrv.modeling.model import OUTPUTS, SOCModel
+
+N_COV = 9
+SEED = 20240917
+TARGET_S_PER_MPX = 5.0
+# Per-process BLAS/OpenMP threads: one, like the Dask workers (inherited by spawned processes).
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+
+# --------------------------------------------------------------------------- synthetic data
+def _field_params(seed: int) -> np.ndarray:
+    """Per covariate, 4 plane waves (amplitude, kx, ky, phase) with wavelengths of 60-2000 px."""
+    rng = np.random.default_rng(seed)
+    wavelength = np.exp(rng.uniform(math.log(60.0), math.log(2000.0), size=(N_COV, 4)))
+    angle = rng.uniform(0.0, 2 * math.pi, size=(N_COV, 4))
+    k = 2 * math.pi / wavelength
+    amp = rng.uniform(0.3, 1.0, size=(N_COV, 4))
+    phase = rng.uniform(0.0, 2 * math.pi, size=(N_COV, 4))
+    return np.stack([amp, k * np.cos(angle), k * np.sin(angle), phase], axis=-1)
+
+
+PARAMS = _field_params(SEED)
+
+
+def covariates_at(rows: np.ndarray, cols: np.ndarray, *, noise_seed: int | None) -> np.ndarray:
+    """``(N_COV, *rows.shape)`` float32 smooth fields at pixel coordinates, plus 5 % white noise.
+
+    Pixels where the "cloud" field (covariate 8) is in its top ~3 % are NaN in every covariate.
+    """
+    r = rows.astype("float32")
+    c = cols.astype("float32")
+    out = np.zeros((N_COV, *rows.shape), dtype="float32")
+    for i in range(N_COV):
+        for amp, kx, ky, ph in PARAMS[i]:
+            out[i] += np.float32(amp) * np.sin(np.float32(kx) * c + np.float32(ky) * r + np.float32(ph))
+    if noise_seed is not None:
+        out += np.asarray(np.random.default_rng(noise_seed).normal(0.0, 0.05, size=out.shape), dtype="float32")
+    cloud = out[8] > 2.2
+    out[:, cloud] = np.nan
+    return out
+
+
+def _gen_block(block_info: dict[Any, Any] | None = None) -> np.ndarray:
+    assert block_info is not None
+    (_, _), (y0, y1), (x0, x1) = block_info[None]["array-location"]
+    rows, cols = np.mgrid[y0:y1, x0:x1]
+    return covariates_at(rows, cols, noise_seed=SEED + 7919 * y0 + x0)
+
+
+def make_stack(side: int, chunk: int) -> xr.DataArray:
+    """Lazy ``(covariate, y, x)`` stack of ``side x side`` pixels in ``(N_COV, chunk, chunk)`` blocks."""
+    data = da.map_blocks(
+        _gen_block,
+        dtype="float32",
+        chunks=((N_COV,), _chunks(side, chunk), _chunks(side, chunk)),
+        name=f"covariates-{side}",
+        meta=np.empty((0, 0, 0), dtype="float32"),
+    )
+    return xr.DataArray(
+        data,
+        dims=("covariate", "y", "x"),
+        coords={
+            "covariate": [f"cov{i}" for i in range(N_COV)],
+            "y": np.arange(side) * -10.0,
+            "x": np.arange(side) * 10.0,
+        },
+    )
+
+
+def _chunks(n: int, c: int) -> tuple[int, ...]:
+    return (c,) * (n // c) + ((n % c,) if n % c else ())
+
+
+def training_set(n: int = 400) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` samples at random pixels of a 4000 x 4000 scene with a nonlinear target (t C/ha)."""
+    rng = np.random.default_rng(SEED + 1)
+    rows, cols = rng.integers(0, 4000, size=(2, 4 * n))
+    X = covariates_at(rows, cols, noise_seed=SEED + 2).T
+    X = X[np.all(np.isfinite(X), axis=1)][:n]
+    y = (
+        45.0
+        + 8.0 * np.sin(1.5 * X[:, 0])
+        + 4.0 * X[:, 1] ** 2
+        + 3.0 * X[:, 2] * X[:, 3]
+        + 5.0 * np.tanh(2.0 * X[:, 4])
+        + rng.normal(0.0, 3.0, size=len(X))
+    )
+    return X, y
+
+
+def fit_model(n_trees: int) -> SOCModel:
+    from mrv.config import ModelConfig
+    from mrv.modeling.model import make_forest
+
+    X, y = training_set()
+    forest = make_forest(ModelConfig(n_estimators=n_trees)).fit(X, y)
+    covs = tuple(f"cov{i}" for i in range(N_COV))
+    return SOCModel(forest, covs, confidence=0.9, margin_t_ha=1.0, metadata={"training_sha256": "benchmark"})
+
+
+# --------------------------------------------------------------------------- proposed predict
+_LUT_CACHE: dict[int, np.ndarray] = {}
+
+
+def _leaf_values(model: SOCModel) -> np.ndarray | None:
+    """``(n_trees, max_nodes)`` float32: the training value quantile-forest keeps in each leaf.
+
+    Only for the configuration the default model uses (``max_samples_leaf=1``, one output, no
+    monotonic constraints); ``None`` otherwise.
+    """
+    f = model.forest
+    if f.max_samples_leaf != 1 or f.monotonic_cst is not None or f.n_outputs_ != 1:
+        return None
+    key = id(f)
+    if key not in _LUT_CACHE:
+        idx = np.asarray(f.forest_.y_train_leaves)[:, :, 0, 0]  # 1-based training index, 0 = no sample
+        y_train = np.asarray(f.forest_.y_train)[0]
+        _LUT_CACHE[key] = np.where(idx > 0, y_train[np.maximum(idx, 1) - 1], np.nan).astype("float32")
+    return _LUT_CACHE[key]
+
+
+def fused_predict(model: SOCModel, X: np.ndarray, *, batch: int = 65536) -> np.ndarray:
+    """Same output as ``SOCModel.predict`` with one tree walk per pixel instead of two.
+
+    For each row batch: per tree ``tree_.apply`` -> leaf value (float32 lookup), then the mean
+    and the three quantiles (NumPy "linear" interpolation, as quantile-forest uses) from the
+    same ``(rows, trees)`` matrix, sorted once.
+    """
+    lut = _leaf_values(model)
+    if lut is None:
+        return model.predict(X)
+    out = np.full((X.shape[0], len(OUTPUTS)), np.nan, dtype="float32")
+    ok = np.flatnonzero(np.all(np.isfinite(X), axis=1))
+    trees = model.forest.estimators_
+    pos = np.asarray(model.quantiles) * (len(trees) - 1)
+    lo_i = np.floor(pos).astype(int)
+    hi_i = np.minimum(lo_i + 1, len(trees) - 1)
+    frac = np.asarray(pos - lo_i, dtype="float32")
+    z = norm.ppf(0.5 + model.confidence / 2.0)
+    for start in range(0, ok.size, batch):
+        rows = ok[start : start + batch]
+        Xb = np.ascontiguousarray(X[rows], dtype="float32")
+        vals = np.empty((rows.size, len(trees)), dtype="float32")
+        for t, est in enumerate(trees):
+            vals[:, t] = lut[t, est.tree_.apply(Xb)]
+        mean = vals.mean(axis=1)
+        vals.sort(axis=1)
+        q = vals[:, lo_i] + frac * (vals[:, hi_i] - vals[:, lo_i])
+        lo = q[:, 0] - model.margin_t_ha
+        hi = q[:, 2] + model.margin_t_ha
+        out[rows] = np.column_stack([mean, lo, q[:, 1], hi, (hi - lo) / (2.0 * z)])
+    return out
+
+
+def fused_block(block: np.ndarray, model: SOCModel) -> np.ndarray:
+    n_cov, ny, nx = block.shape
+    out = fused_predict(model, block.reshape(n_cov, -1).T)
+    return out.T.reshape(len(OUTPUTS), ny, nx)
+
+
+def predict_map_fused(stack: xr.DataArray, model: SOCModel, *, client: Any, chunk_px: int) -> xr.DataArray:
+    """``predict_map`` with :func:`fused_block` as the block function (benchmark-only copy)."""
+    model.check_covariates([str(c) for c in stack["covariate"].to_numpy()])
+    data = stack.data.rechunk({0: -1, 1: chunk_px, 2: chunk_px})
+    ref = client.scatter(model, broadcast=True, hash=False)
+    out = da.map_blocks(
+        fused_block, data, ref, dtype="float32", chunks=((len(OUTPUTS),), data.chunks[1], data.chunks[2]), name="fused"
+    )
+    return xr.DataArray(out, dims=("output", "y", "x"))
+
+
+# --------------------------------------------------------------------------- measuring
+def _rss() -> int:
+    return int(psutil.Process().memory_info().rss)
+
+
+class PeakSampler:
+    """Samples this process's RSS (and, with a client, every worker's RSS) every ``interval`` s."""
+
+    def __init__(self, client: Any | None = None, interval: float = 0.1) -> None:
+        self.client = client
+        self.interval = interval
+        self.start_rss = _rss()
+        self.peak_rss = self.start_rss
+        self.worker_start: dict[str, int] = {}
+        self.worker_peak: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> None:
+        self.peak_rss = max(self.peak_rss, _rss())
+        if self.client is not None:
+            for addr, rss in self.client.run(_rss).items():
+                self.worker_start.setdefault(addr, rss)
+                self.worker_peak[addr] = max(self.worker_peak.get(addr, 0), rss)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._sample()
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> PeakSampler:
+        self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+    @property
+    def client_increase_mb(self) -> float:
+        return (self.peak_rss - self.start_rss) / 2**20
+
+    @property
+    def workers_peak_mb(self) -> float:
+        return sum(self.worker_peak.values()) / 2**20
+
+    @property
+    def workers_idle_mb(self) -> float:
+        return sum(self.worker_start.values()) / 2**20
+
+
+@dataclass(frozen=True)
+class Row:
+    mpx: float
+    method: str
+    seconds: float | None
+    peak_mb: float | None
+    detail: str = ""
+
+
+def _warm_up() -> None:
+    import quantile_forest  # noqa: F401
+
+    import mrv.modeling.predict  # noqa: F401
+
+
+def _load() -> str:
+    return f"load avg {os.getloadavg()[0]:.1f}"
+
+
+def run_naive(model: SOCModel, side: int) -> Row:
+    rows, cols = np.mgrid[0:side, 0:side]
+    X = covariates_at(rows, cols, noise_seed=SEED).reshape(N_COV, -1).T.copy()
+    del rows, cols
+    with PeakSampler() as s:
+        t0 = time.perf_counter()
+        out = model.predict(X)
+        dt = time.perf_counter() - t0
+    assert out.shape == (side * side, len(OUTPUTS))
+    return Row(side * side / 1e6, "naive", dt, s.client_increase_mb, f"1 process, whole scene at once; {_load()}")
+
+
+def run_dask(client: Any, model: SOCModel, side: int, chunk: int, method: str, fn: Callable[..., xr.DataArray]) -> Row:
+    """One run on a fresh cluster (the caller opens a new one), so peak RSS is not carried over."""
+    client.run(_warm_up)  # imports on the workers are not prediction time
+    stack = make_stack(side, chunk)
+    with PeakSampler(client) as s:
+        t0 = time.perf_counter()
+        out = fn(stack, model, client=client, chunk_px=chunk).compute()
+        dt = time.perf_counter() - t0
+    assert out.shape == (len(OUTPUTS), side, side)
+    peak = s.workers_peak_mb + s.client_increase_mb
+    detail = f"workers peak {s.workers_peak_mb:.0f} MB (idle {s.workers_idle_mb:.0f}), client +{s.client_increase_mb:.0f} MB; {_load()}"
+    return Row(side * side / 1e6, method, dt, peak, detail)
+
+
+def check_fused(model: SOCModel) -> float:
+    """Max |fused_predict - SOCModel.predict| over 20 000 pixels (with clouds), t C/ha."""
+    rng = np.random.default_rng(SEED + 3)
+    rows, cols = rng.integers(0, 4000, size=(2, 20_000))
+    X = covariates_at(rows, cols, noise_seed=SEED + 4).T.copy()
+    ref, new = model.predict(X), fused_predict(model, X)
+    if not np.array_equal(np.isnan(ref), np.isnan(new)):
+        raise AssertionError("fused_predict puts NaN in different places than SOCModel.predict")
+    return float(np.nanmax(np.abs(ref - new)))
+
+
+def profile_predict(model: SOCModel, n: int = 100_000) -> list[tuple[str, float]]:
+    """Seconds per stage of ``SOCModel.predict`` on ``n`` pixels (single process)."""
+    rng = np.random.default_rng(SEED + 5)
+    rows, cols = rng.integers(0, 4000, size=(2, n))
+    X = covariates_at(rows, cols, noise_seed=SEED + 6).T.copy()
+    X = X[np.all(np.isfinite(X), axis=1)]
+    f = model.forest
+    stages: list[tuple[str, Callable[[], object]]] = [
+        ("SOCModel.predict total", lambda: model.predict(X)),
+        (f"  forest.apply (tree walk, {len(f.estimators_)} trees)", lambda: f.apply(X)),
+        ("  forest.predict(quantiles=[.05,.5,.95])", lambda: f.predict(X, quantiles=list(model.quantiles))),
+        ("  forest.predict(quantiles='mean')", lambda: f.predict(X, quantiles="mean")),
+        ("fused_predict total", lambda: fused_predict(model, X)),
+    ]
+    res = []
+    for name, fn in stages:
+        t0 = time.perf_counter()
+        fn()
+        res.append((name, (time.perf_counter() - t0) * 1e6 / len(X)))
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="1,4,16", help="scene sizes in Mpx (square scenes)")
+    ap.add_argument("--trees", type=int, default=200)
+    ap.add_argument("--chunk", type=int, default=512, help="Dask chunk edge in pixels")
+    ap.add_argument("--methods", default="naive,dask,dask-fused")
+    ap.add_argument(
+        "--naive-mem-fraction",
+        type=float,
+        default=0.5,
+        help="skip naive when its projected peak exceeds this share of available RAM",
+    )
+    ap.add_argument("--naive-max-seconds", type=float, default=300.0, help="skip naive when projected to take longer")
+    args = ap.parse_args()
+    sizes = [float(s) for s in args.sizes.split(",")]
+    methods = args.methods.split(",")
+
+    from mrv.config import DaskConfig
+    from mrv.dask_cluster import dask_client
+    from mrv.modeling.predict import predict_map
+
+    t0 = time.perf_counter()
+    model = fit_model(args.trees)
+    print(
+        f"model: {args.trees} trees, min_samples_leaf={model.forest.min_samples_leaf}, "
+        f"max_features={model.forest.max_features}, max_samples_leaf={model.forest.max_samples_leaf}; "
+        f"fit in {time.perf_counter() - t0:.1f} s"
+    )
+    print(f"fused_predict vs SOCModel.predict: max |diff| = {check_fused(model):.2e} t C/ha")
+    print("\nprofile, single process, microseconds per pixel:")
+    for name, us in profile_predict(model):
+        print(f"  {name:45s} {us:8.1f}")
+
+    rows: list[Row] = []
+    naive_b_per_px: float | None = None
+    naive_s_per_px: float | None = None
+    if "naive" in methods:
+        for mpx in sizes:
+            side = round(math.sqrt(mpx * 1e6))
+            n = side * side
+            avail = psutil.virtual_memory().available
+            if naive_b_per_px is not None and naive_s_per_px is not None:
+                need_b, need_s = naive_b_per_px * n, naive_s_per_px * n
+                if need_b > args.naive_mem_fraction * avail or need_s > args.naive_max_seconds:
+                    rows.append(
+                        Row(
+                            n / 1e6,
+                            "naive",
+                            None,
+                            None,
+                            f"skipped: projected {need_b / 2**30:.1f} GB peak (available {avail / 2**30:.1f} GB), "
+                            f"{need_s:.0f} s",
+                        )
+                    )
+                    continue
+            row = run_naive(model, side)
+            rows.append(row)
+            print(row, flush=True)
+            assert row.seconds is not None
+            assert row.peak_mb is not None
+            naive_b_per_px = max(naive_b_per_px or 0.0, row.peak_mb * 2**20 / n)
+            naive_s_per_px = max(naive_s_per_px or 0.0, row.seconds / n)
+
+    dask_methods = {"dask": predict_map, "dask-fused": predict_map_fused}
+    todo = [m for m in methods if m in dask_methods]
+    if todo:
+        for mpx in sizes:
+            side = round(math.sqrt(mpx * 1e6))
+            for m in todo:
+                with dask_client(DaskConfig(n_workers=2, threads_per_worker=1)) as client:
+                    omp = client.run(lambda: os.environ.get("OMP_NUM_THREADS"))
+                    assert set(omp.values()) == {"1"}, omp
+                    row = run_dask(client, model, side, args.chunk, m, dask_methods[m])
+                rows.append(row)
+                print(row, flush=True)
+
+    print_table(rows, args)
+
+
+def print_table(rows: list[Row], args: argparse.Namespace) -> None:
+    naive = {r.mpx: r.seconds for r in rows if r.method == "naive" and r.seconds}
+    naive_rate = max((m / s for m, s in naive.items()), default=None)  # Mpx/s, for sizes without a naive run
+    print(
+        f"\n## Prediction benchmark: {args.trees} trees, chunks {args.chunk} px, 2 workers x 1 thread, "
+        f"{psutil.cpu_count()} cores\n"
+    )
+    print("| Mpx | method | seconds | s per Mpx | Mpx/s | peak MB | speedup vs naive | notes |")
+    print("|---:|---|---:|---:|---:|---:|---:|---|")
+    for r in rows:
+        if r.seconds is None:
+            print(f"| {r.mpx:.3g} | {r.method} | - | - | - | - | - | {r.detail} |")
+            continue
+        if r.mpx in naive:
+            sp = f"{naive[r.mpx] / r.seconds:.2f}x"
+        elif naive_rate:
+            sp = f"{(r.mpx / naive_rate) / r.seconds:.2f}x (vs naive rate)"
+        else:
+            sp = "-"
+        print(
+            f"| {r.mpx:.3g} | {r.method} | {r.seconds:.1f} | {r.seconds / r.mpx:.1f} | {r.mpx / r.seconds:.3f} | "
+            f"{r.peak_mb:.0f} | {sp} | {r.detail} |"
+        )
+    print(
+        f"\nTargets (modelling issue): <= {TARGET_S_PER_MPX:.0f} s per Mpx on 2 cores for mean + 90 % interval with the "
+        "default model; peak memory flat as the scene grows; time linear in pixels."
+    )
+    for m in ("dask", "dask-fused"):
+        rs = [r for r in rows if r.method == m and r.seconds]
+        if not rs:
+            continue
+        spm = [(r.seconds or math.nan) / r.mpx for r in rs]
+        mem = [r.peak_mb or math.nan for r in rs]
+        ok = "MET" if max(spm) <= TARGET_S_PER_MPX else "MISSED"
+        print(
+            f"  {m}: {min(spm):.1f}-{max(spm):.1f} s/Mpx -> speed target {ok}; "
+            f"s/Mpx ratio largest/smallest scene {spm[-1] / spm[0]:.2f} (1.00 = linear); "
+            f"peak MB ratio largest/smallest scene {mem[-1] / mem[0]:.2f} (1.00 = flat)"
+        )
+
+
+if __name__ == "__main__":
+    main()

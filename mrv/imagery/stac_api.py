@@ -1,0 +1,210 @@
+"""Sentinel-2 L2A items from a STAC API (Earth Search, Planetary Computer, CDSE, ...).
+
+Searches use pystac-client over a retrying, time-limited transport (:mod:`mrv.imagery.http`).
+Cloud cover is filtered on the server with a CQL2-JSON ``filter`` when the API conforms to the
+Filter extension, otherwise on the client from ``eo:cloud_cover``. Loading is shared with every
+other source (:func:`mrv.imagery.load.load_reflectance`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import pystac
+from pystac_client import Client
+from pystac_client.conformance import ConformanceClasses
+from pystac_client.exceptions import APIError
+
+from mrv.errors import ConfigError, ImageryError, NoImageryFound
+from mrv.grid import Grid
+from mrv.imagery.http import retrying_stac_io
+from mrv.imagery.load import load_reflectance
+from mrv.imagery.providers import ProviderProfile
+from mrv.imagery.source import LoadedScenes, SearchRequest
+
+log = logging.getLogger(__name__)
+
+Modifier = Callable[[Any], Any]
+CLOUD_PROPERTY = "eo:cloud_cover"
+
+
+def cloud_filter(max_cloud_pct: float) -> dict[str, Any]:
+    """The CQL2-JSON filter ``eo:cloud_cover <= max_cloud_pct``."""
+    return {"op": "<=", "args": [{"property": CLOUD_PROPERTY}, float(max_cloud_pct)]}
+
+
+def datetime_range(start: dt.date, end: dt.date) -> str:
+    """An RFC 3339 interval covering whole UTC days ``start`` .. ``end`` inclusive."""
+    return f"{start.isoformat()}T00:00:00Z/{end.isoformat()}T23:59:59.999Z"
+
+
+def signing_modifier(profile: ProviderProfile) -> Modifier | None:
+    """The pystac-client ``modifier`` that signs asset hrefs for ``profile``, or None if none is needed."""
+    if profile.signing == "none":
+        return None
+    if profile.signing == "planetary_computer":
+        try:
+            pc = importlib.import_module("planetary_computer")
+        except ImportError as exc:
+            raise ConfigError(
+                f"Provider '{profile.name}' needs its asset URLs signed, but the 'planetary-computer' package "
+                "is not installed. Install it (pip install planetary-computer) or choose another provider."
+            ) from exc
+        sign: Modifier = pc.sign_inplace
+        return sign
+    raise ConfigError(f"Provider '{profile.name}' asks for unknown signing scheme {profile.signing!r}.")
+
+
+class StacApiSource:
+    """An :class:`~mrv.imagery.source.ImagerySource` backed by a STAC API."""
+
+    name = "stac-api"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        collection: str,
+        profile: ProviderProfile | None = None,
+        timeout_s: float = 30.0,
+        max_retries: int = 4,
+        max_items: int = 2000,
+        page_size: int = 100,
+        backoff_s: float = 0.5,
+        modifier: Modifier | None = None,
+    ) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(f"STAC API url {url!r} must start with http:// or https://.")
+        if timeout_s <= 0 or max_retries < 0 or max_items < 1 or page_size < 1:
+            raise ConfigError(
+                f"Invalid STAC API options (timeout_s={timeout_s}, max_retries={max_retries}, "
+                f"max_items={max_items}, page_size={page_size}): use timeout_s > 0, max_retries >= 0, "
+                "max_items >= 1 and page_size >= 1."
+            )
+        if profile is not None and collection not in profile.collections:
+            raise ConfigError(
+                f"Collection {collection!r} is not offered by provider '{profile.name}' "
+                f"(collections: {', '.join(profile.collections)}). Pick one of those or another provider profile."
+            )
+        self.url = url.rstrip("/")
+        self.collection = collection
+        self.profile = profile
+        self.timeout_s = float(timeout_s)
+        self.max_retries = int(max_retries)
+        self.max_items = int(max_items)
+        self.page_size = int(page_size)
+        self.backoff_s = float(backoff_s)
+        self.modifier = modifier if modifier is not None else (signing_modifier(profile) if profile else None)
+        self._client: Client | None = None
+
+    @classmethod
+    def from_profile(cls, profile: ProviderProfile, *, collection: str | None = None, **options: Any) -> StacApiSource:
+        """A source for ``profile``'s API and collection (its default collection unless given)."""
+        return cls(profile.url, collection=collection or profile.default_collection, profile=profile, **options)
+
+    @property
+    def provider(self) -> str:
+        return self.profile.name if self.profile else self.url
+
+    def client(self) -> Client:
+        """The opened API root (opened once, on first use)."""
+        if self._client is None:
+            stac_io = retrying_stac_io(timeout_s=self.timeout_s, max_retries=self.max_retries, backoff_s=self.backoff_s)
+            try:
+                # timeout must be repeated: Client.open passes it to stac_io.update, which overwrites it.
+                self._client = Client.open(self.url, stac_io=stac_io, timeout=self.timeout_s, modifier=self.modifier)
+            except (APIError, pystac.STACError, ValueError, OSError) as exc:
+                raise ImageryError(
+                    f"Cannot open the STAC API at {self.url} ({exc}) after {self.max_retries} retries with a "
+                    f"{self.timeout_s:g} s timeout. Check the URL and your connection, or raise "
+                    "imagery timeout/retries if the provider is slow."
+                ) from exc
+            if not self._client.conforms_to(ConformanceClasses.ITEM_SEARCH):
+                raise ImageryError(
+                    f"{self.url} does not conform to STAC API Item Search, so it cannot be searched. "
+                    "Point the provider url at the API root (the one with a /search link)."
+                )
+        return self._client
+
+    def server_filters(self) -> bool:
+        """Whether the API advertises the CQL2 Filter extension (cloud cover filtered server-side)."""
+        return self.client().conforms_to(ConformanceClasses.FILTER)
+
+    def search(self, request: SearchRequest, *, intersects: Mapping[str, Any] | None = None) -> list[pystac.Item]:
+        """Items of the collection over the AOI and dates with cloud cover <= the limit.
+
+        ``intersects`` (a GeoJSON geometry in WGS84, e.g. the AOI polygon) replaces the bbox when
+        given. Sorted by (datetime, id); every asset href is absolute.
+        """
+        collection = request.collection or self.collection
+        client = self.client()
+        server_side = self.server_filters()
+        params: dict[str, Any] = {
+            "collections": [collection],
+            "datetime": datetime_range(request.start, request.end),
+            "limit": self.page_size,
+            "max_items": self.max_items + 1,
+        }
+        if intersects is not None:
+            params["intersects"] = dict(intersects)
+        else:
+            params["bbox"] = list(request.bbox_wgs84)
+        if server_side:
+            params["filter"] = cloud_filter(request.max_cloud_pct)
+            params["filter_lang"] = "cql2-json"
+            log.info("%s: filtering %s <= %g on the server (CQL2)", self.url, CLOUD_PROPERTY, request.max_cloud_pct)
+        else:
+            log.info(
+                "%s does not conform to the Filter extension: filtering %s <= %g on the client",
+                self.url,
+                CLOUD_PROPERTY,
+                request.max_cloud_pct,
+            )
+        try:
+            fetched = list(client.search(**params).items())
+        except (APIError, pystac.STACError, ValueError, OSError) as exc:
+            raise ImageryError(
+                f"Searching {collection} at {self.url} failed ({exc}) after {self.max_retries} retries with a "
+                f"{self.timeout_s:g} s timeout. Retry later, or raise imagery timeout/retries if the provider is slow."
+            ) from exc
+        if len(fetched) > self.max_items:
+            raise ImageryError(
+                f"The search of {collection} at {self.url} over bbox {request.bbox_wgs84} from {request.start} to "
+                f"{request.end} matches more than max_items={self.max_items} items. Narrow the dates or the AOI "
+                "(or lower imagery.max_cloud_pct), or raise max_items if that many scenes are really wanted."
+            )
+        items = fetched if server_side else [it for it in fetched if _cloud_ok(it, request.max_cloud_pct)]
+        if not server_side and len(items) < len(fetched):
+            log.info(
+                "dropped %d of %d items above %g%% cloud",
+                len(fetched) - len(items),
+                len(fetched),
+                request.max_cloud_pct,
+            )
+        if not items:
+            where = "the AOI polygon" if intersects is not None else "bbox"
+            raise NoImageryFound(
+                f"No {collection} items at {self.url} ({self.provider}) intersect {where} {request.bbox_wgs84} "
+                f"between {request.start} and {request.end} with cloud cover <= {request.max_cloud_pct}% "
+                f"({len(fetched)} found before the cloud filter). Widen the dates, raise imagery.max_cloud_pct "
+                "or check the AOI and collection."
+            )
+        for item in items:
+            item.make_asset_hrefs_absolute()
+        return sorted(items, key=lambda it: (it.datetime or dt.datetime.min.replace(tzinfo=dt.UTC), it.id))
+
+    def load(self, items: Sequence[pystac.Item], bands: Sequence[str], grid: Grid, *, chunk_px: int) -> LoadedScenes:
+        return load_reflectance(items, bands, grid, chunk_px=chunk_px)
+
+
+def _cloud_ok(item: pystac.Item, max_cloud_pct: float) -> bool:
+    """Client-side twin of the CQL2 filter: a missing cloud cover does not match, as on a server."""
+    value = item.properties.get(CLOUD_PROPERTY)
+    if value is None:
+        log.warning("item %s has no %s; dropped by the cloud filter", item.id, CLOUD_PROPERTY)
+        return False
+    return float(value) <= max_cloud_pct
