@@ -7,7 +7,6 @@ import datetime as dt
 import tempfile
 from pathlib import Path
 
-import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

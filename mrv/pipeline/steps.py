@@ -24,8 +24,8 @@ from mrv.fields import field_index_raster, fields_bounds, read_fields
 from mrv.grid import Grid
 from mrv.imagery.composite import bare_soil_composite, covariate_stack
 from mrv.imagery.local import LocalCatalogSource
-from mrv.imagery.source import ImagerySource, SearchRequest
 from mrv.imagery.providers import load_profile
+from mrv.imagery.source import ImagerySource, SearchRequest
 from mrv.imagery.stac_api import StacApiSource
 from mrv.modeling.features import extract_at_points
 from mrv.modeling.model import OUTPUTS, SOCModel

@@ -1,0 +1,290 @@
+"""Sentinel-2 L2A from Sentinel Hub: Catalog API for search, Process API for pixels on the project grid.
+
+The Process API resamples to the grid itself (``bbox`` in the grid CRS, ``size`` in pixels), returns
+FLOAT32 reflectance with ``harmonizeValues`` so the processing-baseline 04.00 offset is already removed,
+and the scene classification (SCL) as a seventh band that is used for masking.
+
+Credentials come from the constructor, else the ``SH_CLIENT_ID`` / ``SH_CLIENT_SECRET`` environment
+variables, else the sentinelhub configuration profile. They are handed to ``SHConfig`` only; they are
+never logged.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pystac
+import xarray as xr
+from sentinelhub import (
+    CRS,
+    BBox,
+    DataCollection,
+    MimeType,
+    SentinelHubCatalog,
+    SentinelHubRequest,
+    SHConfig,
+)
+from sentinelhub.exceptions import DownloadFailedException
+
+from mrv.errors import ConfigError, ImageryError, NoImageryFound
+from mrv.grid import Grid
+from mrv.imagery.masking import clear_mask
+from mrv.imagery.source import LoadedScenes, SearchRequest
+
+log = logging.getLogger(__name__)
+
+#: Common band names this source can deliver, mapped to Sentinel-2 band ids (ESA S2 MSI User Guide).
+BAND_IDS: dict[str, str] = {
+    "blue": "B02",
+    "green": "B03",
+    "red": "B04",
+    "nir": "B08",
+    "swir16": "B11",
+    "swir22": "B12",
+}
+#: Order of the bands in the Process API response; SCL is the last band.
+RESPONSE_BANDS: tuple[str, ...] = (*BAND_IDS.values(), "SCL")
+#: Largest output the Process API returns in one request (pixels per side).
+MAX_PROCESS_PX = 2500
+
+EVALSCRIPT = """//VERSION=3
+function setup() {
+  return {
+    input: [{bands: ["B02", "B03", "B04", "B08", "B11", "B12", "SCL"], units: ["REFLECTANCE", "REFLECTANCE",
+             "REFLECTANCE", "REFLECTANCE", "REFLECTANCE", "REFLECTANCE", "DN"]}],
+    output: {id: "default", bands: 7, sampleType: "FLOAT32"}
+  };
+}
+function evaluatePixel(s) {
+  return [s.B02, s.B03, s.B04, s.B08, s.B11, s.B12, s.SCL];
+}
+"""
+
+
+#: Loggers of the OAuth stack under sentinelhub; ``requests_oauthlib`` logs the token request body, client
+#: secret included, at DEBUG level.
+_OAUTH_LOGGERS = ("requests_oauthlib.oauth2_session", "requests_oauthlib", "oauthlib")
+_SECRET_FIELD = re.compile(r"(client_secret[\"']?\s*[=:]\s*[\"']?)[^&\s\"',}]+")
+
+
+class _RedactSecrets(logging.Filter):
+    """Rewrites records of the OAuth loggers so that no client secret reaches any handler."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        clean = _SECRET_FIELD.sub(r"\1***", msg)
+        for secret in self.secrets:
+            clean = clean.replace(secret, "***")
+        if clean != msg:
+            record.msg, record.args = clean, None
+        return True
+
+
+_REDACT = _RedactSecrets()
+
+
+def _protect_secret(secret: str) -> None:
+    """Make sure ``secret`` is redacted from the OAuth libraries' log records (idempotent)."""
+    _REDACT.secrets.add(secret)
+    for name in _OAUTH_LOGGERS:
+        logger = logging.getLogger(name)
+        if _REDACT not in logger.filters:
+            logger.addFilter(_REDACT)
+
+
+def _utc_day(day: dt.date, *, end: bool) -> dt.datetime:
+    t = dt.time(23, 59, 59) if end else dt.time(0, 0, 0)
+    return dt.datetime.combine(day, t, tzinfo=dt.UTC)
+
+
+def _profile_credentials() -> tuple[str | None, str | None]:
+    """Credentials of the sentinelhub config profile, without creating a config file if there is none."""
+    if not os.path.exists(SHConfig.get_config_location()):
+        return None, None
+    try:
+        cfg = SHConfig.load()
+    except (KeyError, OSError, ValueError):
+        return None, None
+    return cfg.sh_client_id or None, cfg.sh_client_secret or None
+
+
+def _as_stac_dict(feature: dict[str, Any], collection: str) -> dict[str, Any]:
+    """A catalog feature completed with the keys ``pystac.Item.from_dict`` requires."""
+    d = dict(feature)
+    d.setdefault("type", "Feature")
+    d.setdefault("stac_version", "1.0.0")
+    d.setdefault("links", [])
+    d.setdefault("assets", {})
+    d.setdefault("collection", collection)
+    props = dict(d.get("properties") or {})
+    d["properties"] = props
+    if "id" not in d:
+        raise ImageryError(f"Sentinel Hub catalog returned a feature without an id: {sorted(d)}. Retry the search.")
+    if not props.get("datetime"):
+        raise ImageryError(f"Sentinel Hub catalog feature {d['id']} has no datetime. Retry the search.")
+    if "geometry" not in d:
+        d["geometry"] = None
+    if d.get("geometry") is not None and "bbox" not in d:
+        raise ImageryError(f"Sentinel Hub catalog feature {d['id']} has a geometry but no bbox. Retry the search.")
+    return d
+
+
+class SentinelHubSource:
+    """An :class:`~mrv.imagery.source.ImagerySource` backed by the Sentinel Hub Catalog and Process APIs."""
+
+    name = "sentinel-hub"
+
+    def __init__(
+        self,
+        *,
+        base_url: str = "https://services.sentinel-hub.com",
+        token_url: str | None = None,
+        client_id: str | None = None,
+        client_secret: str | None = None,
+        collection_name: str = "sentinel-2-l2a",
+    ) -> None:
+        if not base_url.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"Sentinel Hub base_url {base_url!r} is not an http(s) URL; use e.g. https://services.sentinel-hub.com."
+            )
+        cid = client_id or os.environ.get("SH_CLIENT_ID") or None
+        secret = client_secret or os.environ.get("SH_CLIENT_SECRET") or None
+        if cid is None or secret is None:
+            prof_id, prof_secret = _profile_credentials()
+            cid = cid or prof_id
+            secret = secret or prof_secret
+        if not cid or not secret:
+            missing = [n for n, v in (("SH_CLIENT_ID", cid), ("SH_CLIENT_SECRET", secret)) if not v]
+            raise ConfigError(
+                f"Sentinel Hub credentials are missing ({', '.join(missing)} not set). Set the environment variables "
+                "SH_CLIENT_ID and SH_CLIENT_SECRET to your OAuth client's id and secret (or store them in a "
+                "sentinelhub config profile)."
+            )
+        _protect_secret(secret)
+        base = base_url.rstrip("/")
+        self.base_url = base
+        self.collection_name = collection_name
+        self._config = SHConfig(use_defaults=True)
+        self._config.sh_base_url = base
+        self._config.sh_token_url = token_url or f"{base}/auth/realms/main/protocol/openid-connect/token"
+        self._config.sh_client_id = cid
+        self._config.sh_client_secret = secret
+        self._collection = DataCollection.SENTINEL2_L2A.define_from(f"mrv-{collection_name}-{base}", service_url=base)
+
+    # -- search -------------------------------------------------------------------------------------------------
+
+    def search(self, request: SearchRequest) -> list[pystac.Item]:
+        catalog = SentinelHubCatalog(config=self._config)
+        where = (
+            f"bbox={request.bbox_wgs84}, {request.start}..{request.end}, collection {self.collection_name}, "
+            f"cloud cover <= {request.max_cloud_pct}%"
+        )
+        try:
+            results = catalog.search(
+                self.collection_name,
+                bbox=BBox(request.bbox_wgs84, CRS.WGS84),
+                time=(_utc_day(request.start, end=False), _utc_day(request.end, end=True)),
+                filter=f"eo:cloud_cover <= {float(request.max_cloud_pct)}",
+            )
+            features = list(results)
+        except DownloadFailedException as exc:
+            raise ImageryError(
+                f"Sentinel Hub catalog search failed for {where}: {exc}. Check the credentials, base_url and "
+                "collection name, then retry."
+            ) from exc
+        if not features:
+            raise NoImageryFound(
+                f"No Sentinel Hub items for {where}. Widen the dates, raise max_cloud_pct or check the collection."
+            )
+        items = [pystac.Item.from_dict(_as_stac_dict(f, self.collection_name)) for f in features]
+        log.info("sentinel hub catalog: %d items for %s", len(items), where)
+        return items
+
+    # -- load ---------------------------------------------------------------------------------------------------
+
+    def _request(self, day: dt.date, grid: Grid) -> SentinelHubRequest:
+        return SentinelHubRequest(
+            evalscript=EVALSCRIPT,
+            input_data=[
+                SentinelHubRequest.input_data(
+                    data_collection=self._collection,
+                    time_interval=(_utc_day(day, end=False), _utc_day(day, end=True)),
+                    other_args={"processing": {"harmonizeValues": True}},
+                )
+            ],
+            responses=[SentinelHubRequest.output_response("default", MimeType.TIFF)],
+            bbox=BBox(grid.bounds, CRS(grid.crs)),
+            size=(grid.width, grid.height),
+            config=self._config,
+        )
+
+    def load(self, items: Sequence[pystac.Item], bands: Sequence[str], grid: Grid, *, chunk_px: int) -> LoadedScenes:
+        """One Process API request per acquisition date; ``chunk_px`` is unused (responses are in memory)."""
+        unknown = [b for b in bands if b not in BAND_IDS]
+        if unknown:
+            raise ConfigError(f"Sentinel Hub source cannot deliver bands {unknown}; choose from {sorted(BAND_IDS)}.")
+        if not items:
+            raise NoImageryFound("No items to load from Sentinel Hub. Run search first and pass its items.")
+        if grid.width > MAX_PROCESS_PX or grid.height > MAX_PROCESS_PX:
+            raise ImageryError(
+                f"Grid of {grid.width}x{grid.height} px exceeds the Process API limit of {MAX_PROCESS_PX} px per "
+                "side. Use a coarser resolution or split the area into smaller grids."
+            )
+        by_day: dict[dt.date, list[str]] = {}
+        for item in items:
+            if item.datetime is None:
+                raise ImageryError(f"Item {item.id} has no datetime; Sentinel Hub loads by date. Re-run the search.")
+            by_day.setdefault(item.datetime.astimezone(dt.UTC).date(), []).append(item.id)
+
+        idx = [RESPONSE_BANDS.index(BAND_IDS[b]) for b in bands]
+        scl_idx = RESPONSE_BANDS.index("SCL")
+        parts: list[xr.Dataset] = []
+        used: list[str] = []
+        times: list[np.datetime64] = []
+        x = np.asarray(grid.x_coords())
+        y = np.asarray(grid.y_coords())
+        for day in sorted(by_day):
+            try:
+                data = self._request(day, grid).get_data()
+            except DownloadFailedException as exc:
+                raise ImageryError(
+                    f"Sentinel Hub Process API request for {day} failed: {exc}. Check credentials and quota, "
+                    "then retry."
+                ) from exc
+            arr = np.asarray(data[0], dtype=np.float32)
+            if arr.ndim == 3 and arr.shape[-1] != len(RESPONSE_BANDS) and arr.shape[0] == len(RESPONSE_BANDS):
+                arr = np.moveaxis(arr, 0, -1)
+            if arr.shape != (grid.height, grid.width, len(RESPONSE_BANDS)):
+                raise ImageryError(
+                    f"Sentinel Hub returned an array of shape {arr.shape} for {day}; expected "
+                    f"{(grid.height, grid.width, len(RESPONSE_BANDS))}. Check the grid and retry."
+                )
+            scl = xr.DataArray(np.nan_to_num(arr[..., scl_idx]).astype(np.uint8), dims=("y", "x"))
+            keep = clear_mask(scl)
+            out: dict[str, xr.DataArray] = {}
+            for name, i in zip(bands, idx, strict=True):
+                refl = xr.DataArray(arr[..., i], dims=("y", "x")).where(keep).astype(np.float32)
+                refl.attrs = {"units": "1", "long_name": f"surface reflectance {name}", "scaling_rule": "harmonized"}
+                out[name] = refl
+            ds = xr.Dataset(out)
+            ds["scl"] = scl
+            parts.append(ds)
+            used.append(",".join(by_day[day]))
+            times.append(np.datetime64(dt.datetime.combine(day, dt.time()), "ns"))
+
+        result = xr.concat(parts, dim="time").assign_coords(
+            time=("time", np.asarray(times)), y=("y", y), x=("x", x), item_id=("time", used)
+        )
+        result.attrs = {"crs": grid.crs}
+        all_ids = tuple(i for day in sorted(by_day) for i in by_day[day])
+        return LoadedScenes(reflectance=result, items=all_ids)
