@@ -261,7 +261,7 @@ def parse_config(raw: Any, *, source_path: Path, output_dir: str | Path | None =
     img.close()
     if imagery.source == "local" and imagery.catalog is None:
         raise ConfigError("imagery.catalog is required for source 'local': give the path to the STAC collection.json.")
-    if imagery.source != "local" and not (imagery.url or imagery.provider):
+    if imagery.source == "stac" and not (imagery.url or imagery.provider):
         raise ConfigError(
             f"imagery.source '{imagery.source}' needs imagery.provider (a profile in configs/providers/) or imagery.url."
         )

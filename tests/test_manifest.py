@@ -262,7 +262,7 @@ def test_git_state_recorded_or_null(monkeypatch: pytest.MonkeyPatch) -> None:
         return "0123abcd\n" if args[0] == "rev-parse" else " M mrv/x.py\n"
 
     monkeypatch.setattr(manifest_mod, "_git", fake_git)
-    assert manifest_mod._git_state() == ("0123abcd", True)
+    assert manifest_mod.git_state() == ("0123abcd", True)
     monkeypatch.setattr(manifest_mod, "_git", lambda args, cwd: None)
-    assert manifest_mod._git_state() == (None, None)
+    assert manifest_mod.git_state() == (None, None)
     assert calls[0] == ["rev-parse", "HEAD"]

@@ -16,7 +16,7 @@ from mrv.pipeline.layout import RunLayout
 from mrv.pipeline.steps import write_json
 from mrv.raster import read_raster, write_cog
 from mrv.report.html import render_report_html
-from mrv.report.manifest import write_manifest
+from mrv.report.manifest import git_state, package_versions, write_manifest
 from mrv.report.maps import render_map_png
 from mrv.resources import profile_dirs
 
@@ -108,6 +108,12 @@ def build_report(cfg: RunConfig, layout: RunLayout) -> Path:
         "maps": {**{k: str(p.relative_to(root)) for k, p in latest_maps.items()}, "width90": str(width_path.relative_to(root))},
         "methodology": methodology,
         "deductions": deductions,
+        "provenance": {
+            "manifest": "manifest.json",
+            "verify_with": "mrv report verify <run directory>",
+            "git_revision": git_state()[0],
+            "packages": package_versions(),
+        },
     }
     report_path = write_json(root / "report.json", _finite(report))
 

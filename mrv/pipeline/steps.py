@@ -67,9 +67,12 @@ def make_source(cfg: RunConfig) -> ImagerySource:
             return StacApiSource.from_profile(profile, collection=cfg.imagery.collection)
         assert cfg.imagery.url is not None
         return StacApiSource(cfg.imagery.url, collection=cfg.imagery.collection)
-    raise ConfigError(
-        f"imagery.source '{cfg.imagery.source}' is not available in this version; use 'local' or 'stac'."
-    )
+    if cfg.imagery.source == "sentinelhub":
+        from mrv.imagery.sentinelhub_source import SentinelHubSource
+
+        base = cfg.imagery.url or "https://services.sentinel-hub.com"
+        return SentinelHubSource(base_url=base, collection_name=cfg.imagery.collection)
+    raise ConfigError(f"imagery.source '{cfg.imagery.source}' is unknown; use 'local', 'stac' or 'sentinelhub'.")
 
 
 def prepare_imagery(cfg: RunConfig, rnd: RoundConfig, layout: RunLayout) -> Path:

@@ -31,6 +31,8 @@ __all__ = [
     "Mismatch",
     "VerifyResult",
     "build_manifest",
+    "git_state",
+    "package_versions",
     "raise_on_mismatch",
     "sha256_file",
     "verify_manifest",
@@ -138,7 +140,7 @@ def _git(args: list[str], cwd: Path) -> str | None:
     return proc.stdout
 
 
-def _git_state() -> tuple[str | None, bool | None]:
+def git_state() -> tuple[str | None, bool | None]:
     """(revision, dirty) of the checkout this package is imported from, or (None, None)."""
     source_root = Path(__file__).resolve().parents[2]
     revision_out = _git(["rev-parse", "HEAD"], source_root)
@@ -149,7 +151,7 @@ def _git_state() -> tuple[str | None, bool | None]:
     return revision, bool(status_out.strip())
 
 
-def _package_versions() -> dict[str, str]:
+def package_versions() -> dict[str, str]:
     versions: dict[str, str] = {}
     for name in _PACKAGES:
         try:
@@ -248,7 +250,7 @@ def build_manifest(
     output_entries = [
         {"path": f.relative_to(run_dir).as_posix(), **_file_entry(f)} for f in _output_files(run_dir, outputs)
     ]
-    revision, dirty = _git_state()
+    revision, dirty = git_state()
     manifest: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "created_utc": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -256,7 +258,7 @@ def build_manifest(
         "git_dirty": dirty,
         "python": sys.version.split()[0],
         "platform": platform.platform(),
-        "packages": _package_versions(),
+        "packages": package_versions(),
         "config": {"path": str(config_path), "sha256": sha256_file(config_path)},
         "inputs": input_entries,
         "outputs": output_entries,
