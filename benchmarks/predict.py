@@ -1,19 +1,18 @@
-"""Benchmark SOC map prediction: Dask ``predict_map`` vs a single-process ``SOCModel.predict``.
+"""Benchmark SOC map prediction: Dask ``predict_map`` vs a naive single-process quantile-forest predict.
 
 Usage::
 
-    python benchmarks/predict.py [--sizes 1,4,16] [--trees 200] [--chunk 512] [--methods naive,dask,dask-fused]
+    python benchmarks/predict.py [--sizes 1,4,16] [--trees 200] [--chunk 512] [--methods naive,dask]
 
 Methods
 -------
-``naive``       ``model.predict(X)`` over the whole flattened scene in this process (skipped when
-                the projected peak memory would not fit, see ``--naive-mem-fraction``).
-``dask``        ``mrv.modeling.predict.predict_map(...).compute()`` on a LocalCluster of
-                2 single-threaded worker processes (``OMP_NUM_THREADS=1``).
-``dask-fused``  the same graph, but each block predicted by :func:`fused_predict` below: a
-                proposed replacement for ``SOCModel.predict`` that walks the trees once and takes
-                mean and quantiles from the same per-tree leaf values (float32, sort-based
-                quantiles, row batches). It is checked against ``SOCModel.predict`` before timing.
+``naive``   quantile-forest's own ``predict`` (quantiles, then mean: two tree walks) over the whole
+            flattened scene in this process (skipped when the projected peak memory would not fit,
+            see ``--naive-mem-fraction``).
+``dask``    ``mrv.modeling.predict.predict_map(...).compute()`` on a LocalCluster of 2
+            single-threaded worker processes (``OMP_NUM_THREADS=1``); blocks go through
+            ``SOCModel.predict`` (one tree walk, mean and quantiles from the same leaf values,
+            row batches).
 
 The covariate stack is lazy (generated block by block on the workers from seeded smooth random
 fields), as a real odc-stac stack would be, so the Dask graph never carries the scene itself.
@@ -37,7 +36,6 @@ import dask.array as da
 import numpy as np
 import psutil
 import xarray as xr
-from scipy.stats import norm
 
 from mrv.modeling.model import OUTPUTS, SOCModel
 
@@ -140,75 +138,11 @@ def fit_model(n_trees: int) -> SOCModel:
     return SOCModel(forest, covs, confidence=0.9, margin_t_ha=1.0, metadata={"training_sha256": "benchmark"})
 
 
-# --------------------------------------------------------------------------- proposed predict
-_LUT_CACHE: dict[int, np.ndarray] = {}
-
-
-def _leaf_values(model: SOCModel) -> np.ndarray | None:
-    """``(n_trees, max_nodes)`` float32: the training value quantile-forest keeps in each leaf.
-
-    Only for the configuration the default model uses (``max_samples_leaf=1``, one output, no
-    monotonic constraints); ``None`` otherwise.
-    """
-    f = model.forest
-    if f.max_samples_leaf != 1 or f.monotonic_cst is not None or f.n_outputs_ != 1:
-        return None
-    key = id(f)
-    if key not in _LUT_CACHE:
-        idx = np.asarray(f.forest_.y_train_leaves)[:, :, 0, 0]  # 1-based training index, 0 = no sample
-        y_train = np.asarray(f.forest_.y_train)[0]
-        _LUT_CACHE[key] = np.where(idx > 0, y_train[np.maximum(idx, 1) - 1], np.nan).astype("float32")
-    return _LUT_CACHE[key]
-
-
-def fused_predict(model: SOCModel, X: np.ndarray, *, batch: int = 65536) -> np.ndarray:
-    """Same output as ``SOCModel.predict`` with one tree walk per pixel instead of two.
-
-    For each row batch: per tree ``tree_.apply`` -> leaf value (float32 lookup), then the mean
-    and the three quantiles (NumPy "linear" interpolation, as quantile-forest uses) from the
-    same ``(rows, trees)`` matrix, sorted once.
-    """
-    lut = _leaf_values(model)
-    if lut is None:
-        return model.predict(X)
-    out = np.full((X.shape[0], len(OUTPUTS)), np.nan, dtype="float32")
-    ok = np.flatnonzero(np.all(np.isfinite(X), axis=1))
-    trees = model.forest.estimators_
-    pos = np.asarray(model.quantiles) * (len(trees) - 1)
-    lo_i = np.floor(pos).astype(int)
-    hi_i = np.minimum(lo_i + 1, len(trees) - 1)
-    frac = np.asarray(pos - lo_i, dtype="float32")
-    z = norm.ppf(0.5 + model.confidence / 2.0)
-    for start in range(0, ok.size, batch):
-        rows = ok[start : start + batch]
-        Xb = np.ascontiguousarray(X[rows], dtype="float32")
-        vals = np.empty((rows.size, len(trees)), dtype="float32")
-        for t, est in enumerate(trees):
-            vals[:, t] = lut[t, est.tree_.apply(Xb)]
-        mean = vals.mean(axis=1)
-        vals.sort(axis=1)
-        q = vals[:, lo_i] + frac * (vals[:, hi_i] - vals[:, lo_i])
-        lo = q[:, 0] - model.margin_t_ha
-        hi = q[:, 2] + model.margin_t_ha
-        out[rows] = np.column_stack([mean, lo, q[:, 1], hi, (hi - lo) / (2.0 * z)])
-    return out
-
-
-def fused_block(block: np.ndarray, model: SOCModel) -> np.ndarray:
-    n_cov, ny, nx = block.shape
-    out = fused_predict(model, block.reshape(n_cov, -1).T)
-    return out.T.reshape(len(OUTPUTS), ny, nx)
-
-
-def predict_map_fused(stack: xr.DataArray, model: SOCModel, *, client: Any, chunk_px: int) -> xr.DataArray:
-    """``predict_map`` with :func:`fused_block` as the block function (benchmark-only copy)."""
-    model.check_covariates([str(c) for c in stack["covariate"].to_numpy()])
-    data = stack.data.rechunk({0: -1, 1: chunk_px, 2: chunk_px})
-    ref = client.scatter(model, broadcast=True, hash=False)
-    out = da.map_blocks(
-        fused_block, data, ref, dtype="float32", chunks=((len(OUTPUTS),), data.chunks[1], data.chunks[2]), name="fused"
-    )
-    return xr.DataArray(out, dims=("output", "y", "x"))
+def naive_predict(model: SOCModel, X: np.ndarray) -> np.ndarray:
+    """The naive baseline: quantile-forest's own quantile and mean predictions over the whole array."""
+    q = np.asarray(model.forest.predict(X, quantiles=list(model.quantiles)))
+    mean = np.asarray(model.forest.predict(X, quantiles="mean"))
+    return np.column_stack([mean, q])
 
 
 # --------------------------------------------------------------------------- measuring
@@ -289,9 +223,9 @@ def run_naive(model: SOCModel, side: int) -> Row:
     del rows, cols
     with PeakSampler() as s:
         t0 = time.perf_counter()
-        out = model.predict(X)
+        out = naive_predict(model, X)
         dt = time.perf_counter() - t0
-    assert out.shape == (side * side, len(OUTPUTS))
+    assert out.shape == (side * side, 4)
     return Row(side * side / 1e6, "naive", dt, s.client_increase_mb, f"1 process, whole scene at once; {_load()}")
 
 
@@ -309,17 +243,6 @@ def run_dask(client: Any, model: SOCModel, side: int, chunk: int, method: str, f
     return Row(side * side / 1e6, method, dt, peak, detail)
 
 
-def check_fused(model: SOCModel) -> float:
-    """Max |fused_predict - SOCModel.predict| over 20 000 pixels (with clouds), t C/ha."""
-    rng = np.random.default_rng(SEED + 3)
-    rows, cols = rng.integers(0, 4000, size=(2, 20_000))
-    X = covariates_at(rows, cols, noise_seed=SEED + 4).T.copy()
-    ref, new = model.predict(X), fused_predict(model, X)
-    if not np.array_equal(np.isnan(ref), np.isnan(new)):
-        raise AssertionError("fused_predict puts NaN in different places than SOCModel.predict")
-    return float(np.nanmax(np.abs(ref - new)))
-
-
 def profile_predict(model: SOCModel, n: int = 100_000) -> list[tuple[str, float]]:
     """Seconds per stage of ``SOCModel.predict`` on ``n`` pixels (single process)."""
     rng = np.random.default_rng(SEED + 5)
@@ -332,7 +255,6 @@ def profile_predict(model: SOCModel, n: int = 100_000) -> list[tuple[str, float]
         (f"  forest.apply (tree walk, {len(f.estimators_)} trees)", lambda: f.apply(X)),
         ("  forest.predict(quantiles=[.05,.5,.95])", lambda: f.predict(X, quantiles=list(model.quantiles))),
         ("  forest.predict(quantiles='mean')", lambda: f.predict(X, quantiles="mean")),
-        ("fused_predict total", lambda: fused_predict(model, X)),
     ]
     res = []
     for name, fn in stages:
@@ -347,7 +269,7 @@ def main() -> None:
     ap.add_argument("--sizes", default="1,4,16", help="scene sizes in Mpx (square scenes)")
     ap.add_argument("--trees", type=int, default=200)
     ap.add_argument("--chunk", type=int, default=512, help="Dask chunk edge in pixels")
-    ap.add_argument("--methods", default="naive,dask,dask-fused")
+    ap.add_argument("--methods", default="naive,dask")
     ap.add_argument(
         "--naive-mem-fraction",
         type=float,
@@ -370,7 +292,6 @@ def main() -> None:
         f"max_features={model.forest.max_features}, max_samples_leaf={model.forest.max_samples_leaf}; "
         f"fit in {time.perf_counter() - t0:.1f} s"
     )
-    print(f"fused_predict vs SOCModel.predict: max |diff| = {check_fused(model):.2e} t C/ha")
     print("\nprofile, single process, microseconds per pixel:")
     for name, us in profile_predict(model):
         print(f"  {name:45s} {us:8.1f}")
@@ -405,7 +326,7 @@ def main() -> None:
             naive_b_per_px = max(naive_b_per_px or 0.0, row.peak_mb * 2**20 / n)
             naive_s_per_px = max(naive_s_per_px or 0.0, row.seconds / n)
 
-    dask_methods = {"dask": predict_map, "dask-fused": predict_map_fused}
+    dask_methods = {"dask": predict_map}
     todo = [m for m in methods if m in dask_methods]
     if todo:
         for mpx in sizes:
@@ -448,7 +369,7 @@ def print_table(rows: list[Row], args: argparse.Namespace) -> None:
         f"\nTargets (modelling issue): <= {TARGET_S_PER_MPX:.0f} s per Mpx on 2 cores for mean + 90 % interval with the "
         "default model; peak memory flat as the scene grows; time linear in pixels."
     )
-    for m in ("dask", "dask-fused"):
+    for m in ("dask",):
         rs = [r for r in rows if r.method == m and r.seconds]
         if not rs:
             continue
