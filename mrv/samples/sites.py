@@ -64,6 +64,12 @@ def site_stocks(
         measured, rec["source"].map(lambda s: models[s].bd_sd_g_cm3).astype(float), ptf_sd
     )
     rec["bulk_density_g_cm3"] = np.where(measured, rec["bulk_density_g_cm3"].astype(float), ptf_bd)
+    no_bd = rec.loc[rec["bulk_density_g_cm3"].isna(), "site_id"].astype(str).unique()
+    for site in no_bd:
+        bad[site] = "no bulk density measured and the pedotransfer function does not apply (organic soil)"
+    rec = rec[~rec["site_id"].astype(str).isin(list(no_bd))]
+    if rec.empty:
+        return _empty(), bad
     layers = rec.rename(columns={"site_id": "profile_id"})
     stocks = fixed_depth_stock(layers, depth_cm=depth_cm).set_index("profile_id")
     first = rec.groupby("site_id", sort=False).first()
