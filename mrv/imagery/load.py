@@ -39,9 +39,14 @@ def _unreadable(item: pystac.Item, keys: Sequence[str]) -> str | None:
     return None
 
 
-def load_item(item: pystac.Item, bands: Sequence[str], grid: Grid, *, chunk_px: int) -> xr.Dataset:
-    """One item as masked float32 reflectance on ``grid`` (lazy, Dask-backed), plus its SCL."""
-    keys = resolve_assets(item, [*bands, SCL])
+def load_item(
+    item: pystac.Item, bands: Sequence[str], grid: Grid, *, chunk_px: int, keys: dict[str, str] | None = None
+) -> xr.Dataset:
+    """One item as masked float32 reflectance on ``grid`` (lazy, Dask-backed), plus its SCL.
+
+    ``keys`` maps band names (and ``scl``) to asset keys, as :func:`resolve_assets` returns them.
+    """
+    keys = keys or resolve_assets(item, [*bands, SCL])
     ds = odc.stac.load(
         [item],
         bands=list(keys.values()),
@@ -72,12 +77,13 @@ def load_reflectance(items: Sequence[pystac.Item], bands: Sequence[str], grid: G
     used: list[str] = []
     dropped: list[tuple[str, str]] = []
     for item in items:
-        reason = _unreadable(item, list(resolve_assets(item, [*bands, SCL]).values()))
+        keys = resolve_assets(item, [*bands, SCL])
+        reason = _unreadable(item, list(keys.values()))
         if reason is not None:
             log.warning("dropping item %s: %s", item.id, reason)
             dropped.append((item.id, reason))
             continue
-        parts.append(load_item(item, bands, grid, chunk_px=chunk_px))
+        parts.append(load_item(item, bands, grid, chunk_px=chunk_px, keys=keys))
         used.append(item.id)
     if not parts:
         raise NoImageryFound(

@@ -139,7 +139,7 @@ def build_report(cfg: RunConfig, layout: RunLayout) -> Path:
     for rnd in cfg.rounds:
         for i, sf in enumerate(rnd.samples):
             inputs[f"samples_{rnd.name}_{sf.source}_{i}"] = sf.path
-    outputs = [p for p in (root / "maps", root / "model", root / "work", figs, layout.accounting, report_path, root / "report.html")]
+    outputs = [root / "maps", root / "model", root / "work", figs, layout.accounting, report_path, root / "report.html"]
     write_manifest(root, inputs=inputs, config=cfg.source_path, outputs=outputs, extra={"run_name": cfg.name})
     return report_path
 

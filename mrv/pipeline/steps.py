@@ -20,7 +20,7 @@ import xarray as xr
 from mrv.accounting.aggregate import RoundMaps, simulate_zone_means, zone_summary
 from mrv.config import RoundConfig, RunConfig
 from mrv.errors import ConfigError, ModelError
-from mrv.fields import field_index_raster, fields_bounds, read_fields
+from mrv.fields import Field, field_index_raster, fields_bounds, read_fields
 from mrv.grid import Grid
 from mrv.imagery.composite import bare_soil_composite, covariate_stack
 from mrv.imagery.local import LocalCatalogSource
@@ -50,8 +50,9 @@ def write_json(path: Path, data: Any) -> Path:
     return path
 
 
-def project_grid(cfg: RunConfig) -> Grid:
-    fields = read_fields(cfg.region.fields, crs=cfg.region.crs)
+def project_grid(cfg: RunConfig, fields: tuple[Field, ...] | None = None) -> Grid:
+    """The grid covering the region's fields (read from the config unless given)."""
+    fields = fields or read_fields(cfg.region.fields, crs=cfg.region.crs)
     return Grid.covering(
         fields_bounds(fields), crs=cfg.region.crs, resolution_m=cfg.region.resolution_m, buffer_m=cfg.region.buffer_m
     )
@@ -77,7 +78,8 @@ def make_source(cfg: RunConfig) -> ImagerySource:
 
 def prepare_imagery(cfg: RunConfig, rnd: RoundConfig, layout: RunLayout) -> Path:
     """Search, load, mask and composite one round's imagery into a covariate GeoTIFF."""
-    grid = project_grid(cfg)
+    fields = read_fields(cfg.region.fields, crs=cfg.region.crs)
+    grid = project_grid(cfg, fields)
     source = make_source(cfg)
     request = SearchRequest(
         bbox_wgs84=grid.bbox_wgs84(),
@@ -100,7 +102,7 @@ def prepare_imagery(cfg: RunConfig, rnd: RoundConfig, layout: RunLayout) -> Path
         band_names=[*names, "n_bare"],
         tags={"round": rnd.name, "units": "reflectance (1) and indices (1); n_bare count"},
     )
-    on_fields = field_index_raster(read_fields(cfg.region.fields, crs=cfg.region.crs), grid) >= 0
+    on_fields = field_index_raster(fields, grid) >= 0
     write_json(
         layout.imagery_summary(rnd.name),
         {
