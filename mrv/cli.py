@@ -90,11 +90,26 @@ def _cmd_stocks(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
+    from mrv.accounting.recompute import recompute_and_compare
     from mrv.report.manifest import raise_on_mismatch, verify_manifest
 
     result = verify_manifest(Path(args.run_dir))
     raise_on_mismatch(result)
-    sys.stdout.write(f"OK: {result.checked} files match manifest.json in {args.run_dir}\n")
+    n = recompute_and_compare(Path(args.run_dir))
+    sys.stdout.write(
+        f"OK: {result.checked} files match manifest.json in {args.run_dir}; "
+        f"{n} accounting numbers recomputed from the stored maps match report.json\n"
+    )
+    return 0
+
+
+def _cmd_build(args: argparse.Namespace) -> int:
+    from mrv.pipeline.report_step import rebuild_report
+
+    html, gpkg, changed = rebuild_report(Path(args.run_dir))
+    sys.stdout.write(f"Rendered {html} and {gpkg} from report.json\n")
+    if changed:
+        sys.stdout.write(f"Updated manifest.json entries of re-rendered files: {', '.join(changed)}\n")
     return 0
 
 
@@ -126,9 +141,14 @@ def build_parser() -> argparse.ArgumentParser:
     st.set_defaults(func=_cmd_stocks)
 
     rep = sub.add_parser("report", help="verifier report tools").add_subparsers(dest="report_command", required=True)
-    ver = rep.add_parser("verify", help="re-hash every file listed in RUN_DIR/manifest.json")
+    ver = rep.add_parser(
+        "verify", help="re-hash every file in RUN_DIR/manifest.json and recompute the accounting from the stored maps"
+    )
     ver.add_argument("run_dir", type=Path)
     ver.set_defaults(func=_cmd_verify)
+    bld = rep.add_parser("build", help="re-render RUN_DIR/report.html and report/fields.gpkg from report.json")
+    bld.add_argument("run_dir", type=Path)
+    bld.set_defaults(func=_cmd_build)
     return p
 
 

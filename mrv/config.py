@@ -51,6 +51,22 @@ class BareSoilConfig:
 
 
 @dataclass(frozen=True)
+class DemConfig:
+    """A digital elevation model for terrain covariates (elevation, slope, TPI).
+
+    Exactly one of ``path`` (a local GeoTIFF in any CRS) or ``collection`` (a DEM collection such as
+    ``cop-dem-glo-30`` on the configured STAC API, ``imagery.source: stac``) is set.
+    """
+
+    path: Path | None = None
+    collection: str | None = None
+    asset: str = "data"
+    """Asset key of the elevation raster in the collection's items (``data`` on Earth Search / Planetary Computer)."""
+    tpi_radius_m: float = 300.0
+    """Half-width of the square neighbourhood of the topographic position index (m)."""
+
+
+@dataclass(frozen=True)
 class ImageryConfig:
     """Where imagery comes from and how it is composited."""
 
@@ -68,6 +84,12 @@ class ImageryConfig:
     """Reflectance bands by ``eo:bands`` common name."""
     chunk_px: int = 256
     bare_soil: BareSoilConfig = field(default_factory=BareSoilConfig)
+    max_items: int = 2000
+    """A search matching more items than this is refused (narrow the dates or the AOI)."""
+    max_aoi_km2: float = 10_000.0
+    """A project grid larger than this is refused (tile the region into several runs)."""
+    dem: DemConfig | None = None
+    """Terrain covariates from a DEM; none when unset."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +99,37 @@ class SampleFileConfig:
     format: str
     """Name of a sample format profile (``lab_wide``, ``crowd``) or a path to a profile YAML."""
     submitter: str = "unknown"
+
+
+@dataclass(frozen=True)
+class ErrorModel:
+    """Measurement error of one sample source (``samples.error_models.<source>``)."""
+
+    soc_rel_sd: float
+    """Relative SD of the SOC concentration (dry combustion in an accredited lab: ~3-5 %)."""
+    bd_sd_g_cm3: float = 0.05
+    """SD of a measured core bulk density (g/cm3)."""
+
+
+def _default_error_models() -> dict[str, ErrorModel]:
+    return {"lab": ErrorModel(soc_rel_sd=0.04), "crowd": ErrorModel(soc_rel_sd=0.20)}
+
+
+@dataclass(frozen=True)
+class SamplesConfig:
+    """How samples of different sources are weighed and checked (top-level ``samples:`` section).
+
+    ``error_models`` per source feed the site stock SDs and through them the model's inverse-variance
+    weights; a source left out keeps its default (lab 4 %, crowd 20 % relative SOC SD). A crowd site
+    whose stock is more than ``outlier_k`` robust SDs from the median of the lab sites within
+    ``outlier_radius_m`` is flagged (kept in sites.csv, left out of training).
+    """
+
+    error_models: dict[str, ErrorModel] = field(default_factory=_default_error_models)
+    outlier_radius_m: float = 500.0
+    outlier_k: float = 3.5
+    outlier_min_lab_sites: int = 3
+    duplicate_tolerance_m: float = 15.0
 
 
 @dataclass(frozen=True)
@@ -91,17 +144,38 @@ class RoundConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    kind: Literal["qrf"] = "qrf"
-    n_estimators: int = 200
-    min_samples_leaf: int = 3
+    """The SOC model, its spatial cross-validation and where fitted models are registered."""
+
+    kind: Literal["qrf", "gbm_quantile"] = "qrf"
+    """``qrf``: quantile regression forest; ``gbm_quantile``: quantile gradient boosting (p05/p50/p95 + mean).
+    Both get the same conformal (CQR) calibration from spatial CV."""
+    n_estimators: int = 100
+    """Trees of the QRF; prediction time is proportional to it. 100 trees with ``min_samples_leaf: 5`` had the
+    spatial-CV RMSE, coverage and width of 200 trees with 3 on the demo data at ~2.5x the mapping speed
+    (benchmarks/README.md)."""
+    min_samples_leaf: int = 5
+    """Smallest leaf of a QRF tree; larger leaves mean shallower trees and faster mapping."""
     max_features: float = 0.5
+    gbm_max_iter: int = 100
+    """Boosting iterations of each ``gbm_quantile`` model."""
+    gbm_learning_rate: float = 0.1
+    gbm_max_leaf_nodes: int = 15
+    gbm_min_samples_leaf: int = 10
     cv_folds: int = 5
-    cv_block_size_m: float = 1000.0
+    cv_block_size_m: float | Literal["auto"] = "auto"
+    """Edge of the square spatial-CV blocks (m), or ``auto``: max(autocorrelation range of the stock from an
+    exponential variogram, ``cv_min_block_m``), see :mod:`mrv.modeling.variogram`."""
+    cv_min_block_m: float = 500.0
+    """Smallest block the ``auto`` rule returns."""
     confidence: float = 0.9
     process_sd_t_ha: float = 5.0
     """Prior SD of the stock not explained by covariates; with each sample's measurement SD it sets
     the inverse-variance sample weights w_i = 1 / (process_sd^2 + sd_i^2)."""
     seed: int = 0
+    registry_dir: Path | None = None
+    """Model registry (:mod:`mrv.modeling.registry`) the trained model is registered in; ``None`` means
+    ``<output_dir>/models``. Point several runs at one directory to share it. The run directory keeps its
+    own copy in ``model/`` either way."""
 
 
 @dataclass(frozen=True)
@@ -116,10 +190,16 @@ class DaskConfig:
 class AccountingConfig:
     confidence: float = 0.9
     n_simulations: int = 400
-    error_range_m: float = 500.0
-    """Range of the exponential correlation of prediction errors (m)."""
-    round_error_correlation: float = 0.0
-    """Correlation of the two rounds' prediction errors; 0 is conservative for positive true correlation."""
+    error_range_m: float | Literal["auto"] = "auto"
+    """Distance parameter a (m) of the exponential correlation exp(-h/a) of prediction errors. ``auto``
+    fits an exponential variogram to the standardized cross-validation errors and also uses its nugget
+    share (:mod:`mrv.accounting.variogram`); a number overrides it, with no nugget (all error correlated)."""
+    round_error_correlation: float | Literal["auto"] = 0.0
+    """Correlation of the two rounds' spatially correlated prediction errors. 0 (the default) is
+    conservative for the change when the true correlation is positive. ``auto`` estimates it from
+    nearby cross-validation points of the first and last round (intrinsic coregionalization model,
+    :func:`mrv.accounting.variogram.cross_round_correlation`), clipped to [0, 1]; its sampling error
+    is not propagated."""
     methodology: str = "verra_vm0042_v2"
     seed: int = 0
 
@@ -136,6 +216,7 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     dask: DaskConfig = field(default_factory=DaskConfig)
     accounting: AccountingConfig = field(default_factory=AccountingConfig)
+    samples: SamplesConfig = field(default_factory=SamplesConfig)
 
 
 class _Section:
@@ -257,8 +338,20 @@ def parse_config(raw: Any, *, source_path: Path, output_dir: str | Path | None =
         bands=tuple(img.get("bands", list(ImageryConfig.bands), list)),
         chunk_px=int(img.get("chunk_px", 256, int)),
         bare_soil=bare_cfg,
+        max_items=int(img.get("max_items", 2000, int)),
+        max_aoi_km2=_positive(img.get("max_aoi_km2", 10_000.0, (int, float)), "imagery.max_aoi_km2"),
+        dem=_parse_dem(img.get("dem", None, (str, dict)), base),
     )
     img.close()
+    if imagery.max_items < 1:
+        raise ConfigError(f"imagery.max_items must be at least 1, got {imagery.max_items}.")
+    if imagery.chunk_px < 16:
+        raise ConfigError(f"imagery.chunk_px must be at least 16 pixels (256 is typical), got {imagery.chunk_px}.")
+    if imagery.dem is not None and imagery.dem.collection is not None and imagery.source != "stac":
+        raise ConfigError(
+            f"imagery.dem names the STAC collection {imagery.dem.collection!r}, but imagery.source is "
+            f"'{imagery.source}'. Use source 'stac' or give imagery.dem as a path to a GeoTIFF."
+        )
     if imagery.source == "local" and imagery.catalog is None:
         raise ConfigError("imagery.catalog is required for source 'local': give the path to the STAC collection.json.")
     if imagery.source == "stac" and not (imagery.url or imagery.provider):
@@ -275,20 +368,34 @@ def parse_config(raw: Any, *, source_path: Path, output_dir: str | Path | None =
         raise ConfigError(f"rounds: round names must be unique, got {names}.")
 
     mod = top.section("model")
+    raw_block = mod.get("cv_block_size_m", "auto", (int, float, str))
+    if isinstance(raw_block, str) and raw_block != "auto":
+        raise ConfigError(f"model.cv_block_size_m: expected a size in metres or 'auto', got {raw_block!r}.")
+    kind = mod.get("kind", "qrf", str)
+    if kind not in ("qrf", "gbm_quantile"):
+        raise ConfigError(f"model.kind {kind!r} is not available; use 'qrf' or 'gbm_quantile'.")
     model = ModelConfig(
-        n_estimators=int(mod.get("n_estimators", 200, int)),
-        min_samples_leaf=int(mod.get("min_samples_leaf", 3, int)),
-        max_features=float(mod.get("max_features", 0.5, (int, float))),
-        cv_folds=int(mod.get("cv_folds", 5, int)),
-        cv_block_size_m=_positive(mod.get("cv_block_size_m", 1000.0, (int, float)), "model.cv_block_size_m"),
+        kind=kind,
+        n_estimators=int(mod.get("n_estimators", ModelConfig.n_estimators, int)),
+        min_samples_leaf=int(mod.get("min_samples_leaf", ModelConfig.min_samples_leaf, int)),
+        max_features=float(mod.get("max_features", ModelConfig.max_features, (int, float))),
+        gbm_max_iter=int(mod.get("gbm_max_iter", ModelConfig.gbm_max_iter, int)),
+        gbm_learning_rate=_positive(
+            mod.get("gbm_learning_rate", ModelConfig.gbm_learning_rate, (int, float)), "model.gbm_learning_rate"
+        ),
+        gbm_max_leaf_nodes=int(mod.get("gbm_max_leaf_nodes", ModelConfig.gbm_max_leaf_nodes, int)),
+        gbm_min_samples_leaf=int(mod.get("gbm_min_samples_leaf", ModelConfig.gbm_min_samples_leaf, int)),
+        cv_folds=int(mod.get("cv_folds", ModelConfig.cv_folds, int)),
+        cv_block_size_m="auto" if raw_block == "auto" else _positive(raw_block, "model.cv_block_size_m"),
+        cv_min_block_m=_positive(mod.get("cv_min_block_m", ModelConfig.cv_min_block_m, (int, float)), "model.cv_min_block_m"),
         confidence=_fraction(mod.get("confidence", 0.9, float), "model.confidence"),
         process_sd_t_ha=_positive(mod.get("process_sd_t_ha", 5.0, (int, float)), "model.process_sd_t_ha"),
         seed=int(mod.get("seed", 0, int)),
+        registry_dir=mod.path("registry_dir", None),
     )
-    kind = mod.get("kind", "qrf", str)
     mod.close()
-    if kind != "qrf":
-        raise ConfigError(f"model.kind {kind!r} is not available; use 'qrf'.")
+    if model.cv_folds < 2:
+        raise ConfigError(f"model.cv_folds must be at least 2, got {model.cv_folds}.")
 
     dsk = top.section("dask")
     dask_cfg = DaskConfig(
@@ -299,15 +406,24 @@ def parse_config(raw: Any, *, source_path: Path, output_dir: str | Path | None =
     dsk.close()
 
     acc = top.section("accounting")
+    range_raw = acc.get("error_range_m", "auto", (int, float, str))
+    if isinstance(range_raw, str) and range_raw != "auto":
+        raise ConfigError(f"accounting.error_range_m must be 'auto' or a distance in metres, got {range_raw!r}.")
+    corr_raw = acc.get("round_error_correlation", 0.0, (int, float, str))
+    if isinstance(corr_raw, str) and corr_raw != "auto":
+        raise ConfigError(f"accounting.round_error_correlation must be 'auto' or a number in [-1, 1], got {corr_raw!r}.")
+    if not isinstance(corr_raw, str) and not -1 <= corr_raw <= 1:
+        raise ConfigError(f"accounting.round_error_correlation must be in [-1, 1] (0 is conservative), got {corr_raw}.")
     accounting = AccountingConfig(
         confidence=_fraction(acc.get("confidence", 0.9, float), "accounting.confidence"),
         n_simulations=int(acc.get("n_simulations", 400, int)),
-        error_range_m=_positive(acc.get("error_range_m", 500.0, (int, float)), "accounting.error_range_m"),
-        round_error_correlation=float(acc.get("round_error_correlation", 0.0, (int, float))),
+        error_range_m="auto" if range_raw == "auto" else _positive(range_raw, "accounting.error_range_m"),
+        round_error_correlation="auto" if corr_raw == "auto" else float(corr_raw),
         methodology=acc.get("methodology", "verra_vm0042_v2", str),
         seed=int(acc.get("seed", 0, int)),
     )
     acc.close()
+    samples = _parse_samples(top.section("samples"))
 
     configured_out = top.path("output_dir", None)
     out = Path(output_dir) if output_dir is not None else configured_out or Path("out") / name
@@ -322,8 +438,70 @@ def parse_config(raw: Any, *, source_path: Path, output_dir: str | Path | None =
         model=model,
         dask=dask_cfg,
         accounting=accounting,
+        samples=samples,
     )
     top.close()
+    return cfg
+
+
+DEM_SUFFIXES = (".tif", ".tiff", ".vrt")
+
+
+def _parse_dem(raw: str | dict[str, Any] | None, base: Path) -> DemConfig | None:
+    """``dem: path/to/dem.tif`` | ``dem: cop-dem-glo-30`` | ``dem: {path|collection, asset, tpi_radius_m}``."""
+    if raw is None:
+        return None
+    if isinstance(raw, str):
+        raw = {"path": raw} if raw.lower().endswith(DEM_SUFFIXES) else {"collection": raw}
+    sec = _Section(raw, "imagery.dem", base)
+    dem = DemConfig(
+        path=sec.path("path", None),
+        collection=sec.get("collection", None, str),
+        asset=sec.get("asset", "data", str),
+        tpi_radius_m=_positive(sec.get("tpi_radius_m", 300.0, (int, float)), "imagery.dem.tpi_radius_m"),
+    )
+    sec.close()
+    if (dem.path is None) == (dem.collection is None):
+        raise ConfigError(
+            "imagery.dem: give either path (a GeoTIFF, e.g. dem: data/dem.tif) or collection "
+            "(a STAC DEM collection, e.g. dem: cop-dem-glo-30), not both or neither."
+        )
+    if dem.path is not None and not dem.path.is_file():
+        raise ConfigError(f"imagery.dem.path {dem.path} does not exist. Check the path (relative to the config file).")
+    return dem
+
+
+def _parse_samples(sec: _Section) -> SamplesConfig:
+    """``samples: {error_models: {lab: {soc_rel_sd: 0.04, bd_sd_g_cm3: 0.05}, crowd: {...}}, outliers: {...}}``."""
+    models = _default_error_models()
+    em = sec.section("error_models")
+    for source in list(em.data):
+        if source not in ("lab", "crowd"):
+            raise ConfigError(f"{em.where}: unknown source {source!r}; error models are given for 'lab' and 'crowd'.")
+        m = em.section(source)
+        rel = float(m.get("soc_rel_sd", kind=(int, float)))
+        bd_sd = float(m.get("bd_sd_g_cm3", models[source].bd_sd_g_cm3, (int, float)))
+        m.close()
+        if not 0 < rel <= 1:
+            raise ConfigError(f"{m.where}.soc_rel_sd is a relative SD between 0 and 1 (0.04 = 4 %), got {rel}.")
+        if not 0 <= bd_sd < 1:
+            raise ConfigError(f"{m.where}.bd_sd_g_cm3 must be between 0 and 1 g/cm3, got {bd_sd}.")
+        models[source] = ErrorModel(soc_rel_sd=rel, bd_sd_g_cm3=bd_sd)
+    em.close()
+    out = sec.section("outliers")
+    cfg = SamplesConfig(
+        error_models=models,
+        outlier_radius_m=_positive(out.get("radius_m", 500.0, (int, float)), "samples.outliers.radius_m"),
+        outlier_k=_positive(out.get("k", 3.5, (int, float)), "samples.outliers.k"),
+        outlier_min_lab_sites=int(out.get("min_lab_sites", 3, int)),
+        duplicate_tolerance_m=_positive(
+            sec.get("duplicate_tolerance_m", 15.0, (int, float)), "samples.duplicate_tolerance_m"
+        ),
+    )
+    out.close()
+    sec.close()
+    if cfg.outlier_min_lab_sites < 2:
+        raise ConfigError("samples.outliers.min_lab_sites must be at least 2 (a median and a spread need two sites).")
     return cfg
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pystac
@@ -32,3 +33,13 @@ def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
 def earth_search_item() -> pystac.Item:
     """The real Earth Search v1 sentinel-2-l2a item (processing baseline 05.11)."""
     return pystac.Item.from_dict(json.loads((FIXTURES / "earth_search_s2_l2a_item.json").read_text()))
+
+
+@pytest.fixture(scope="session")
+def prefect_api() -> Iterator[str]:
+    """One Prefect test server for the whole session; yields its API URL (also usable by subprocesses)."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield str(PREFECT_API_URL.value())

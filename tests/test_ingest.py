@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mrv.errors import SubmissionRejected
@@ -105,3 +106,141 @@ def test_empty_and_binary_files_rejected(tmp_path: Path) -> None:
     binary.write_bytes(b"PK\x03\x04\x00\x00binary")
     with pytest.raises(SubmissionRejected, match="binary"):
         _run(binary)
+
+
+# ------------------------------------------------------------------------------------------- long layout
+
+LONG_HEADER = (
+    "Probennummer;Standort;Schlag;Rechtswert;Hochwert;Probenahmedatum;Tiefe_von_cm;Tiefe_bis_cm;"
+    "Parameter;Messwert;Einheit;Methode"
+)
+AT = "581000,5;5356000,2;14.09.2021"  # ETRS89 / UTM 33N (EPSG:25833), German date
+
+
+def _long_de(tmp_path: Path, lines: list[str]) -> Path:
+    path = tmp_path / "bodendaten.csv"
+    path.write_bytes(("\n".join([LONG_HEADER, *lines]) + "\n").encode("latin-1"))
+    return path
+
+
+def test_agency_long_de_pivots_converts_and_cites_original_lines(tmp_path: Path) -> None:
+    lines = [
+        f"P1-A;P1;S1;{AT};0;15;Organischer Kohlenstoff;1,8;M%;DIN EN 15936",  # 2
+        f"P1-A;P1;S1;{AT};0;15;Lagerungsdichte;1,32;g/cm3;Stechzylinder",  # 3
+        f"P1-A;P1;S1;{AT};0;15;pH;6,5;-;CaCl2",  # 4: known, ignored, goes with P1-A
+        f"P1-B;P1;S1;{AT};15;30;Glühverlust;2,0;M.-%;DIN 19684",  # 5: SOM -> SOC
+        f"P1-B;P1;S1;{AT};15;30;Trockenrohdichte;1450;kg/m3;Stechzylinder",  # 6
+        f"P1-B;P1;S1;{AT};15;30;Skelettgehalt;4;Vol.-%;Sieb",  # 7
+        f"P2-A;P2;S1;{AT};0;15;Organischer Kohlenstoff;85;M%;DIN",  # 8: 850 g/kg impossible
+        f"P2-A;P2;S1;{AT};0;15;Lagerungsdichte;1,3;g/cm3;DIN",  # 9: goes down with P2-A
+        f"P3-A;P3;S1;{AT};0;15;Organischer Kohlenstoff;1,1;ppm;DIN",  # 10: unknown unit
+        f"P3-A;P3;S1;{AT};0;15;Lagerungsdichte;1,3;g/cm3;DIN",  # 11: sample has no usable SOC
+        f"P4-A;P4;S1;{AT};0;15;Wassergehalt;12;%;DIN",  # 12: unknown parameter
+        "P5-A;P5;S1;582000;5356000;14.09.2021;0;15;Corg;1,5;M%;DIN",  # 13
+        "P5-A;P5;S1;583000;5356000;14.09.2021;0;15;Lagerungsdichte;1,4;g/cm3;DIN",  # 14: other x
+        "P6-A;P6;S1;581000;5356000;2021-09-14;0;15;Corg;1,5;M%;DIN",  # 15: ISO date, not DD.MM.YYYY
+        f"P1-A;P1;S1;{AT};0;15;Corg;1,80;M%;DIN EN 15936",  # 16: repeats line 2
+        "",  # 17: empty line
+        f"P7-A;P7;S1;{AT};0;15;Corg;abc;M%;DIN",  # 18: not a number
+    ]
+    res = _run(_long_de(tmp_path, lines), fmt="agency_long_de")
+    assert res.submitted == 17
+    # Every line ends in exactly one place.
+    accepted_lines = [n for lines_ in res.record_lines for n in lines_]
+    rejected_lines = [r.row for r in res.rejected]
+    assert sorted(accepted_lines + rejected_lines) == list(range(2, 19))
+    assert res.accepted_lines + len(res.rejected) == res.submitted
+
+    acc = res.accepted.set_index("sample_id")
+    assert list(acc.index) == ["P1-A", "P1-B"]
+    assert res.record_lines == ((2, 3, 4), (5, 6, 7))
+    a, b = acc.loc["P1-A"], acc.loc["P1-B"]
+    assert a["row"] == 2
+    assert a["soc_g_kg"] == pytest.approx(18.0)  # 1,8 M% = 1.8 g/100 g
+    assert a["bulk_density_g_cm3"] == pytest.approx(1.32)
+    assert a["method"] == "DIN EN 15936"  # the SOC line's method
+    assert np.isnan(a["soc_sd_g_kg"])  # measured, no conversion SD
+    assert a["x"] == pytest.approx(581000.5, abs=1.0)  # ETRS89 and WGS 84 UTM 33N agree to < 1 m
+    assert a["sampling_date"] == "2021-09-14"
+    assert b["soc_g_kg"] == pytest.approx(0.58 * 20.0)  # van Bemmelen
+    assert b["soc_sd_g_kg"] == pytest.approx(0.08 * 20.0)
+    assert "van Bemmelen" in b["method"]
+    assert b["bulk_density_g_cm3"] == pytest.approx(1.45)  # kg/m3 -> g/cm3
+    assert b["coarse_fragments_vol_pct"] == pytest.approx(4.0)
+
+    why = {r.row: r for r in res.rejected}
+    assert why[8].column == "Messwert (Organischer Kohlenstoff)"
+    assert "impossible" in why[8].reason
+    assert "because of line 8" in why[9].reason
+    assert why[10].column == "Einheit"
+    assert "unit 'ppm' is not known" in why[10].reason
+    assert "line 10 was rejected" in why[11].reason
+    assert why[12].column == "Parameter"
+    assert "'Wassergehalt' is unknown" in why[12].reason
+    assert why[14].column == "Rechtswert"
+    assert "on line 13" in why[14].reason
+    assert "because of line 14" in why[13].reason
+    assert "DD.MM.YYYY" in why[15].reason
+    assert "repeats" in why[16].reason
+    assert "line 2" in why[16].reason
+    assert why[17].reason == "empty line"
+    assert "'abc'" in why[18].reason
+
+
+def test_long_sample_with_conflicting_values_is_rejected_on_the_second_line(tmp_path: Path) -> None:
+    lines = [
+        f"P1-A;P1;S1;{AT};0;15;Corg;1,8;M%;DIN",
+        f"P1-A;P1;S1;{AT};0;15;Organischer Kohlenstoff;2,4;M%;DIN",
+    ]
+    res = _run(_long_de(tmp_path, lines), fmt="agency_long_de")
+    assert res.accepted.empty
+    why = {r.row: r.reason for r in res.rejected}
+    assert "two different SOC values" in why[3]
+    assert "because of line 3" in why[2]
+
+
+def test_long_file_submission_counts_lines_in_the_ledger(tmp_path: Path) -> None:
+    from mrv.samples.store import SampleStore
+    from mrv.samples.submit import submit_file
+
+    lines = [
+        f"P1-A;P1;S1;{AT};0;15;Corg;1,8;M%;DIN",
+        f"P1-A;P1;S1;{AT};0;15;Lagerungsdichte;1,3;g/cm3;DIN",
+        f"P2-A;P2;S1;{AT};0;15;Corg;1,8;kg;DIN",
+    ]
+    fmt = load_format("agency_long_de", search_dirs=FORMATS)
+    path = _long_de(tmp_path, lines)
+    with SampleStore.open(f"sqlite:///{tmp_path / 's.db'}") as store:
+        rep = submit_file(store, path, agency="LfU", source="lab", fmt=fmt, project_crs="EPSG:32633",
+                          region_bounds=BOUNDS, today=dt.date(2025, 1, 1))  # fmt: skip
+        s = rep.submission
+        assert (s.submitted, s.accepted, s.rejected) == (3, 2, 1)
+        # The same sample id again in a new file: both of its lines are rejected as a clash.
+        again = tmp_path / "again.csv"
+        again.write_bytes(path.read_bytes().replace(b"1,3;", b"1,31;"))
+        rep2 = submit_file(store, again, agency="LfU", source="lab", fmt=fmt, project_crs="EPSG:32633",
+                           region_bounds=BOUNDS, today=dt.date(2025, 1, 1))  # fmt: skip
+        s2 = rep2.submission
+        assert (s2.submitted, s2.accepted, s2.rejected) == (3, 0, 3)
+        assert sorted(r.row for r in rep2.rejections) == [2, 3, 4]
+
+
+def test_wide_file_with_som_column_and_depths_in_metres(tmp_path: Path) -> None:
+    fmt_path = tmp_path / "som_m.yaml"
+    fmt_path.write_text(
+        "name: som_m\ncolumns: {sample_id: id, x: x, y: y, sampling_date: date, top: top_m, bottom: bottom_m, som: loi}\n"
+        "epsg: 32633\nsom_unit: percent\ndepth_unit: m\n"
+    )
+    path = tmp_path / "som.csv"
+    path.write_text(
+        "id,x,y,date,top_m,bottom_m,loi\nA,581000,5356000,2021-05-01,0,0.3,3.0\nB,581000,5356000,2021-05-01,0,0.3,\n"
+    )
+    res = ingest(path, load_format(fmt_path, search_dirs=FORMATS), source="lab", submitter="a",
+                 project_crs="EPSG:32633", region_bounds=BOUNDS, today=dt.date(2025, 1, 1))  # fmt: skip
+    rec = res.accepted.iloc[0]
+    assert (rec["top_cm"], rec["bottom_cm"]) == (0.0, 30.0)
+    assert rec["soc_g_kg"] == pytest.approx(0.58 * 30.0)
+    assert rec["soc_sd_g_kg"] == pytest.approx(0.08 * 30.0)
+    assert res.rejected[0].row == 3
+    assert res.rejected[0].column == "loi"
+    assert "empty" in res.rejected[0].reason

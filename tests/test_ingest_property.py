@@ -185,3 +185,68 @@ def test_infinite_epsg_code_is_a_row_rejection(tmp_path: Path) -> None:
     res = ingest(path, LAB, source="lab", submitter="a", project_crs="EPSG:32633", region_bounds=BOUNDS, today=TODAY)
     assert len(res.rejected) == 1
     assert "EPSG" in res.rejected[0].reason
+
+
+LONG_DE = load_format("agency_long_de", search_dirs=FORMATS)
+LONG_VALID = (
+    "Probennummer;Standort;Schlag;Rechtswert;Hochwert;Probenahmedatum;Tiefe_von_cm;Tiefe_bis_cm;Parameter;Messwert;Einheit;Methode\n"
+    "P1-A;P1;S1;581000,5;5356000;14.09.2021;0;15;Corg;1,8;M%;DIN\n"
+    "P1-A;P1;S1;581000,5;5356000;14.09.2021;0;15;Lagerungsdichte;1,32;g/cm3;DIN\n"
+    "P1-A;P1;S1;581000,5;5356000;14.09.2021;0;15;pH;6,1;-;DIN\n"
+    "P1-B;P1;S1;581000,5;5356000;14.09.2021;15;30;Humus;2,5;M%;DIN\n"
+    "P1-B;P1;S1;581000,5;5356000;14.09.2021;15;30;Skelettgehalt;3;Vol.-%;DIN\n"
+    "P2-A;P2;S1;582000;5357000;14.09.2021;0;30;Corg;1,1;M%;DIN\n"
+).encode("latin-1")
+
+
+@st.composite
+def mutated_long(draw: st.DrawFn) -> bytes:
+    lines = LONG_VALID.split(b"\n")
+    for _ in range(draw(st.integers(1, 4))):
+        kind = draw(st.sampled_from(["duplicate_line", "drop_line", "swap_cells", "edit_cell", "shuffle"]))
+        i = draw(st.integers(1, len(lines) - 1))
+        if kind == "duplicate_line":
+            lines.insert(i, lines[i])
+        elif kind == "drop_line" and len(lines) > 2:
+            del lines[i]
+        elif kind == "shuffle":
+            body = lines[1:]
+            lines = [lines[0], *draw(st.permutations(body))]
+        else:
+            cells = lines[i].split(b";")
+            j = draw(st.integers(0, max(0, len(cells) - 1)))
+            if kind == "swap_cells" and len(cells) > 1:
+                k = draw(st.integers(0, len(cells) - 1))
+                cells[j], cells[k] = cells[k], cells[j]
+            else:
+                cells[j] = draw(CELLS).encode("latin-1", errors="replace")
+            lines[i] = b";".join(cells)
+    return b"\n".join(lines)
+
+
+@PROFILE
+@given(data=st.one_of(mutated_long(), csvish()))
+def test_long_layout_puts_every_line_in_exactly_one_place(data: bytes) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = _write(tmp, data)
+        try:
+            res = ingest(path, LONG_DE, source="lab", submitter="a", project_crs="EPSG:32633", region_bounds=BOUNDS,
+                         today=TODAY)  # fmt: skip
+        except SubmissionRejected:
+            return
+        used = [n for lines in res.record_lines for n in lines]
+        rejected = [r.row for r in res.rejected]
+        assert sorted(used + rejected) == list(range(2, res.submitted + 2))
+        assert res.accepted_lines + len(res.rejected) == res.submitted
+        assert len(res.record_lines) == len(res.accepted)
+        assert list(res.accepted["row"]) == [lines[0] for lines in res.record_lines]
+        assert res.accepted["sample_id"].is_unique
+        assert all(r.reason for r in res.rejected)
+        # In the store's ledger too, counts are lines; the samples table holds one row per sample.
+        with SampleStore.open("sqlite://") as store:
+            rep = submit_file(store, path, agency="A", source="lab", fmt=LONG_DE, project_crs="EPSG:32633",
+                              region_bounds=BOUNDS, today=TODAY)  # fmt: skip
+            s = rep.submission
+            assert (s.submitted, s.accepted, s.rejected) == (res.submitted, res.accepted_lines, len(res.rejected))
+            assert _counts(store)["samples"] == len(rep.accepted_rows) == len(res.accepted)
+            assert _counts(store)["rejections"] == s.rejected

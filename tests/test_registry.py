@@ -130,3 +130,20 @@ def test_check_compatible() -> None:
         check_compatible(card, ["blue", "red"])
     with pytest.raises(CovariateMismatch, match="different order"):
         check_compatible(card, ["red", "blue", "nir"])
+
+
+def test_round_trip_of_the_gbm_kind(tmp_path: Path) -> None:
+    from mrv.modeling.model import GBMQuantileModel, calibrated, fit_estimator
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(80, len(COVS))).astype("float32")
+    y = 40 + 5 * X[:, 0] + rng.normal(size=80)
+    cfg = ModelConfig(kind="gbm_quantile", gbm_max_iter=5)
+    gbm = calibrated(fit_estimator(cfg, X, y, np.ones(80), COVS), margin_t_ha=1.0, metadata={"training_sha256": "cd" * 32})
+    where = register(gbm, CARD, registry_dir=tmp_path)
+    loaded, card = load(gbm.model_id, registry_dir=tmp_path)
+    assert isinstance(loaded, GBMQuantileModel)
+    assert where.name.startswith("gbm-")
+    assert card["model_kind"] == "gbm_quantile"
+    assert card["estimator_params"]["lower.quantile"] == pytest.approx(0.05)
+    np.testing.assert_array_equal(loaded.predict(X), gbm.predict(X))

@@ -43,3 +43,10 @@ def test_spatial_folds_never_split_a_block() -> None:
     blocks = spatial_blocks(x, y, block_size_m=1000)
     for train, test in fold_indices(x, y, n_folds=5, block_size_m=1000, seed=0):
         assert not set(blocks[train]) & set(blocks[test])
+
+
+def test_fewer_folds_when_blocks_are_scarce() -> None:
+    rng = np.random.default_rng(1)
+    x, y = rng.uniform(0, 1500, 60), rng.uniform(0, 900, 60)  # 2 x 1 blocks of 1000 m
+    folds = fold_indices(x, y, n_folds=5, block_size_m=1000, seed=0)
+    assert len(folds) == np.unique(spatial_blocks(x, y, block_size_m=1000)).size == 2

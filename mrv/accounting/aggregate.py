@@ -3,9 +3,16 @@
 Pixel prediction errors are spatially correlated; treating pixels as independent makes the
 uncertainty of an areal mean shrink like 1/sqrt(n_pixels), which is absurdly narrow. Following
 Wadoux & Heuvelink (2023, Geoderma 437:116588) and Verra VT0014 Appendix 6, each simulation draws
-an error field e = sd(x) * z(x) with z a unit Gaussian random field of exponential correlation
-(range ``range_m``) and aggregates mean + e over each field. A second round reuses z with
-correlation ``round_correlation`` so the change is drawn jointly.
+an error field e = sd(x) * z(x) and aggregates mean + e over each field, with
+
+    z = sqrt(nu) * w + sqrt(1 - nu) * g,
+
+w white noise (the nugget share ``nu`` of the error variance, spatially uncorrelated) and g a unit
+Gaussian random field of exponential correlation exp(-h / range_m); ``nu`` and ``range_m`` come from
+the variogram of the cross-validation errors (:mod:`mrv.accounting.variogram`) or the config. The
+next round's g is ``rho * g_prev + sqrt(1 - rho^2) * g_new`` with rho = ``round_correlation`` (the
+correlated part of the error of the same model at the same place); its w is drawn afresh, so the
+change is drawn jointly.
 tCO2e = 44/12 x t C (IPCC 2006 GL Vol. 4 Ch. 2; ratio of molecular weights of CO2 and C).
 """
 
@@ -15,11 +22,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import sparse
 
 from mrv.accounting.simulate import exponential_grf
 from mrv.errors import AccountingError
 
 CO2_PER_C = 44.0 / 12.0
+#: Simulations drawn at once (bounds memory: one batch of correlated fields per round).
+_BATCH = 50
 
 
 @dataclass(frozen=True)
@@ -71,14 +81,18 @@ def simulate_zone_means(
     round_correlation: float,
     n_sim: int,
     seed: int,
+    nugget_share: float = 0.0,
 ) -> Simulation:
-    """Monte Carlo draws of zone-mean stocks for every round.
+    """Monte Carlo draws of zone-mean stocks for every round (see the module docstring for z).
 
     ``zones`` is an int raster (-1 outside any zone). ``range_m=None`` treats pixel errors as
-    independent (only for comparison: it understates uncertainty).
+    independent (only for comparison: it understates uncertainty). ``nugget_share`` in [0, 1] is the
+    uncorrelated share of the error variance.
     """
     if not -1 <= round_correlation <= 1:
         raise AccountingError(f"round_error_correlation must be in [-1, 1], got {round_correlation}.")
+    if not 0 <= nugget_share <= 1:
+        raise AccountingError(f"The nugget share must be in [0, 1], got {nugget_share}; check the error variogram.")
     valid = np.ones(zones.shape, bool)
     for m in maps:
         valid &= np.isfinite(m.mean) & np.isfinite(m.sd)
@@ -94,33 +108,49 @@ def simulate_zone_means(
     pixel_ha = pixel_m**2 / 10_000
 
     rng = np.random.default_rng(seed)
+    # The correlated field is drawn on cells of about range/5 (one pixel when independent) and is
+    # constant within a cell, so a zone's error sum is sum_cells g_c * W[c, zone] with W[c, zone] the
+    # sum of sd over the zone's pixels in cell c: no pixel-resolution field is ever built. The nugget
+    # part, independent between pixels, sums exactly to N(0, nu * sum_zone sd^2) per zone.
     cell = pixel_m if range_m is None else max(pixel_m, range_m / 5.0)
     factor = max(1, int(round(cell / pixel_m)))
     coarse = (-(-zones.shape[0] // factor), -(-zones.shape[1] // factor))
+    rows, cols = np.nonzero(inzone)
+    cell_idx = (rows // factor) * coarse[1] + cols // factor
+    n_cells = coarse[0] * coarse[1]
 
-    def draw_z(n: int) -> np.ndarray:
+    def draw_g(n: int) -> np.ndarray:
         if range_m is None:
-            return rng.standard_normal((n, int(inzone.sum())))
-        g = exponential_grf(coarse, cell_m=factor * pixel_m, range_m=range_m, n=n, rng=rng)
-        full = np.repeat(np.repeat(g, factor, axis=1), factor, axis=2)[:, : zones.shape[0], : zones.shape[1]]
-        return full[:, inzone]
+            return rng.standard_normal((n, n_cells))
+        return exponential_grf(coarse, cell_m=factor * pixel_m, range_m=range_m, n=n, rng=rng).reshape(n, n_cells)
 
-    def zone_means(values: np.ndarray) -> np.ndarray:
-        """values: (n, n_pixels_inzone) -> (n, n_zones + 1) means."""
-        sums = np.stack([np.bincount(z_idx, weights=v, minlength=n_zones) for v in values])
+    def with_project(sums: np.ndarray) -> np.ndarray:
+        """(n, n_zones) sums -> (n, n_zones + 1) means, the last column being all zones together."""
         sums = np.column_stack([sums, sums.sum(axis=1)])
         return np.divide(sums, counts_p, out=np.full_like(sums, np.nan), where=counts_p > 0)
 
     estimate, stock = {}, {}
-    z_prev: np.ndarray | None = None
+    weights, nugget_sd, mu_sums = [], [], []
     for m in maps:
-        z = draw_z(n_sim)
-        if z_prev is not None:
-            z = round_correlation * z_prev + np.sqrt(1 - round_correlation**2) * z
-        z_prev = z
         mu, sd = m.mean[inzone], m.sd[inzone]
-        estimate[m.name] = zone_means(mu[None])[0]
-        stock[m.name] = zone_means(mu[None] + sd[None] * z)
+        w = sparse.coo_matrix((sd, (cell_idx, z_idx)), shape=(n_cells, n_zones)).tocsr()
+        weights.append(w)
+        nugget_sd.append(np.sqrt(nugget_share * np.bincount(z_idx, weights=sd**2, minlength=n_zones)))
+        mu_sums.append(np.bincount(z_idx, weights=mu, minlength=n_zones))
+        estimate[m.name] = with_project(mu_sums[-1][None])[0]
+        stock[m.name] = np.empty((n_sim, n_zones + 1))
+    for start in range(0, n_sim, _BATCH):
+        n = min(_BATCH, n_sim - start)
+        g_prev: np.ndarray | None = None
+        for k, m in enumerate(maps):
+            g = draw_g(n)
+            if g_prev is not None:
+                g = round_correlation * g_prev + np.sqrt(1 - round_correlation**2) * g
+            g_prev = g
+            err = np.sqrt(1 - nugget_share) * np.asarray(weights[k].T @ g.T).T
+            if nugget_share > 0:
+                err = err + nugget_sd[k] * rng.standard_normal((n, n_zones))
+            stock[m.name][start : start + n] = with_project(mu_sums[k][None] + err)
     return Simulation(
         rounds=tuple(m.name for m in maps),
         estimate=estimate,

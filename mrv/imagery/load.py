@@ -4,18 +4,27 @@ odc-stac keeps the stored uint16 DN and nodata and does not apply ``raster:bands
 (odc-stac issue #55), so the scaling is applied here per item (baselines differ between items of
 one search). Each item is loaded as its own time step (``groupby="id"``) so that no two
 differently scaled items are fused before scaling.
+
+Damaged items are dropped before loading, with a reason: every asset is opened and its first
+block and its last-stored block are read at every resolution level (:func:`probe_asset`), which
+catches missing, unreachable and truncated files (a COG cut in half still opens and serves its
+first tiles). Corruption inside a file that passes the probe still fails the compute (odc-stac
+``fail_on_error=True``) rather than blanking part of a scene silently; ``prepare_imagery`` turns
+that into an :class:`~mrv.errors.ImageryError` naming the round and the file.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import odc.stac
 import pystac
 import rasterio
 import xarray as xr
+from rasterio.windows import Window
 
 from mrv.errors import NoImageryFound
 from mrv.grid import Grid
@@ -27,15 +36,50 @@ from mrv.imagery.source import LoadedScenes
 log = logging.getLogger(__name__)
 
 
-def _unreadable(item: pystac.Item, keys: Sequence[str]) -> str | None:
-    """A reason the item's assets cannot be opened, or None when all open."""
+def _last_block_window(src: rasterio.io.DatasetReader) -> Window:
+    """The block of band 1 stored last in the file (largest TIFF offset); the bottom-right block otherwise.
+
+    A truncated file loses its last-written blocks first: in a COG the full-resolution tiles come
+    after the overviews, row by row, so the block with the largest offset is the first to go.
+    """
+    best: tuple[int, Window] | None = None
+    for (row, col), window in src.block_windows(1):
+        offset = src.get_tag_item(f"BLOCK_OFFSET_{col}_{row}", "TIFF", bidx=1)
+        if offset is not None and int(offset) > 0 and (best is None or int(offset) > best[0]):
+            best = (int(offset), window)
+    if best is not None:
+        return best[1]
+    h, w = src.block_shapes[0]
+    return Window((src.width - 1) // w * w, (src.height - 1) // h * h, 1, 1)
+
+
+def probe_asset(href: str) -> None:
+    """Open ``href`` and read its first block and its last-stored block at every resolution level.
+
+    Raises rasterio / OS errors for a missing, unreachable, truncated or corrupt file. Reading a
+    single pixel of the first block is not enough: a COG cut in half still opens and serves its
+    first tiles, then fails when the lost tiles are read during the composite.
+    """
+    with rasterio.open(href) as src:
+        src.read(1, window=Window(0, 0, 1, 1))
+        n_overviews = len(src.overviews(1))
+        window = _last_block_window(src)
+        src.read(1, window=Window(window.col_off, window.row_off, 1, 1))
+    for level in range(n_overviews):
+        with rasterio.open(href, overview_level=level) as ovr:
+            window = _last_block_window(ovr)
+            ovr.read(1, window=Window(window.col_off, window.row_off, 1, 1))
+
+
+def unreadable_reason(item: pystac.Item, keys: Sequence[str]) -> str | None:
+    """Why one of the item's assets cannot be read (missing, truncated, corrupt), or None when all can."""
     for key in keys:
         href = item.assets[key].get_absolute_href() or item.assets[key].href
         try:
-            with rasterio.open(href) as src:
-                src.read(1, window=((0, 1), (0, 1)))
-        except (rasterio.errors.RasterioIOError, OSError) as exc:
-            return f"asset '{key}' unreadable: {exc}"
+            probe_asset(href)
+        except (rasterio.errors.RasterioError, OSError) as exc:
+            detail = f" ({exc.__cause__})" if exc.__cause__ is not None else ""
+            return f"asset '{key}' ({href}) unreadable: {exc}{detail}"
     return None
 
 
@@ -71,14 +115,22 @@ def load_item(
     return result
 
 
-def load_reflectance(items: Sequence[pystac.Item], bands: Sequence[str], grid: Grid, *, chunk_px: int) -> LoadedScenes:
-    """Stack every readable item along ``time``; unreadable items are dropped with a logged reason."""
+def load_reflectance(
+    items: Sequence[pystac.Item], bands: Sequence[str], grid: Grid, *, chunk_px: int, probe_threads: int = 8
+) -> LoadedScenes:
+    """Stack every readable item along ``time``; unreadable items are dropped with a logged reason.
+
+    Every asset is probed first (:func:`probe_asset`, ``probe_threads`` at a time, which matters for
+    remote files): an item with a missing, truncated or corrupt asset is left out and listed in
+    ``dropped`` instead of failing, or silently blanking part of, the composite later.
+    """
+    keyed = [(item, resolve_assets(item, [*bands, SCL])) for item in items]
+    with ThreadPoolExecutor(max_workers=max(1, probe_threads)) as pool:
+        reasons = list(pool.map(lambda ik: unreadable_reason(ik[0], list(ik[1].values())), keyed))
     parts: list[xr.Dataset] = []
     used: list[str] = []
     dropped: list[tuple[str, str]] = []
-    for item in items:
-        keys = resolve_assets(item, [*bands, SCL])
-        reason = _unreadable(item, list(keys.values()))
+    for (item, keys), reason in zip(keyed, reasons, strict=True):
         if reason is not None:
             log.warning("dropping item %s: %s", item.id, reason)
             dropped.append((item.id, reason))
@@ -89,6 +141,8 @@ def load_reflectance(items: Sequence[pystac.Item], bands: Sequence[str], grid: G
         raise NoImageryFound(
             f"None of the {len(items)} items could be read ({dropped}). Check the asset files or the provider."
         )
+    if dropped:
+        log.warning("dropped %d of %d items as unreadable", len(dropped), len(items))
     ds = xr.concat(parts, dim="time")
     ds = ds.assign_coords(item_id=("time", used))
     return LoadedScenes(reflectance=ds, items=tuple(used), dropped=tuple(dropped))

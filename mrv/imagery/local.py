@@ -9,7 +9,7 @@ from pathlib import Path
 import pystac
 from shapely.geometry import box, shape
 
-from mrv.errors import ImageryError, NoImageryFound
+from mrv.errors import ConfigError, ImageryError, NoImageryFound
 from mrv.grid import Grid
 from mrv.imagery.load import load_reflectance
 from mrv.imagery.source import LoadedScenes, SearchRequest
@@ -25,8 +25,11 @@ class LocalCatalogSource:
 
     name = "local"
 
-    def __init__(self, catalog: Path) -> None:
+    def __init__(self, catalog: Path, *, max_items: int = 2000) -> None:
+        if max_items < 1:
+            raise ConfigError(f"max_items must be at least 1, got {max_items}; set imagery.max_items to 1 or more.")
         self.catalog = Path(catalog)
+        self.max_items = int(max_items)
 
     def _all_items(self) -> list[pystac.Item]:
         try:
@@ -60,6 +63,13 @@ class LocalCatalogSource:
                 f"No {request.collection} items in {self.catalog} intersect bbox {request.bbox_wgs84} between "
                 f"{request.start} and {request.end} with cloud cover <= {request.max_cloud_pct}%. "
                 "Widen the dates, raise imagery.max_cloud_pct or check the region."
+            )
+        if len(found) > self.max_items:
+            raise ImageryError(
+                f"The search of {request.collection} in {self.catalog} over bbox {request.bbox_wgs84} from "
+                f"{request.start} to {request.end} matches {len(found)} items, more than max_items={self.max_items}. "
+                "Narrow the dates or the AOI (or lower imagery.max_cloud_pct), or raise imagery.max_items if that "
+                "many scenes are really wanted."
             )
         return sorted(found, key=lambda it: (it.datetime, it.id))
 

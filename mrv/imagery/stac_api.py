@@ -197,6 +197,28 @@ class StacApiSource:
             item.make_asset_hrefs_absolute()
         return sorted(items, key=lambda it: (it.datetime or dt.datetime.min.replace(tzinfo=dt.UTC), it.id))
 
+    def search_collection(self, collection: str, bbox_wgs84: tuple[float, float, float, float]) -> list[pystac.Item]:
+        """Every item of a static collection (e.g. a DEM such as ``cop-dem-glo-30``) over the bbox, by id."""
+        try:
+            items = list(
+                self.client()
+                .search(collections=[collection], bbox=list(bbox_wgs84), limit=self.page_size, max_items=self.max_items)
+                .items()
+            )
+        except (APIError, pystac.STACError, ValueError, OSError) as exc:
+            raise ImageryError(
+                f"Searching {collection} at {self.url} over bbox {bbox_wgs84} failed ({exc}). Retry later, or check "
+                "the collection id in imagery.dem."
+            ) from exc
+        if not items:
+            raise NoImageryFound(
+                f"No {collection} items at {self.url} ({self.provider}) intersect bbox {bbox_wgs84}. Check the "
+                "collection id in imagery.dem, or give a local DEM GeoTIFF path instead."
+            )
+        for item in items:
+            item.make_asset_hrefs_absolute()
+        return sorted(items, key=lambda it: it.id)
+
     def load(self, items: Sequence[pystac.Item], bands: Sequence[str], grid: Grid, *, chunk_px: int) -> LoadedScenes:
         return load_reflectance(items, bands, grid, chunk_px=chunk_px)
 

@@ -13,10 +13,10 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from mrv.modeling.model import OUTPUTS, SOCModel
+from mrv.modeling.model import OUTPUTS, SOCPredictor
 
 
-def predict_block(block: np.ndarray, model: SOCModel) -> np.ndarray:
+def predict_block(block: np.ndarray, model: SOCPredictor) -> np.ndarray:
     """``(covariate, y, x)`` block to ``(output, y, x)`` predictions; NaN where any covariate is NaN."""
     n_cov, ny, nx = block.shape
     X = block.reshape(n_cov, -1).T.astype("float32")
@@ -24,11 +24,12 @@ def predict_block(block: np.ndarray, model: SOCModel) -> np.ndarray:
     return out.T.reshape(len(OUTPUTS), ny, nx)
 
 
-def predict_map(stack: xr.DataArray, model: SOCModel, *, client: Any | None = None, chunk_px: int = 256) -> xr.DataArray:
+def predict_map(stack: xr.DataArray, model: SOCPredictor, *, client: Any | None = None, chunk_px: int = 256) -> xr.DataArray:
     """Lazy ``(output, y, x)`` map of mean, p05, p50, p95 and sd (t C/ha) for ``stack``.
 
     With a ``distributed.Client`` the model is broadcast once to every worker; without one it is
-    embedded in the graph (fine for the threaded scheduler).
+    embedded in the graph (fine for the threaded scheduler). Raises :class:`~mrv.errors.CovariateMismatch`
+    naming the missing and unexpected covariates when the stack's do not match the model's.
     """
     model.check_covariates([str(c) for c in stack["covariate"].to_numpy()])
     data = stack.data if isinstance(stack.data, da.Array) else da.from_array(stack.to_numpy())

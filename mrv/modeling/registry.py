@@ -1,6 +1,6 @@
 """A content-addressed directory of fitted SOC models and their model cards.
 
-Layout: ``<registry_dir>/<model_id>/model.pkl`` (the pickled :class:`SOCModel`) and
+Layout: ``<registry_dir>/<model_id>/model.pkl`` (the pickled model, any :class:`SOCPredictor` kind) and
 ``<registry_dir>/<model_id>/model_card.json``. The card records the SHA-256 of ``model.pkl``;
 :func:`load` refuses a pickle whose bytes no longer match it. An id is never overwritten:
 registering the same bytes again is a no-op, different bytes under an existing id are an error.
@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from mrv.errors import CovariateMismatch, ModelError
-from mrv.modeling.model import SOCModel
+from mrv.modeling.model import SOCPredictor
 
 #: Default registry location: ``models/`` at the repository root.
 DEFAULT_REGISTRY = Path(__file__).resolve().parents[2] / "models"
@@ -86,7 +86,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
-def build_card(model: SOCModel, card: Mapping[str, Any], *, model_sha256: str) -> dict[str, Any]:
+def build_card(model: SOCPredictor, card: Mapping[str, Any], *, model_sha256: str) -> dict[str, Any]:
     """The stored card: the caller's entries (e.g. CV metrics) plus what the registry records itself.
 
     Registry-owned keys (model id, hashes, covariates, calibration, versions) override caller keys
@@ -103,13 +103,14 @@ def build_card(model: SOCModel, card: Mapping[str, Any], *, model_sha256: str) -
         {
             "card_version": CARD_VERSION,
             "model_id": model.model_id,
+            "model_kind": model.kind,
             "model_file": MODEL_FILE,
             "model_sha256": model_sha256,
             "training_sha256": training,
             "covariates": list(model.covariates),
             "confidence": model.confidence,
             "calibration_margin_t_ha": model.margin_t_ha,
-            "forest_params": _json_safe(model.forest.get_params()),
+            "estimator_params": _json_safe(model.params()),
             "model_metadata": _json_safe(model.metadata),
             "package_versions": _versions(),
             "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -118,7 +119,7 @@ def build_card(model: SOCModel, card: Mapping[str, Any], *, model_sha256: str) -
     return out
 
 
-def register(model: SOCModel, card: Mapping[str, Any], *, registry_dir: str | Path = DEFAULT_REGISTRY) -> Path:
+def register(model: SOCPredictor, card: Mapping[str, Any], *, registry_dir: str | Path = DEFAULT_REGISTRY) -> Path:
     """Store ``model`` and its card under ``registry_dir/<model_id>/``; returns that directory.
 
     ``card`` holds what only the caller knows (CV metrics, region, notes). Registering an id that
@@ -170,7 +171,7 @@ def read_card(model_id: str, *, registry_dir: str | Path = DEFAULT_REGISTRY) -> 
     return card
 
 
-def load(model_id: str, *, registry_dir: str | Path = DEFAULT_REGISTRY) -> tuple[SOCModel, dict[str, Any]]:
+def load(model_id: str, *, registry_dir: str | Path = DEFAULT_REGISTRY) -> tuple[SOCPredictor, dict[str, Any]]:
     """The registered model and its card, after checking the pickle against the card's SHA-256."""
     card = read_card(model_id, registry_dir=registry_dir)
     path = _model_dir(model_id, Path(registry_dir)) / str(card.get("model_file", MODEL_FILE))
@@ -186,8 +187,8 @@ def load(model_id: str, *, registry_dir: str | Path = DEFAULT_REGISTRY) -> tuple
             f"modified or corrupted after registration; do not use it - restore it or re-register model {model_id}."
         )
     model = pickle.loads(blob)  # bytes verified against the card above
-    if not isinstance(model, SOCModel):
-        raise ModelError(f"{path} holds a {type(model).__name__}, not an SOCModel; re-register model {model_id}.")
+    if not isinstance(model, SOCPredictor):
+        raise ModelError(f"{path} holds a {type(model).__name__}, not an SOC model; re-register model {model_id}.")
     if model.model_id != model_id:
         raise ModelError(
             f"{path} holds model {model.model_id}, not {model_id}; the registry directory was renamed. "

@@ -12,15 +12,21 @@ import numpy as np
 from mrv.accounting.deductions import deduction_for
 from mrv.accounting.methodology import Evidence, check_methodology, load_methodology
 from mrv.config import RunConfig
+from mrv.errors import MRVError, VerificationError
+from mrv.fields import read_fields
 from mrv.pipeline.layout import RunLayout
 from mrv.pipeline.steps import write_json
 from mrv.raster import read_raster, write_cog
+from mrv.report.gpkg import write_fields_gpkg
 from mrv.report.html import render_report_html
-from mrv.report.manifest import git_state, package_versions, write_manifest
+from mrv.report.manifest import MANIFEST_NAME, git_state, package_versions, sha256_file, write_manifest
 from mrv.report.maps import render_map_png
 from mrv.resources import profile_dirs
 
 REPORT_SCHEMA_VERSION = 1
+#: Per-field results for GIS (:mod:`mrv.report.gpkg`), relative to the run directory.
+GPKG_PATH = Path("report") / "fields.gpkg"
+VARIOGRAM_PNG = "error_variogram.png"
 
 
 def _read_json(path: Path) -> Any:
@@ -90,6 +96,7 @@ def build_report(cfg: RunConfig, layout: RunLayout) -> Path:
             "name": cfg.name,
             "created_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "config": str(cfg.source_path),
+            "fields": str(Path(cfg.region.fields).resolve()),
             "crs": cfg.region.crs,
             "resolution_m": cfg.region.resolution_m,
             "depth_cm": cfg.depth_cm,
@@ -101,7 +108,7 @@ def build_report(cfg: RunConfig, layout: RunLayout) -> Path:
         },
         "project": accounting["project"],
         "fields": accounting["fields"],
-        "uncertainty": {k: accounting[k] for k in ("method", "n_simulations", "error_range_m", "round_error_correlation")},
+        "uncertainty": _uncertainty_section(accounting),
         "model": card,
         "samples": samples,
         "imagery": {"source": cfg.imagery.source, "rounds": imagery_rounds},
@@ -119,19 +126,14 @@ def build_report(cfg: RunConfig, layout: RunLayout) -> Path:
 
     figs = layout.figures
     vmin, vmax = (float(v) for v in np.nanpercentile(read_raster(latest_maps["mean"])[0], [2, 98]))
-    images = {
-        "mean": (
-            f"SOC stock 0-{cfg.depth_cm:g} cm, round {latest} (mean)",
-            render_map_png(latest_maps["mean"], figs / "soc_stock_mean.png", title=f"SOC stock {latest}", units="t C/ha",
-                           vmin=vmin, vmax=vmax, fields_geojson=cfg.region.fields),
-        ),
-        "width90": (
-            "Width of the 90 % prediction interval (p95 - p05)",
-            render_map_png(width_path, figs / "soc_stock_width90.png", title="90 % interval width", units="t C/ha",
-                           cmap="viridis", fields_geojson=cfg.region.fields),
-        ),
-    }  # fmt: skip
-    render_report_html(report, images=images, out_html=root / "report.html")
+    render_map_png(latest_maps["mean"], figs / "soc_stock_mean.png", title=f"SOC stock {latest}", units="t C/ha",
+                   vmin=vmin, vmax=vmax, fields_geojson=cfg.region.fields)
+    render_map_png(width_path, figs / "soc_stock_width90.png", title="90 % interval width", units="t C/ha",
+                   cmap="viridis", fields_geojson=cfg.region.fields)  # fmt: skip
+    vario = (accounting.get("error_model") or {}).get("variogram")
+    if isinstance(vario, dict):
+        render_variogram_png(vario, figs / VARIOGRAM_PNG)
+    html_path, gpkg_path = render_outputs(root)
 
     inputs: dict[str, Path] = {"fields": cfg.region.fields}
     if cfg.imagery.catalog is not None:
@@ -139,9 +141,135 @@ def build_report(cfg: RunConfig, layout: RunLayout) -> Path:
     for rnd in cfg.rounds:
         for i, sf in enumerate(rnd.samples):
             inputs[f"samples_{rnd.name}_{sf.source}_{i}"] = sf.path
-    outputs = [root / "maps", root / "model", root / "work", figs, layout.accounting, report_path, root / "report.html"]
+    outputs = [root / "maps", root / "model", root / "work", figs, layout.accounting, report_path, html_path, gpkg_path]
     write_manifest(root, inputs=inputs, config=cfg.source_path, outputs=outputs, extra={"run_name": cfg.name})
     return report_path
+
+
+def _uncertainty_section(accounting: dict[str, Any]) -> dict[str, Any]:
+    """How the intervals were simulated: settings, error variogram and where each value came from."""
+    keys = (
+        "method", "n_simulations", "error_range_m", "error_range_source", "nugget_share",
+        "round_error_correlation", "round_error_correlation_source", "settings", "error_model",
+    )  # fmt: skip
+    return {k: accounting[k] for k in keys if k in accounting}
+
+
+def _images(report: dict[str, Any], root: Path) -> dict[str, tuple[str, Path]]:
+    """The figures embedded in the HTML with their captions (only those that exist)."""
+    run = report.get("run", {})
+    latest = run.get("latest_round", "")
+    depth = run.get("depth_cm")
+    depth_txt = f"0-{float(depth):g} cm" if isinstance(depth, int | float) else "topsoil"
+    figs = root / "figures"
+    images = {
+        "mean": (f"SOC stock {depth_txt}, round {latest} (mean)", figs / "soc_stock_mean.png"),
+        "width90": ("Width of the 90 % prediction interval (p95 - p05)", figs / "soc_stock_width90.png"),
+    }
+    unc = report.get("uncertainty", {})
+    vario = (unc.get("error_model") or {}).get("variogram")
+    if isinstance(vario, dict) and (figs / VARIOGRAM_PNG).is_file():
+        images["error_variogram"] = (_variogram_caption(unc, vario), figs / VARIOGRAM_PNG)
+    return {k: v for k, v in images.items() if v[1].is_file()}
+
+
+def _variogram_caption(unc: dict[str, Any], vario: dict[str, Any]) -> str:
+    used = unc.get("error_range_source", "configured")
+    rng_used = unc.get("error_range_m")
+    rng_txt = f"{float(rng_used):,.0f} m" if isinstance(rng_used, int | float) else "n/a"
+    return (
+        "Semivariogram of the standardized cross-validation errors (observed - predicted) / sd with the fitted "
+        f"exponential model (Cressie 1985 WLS): nugget {vario['nugget']:.3f}, partial sill {vario['partial_sill']:.3f}, "
+        f"range a = {vario['range_m']:,.0f} m (practical range {3 * vario['range_m']:,.0f} m), nugget share "
+        f"{vario['nugget_share']:.1%}, {vario['n_points']} points. Monte Carlo error range used: {rng_txt} ({used}); "
+        f"round error correlation {unc.get('round_error_correlation', 'n/a')} "
+        f"({unc.get('round_error_correlation_source', 'configured')})."
+    )
+
+
+def render_variogram_png(vario: dict[str, Any], out_png: Path) -> Path:
+    """Plot the empirical semivariogram (points sized by pair count) and the fitted exponential model."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    emp = vario.get("empirical") or {}
+    lag = np.asarray(emp.get("lag_m", []), dtype=float)
+    gamma = np.asarray(emp.get("gamma", []), dtype=float)
+    n = np.asarray(emp.get("n_pairs", []), dtype=float)
+    fig = Figure(figsize=(5.5, 3.4), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    if lag.size:
+        ax.scatter(lag, gamma, s=10 + 40 * n / max(n.max(), 1), color="#333333", label="empirical")
+    h = np.linspace(0, max(float(lag.max()) if lag.size else 0.0, 3 * float(vario["range_m"])), 200)[1:]
+    model = vario["nugget"] + vario["partial_sill"] * (1 - np.exp(-h / vario["range_m"]))
+    ax.plot(h, model, color="#b2182b", label="exponential fit")
+    ax.set_xlabel("distance (m)")
+    ax.set_ylabel("semivariance (standardized)")
+    ax.set_ylim(bottom=0)
+    ax.legend(loc="lower right", frameon=False)
+    fig.tight_layout()
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, format="png", metadata={"Software": None})
+    return out_png
+
+
+def render_outputs(root: Path) -> tuple[Path, Path]:
+    """Render ``report.html`` and ``report/fields.gpkg`` from ``report.json`` and the figures in ``root``.
+
+    Uses only the run directory and the field polygons recorded in ``report.json`` (``run.fields``).
+    """
+    report = _read_json(root / "report.json")
+    html_path = render_report_html(report, images=_images(report, root), out_html=root / "report.html")
+    run = report.get("run", {})
+    fields_path = run.get("fields")
+    if not fields_path or not Path(fields_path).is_file():
+        raise MRVError(
+            f"The field polygons recorded in report.json (run.fields = {fields_path!r}) are missing; restore them "
+            "at that path (the manifest lists their SHA-256) to write report/fields.gpkg."
+        )
+    fields = read_fields(Path(fields_path), crs=str(run["crs"]))
+    gpkg_path = write_fields_gpkg(report, fields, root / GPKG_PATH, crs=str(run["crs"]))
+    return html_path, gpkg_path
+
+
+def rebuild_report(run_dir: Path) -> tuple[Path, Path, list[str]]:
+    """``mrv report build``: re-render report.html and report/fields.gpkg from report.json.
+
+    report.json must still match its manifest entry (a tampered report is not rendered). Manifest
+    entries of re-rendered files whose bytes changed are updated; their paths are returned.
+    """
+    root = Path(run_dir).expanduser().resolve()
+    if not (root / "report.json").is_file():
+        raise MRVError(f"{root} has no report.json; pass a run directory written by 'mrv run'.")
+    manifest_path = root / MANIFEST_NAME
+    manifest = _read_json(manifest_path) if manifest_path.is_file() else None
+    entries = {e["path"]: e for e in manifest.get("outputs", [])} if manifest else {}
+    rep_entry = entries.get("report.json")
+    if rep_entry is not None and sha256_file(root / "report.json") != rep_entry["sha256"]:
+        raise VerificationError(
+            f"{root / 'report.json'} does not match its SHA-256 in manifest.json; it was changed after the run. "
+            "Restore it from the original run before re-rendering (run 'mrv report verify' for details)."
+        )
+    html_path, gpkg_path = render_outputs(root)
+    changed = []
+    if manifest is not None:
+        for p in (html_path, gpkg_path):
+            rel = p.relative_to(root).as_posix()
+            new = {"path": rel, "sha256": sha256_file(p), "bytes": p.stat().st_size}
+            old = entries.get(rel)
+            if old is None or old["sha256"] != new["sha256"]:
+                changed.append(rel)
+                if old is None:
+                    manifest["outputs"].append(new)
+                else:
+                    old.update(new)
+        if changed:
+            manifest["outputs"].sort(key=lambda e: e["path"])
+            tmp = manifest_path.with_name(MANIFEST_NAME + ".tmp")
+            tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+            tmp.replace(manifest_path)
+    return html_path, gpkg_path, changed
 
 
 def _finite(obj: Any) -> Any:

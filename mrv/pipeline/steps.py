@@ -6,6 +6,7 @@ Each function takes the frozen run config plus paths, writes its outputs under t
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import pickle
@@ -15,28 +16,40 @@ from typing import Any
 import dask
 import numpy as np
 import pandas as pd
+import rasterio
 import xarray as xr
 
-from mrv.accounting.aggregate import RoundMaps, simulate_zone_means, zone_summary
+from mrv.accounting.recompute import (
+    AccountingSettings,
+    compute_accounting,
+    cv_points,
+    estimate_error_model,
+    read_round_maps,
+)
 from mrv.config import RoundConfig, RunConfig
-from mrv.errors import ConfigError, ModelError
+from mrv.errors import ConfigError, ImageryError, ModelError
 from mrv.fields import Field, field_index_raster, fields_bounds, read_fields
 from mrv.grid import Grid
 from mrv.imagery.composite import bare_soil_composite, covariate_stack
+from mrv.imagery.dem import dem_hrefs, terrain_covariates
+from mrv.imagery.guards import check_aoi_size
 from mrv.imagery.local import LocalCatalogSource
 from mrv.imagery.providers import load_profile
 from mrv.imagery.source import ImagerySource, SearchRequest
 from mrv.imagery.stac_api import StacApiSource
 from mrv.modeling.features import extract_at_points
-from mrv.modeling.model import OUTPUTS, SOCModel
+from mrv.modeling.model import OUTPUTS, SOCPredictor
 from mrv.modeling.predict import predict_map
+from mrv.modeling.registry import MODEL_FILE, read_card
+from mrv.modeling.registry import register as register_model
 from mrv.modeling.train import train
 from mrv.pipeline.layout import RunLayout
 from mrv.raster import read_raster, write_cog
 from mrv.resources import profile_dirs
 from mrv.samples.formats import load_format
+from mrv.samples.fusion import add_weights, source_weights
 from mrv.samples.ingest import ingest
-from mrv.samples.qa import flag_duplicates
+from mrv.samples.qa import flag_duplicates, flag_outliers_against_lab
 from mrv.samples.sites import site_stocks
 
 log = logging.getLogger(__name__)
@@ -61,13 +74,15 @@ def project_grid(cfg: RunConfig, fields: tuple[Field, ...] | None = None) -> Gri
 def make_source(cfg: RunConfig) -> ImagerySource:
     if cfg.imagery.source == "local":
         assert cfg.imagery.catalog is not None
-        return LocalCatalogSource(cfg.imagery.catalog)
+        return LocalCatalogSource(cfg.imagery.catalog, max_items=cfg.imagery.max_items)
     if cfg.imagery.source == "stac":
         if cfg.imagery.provider:
             profile = load_profile(cfg.imagery.provider)
-            return StacApiSource.from_profile(profile, collection=cfg.imagery.collection)
+            return StacApiSource.from_profile(
+                profile, collection=cfg.imagery.collection, max_items=cfg.imagery.max_items
+            )
         assert cfg.imagery.url is not None
-        return StacApiSource(cfg.imagery.url, collection=cfg.imagery.collection)
+        return StacApiSource(cfg.imagery.url, collection=cfg.imagery.collection, max_items=cfg.imagery.max_items)
     if cfg.imagery.source == "sentinelhub":
         from mrv.imagery.sentinelhub_source import SentinelHubSource
 
@@ -77,9 +92,13 @@ def make_source(cfg: RunConfig) -> ImagerySource:
 
 
 def prepare_imagery(cfg: RunConfig, rnd: RoundConfig, layout: RunLayout) -> Path:
-    """Search, load, mask and composite one round's imagery into a covariate GeoTIFF."""
+    """Search, load, mask and composite one round's imagery into a covariate GeoTIFF.
+
+    With ``imagery.dem`` the stack also gets the terrain covariates of :mod:`mrv.imagery.dem`.
+    """
     fields = read_fields(cfg.region.fields, crs=cfg.region.crs)
     grid = project_grid(cfg, fields)
+    check_aoi_size(grid, max_km2=cfg.imagery.max_aoi_km2, fields=str(cfg.region.fields))
     source = make_source(cfg)
     request = SearchRequest(
         bbox_wgs84=grid.bbox_wgs84(),
@@ -92,15 +111,33 @@ def prepare_imagery(cfg: RunConfig, rnd: RoundConfig, layout: RunLayout) -> Path
     loaded = source.load(items, cfg.imagery.bands, grid, chunk_px=cfg.imagery.chunk_px)
     composite = bare_soil_composite(loaded.reflectance, cfg.imagery.bands, cfg.imagery.bare_soil)
     stack = covariate_stack(composite, cfg.imagery.bands)
-    stack_v, n_bare_v = dask.compute(stack, composite["n_bare"])  # one pass over the imagery
+    try:
+        stack_v, n_bare_v = dask.compute(stack, composite["n_bare"])  # one pass over the imagery
+    except (rasterio.errors.RasterioError, OSError) as exc:
+        raise ImageryError(
+            f"Reading the imagery of round {rnd.name} ({rnd.start} to {rnd.end}) from {source.name} failed while "
+            f"compositing: {exc}. An asset passed the up-front probe but is damaged inside; remove or re-download "
+            "that item (its path is in the message), or narrow the dates to leave it out."
+        ) from exc
     values, n_bare = stack_v.to_numpy(), n_bare_v.to_numpy()
     names = [str(c) for c in stack["covariate"].to_numpy()]
+    terrain_sources: list[str] = []
+    if cfg.imagery.dem is not None:
+        terrain = terrain_covariates(
+            dem_hrefs(cfg.imagery.dem, grid, source), grid, tpi_radius_m=cfg.imagery.dem.tpi_radius_m
+        )
+        values = np.concatenate([values, terrain.values])
+        names = [*names, *terrain.names]
+        terrain_sources = list(terrain.sources)
     path = write_cog(
         layout.covariates(rnd.name),
         np.concatenate([values, n_bare[None].astype("float32")]),
         grid,
         band_names=[*names, "n_bare"],
-        tags={"round": rnd.name, "units": "reflectance (1) and indices (1); n_bare count"},
+        tags={
+            "round": rnd.name,
+            "units": "reflectance (1) and indices (1); elevation and tpi m, slope degrees; n_bare count",
+        },
     )
     on_fields = field_index_raster(fields, grid) >= 0
     write_json(
@@ -109,6 +146,9 @@ def prepare_imagery(cfg: RunConfig, rnd: RoundConfig, layout: RunLayout) -> Path
             "source": source.name,
             "items": list(loaded.items),
             "dropped": [{"item": i, "reason": r} for i, r in loaded.dropped],
+            "n_dropped": len(loaded.dropped),
+            "covariates": names,
+            "dem": terrain_sources,
             "bare_observations_median": float(np.median(n_bare[on_fields])),
             "fields_without_bare_soil_pct": float(100 * np.mean(n_bare[on_fields] == 0)),
         },
@@ -129,7 +169,13 @@ def read_covariates(path: Path) -> tuple[xr.DataArray, Grid]:
 
 
 def prepare_samples(cfg: RunConfig, rnd: RoundConfig, layout: RunLayout) -> Path:
-    """Ingest every sample file of a round, compute 0-depth site stocks, flag duplicates."""
+    """Ingest every sample file of a round, compute 0-depth site stocks, flag duplicates and outliers.
+
+    Site stock SDs follow the per-source error models of ``cfg.samples``; crowd sites far from the
+    lab sites around them are flagged (:func:`~mrv.samples.qa.flag_outliers_against_lab`). Flagged
+    sites stay in sites.csv with their ``qa_flag`` and are left out of training. ``weight`` is each
+    site's inverse-variance weight in the model (see :mod:`mrv.samples.fusion`).
+    """
     grid = project_grid(cfg)
     format_dirs = profile_dirs("sample_formats", config_path=cfg.source_path)
     records: list[pd.DataFrame] = []
@@ -142,20 +188,42 @@ def prepare_samples(cfg: RunConfig, rnd: RoundConfig, layout: RunLayout) -> Path
         rej = res.rejected_frame()
         rej.insert(0, "file", sf.path.name)
         rejected.append(rej)
-        entry = summary.setdefault(sf.source, {"submitted": 0, "accepted": 0, "rejected": 0, "files": []})
-        entry["submitted"] += res.submitted
-        entry["accepted"] += len(res.accepted)
+        entry = summary.setdefault(sf.source, {"submitted": 0, "accepted": 0, "rejected": 0, "samples": 0, "files": []})
+        entry["submitted"] += res.submitted  # file lines: accepted + rejected == submitted
+        entry["accepted"] += res.accepted_lines
         entry["rejected"] += len(res.rejected)
+        entry["samples"] += len(res.accepted)
         entry["files"].append(sf.path.name)
     all_records = pd.concat(records, ignore_index=True) if records else pd.DataFrame()
-    sites, incomplete = site_stocks(all_records, depth_cm=cfg.depth_cm) if len(all_records) else (pd.DataFrame(), {})
-    sites = flag_duplicates(sites)
+    samples_cfg = cfg.samples
+    sites, incomplete = (
+        site_stocks(all_records, depth_cm=cfg.depth_cm, error_models=samples_cfg.error_models)
+        if len(all_records)
+        else (pd.DataFrame(), {})
+    )
+    sites = flag_duplicates(sites, tolerance_m=samples_cfg.duplicate_tolerance_m)
+    sites = flag_outliers_against_lab(
+        sites,
+        radius_m=samples_cfg.outlier_radius_m,
+        k=samples_cfg.outlier_k,
+        min_lab_sites=samples_cfg.outlier_min_lab_sites,
+    )
+    weights = {}
+    if len(sites):
+        sites = add_weights(sites, process_sd_t_ha=cfg.model.process_sd_t_ha)
+        weights = source_weights(sites, process_sd_t_ha=cfg.model.process_sd_t_ha)
     layout.work(rnd.name).mkdir(parents=True, exist_ok=True)
     sites.to_csv(layout.sites(rnd.name), index=False)
     pd.concat(rejected, ignore_index=True).to_csv(layout.rejected(rnd.name), index=False)
     for source, entry in summary.items():
         entry["sites"] = int((sites["source"] == source).sum()) if len(sites) else 0
         entry["flagged"] = int(((sites["source"] == source) & (sites["qa_flag"] != "")).sum()) if len(sites) else 0
+        if source in weights:
+            w = weights[source]
+            entry.update(weight_share=w.weight_share, effective_n=w.effective_n, median_stock_sd_t_ha=w.median_sd_t_ha)
+        model = samples_cfg.error_models.get(source)
+        if model is not None:
+            entry["error_model"] = {"soc_rel_sd": model.soc_rel_sd, "bd_sd_g_cm3": model.bd_sd_g_cm3}
     summary["incomplete_sites"] = incomplete  # type: ignore[assignment]
     write_json(layout.samples_summary(rnd.name), summary)
     return layout.sites(rnd.name)
@@ -166,7 +234,8 @@ def training_table(cfg: RunConfig, layout: RunLayout) -> pd.DataFrame:
     parts = []
     for rnd in cfg.rounds:
         sites = pd.read_csv(layout.sites(rnd.name), keep_default_na=False, na_values=[""])
-        sites = sites[sites["qa_flag"].fillna("") == ""]
+        flag = sites["qa_flag"] if "qa_flag" in sites.columns else pd.Series("", index=sites.index)
+        sites = sites[flag.isna() | (flag.astype(str).str.strip() == "")]  # flagged sites stay out of training
         stack, _ = read_covariates(layout.covariates(rnd.name))
         cov = extract_at_points(stack, sites["x"].to_numpy(float), sites["y"].to_numpy(float))
         parts.append(pd.concat([sites.reset_index(drop=True).assign(round=rnd.name), cov], axis=1))
@@ -174,50 +243,105 @@ def training_table(cfg: RunConfig, layout: RunLayout) -> pd.DataFrame:
 
 
 def fit_model(cfg: RunConfig, layout: RunLayout) -> Path:
-    """Train, cross-validate spatially and calibrate; save the model and its card."""
+    """Train, cross-validate spatially and calibrate; register the model and keep a copy in the run directory.
+
+    The model is registered under its content id in ``model.registry_dir`` (default
+    ``<output_dir>/models``, see :mod:`mrv.modeling.registry`). ``model/model.pkl`` is a byte-identical
+    copy and ``model/model_card.json`` the registry's card plus this run's CV record, so the run
+    directory and its manifest stay self-contained.
+    """
     table = training_table(cfg, layout)
     stack, _ = read_covariates(layout.covariates(cfg.rounds[0].name))
     covariates = [str(c) for c in stack["covariate"].to_numpy()]
     result = train(table, covariates, cfg.model)
+    model = result.model
     d = layout.model_dir
     d.mkdir(parents=True, exist_ok=True)
     table.to_csv(d / "features.csv", index=False)
     result.oof.to_csv(d / "cv_predictions.csv", index=False)
-    with open(d / "model.pkl", "wb") as fh:
-        pickle.dump(result.model, fh)
+    block = result.block.to_dict()
     card = {
-        "model_id": result.model.model_id,
-        "kind": "quantile_regression_forest",
-        "covariates": covariates,
-        "n_train": result.model.metadata["n_train"],
-        "training_sha256": result.model.metadata["training_sha256"],
-        "params": {k: v for k, v in result.model.forest.get_params().items() if isinstance(v, int | float | str)},
-        "calibration": {"method": "conformalized quantile regression (spatial CV)", "margin_t_ha": result.model.margin_t_ha},
-        "cv": {"scheme": "spatial_block", "block_size_m": cfg.model.cv_block_size_m, **result.spatial_cv.to_dict()},
+        "kind": MODEL_KIND_NAMES[model.kind],
+        "n_train": model.metadata["n_train"],
+        "params": {k: v for k, v in model.params().items() if isinstance(v, int | float | str)},
+        "calibration": {"method": "conformalized quantile regression (spatial CV)", "margin_t_ha": model.margin_t_ha},
+        "cv_block_size_m": result.block.block_size_m,
+        "autocorrelation_range_m": block.get("range_m"),
+        "cv_block_rule": result.block.rule,
+        "cv_block": block,
+        "cv": {"scheme": "spatial_block", "block_size_m": result.block.block_size_m, **result.spatial_cv.to_dict()},
         "cv_random": {"scheme": "random_kfold (optimistic)", **result.random_cv.to_dict()},
     }
-    write_json(d / "model_card.json", card)
+    registry_dir = cfg.model.registry_dir or layout.root / "models"
+    where = register_model(model, card, registry_dir=registry_dir)
+    stored = read_card(model.model_id, registry_dir=registry_dir)
+    blob = (where / MODEL_FILE).read_bytes()
+    tmp = d / "model.pkl.tmp"
+    tmp.write_bytes(blob)
+    tmp.replace(d / "model.pkl")
+    write_json(d / "model_card.json", {**stored, **card, "registry": {"dir": str(registry_dir), "path": str(where)}})
     return d / "model.pkl"
 
 
-def load_model(path: Path) -> SOCModel:
+MODEL_KIND_NAMES = {"qrf": "quantile_regression_forest", "gbm_quantile": "quantile_gradient_boosting"}
+
+
+def load_model(path: Path) -> SOCPredictor:
+    """The run's model; its bytes must match the SHA-256 in ``model_card.json`` beside it when that records one."""
     try:
-        with open(path, "rb") as fh:
-            model = pickle.load(fh)
-    except (OSError, pickle.UnpicklingError) as exc:
+        blob = path.read_bytes()
+    except OSError as exc:
+        raise ModelError(f"Cannot read the model {path}: {exc}. Re-run the training step.") from exc
+    card_path = path.with_name("model_card.json")
+    expected = None
+    if card_path.is_file():
+        try:
+            expected = json.loads(card_path.read_text(encoding="utf-8")).get("model_sha256")
+        except (OSError, ValueError, AttributeError) as exc:
+            raise ModelError(f"Cannot read the model card {card_path}: {exc}. Re-run the training step.") from exc
+    actual = hashlib.sha256(blob).hexdigest()
+    if expected is not None and actual != expected:
+        raise ModelError(
+            f"{path} does not match its model card: SHA-256 {actual} but {card_path.name} records {expected}. "
+            "The file was modified after training; re-run the training step or copy it back from the registry."
+        )
+    try:
+        model = pickle.loads(blob)  # bytes checked against the card above when it has a hash
+    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError) as exc:
         raise ModelError(f"Cannot load the model {path}: {exc}. Re-run the training step.") from exc
-    if not isinstance(model, SOCModel):
-        raise ModelError(f"{path} does not hold an SOC model.")
+    if not isinstance(model, SOCPredictor):
+        raise ModelError(f"{path} holds a {type(model).__name__}, not an SOC model; re-run the training step.")
     return model
 
 
 def predict_round(cfg: RunConfig, rnd: RoundConfig, layout: RunLayout, *, client: Any | None = None) -> dict[str, Path]:
-    """Predict mean, p05, p50, p95 and sd maps (t C/ha) for one round with Dask."""
+    """Predict mean, p05, p50, p95 and sd maps (t C/ha) for one round with Dask.
+
+    With a ``distributed.Client``, losing a worker mid-run can cancel the prediction: the model
+    scattered to that worker is not recomputable (dask/distributed#3149). The round is then
+    predicted again (up to 3 attempts) with the model scattered to the remaining workers; the
+    maps do not depend on which worker computed which block.
+    """
+    from distributed import KilledWorker
+    from distributed.client import FutureCancelledError
+
     model = load_model(layout.model_dir / "model.pkl")
     stack, grid = read_covariates(layout.covariates(rnd.name))
     stack = stack.chunk({"covariate": -1, "y": cfg.imagery.chunk_px, "x": cfg.imagery.chunk_px})
-    pred = predict_map(stack, model, client=client, chunk_px=cfg.imagery.chunk_px)
-    values = pred.compute().to_numpy()
+    attempts = 3 if client is not None else 1
+    for attempt in range(1, attempts + 1):
+        pred = predict_map(stack, model, client=client, chunk_px=cfg.imagery.chunk_px)
+        try:
+            values = pred.compute().to_numpy()
+            break
+        except (FutureCancelledError, KilledWorker) as exc:
+            if attempt == attempts:
+                raise ModelError(
+                    f"Predicting round {rnd.name} failed {attempts} times because Dask workers were lost ({exc!r}). "
+                    "Check the workers' memory and logs, or unset dask.address to use a local cluster."
+                ) from exc
+            log.warning("round %s: Dask workers lost during prediction (%r); predicting again (%d/%d)",
+                        rnd.name, exc, attempt + 1, attempts)  # fmt: skip
     paths = layout.round_maps(rnd.name)
     for i, name in enumerate(OUTPUTS):
         write_cog(
@@ -238,52 +362,66 @@ def predict_round(cfg: RunConfig, rnd: RoundConfig, layout: RunLayout, *, client
 
 
 def account(cfg: RunConfig, layout: RunLayout) -> Path:
-    """Field and project stocks per round, change and tCO2e with Monte Carlo 90 % intervals."""
+    """Field and project stocks per round, change and tCO2e with Monte Carlo 90 % intervals.
+
+    The error correlation comes from the variogram of the cross-validation errors when
+    ``accounting.error_range_m`` is ``auto`` (:mod:`mrv.accounting.variogram`). Every setting and input
+    is recorded so that ``mrv report verify`` can recompute the numbers (:mod:`mrv.accounting.recompute`).
+    """
     fields = read_fields(cfg.region.fields, crs=cfg.region.crs)
-    maps = []
-    grid = None
-    for rnd in cfg.rounds:
-        paths = layout.round_maps(rnd.name)
-        mean, grid, _ = read_raster(paths["mean"])
-        sd, _, _ = read_raster(paths["sd"])
-        maps.append(RoundMaps(rnd.name, mean[0], sd[0]))
-    assert grid is not None
+    map_paths = {rnd.name: {k: layout.round_maps(rnd.name)[k] for k in ("mean", "sd")} for rnd in cfg.rounds}
+    maps, grid = read_round_maps(map_paths)
     zones = field_index_raster(fields, grid)
     acc = cfg.accounting
-    sim = simulate_zone_means(
-        maps,
-        zones,
-        len(fields),
-        pixel_m=grid.resolution_m,
+    cv_csv = layout.model_dir / "cv_predictions.csv"
+    oof = cv_points(cv_csv, layout.model_dir / "features.csv") if cv_csv.is_file() else None
+    em = estimate_error_model(
+        oof,
+        interval_confidence=cfg.model.confidence,
         range_m=acc.error_range_m,
         round_correlation=acc.round_error_correlation,
-        n_sim=acc.n_simulations,
-        seed=acc.seed,
+        first_round=cfg.rounds[0].name,
+        last_round=cfg.rounds[-1].name,
     )
-    out_fields = []
-    for i, f in enumerate(fields):
-        s = zone_summary(sim, i, confidence=acc.confidence)
-        out_fields.append(
-            {
-                "field_id": f.field_id,
-                "name": f.properties.get("name", ""),
-                "farm_id": f.properties.get("farm_id", ""),
-                "practice": f.properties.get("practice", ""),
-                "area_ha": round(f.area_ha, 4),
-                "mapped_fraction": float(sim.coverage[i]),
-                **s,
-            }
-        )
-    project = zone_summary(sim, len(fields), confidence=acc.confidence)
-    project.update(area_ha=round(sum(f.area_ha for f in fields), 4), n_fields=len(fields))
+    settings = AccountingSettings(
+        n_simulations=acc.n_simulations,
+        seed=acc.seed,
+        confidence=acc.confidence,
+        range_m=em.range_m,
+        nugget_share=em.nugget_share,
+        round_correlation=em.round_correlation,
+    )
+    project, out_fields = compute_accounting(fields, maps, zones, pixel_m=grid.resolution_m, settings=settings)
     return write_json(
         layout.accounting,
         {
             "method": "Monte Carlo with spatially correlated prediction errors",
             "n_simulations": acc.n_simulations,
-            "error_range_m": acc.error_range_m,
-            "round_error_correlation": acc.round_error_correlation,
+            "error_range_m": em.range_m,
+            "error_range_source": em.range_source,
+            "nugget_share": em.nugget_share,
+            "round_error_correlation": em.round_correlation,
+            "round_error_correlation_source": em.round_correlation_source,
             "confidence": acc.confidence,
+            "settings": settings.to_dict(),
+            "error_model": {
+                "range_source": em.range_source,
+                "interval_confidence": cfg.model.confidence,
+                "variogram": em.variogram.to_dict() if em.variogram is not None else None,
+                "round_error_correlation_source": em.round_correlation_source,
+                "round_error_correlation_estimate": em.round_correlation_estimate,
+                "round_error_correlation_pairs": em.round_correlation_pairs,
+                "round_error_correlation_method": (
+                    "intrinsic coregionalization: least squares of z_i z_j on c1 exp(-h/a) over CV point pairs of the "
+                    "first and last round closer than a (Wackernagel 2003, Ch. 23); sampling error not propagated"
+                ),
+                "note": em.note,
+            },
+            "inputs": {
+                "fields": str(Path(cfg.region.fields).resolve()),
+                "crs": cfg.region.crs,
+                "maps": {r: {k: str(p.relative_to(layout.root)) for k, p in kinds.items()} for r, kinds in map_paths.items()},
+            },
             "project": project,
             "fields": out_fields,
         },

@@ -1,31 +1,27 @@
 """From accepted sample records to one 0-depth SOC stock per sampling site, with its uncertainty.
 
-Each source has a measurement-error model (relative SD of SOC, SD of measured bulk density).
+Each source has a measurement-error model (relative SD of SOC, SD of measured bulk density),
+configurable in the run config (``samples: error_models:``, :class:`mrv.config.SamplesConfig`).
+A record's own ``soc_sd_g_kg`` (the SD a SOM -> SOC conversion added, see
+:func:`mrv.samples.stocks.som_to_soc`) is combined with the source's analytical SD in quadrature.
 Missing bulk density is estimated with a pedotransfer function whose residual SD is carried
 forward (see :func:`mrv.samples.stocks.bulk_density_ptf`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
 
+from mrv.config import ErrorModel, SamplesConfig
+from mrv.errors import SampleError
 from mrv.samples.stocks import bulk_density_ptf, fixed_depth_stock
 
+__all__ = ["DEFAULT_ERROR_MODELS", "ErrorModel", "incomplete_sites", "site_stocks"]
 
-@dataclass(frozen=True)
-class ErrorModel:
-    """Measurement error of one sample source."""
-
-    soc_rel_sd: float
-    """Relative SD of the SOC concentration (dry combustion in an accredited lab: ~3-5 %)."""
-    bd_sd_g_cm3: float = 0.05
-    """SD of a measured core bulk density."""
-
-
-DEFAULT_ERROR_MODELS = {"lab": ErrorModel(soc_rel_sd=0.04), "crowd": ErrorModel(soc_rel_sd=0.20)}
+DEFAULT_ERROR_MODELS: Mapping[str, ErrorModel] = SamplesConfig().error_models
 
 
 def incomplete_sites(records: pd.DataFrame, *, depth_cm: float) -> dict[str, str]:
@@ -44,19 +40,31 @@ def incomplete_sites(records: pd.DataFrame, *, depth_cm: float) -> dict[str, str
 
 
 def site_stocks(
-    records: pd.DataFrame, *, depth_cm: float, error_models: dict[str, ErrorModel] | None = None
+    records: pd.DataFrame, *, depth_cm: float, error_models: Mapping[str, ErrorModel] | None = None
 ) -> tuple[pd.DataFrame, dict[str, str]]:
     """One row per complete site: location, source, ``soc_stock_t_ha`` and ``soc_stock_sd_t_ha``.
 
+    SOC SD per layer: ``sqrt((soc_rel_sd x SOC)^2 + soc_sd_g_kg^2)`` -- the source's analytical
+    error and, when present, the record's conversion SD, independent errors added in quadrature
+    (JCGM 100:2008 "GUM", Eq. 10). Stock SDs then follow :func:`~mrv.samples.stocks.fixed_depth_stock`.
+
     Returns the table and the incomplete sites that were left out (site_id -> reason).
     """
-    models = error_models or DEFAULT_ERROR_MODELS
+    models = dict(DEFAULT_ERROR_MODELS) | dict(error_models or {})
+    unknown = sorted(set(records["source"].astype(str)) - set(models)) if len(records) else []
+    if unknown:
+        raise SampleError(
+            f"No measurement error model for sample source(s) {unknown}; add them under samples: error_models: "
+            f"in the run config (known: {sorted(models)})."
+        )
     bad = incomplete_sites(records, depth_cm=depth_cm)
     rec = records[~records["site_id"].isin(list(bad))].copy()
     if rec.empty:
         return _empty(), bad
     rel = rec["source"].map(lambda s: models[s].soc_rel_sd).astype(float)
-    rec["soc_sd_g_kg"] = rec["soc_g_kg"].astype(float) * rel
+    analytical = rec["soc_g_kg"].astype(float) * rel
+    extra = rec["soc_sd_g_kg"].astype(float).fillna(0.0) if "soc_sd_g_kg" in rec.columns else 0.0
+    rec["soc_sd_g_kg"] = np.sqrt(analytical**2 + extra**2)
     measured = rec["bulk_density_g_cm3"].notna()
     ptf_bd, ptf_sd = bulk_density_ptf(rec["soc_g_kg"].to_numpy(dtype=float))
     rec["bulk_density_estimated"] = ~measured

@@ -193,11 +193,15 @@ def _write_submission(
     raw: bytes,
 ) -> int:
     accepted, id_clashes = _split_known_ids(conn, result.accepted, agency=agency, fmt=fmt)
+    # Counts are file lines: a long-layout record spans several lines (IngestResult.record_lines).
+    lines = result.lines_by_row()
+    id_clashes = [Rejection(n, r.column, r.value, r.reason) for r in id_clashes for n in lines.get(r.row, (r.row,))]
+    n_accepted = sum(len(lines.get(int(row), (row,))) for row in accepted["row"])
     rejected = tuple(sorted((*result.rejected, *id_clashes), key=lambda r: r.row))
-    if len(accepted) + len(rejected) != result.submitted:  # pragma: no cover - guards ingest's contract
-        raise AssertionError(f"{len(accepted)} accepted + {len(rejected)} rejected != {result.submitted} submitted")
+    if n_accepted + len(rejected) != result.submitted:  # pragma: no cover - guards ingest's contract
+        raise AssertionError(f"{n_accepted} accepted + {len(rejected)} rejected != {result.submitted} submitted")
     submission_id = _insert_submission(conn, agency=agency, source=source, fmt=fmt, filename=filename, sha=sha,
-                                       counts=(result.submitted, len(accepted), len(rejected)), status=STORED,
+                                       counts=(result.submitted, n_accepted, len(rejected)), status=STORED,
                                        reason=None)  # fmt: skip
     _insert_samples(conn, submission_id, agency, accepted)
     _insert_rejections(conn, submission_id, rejected)

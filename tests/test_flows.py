@@ -1,0 +1,203 @@
+"""The ingest and verification flows under a Prefect test server, task retries, and the deployments."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import pytest
+import yaml
+
+from flows.regional_monitoring import retry_transient
+from mrv.errors import ConfigError, SubmissionRejected, VerificationError
+
+REPO = Path(__file__).resolve().parents[1]
+HEADER = (
+    "sample_id,site_id,field_id,x,y,epsg,sampling_date,top_cm,bottom_cm,soc_g_kg,"
+    "bulk_density_g_cm3,coarse_fragments_vol_pct,method"
+)
+
+
+def _lab_csv(path: Path) -> Path:
+    rows = [
+        "S1,P1,F1,581000,5356000,32633,2021-05-01,0,15,20.5,1.30,5,dc",
+        "S2,P1,F1,581000,5356000,32633,2021-05-01,15,30,14.0,1.40,5,dc",
+        "S3,P2,F1,581200,5356100,32633,2021-05-01,0,30,18.0,1.35,3,dc",
+        "S4,P3,F1,581300,5356200,32633,2021-05-01,0,30,-4,1.35,3,dc",  # negative SOC
+        "S5,P4,F1,581300,5356200,32633,not-a-date,0,30,18.0,1.35,3,dc",
+    ]
+    path.write_text("\n".join([HEADER, *rows]) + "\n", encoding="utf-8")
+    return path
+
+
+def _artifacts(flow_run_id: UUID) -> dict[str, Any]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+    return {a.key: a for a in found}
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_api")
+def test_ingest_flow_stores_rows_and_publishes_row_report(tmp_path: Path) -> None:
+    from flows.ingest_samples import ROWS_ARTIFACT_KEY, SUMMARY_ARTIFACT_KEY, ingest_samples
+    from mrv.samples.store import SampleStore, list_submissions
+
+    db = f"sqlite:///{tmp_path / 'samples.db'}"
+    csv = _lab_csv(tmp_path / "lab.csv")
+    state = ingest_samples(file=str(csv), agency="Soil Lab", source="lab", db_url=db, return_state=True)
+    assert state.is_completed()
+    summary = state.result()
+    assert (summary["submitted"], summary["accepted"], summary["rejected"]) == (5, 3, 2)
+    assert summary["duplicate_of"] is None
+
+    arts = _artifacts(state.state_details.flow_run_id)
+    rows = json.loads(arts[ROWS_ARTIFACT_KEY].data)
+    assert [r["row"] for r in rows] == sorted(r["row"] for r in rows)
+    assert len(rows) == 5
+    rejected = [r for r in rows if r["result"].startswith("REJECTED: ")]
+    assert len(rejected) == 2
+    assert all(len(r["result"]) > len("REJECTED: ") for r in rejected)  # each with its reason
+    assert arts[ROWS_ARTIFACT_KEY].type == "table"
+    assert "| Soil Lab | lab | lab_wide | stored | 5 | 3 | 2 |" in arts[SUMMARY_ARTIFACT_KEY].data
+
+    again = ingest_samples(file=str(csv), agency="Soil Lab", source="lab", db_url=db)  # same bytes: a no-op
+    assert again["duplicate_of"] == summary["submission_id"]
+    with SampleStore.open(db) as store:
+        subs = list_submissions(store)
+    assert [(s.status, s.accepted, s.rejected) for s in subs] == [("stored", 3, 2)]
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_api")
+def test_ingest_flow_fails_on_unreadable_file_with_reason_artifact(tmp_path: Path) -> None:
+    from flows.ingest_samples import SUMMARY_ARTIFACT_KEY, ingest_samples
+    from mrv.samples.store import SampleStore, list_submissions
+
+    db = f"sqlite:///{tmp_path / 'samples.db'}"
+    junk = tmp_path / "junk.csv"
+    junk.write_text("this,is\nnot,a sample file\n", encoding="utf-8")
+    state = ingest_samples(file=str(junk), agency="Soil Lab", db_url=db, return_state=True)
+    assert state.is_failed()
+    assert isinstance(state.result(raise_on_failure=False), SubmissionRejected)
+    markdown = _artifacts(state.state_details.flow_run_id)[SUMMARY_ARTIFACT_KEY].data
+    assert "rejected whole" in markdown
+    with SampleStore.open(db) as store:
+        assert [s.status for s in list_submissions(store)] == ["rejected"]
+
+
+def _run_dir(tmp_path: Path) -> Path:
+    from mrv.report.manifest import write_manifest
+
+    run = tmp_path / "run"
+    (run / "maps").mkdir(parents=True)
+    (run / "maps" / "soc.tif").write_bytes(b"\x00map")
+    (run / "report.json").write_text("{}")
+    (tmp_path / "fields.geojson").write_text("{}")
+    (tmp_path / "run.yaml").write_text("name: x\n")
+    write_manifest(
+        run,
+        inputs={"fields": tmp_path / "fields.geojson"},
+        config=tmp_path / "run.yaml",
+        outputs=[run / "maps", run / "report.json"],
+    )
+    return run
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_api")
+def test_verification_flow_passes_then_fails_on_tampered_output(tmp_path: Path) -> None:
+    from flows.verification_report import ARTIFACT_KEY, verification_report
+
+    run = _run_dir(tmp_path)
+    state = verification_report(run_dir=str(run), return_state=True)
+    assert state.result() == {"run_dir": str(run.resolve()), "ok": True, "checked": 4}
+    assert "OK" in _artifacts(state.state_details.flow_run_id)[ARTIFACT_KEY].data
+
+    (run / "maps" / "soc.tif").write_bytes(b"\x00tampered")
+    state = verification_report(run_dir=str(run), return_state=True)
+    assert state.is_failed()
+    assert isinstance(state.result(raise_on_failure=False), VerificationError)
+    markdown = _artifacts(state.state_details.flow_run_id)[ARTIFACT_KEY].data
+    assert "FAILED" in markdown
+    assert "| `maps/soc.tif` | sha256 mismatch |" in markdown
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_api")
+def test_tasks_retry_transient_errors_but_not_user_mistakes() -> None:
+    from prefect import flow, task
+
+    calls: dict[str, int] = {"transient": 0, "mistake": 0}
+
+    @task(retries=2, retry_delay_seconds=0, retry_condition_fn=retry_transient)
+    def flaky() -> str:
+        calls["transient"] += 1
+        if calls["transient"] < 3:
+            raise OSError("connection reset")
+        return "ok"
+
+    @task(retries=2, retry_delay_seconds=0, retry_condition_fn=retry_transient)
+    def mistaken() -> None:
+        calls["mistake"] += 1
+        raise ConfigError("region.crs must be an EPSG code; fix the config.")
+
+    @flow
+    def both() -> str:
+        out = flaky()
+        mistaken()
+        return out
+
+    state = both(return_state=True)
+    assert state.is_failed()
+    assert calls == {"transient": 3, "mistake": 1}
+
+
+def _config_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "configs"
+    (d / "methodologies").mkdir(parents=True)
+    for name in ("alpha", "beta"):
+        cfg = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())
+        cfg["name"] = name
+        (d / f"{name}.yaml").write_text(yaml.safe_dump(cfg))
+    (d / "notes.yaml").write_text(yaml.safe_dump({"title": "not a run config"}))
+    (d / "methodologies" / "x.yaml").write_text(yaml.safe_dump({"rounds": []}))  # subdirectories are not scanned
+    return d
+
+
+def test_deployments_schedule_each_run_config_monthly_and_serve_the_rest_on_demand(tmp_path: Path) -> None:
+    from flows.deploy import MONTHLY_CRON, build_deployments
+
+    d = _config_dir(tmp_path)
+    deployments = build_deployments(d, timezone="Europe/Vienna", db_url="sqlite:///x.db")
+    by_name = {(dep.flow_name, dep.name): dep for dep in deployments}
+    assert set(by_name) == {
+        ("regional-monitoring", "monitoring-alpha"),
+        ("regional-monitoring", "monitoring-beta"),
+        ("ingest-samples", "submit"),
+        ("verification-report", "verify"),
+    }
+    alpha = by_name[("regional-monitoring", "monitoring-alpha")]
+    assert alpha.parameters == {"config_path": str((d / "alpha.yaml").resolve())}
+    assert len(alpha.schedules) == 1
+    sched = alpha.schedules[0].schedule
+    assert (sched.cron, sched.timezone) == (MONTHLY_CRON, "Europe/Vienna")
+    assert alpha.entrypoint == "flows/regional_monitoring.py:regional_monitoring"
+    for key in (("ingest-samples", "submit"), ("verification-report", "verify")):
+        assert not by_name[key].schedules
+    assert by_name[("ingest-samples", "submit")].parameters == {"db_url": "sqlite:///x.db"}
+
+
+def test_deployments_need_a_run_config(tmp_path: Path) -> None:
+    from flows.deploy import build_deployments, run_configs
+
+    assert run_configs(REPO / "configs") == [(REPO / "configs" / "demo.yaml").resolve()]
+    (tmp_path / "notes.yaml").write_text("title: none\n")
+    with pytest.raises(ConfigError, match="No run config"):
+        build_deployments(tmp_path)

@@ -1,0 +1,314 @@
+"""Model kinds, variogram-based CV blocks, calibration on spatially held-out data, registry in the pipeline."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+from scipy.spatial.distance import cdist
+
+from mrv.config import ImageryConfig, ModelConfig, RegionConfig, RoundConfig, RunConfig, parse_config
+from mrv.errors import ConfigError, CovariateMismatch, ModelError
+from mrv.grid import Grid
+from mrv.modeling.model import GBMQuantileModel, SOCModel, SOCPredictor, fit_estimator
+from mrv.modeling.predict import predict_map
+from mrv.modeling.registry import MODEL_FILE, list_models, read_card
+from mrv.modeling.train import train
+from mrv.modeling.variogram import choose_block_size, estimate_variogram
+from mrv.pipeline import steps
+from mrv.pipeline.layout import RunLayout
+from mrv.raster import write_cog
+
+COVS = ["c0", "c1", "c2", "c3"]
+
+
+# --------------------------------------------------------------------------- synthetic data
+def gaussian_field(xy: np.ndarray, *, practical_range_m: float, rng: np.random.Generator) -> np.ndarray:
+    """Unit-variance Gaussian field with exponential covariance exp(-3 h / range) at the points ``xy``."""
+    cov = np.exp(-3.0 * cdist(xy, xy) / practical_range_m)
+    return np.linalg.cholesky(cov + 1e-9 * np.eye(len(xy))) @ rng.normal(size=len(xy))
+
+
+def smooth_covariates(x: np.ndarray, y: np.ndarray, *, seed: int = 11) -> np.ndarray:
+    """``(n, 4)`` smooth covariate fields (sums of plane waves, wavelengths 0.8-5 km) at map coordinates."""
+    rng = np.random.default_rng(seed)
+    out = np.zeros((len(x), len(COVS)))
+    for j in range(len(COVS)):
+        for _ in range(3):
+            k = 2 * np.pi / rng.uniform(800, 5000)
+            ang, ph = rng.uniform(0, 2 * np.pi, 2)
+            out[:, j] += np.sin(k * (np.cos(ang) * x + np.sin(ang) * y) + ph)
+    return out
+
+
+def soc_truth(c: np.ndarray) -> np.ndarray:
+    return 45 + 8 * np.sin(1.5 * c[:, 0]) + 4 * c[:, 1] ** 2 + 3 * c[:, 2] * c[:, 3]
+
+
+def spatial_dataset(n: int = 900, *, seed: int = 3, extent_m: float = 8000.0, range_m: float = 600.0) -> pd.DataFrame:
+    """Nonlinear SOC signal + spatially correlated residual (practical range ``range_m``, SD 3) + noise (SD 2.5).
+
+    Every sample has a measurement SD; 10 % are 'crowd' samples with SD 15 and that much extra error.
+    """
+    rng = np.random.default_rng(seed)
+    xy = rng.uniform(0, extent_m, size=(n, 2))
+    c = smooth_covariates(xy[:, 0], xy[:, 1]) + rng.normal(0, 0.05, size=(n, len(COVS)))
+    sd = np.where(rng.uniform(size=n) < 0.1, 15.0, 1.5)
+    y = soc_truth(c) + 3.0 * gaussian_field(xy, practical_range_m=range_m, rng=rng) + rng.normal(0, 2.5, n)
+    y += rng.normal(0, sd)
+    df = pd.DataFrame(c.astype("float32"), columns=COVS)
+    return df.assign(x=xy[:, 0], y=xy[:, 1], soc_stock_t_ha=y, soc_stock_sd_t_ha=sd)
+
+
+# --------------------------------------------------------------------------- variogram and blocks
+@pytest.mark.parametrize("practical_range", [600.0, 1500.0])
+def test_variogram_recovers_known_range(practical_range: float) -> None:
+    rng = np.random.default_rng(5)
+    estimates = []
+    for _ in range(9):
+        xy = rng.uniform(0, 10_000, size=(500, 2))
+        z = 40 + 5 * gaussian_field(xy, practical_range_m=practical_range, rng=rng) + rng.normal(0, 1.5, 500)
+        estimates.append(estimate_variogram(xy[:, 0], xy[:, 1], z).range_m)
+    # single realisations scatter; the median of nine is within 25 % of the truth
+    assert np.median(estimates) == pytest.approx(practical_range, rel=0.25), estimates
+
+
+def test_block_size_follows_range_with_floor_and_cap() -> None:
+    rng = np.random.default_rng(8)
+    xy = rng.uniform(0, 10_000, size=(500, 2))
+    z = 40 + 5 * gaussian_field(xy, practical_range_m=1500.0, rng=rng) + rng.normal(0, 1.5, 500)
+    choice = choose_block_size(xy[:, 0], xy[:, 1], z, n_folds=5)
+    assert choice.variogram is not None
+    assert choice.block_size_m >= choice.variogram.range_m > 900
+    assert choice.block_size_m % 10 == 0
+    assert not choice.capped
+    # no spatial structure: the range is 0 and the 500 m floor applies
+    noise = choose_block_size(xy[:, 0], xy[:, 1], rng.normal(size=500), n_folds=5)
+    assert noise.variogram is not None
+    assert noise.variogram.range_m == 0.0
+    assert noise.block_size_m == 500.0
+    # a range larger than the sampled area: capped so 5 occupied blocks remain
+    small = xy[:, :] / 10  # 1 km square, same 1.5 km-range field -> range ~ region size
+    capped = choose_block_size(small[:, 0], small[:, 1], z, n_folds=5, min_block_m=900)
+    assert capped.capped
+    assert capped.block_size_m < 900
+    assert "Roberts" in capped.rule
+    assert capped.to_dict()["capped"] is True
+
+
+# --------------------------------------------------------------------------- both kinds, calibrated
+FAST_QRF = ModelConfig(n_estimators=100, cv_folds=5, seed=0)
+FAST_GBM = ModelConfig(kind="gbm_quantile", gbm_max_iter=25, gbm_learning_rate=0.2, cv_folds=3, seed=0)
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Training blocks and spatially held-out blocks (1 km checkerboard) of one generated region."""
+    df = spatial_dataset()
+    held_out = ((df["x"] // 1000 + df["y"] // 1000) % 2).astype(bool)
+    return df[~held_out].reset_index(drop=True), df[held_out].reset_index(drop=True)
+
+
+@pytest.fixture(scope="module", params=["qrf", "gbm_quantile"])
+def trained(request: pytest.FixtureRequest, data: tuple[pd.DataFrame, pd.DataFrame]):
+    cfg = FAST_QRF if request.param == "qrf" else FAST_GBM
+    return cfg, train(data[0], COVS, cfg)
+
+
+def test_spatial_cv_and_held_out_coverage_near_nominal(trained, data) -> None:
+    cfg, res = trained
+    assert isinstance(res.model, SOCPredictor)
+    assert res.model.kind == cfg.kind
+    # block size from the variogram (auto is the default), recorded with the model
+    assert res.block.variogram is not None
+    assert res.block.block_size_m >= 500
+    assert res.model.metadata["cv_block_size_m"] == res.block.block_size_m
+    assert res.spatial_cv.picp_90 == pytest.approx(0.90, abs=0.05)
+    assert res.spatial_cv.rmse < 0.8 * res.spatial_cv.baseline_rmse
+    test = data[1]
+    out = res.model.predict(test[COVS].to_numpy("float32"))
+    obs = test["soc_stock_t_ha"].to_numpy()
+    coverage = float(np.mean((obs >= out[:, 1]) & (obs <= out[:, 3])))
+    assert coverage == pytest.approx(0.90, abs=0.05), coverage
+    assert np.all(out[:, 1] <= out[:, 2])
+    assert np.all(out[:, 2] <= out[:, 3])
+    np.testing.assert_allclose(out[:, 4], (out[:, 3] - out[:, 1]) / (2 * 1.6448536), rtol=1e-4)
+
+
+def test_model_ids_differ_by_kind(trained) -> None:
+    cfg, res = trained
+    assert res.model.model_id.startswith("qrf-" if cfg.kind == "qrf" else "gbm-")
+
+
+@pytest.mark.parametrize("cfg", [replace(FAST_QRF, n_estimators=50), replace(FAST_GBM, gbm_max_iter=20)], ids=["qrf", "gbm"])
+def test_sample_weights_are_used(cfg: ModelConfig) -> None:
+    rng = np.random.default_rng(2)
+    X = rng.uniform(-1, 1, size=(400, 2)).astype("float32")
+    bad = rng.uniform(size=400) < 0.25  # a quarter of the samples is off by +30, anywhere in covariate space
+    y = 40 + 10 * X[:, 0] + np.where(bad, 30.0, 0.0)
+    probe = rng.uniform(-1, 1, size=(500, 2)).astype("float32")
+    truth = 40 + 10 * probe[:, 0]
+    even = fit_estimator(cfg, X, y, np.ones(400), ("a", "b")).predict(probe)
+    # inverse-variance weights of very uncertain samples remove their bias from mean and median
+    weighted = fit_estimator(cfg, X, y, np.where(bad, 1e-3, 1.0), ("a", "b")).predict(probe)
+    assert np.mean(even[:, 0] - truth) > 5
+    assert abs(np.mean(weighted[:, 0] - truth)) < 1
+    assert abs(np.mean(weighted[:, 2] - truth)) < 1
+
+
+def test_gbm_model_runs_through_predict_map(trained) -> None:
+    cfg, res = trained
+    if cfg.kind != "gbm_quantile":
+        pytest.skip("the GBM model is the alternative kind checked here")
+    assert isinstance(res.model, GBMQuantileModel)
+    xs, ys = np.arange(30) * 20.0, 3000 - np.arange(25) * 20.0
+    gx, gy = np.meshgrid(xs, ys)
+    cov = smooth_covariates(gx.ravel(), gy.ravel()).T.reshape(len(COVS), 25, 30).astype("float32")
+    cov[2, 3, 4] = np.nan
+    stack = xr.DataArray(cov, dims=("covariate", "y", "x"), coords={"covariate": COVS, "y": ys, "x": xs})
+    out = predict_map(stack, res.model, chunk_px=16).compute()
+    assert out.attrs["model_id"] == res.model.model_id
+    direct = res.model.predict(cov.reshape(len(COVS), -1).T)
+    np.testing.assert_allclose(out.to_numpy().reshape(5, -1).T, direct, rtol=1e-6, equal_nan=True)
+    assert np.isnan(out.to_numpy()[:, 3, 4]).all()
+    assert np.isfinite(out.to_numpy()[:, 0, 0]).all()
+    with pytest.raises(CovariateMismatch, match=r"missing \['c3'\], unexpected \['ndvi'\]"):
+        predict_map(stack.assign_coords(covariate=["c0", "c1", "c2", "ndvi"]), res.model)
+
+
+# --------------------------------------------------------------------------- configuration
+def _raw_config(**model: object) -> dict[str, object]:
+    return {
+        "name": "t",
+        "region": {"fields": "f.geojson", "crs": "EPSG:32633", "resolution_m": 10},
+        "imagery": {"source": "local", "collection": "s2", "catalog": "c.json"},
+        "rounds": [{"name": "r1", "start": "2021-03-01", "end": "2021-10-31"}],
+        "model": model,
+    }
+
+
+def test_model_config_parsing(tmp_path: Path) -> None:
+    src = tmp_path / "cfg.yaml"
+    cfg = parse_config(_raw_config(), source_path=src).model
+    assert cfg.cv_block_size_m == "auto"
+    assert cfg.kind == "qrf"
+    assert cfg.registry_dir is None
+    cfg = parse_config(
+        _raw_config(kind="gbm_quantile", cv_block_size_m=750, registry_dir="../reg", gbm_max_iter=50), source_path=src
+    ).model
+    assert (cfg.kind, cfg.cv_block_size_m, cfg.gbm_max_iter) == ("gbm_quantile", 750.0, 50)
+    assert cfg.registry_dir == (tmp_path / ".." / "reg").resolve()
+    with pytest.raises(ConfigError, match="'auto'"):
+        parse_config(_raw_config(cv_block_size_m="big"), source_path=src)
+    with pytest.raises(ConfigError, match="gbm_quantile"):
+        parse_config(_raw_config(kind="svm"), source_path=src)
+
+
+# --------------------------------------------------------------------------- pipeline: registry + covariate check
+def _write_round(layout: RunLayout, grid: Grid, names: list[str], *, n_sites: int = 160) -> None:
+    xs, ys = np.asarray(grid.x_coords()), np.asarray(grid.y_coords())
+    gx, gy = np.meshgrid(xs, ys)
+    cov = smooth_covariates(gx.ravel(), gy.ravel()).T.reshape(len(COVS), len(ys), len(xs)).astype("float32")
+    n_bare = np.ones((1, len(ys), len(xs)), dtype="float32")
+    write_cog(layout.covariates("r1"), np.concatenate([cov, n_bare]), grid, band_names=[*names, "n_bare"])
+    rng = np.random.default_rng(4)
+    row, col = rng.integers(0, len(ys), n_sites), rng.integers(0, len(xs), n_sites)
+    c = cov[:, row, col].T
+    sites = pd.DataFrame(
+        {
+            "site_id": [f"S{i}" for i in range(n_sites)],
+            "x": xs[col],
+            "y": ys[row],
+            "soc_stock_t_ha": soc_truth(c) + rng.normal(0, 2, n_sites),
+            "soc_stock_sd_t_ha": 1.5,
+            "qa_flag": "",
+        }
+    )
+    sites.to_csv(layout.sites("r1"), index=False)
+
+
+@pytest.fixture
+def run(tmp_path: Path) -> tuple[RunConfig, RunLayout, Grid]:
+    grid = Grid(crs="EPSG:32633", bounds=(500_000.0, 5_000_000.0, 503_000.0, 5_003_000.0), resolution_m=30.0)
+    layout = RunLayout(tmp_path / "run")
+    layout.work("r1").mkdir(parents=True)
+    _write_round(layout, grid, COVS)
+    cfg = RunConfig(
+        name="t",
+        source_path=tmp_path / "cfg.yaml",
+        output_dir=layout.root,
+        depth_cm=30.0,
+        region=RegionConfig(fields=tmp_path / "fields.geojson", crs=grid.crs, resolution_m=30.0),
+        imagery=ImageryConfig(source="local", collection="s2", catalog=tmp_path / "c.json", chunk_px=64),
+        rounds=(RoundConfig("r1", dt.date(2021, 3, 1), dt.date(2021, 10, 31), ()),),
+        model=ModelConfig(n_estimators=30, cv_folds=3),
+    )
+    return cfg, layout, grid
+
+
+def test_fit_model_registers_and_prediction_checks_covariates(run) -> None:
+    cfg, layout, grid = run
+    path = steps.fit_model(cfg, layout)
+    card = read_card_from(path)
+    reg = layout.root / "models"
+    assert list_models(reg) == [card["model_id"]]
+    stored = reg / card["model_id"]
+    assert (stored / MODEL_FILE).read_bytes() == path.read_bytes()
+    assert card["model_sha256"] == read_card(card["model_id"], registry_dir=reg)["model_sha256"]
+    assert card["cv"]["block_size_m"] == card["cv_block_size_m"] >= 500
+    assert card["autocorrelation_range_m"] is not None
+    assert card["cv_block"]["target_range_m"] is not None
+    assert card["cv_block"]["rule"].startswith("max(")
+    # re-running the step on the same data is a no-op for the registry, not an error
+    assert steps.fit_model(cfg, layout).read_bytes() == path.read_bytes()
+    assert list_models(reg) == [card["model_id"]]
+
+    maps = steps.predict_round(cfg, cfg.rounds[0], layout)
+    assert maps["mean"].is_file()
+
+    _write_round(layout, grid, ["c0", "c1", "c2", "swir16"])
+    with pytest.raises(CovariateMismatch, match=r"missing \['c3'\], unexpected \['swir16'\]"):
+        steps.predict_round(cfg, cfg.rounds[0], layout)
+
+
+def read_card_from(model_path: Path) -> dict[str, object]:
+    import json
+
+    return json.loads((model_path.parent / "model_card.json").read_text())
+
+
+def test_configured_registry_and_tampered_run_model(run, tmp_path: Path) -> None:
+    cfg, layout, _ = run
+    shared = tmp_path / "shared_registry"
+    cfg = replace(cfg, model=replace(cfg.model, registry_dir=shared, kind="gbm_quantile", gbm_max_iter=20))
+    path = steps.fit_model(cfg, layout)
+    model = steps.load_model(path)
+    assert isinstance(model, GBMQuantileModel)
+    assert list_models(shared) == [model.model_id]
+    assert not (layout.root / "models").exists()
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="does not match its model card"):
+        steps.load_model(path)
+
+
+def test_load_model_refuses_non_models(tmp_path: Path) -> None:
+    import pickle
+
+    p = tmp_path / "model.pkl"
+    p.write_bytes(pickle.dumps({"not": "a model"}))
+    with pytest.raises(ModelError, match="not an SOC model"):
+        steps.load_model(p)
+    with pytest.raises(ModelError, match="Cannot read"):
+        steps.load_model(tmp_path / "missing.pkl")
+
+
+def test_qrf_is_an_soc_predictor() -> None:
+    assert SOCModel.kind == "qrf"
+    assert GBMQuantileModel.kind == "gbm_quantile"
