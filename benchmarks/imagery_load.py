@@ -33,16 +33,15 @@ import json
 import os
 import sys
 import tempfile
-import threading
 import time
 import tracemalloc
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import psutil
 import pystac
 import rasterio
+from _measure import PeakSampler
 
 from mrv.config import BareSoilConfig
 from mrv.grid import Grid
@@ -103,52 +102,6 @@ def api_inputs(collection_path: Path, out: Path) -> list[Path]:
 
 
 # --------------------------------------------------------------------------- measuring
-def _rss() -> int:
-    return int(psutil.Process().memory_info().rss)
-
-
-class Peak:
-    """Peak RSS of this process (and of every Dask worker, given a client), sampled every 0.1 s."""
-
-    def __init__(self, client: Any | None = None) -> None:
-        self.client = client
-        self.start = _rss()
-        self.peak = self.start
-        self.workers: dict[str, int] = {}
-        self.idle: dict[str, int] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def _sample(self) -> None:
-        self.peak = max(self.peak, _rss())
-        if self.client is not None:
-            for addr, rss in self.client.run(_rss).items():
-                self.idle.setdefault(addr, rss)
-                self.workers[addr] = max(self.workers.get(addr, 0), rss)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(0.1):
-            self._sample()
-
-    def __enter__(self) -> Peak:
-        self._sample()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._sample()
-
-    @property
-    def mb(self) -> float:
-        return (self.peak - self.start + sum(self.workers.values())) / 2**20
-
-    @property
-    def idle_mb(self) -> float:
-        return sum(self.idle.values()) / 2**20
-
-
 def native_mib(items: list[pystac.Item], grid: Grid) -> float:
     """Decoded size of every band asset of every item over ``grid`` at native resolution (MiB)."""
     total = 0
@@ -182,7 +135,7 @@ def run_dask(url: str, grid: Grid, *, chunk: int, workers: int) -> tuple[float, 
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
     with cluster, Client(cluster) as client:
         client.run(lambda: __import__("odc.stac"))  # imports on the workers are not loading time
-        with Peak(client) as peak:
+        with PeakSampler(client) as peak:
             t0 = time.perf_counter()
             source = StacApiSource(url, collection=COLLECTION, timeout_s=10)
             request = SearchRequest(
@@ -197,7 +150,7 @@ def run_dask(url: str, grid: Grid, *, chunk: int, workers: int) -> tuple[float, 
             composite = bare_soil_composite(loaded.reflectance, BANDS, BareSoilConfig()).compute()
             seconds = time.perf_counter() - t0
     assert composite["red"].shape == grid.shape
-    return seconds, peak.mb, peak.idle_mb, len(items), int(np.isfinite(composite["red"].values).sum())
+    return seconds, peak.client_increase_mb + peak.workers_peak_mb, peak.workers_idle_mb, len(items), int(np.isfinite(composite["red"].values).sum())
 
 
 def main() -> None:
