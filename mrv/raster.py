@@ -4,12 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
+import dask.array as da
 import numpy as np
 import rasterio
+import rasterio.shutil
 from rasterio.crs import CRS
+from rasterio.windows import Window
 
 from mrv.grid import Grid
+
+#: Creation options shared by every float32 raster the pipeline writes.
+_FLOAT_OPTIONS: dict[str, Any] = {"dtype": "float32", "nodata": float("nan"), "compress": "deflate", "predictor": 3}
 
 
 def write_cog(
@@ -38,13 +45,10 @@ def write_cog(
         "width": grid.width,
         "height": grid.height,
         "count": arr.shape[0],
-        "dtype": "float32",
         "crs": CRS.from_user_input(grid.crs),
         "transform": grid.transform,
-        "nodata": float("nan"),
-        "compress": "deflate",
-        "predictor": 3,
         "blocksize": 256,
+        **_FLOAT_OPTIONS,
     }
     with rasterio.open(tmp, "w", **profile) as dst:
         dst.write(arr)
@@ -66,4 +70,81 @@ def read_raster(path: Path) -> tuple[np.ndarray, Grid, list[str]]:
         b = src.bounds
         grid = Grid(crs=src.crs.to_string(), bounds=(b.left, b.bottom, b.right, b.top), resolution_m=src.res[0])
         names = [d or f"band_{i + 1}" for i, d in enumerate(src.descriptions)]
+    return arr, grid, names
+
+
+def write_cogs_by_strips(
+    paths: Sequence[Path],
+    data: da.Array,
+    grid: Grid,
+    *,
+    tags: Sequence[Mapping[str, object]],
+    band_names: Sequence[str],
+    strip_px: int,
+) -> None:
+    """Write band ``i`` of a lazy ``(band, y, x)`` array to the COG ``paths[i]``, one row strip at a time.
+
+    Only one strip of ``strip_px`` rows is ever in memory (computed in parallel across its column
+    blocks); each band goes to a tiled GeoTIFF first and is then copied to a Cloud-Optimized GeoTIFF
+    (``rasterio.shutil.copy``, which keeps the tags), so memory does not grow with the region.
+    """
+    if len(paths) != data.shape[0] or len(tags) != data.shape[0]:
+        raise ValueError("one path and one tag mapping per band are needed")
+    if tuple(data.shape[1:]) != grid.shape:
+        raise ValueError(f"array shape {data.shape[1:]} does not match grid {grid.shape}")
+    staging = [p.with_suffix(".strips.tif") for p in paths]
+    profile = {
+        "driver": "GTiff", "width": grid.width, "height": grid.height, "count": 1,
+        "crs": CRS.from_user_input(grid.crs), "transform": grid.transform,
+        "tiled": True, "blockxsize": 256, "blockysize": 256, "BIGTIFF": "IF_SAFER", **_FLOAT_OPTIONS,
+    }  # fmt: skip
+    for p in paths:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    outs = [rasterio.open(p, "w", **profile) for p in staging]
+    try:
+        for dst, band_tags, name in zip(outs, tags, band_names, strict=True):
+            dst.update_tags(**{k: str(v) for k, v in band_tags.items()})
+            dst.set_band_description(1, name)
+        for row0 in range(0, grid.height, strip_px):
+            rows = min(strip_px, grid.height - row0)
+            strip = np.asarray(data[:, row0 : row0 + rows, :].compute(), dtype="float32")
+            window = Window(0, row0, grid.width, rows)  # type: ignore[no-untyped-call]
+            for i, dst in enumerate(outs):
+                dst.write(strip[i], 1, window=window)
+    finally:
+        for dst in outs:
+            dst.close()
+    for src, final in zip(staging, paths, strict=True):
+        tmp = final.with_suffix(".tmp.tif")
+        rasterio.shutil.copy(src, tmp, driver="COG", compress="deflate", predictor=3, blocksize=256)
+        tmp.replace(final)  # atomic, as in write_cog
+        src.unlink()
+
+
+class _WindowReader:
+    """Array-like view of a GeoTIFF for ``dask.array.from_array``: each slice reads that window only."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+        with rasterio.open(self.path) as src:
+            self.shape = (src.count, src.height, src.width)
+        self.dtype = np.dtype("float32")
+        self.ndim = 3
+
+    def __getitem__(self, key: tuple[slice, slice, slice]) -> np.ndarray:
+        b, r, c = (k.indices(n) for k, n in zip(key, self.shape, strict=True))
+        window = Window(c[0], r[0], c[1] - c[0], r[1] - r[0])  # type: ignore[no-untyped-call]
+        with rasterio.open(self.path) as src:
+            block = src.read(list(range(b[0] + 1, b[1] + 1)), window=window, masked=True)
+        return block.astype("float32").filled(np.nan)
+
+
+def read_raster_lazy(path: Path, *, chunk_px: int) -> tuple[da.Array, Grid, list[str]]:
+    """Like :func:`read_raster`, but Dask-backed: ``(all bands, chunk_px, chunk_px)`` blocks read on demand."""
+    with rasterio.open(path) as src:
+        b = src.bounds
+        grid = Grid(crs=src.crs.to_string(), bounds=(b.left, b.bottom, b.right, b.top), resolution_m=src.res[0])
+        names = [d or f"band_{i + 1}" for i, d in enumerate(src.descriptions)]
+    reader = _WindowReader(path)
+    arr = da.from_array(reader, chunks=(-1, chunk_px, chunk_px), lock=False, meta=np.empty((0, 0, 0), "float32"))
     return arr, grid, names

@@ -44,7 +44,7 @@ from mrv.modeling.registry import MODEL_FILE, read_card
 from mrv.modeling.registry import register as register_model
 from mrv.modeling.train import train
 from mrv.pipeline.layout import RunLayout
-from mrv.raster import read_raster, write_cog
+from mrv.raster import read_raster, read_raster_lazy, write_cog, write_cogs_by_strips
 from mrv.resources import profile_dirs
 from mrv.samples.formats import load_format
 from mrv.samples.fusion import add_weights, source_weights
@@ -156,9 +156,13 @@ def prepare_imagery(cfg: RunConfig, rnd: RoundConfig, layout: RunLayout) -> Path
     return path
 
 
-def read_covariates(path: Path) -> tuple[xr.DataArray, Grid]:
-    """The covariate stack of :func:`prepare_imagery` as ``(covariate, y, x)`` (without ``n_bare``)."""
-    arr, grid, names = read_raster(path)
+def read_covariates(path: Path, *, chunk_px: int | None = None) -> tuple[xr.DataArray, Grid]:
+    """The covariate stack of :func:`prepare_imagery` as ``(covariate, y, x)`` (without ``n_bare``).
+
+    With ``chunk_px`` the stack is Dask-backed and read window by window, so memory does not grow
+    with the region.
+    """
+    arr, grid, names = read_raster(path) if chunk_px is None else read_raster_lazy(path, chunk_px=chunk_px)
     keep = [i for i, n in enumerate(names) if n != "n_bare"]
     da = xr.DataArray(
         arr[keep],
@@ -326,13 +330,29 @@ def predict_round(cfg: RunConfig, rnd: RoundConfig, layout: RunLayout, *, client
     from distributed.client import FutureCancelledError
 
     model = load_model(layout.model_dir / "model.pkl")
-    stack, grid = read_covariates(layout.covariates(rnd.name))
-    stack = stack.chunk({"covariate": -1, "y": cfg.imagery.chunk_px, "x": cfg.imagery.chunk_px})
+    chunk = cfg.imagery.chunk_px
+    stack, grid = read_covariates(layout.covariates(rnd.name), chunk_px=chunk)
+    paths = layout.round_maps(rnd.name)
+    tags = [
+        {
+            "quantity": f"SOC stock {name}",
+            "units": "t C/ha",
+            "depth_cm": f"0-{cfg.depth_cm:g}",
+            "round": rnd.name,
+            "model_id": model.model_id,
+            "crs": grid.crs,
+        }
+        for name in OUTPUTS
+    ]
     attempts = 3 if client is not None else 1
     for attempt in range(1, attempts + 1):
-        pred = predict_map(stack, model, client=client, chunk_px=cfg.imagery.chunk_px)
+        pred = predict_map(stack, model, client=client, chunk_px=chunk)
         try:
-            values = pred.compute().to_numpy()
+            # Strips of a few block rows keep every worker busy while memory stays bounded.
+            write_cogs_by_strips(
+                [paths[o] for o in OUTPUTS], pred.data, grid, tags=tags,
+                band_names=[f"soc_stock_{o}" for o in OUTPUTS], strip_px=2 * chunk,
+            )  # fmt: skip
             break
         except (FutureCancelledError, KilledWorker) as exc:
             if attempt == attempts:
@@ -342,22 +362,6 @@ def predict_round(cfg: RunConfig, rnd: RoundConfig, layout: RunLayout, *, client
                 ) from exc
             log.warning("round %s: Dask workers lost during prediction (%r); predicting again (%d/%d)",
                         rnd.name, exc, attempt + 1, attempts)  # fmt: skip
-    paths = layout.round_maps(rnd.name)
-    for i, name in enumerate(OUTPUTS):
-        write_cog(
-            paths[name],
-            values[i],
-            grid,
-            band_names=[f"soc_stock_{name}"],
-            tags={
-                "quantity": f"SOC stock {name}",
-                "units": "t C/ha",
-                "depth_cm": f"0-{cfg.depth_cm:g}",
-                "round": rnd.name,
-                "model_id": model.model_id,
-                "crs": grid.crs,
-            },
-        )
     return paths
 
 
