@@ -106,8 +106,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 def _cmd_build(args: argparse.Namespace) -> int:
     from mrv.pipeline.report_step import rebuild_report
 
-    html, gpkg, changed = rebuild_report(Path(args.run_dir))
-    sys.stdout.write(f"Rendered {html} and {gpkg} from report.json\n")
+    rendered, changed = rebuild_report(Path(args.run_dir))
+    sys.stdout.write(f"Rendered {', '.join(str(p) for p in rendered)} from report.json\n")
     if changed:
         sys.stdout.write(f"Updated manifest.json entries of re-rendered files: {', '.join(changed)}\n")
     return 0

@@ -97,12 +97,12 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "uncertainty": {k: acc[k] for k in ("error_range_m", "error_range_source", "error_model")},
     }  # fmt: skip
     write_json(run / "report.json", _finite(report))
-    html, gpkg = render_outputs(run)
+    html, gpkg, pdf = render_outputs(run)
     write_manifest(
         run,
         inputs={"fields": fields},
         config=cfg_path,
-        outputs=[run / "maps", run / "model", layout.accounting, run / "report.json", html, gpkg],
+        outputs=[run / "maps", run / "model", layout.accounting, run / "report.json", html, gpkg, pdf],
     )
     return run
 

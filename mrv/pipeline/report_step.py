@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from mrv.accounting.deductions import deduction_for
 from mrv.accounting.methodology import Evidence, check_methodology, load_methodology
@@ -21,11 +22,14 @@ from mrv.report.gpkg import write_fields_gpkg
 from mrv.report.html import render_report_html
 from mrv.report.manifest import MANIFEST_NAME, git_state, package_versions, sha256_file, write_manifest
 from mrv.report.maps import render_map_png
+from mrv.report.pdf import render_report_pdf
 from mrv.resources import profile_dirs
 
 REPORT_SCHEMA_VERSION = 1
 #: Per-field results for GIS (:mod:`mrv.report.gpkg`), relative to the run directory.
 GPKG_PATH = Path("report") / "fields.gpkg"
+#: Printable report, relative to the run directory.
+PDF_PATH = Path("report") / "report.pdf"
 VARIOGRAM_PNG = "error_variogram.png"
 
 
@@ -33,8 +37,22 @@ def _read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def _methodology_section(cfg: RunConfig, accounting: dict[str, Any], card: dict[str, Any], n_samples: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Checklist of the configured methodology and the uncertainty deductions on the project change."""
+def _min_sites_per_field(features: Path, field_ids: list[str]) -> int | None:
+    """Fewest training sites in any field (the stratum) in any round; fields without a site count 0."""
+    if not features.is_file():
+        return None
+    table = pd.read_csv(features, usecols=["field_id", "round"], dtype=str)
+    counts = table.dropna().groupby(["round", "field_id"]).size()
+    return min(int(counts.get((rnd, fid), 0)) for rnd in table["round"].dropna().unique() for fid in field_ids)
+
+
+def _methodology_section(
+    cfg: RunConfig, layout: RunLayout, accounting: dict[str, Any], card: dict[str, Any], n_samples: int
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Checklist of the configured methodology and the uncertainty deductions on the project change.
+
+    Strata are the fields: ``min_samples_per_stratum`` is the fewest located training sites in a field.
+    """
     profile = load_methodology(cfg.accounting.methodology, directory=profile_dirs("methodologies", config_path=cfg.source_path)[0])
     change = accounting["project"].get("change", {}).get("delta_soc_total_t")
     years = None
@@ -44,7 +62,9 @@ def _methodology_section(cfg: RunConfig, accounting: dict[str, Any], card: dict[
         sampling_depth_cm=cfg.depth_cm,
         uses_equivalent_soil_mass=False,
         remeasurement_interval_years=years,
-        min_samples_per_stratum=None,
+        min_samples_per_stratum=_min_sites_per_field(
+            layout.model_dir / "features.csv", [str(f["field_id"]) for f in accounting["fields"]]
+        ),
         n_samples=n_samples,
         uncertainty_fraction=None,
         spatial_cross_validation=True,
@@ -89,7 +109,7 @@ def build_report(cfg: RunConfig, layout: RunLayout) -> Path:
     )  # fmt: skip
 
     n_samples = int(card["n_train"])
-    methodology, deductions = _methodology_section(cfg, accounting, card, n_samples)
+    methodology, deductions = _methodology_section(cfg, layout, accounting, card, n_samples)
     report: dict[str, Any] = {
         "schema_version": REPORT_SCHEMA_VERSION,
         "run": {
@@ -133,7 +153,7 @@ def build_report(cfg: RunConfig, layout: RunLayout) -> Path:
     vario = (accounting.get("error_model") or {}).get("variogram")
     if isinstance(vario, dict):
         render_variogram_png(vario, figs / VARIOGRAM_PNG)
-    html_path, gpkg_path = render_outputs(root)
+    rendered = render_outputs(root)
 
     inputs: dict[str, Path] = {"fields": cfg.region.fields}
     if cfg.imagery.catalog is not None:
@@ -141,7 +161,7 @@ def build_report(cfg: RunConfig, layout: RunLayout) -> Path:
     for rnd in cfg.rounds:
         for i, sf in enumerate(rnd.samples):
             inputs[f"samples_{rnd.name}_{sf.source}_{i}"] = sf.path
-    outputs = [root / "maps", root / "model", root / "work", figs, layout.accounting, report_path, html_path, gpkg_path]
+    outputs = [root / "maps", root / "model", root / "work", figs, layout.accounting, report_path, *rendered]
     write_manifest(root, inputs=inputs, config=cfg.source_path, outputs=outputs, extra={"run_name": cfg.name})
     return report_path
 
@@ -214,13 +234,15 @@ def render_variogram_png(vario: dict[str, Any], out_png: Path) -> Path:
     return out_png
 
 
-def render_outputs(root: Path) -> tuple[Path, Path]:
-    """Render ``report.html`` and ``report/fields.gpkg`` from ``report.json`` and the figures in ``root``.
+def render_outputs(root: Path) -> tuple[Path, Path, Path]:
+    """Render ``report.html``, ``report/fields.gpkg`` and ``report/report.pdf`` from ``report.json`` and the figures.
 
     Uses only the run directory and the field polygons recorded in ``report.json`` (``run.fields``).
     """
     report = _read_json(root / "report.json")
-    html_path = render_report_html(report, images=_images(report, root), out_html=root / "report.html")
+    images = _images(report, root)
+    html_path = render_report_html(report, images=images, out_html=root / "report.html")
+    pdf_path = render_report_pdf(report, images=images, out_pdf=root / PDF_PATH)
     run = report.get("run", {})
     fields_path = run.get("fields")
     if not fields_path or not Path(fields_path).is_file():
@@ -230,11 +252,11 @@ def render_outputs(root: Path) -> tuple[Path, Path]:
         )
     fields = read_fields(Path(fields_path), crs=str(run["crs"]))
     gpkg_path = write_fields_gpkg(report, fields, root / GPKG_PATH, crs=str(run["crs"]))
-    return html_path, gpkg_path
+    return html_path, gpkg_path, pdf_path
 
 
-def rebuild_report(run_dir: Path) -> tuple[Path, Path, list[str]]:
-    """``mrv report build``: re-render report.html and report/fields.gpkg from report.json.
+def rebuild_report(run_dir: Path) -> tuple[tuple[Path, ...], list[str]]:
+    """``mrv report build``: re-render report.html, report/fields.gpkg and report/report.pdf from report.json.
 
     report.json must still match its manifest entry (a tampered report is not rendered). Manifest
     entries of re-rendered files whose bytes changed are updated; their paths are returned.
@@ -251,10 +273,10 @@ def rebuild_report(run_dir: Path) -> tuple[Path, Path, list[str]]:
             f"{root / 'report.json'} does not match its SHA-256 in manifest.json; it was changed after the run. "
             "Restore it from the original run before re-rendering (run 'mrv report verify' for details)."
         )
-    html_path, gpkg_path = render_outputs(root)
+    rendered = render_outputs(root)
     changed = []
     if manifest is not None:
-        for p in (html_path, gpkg_path):
+        for p in rendered:
             rel = p.relative_to(root).as_posix()
             new = {"path": rel, "sha256": sha256_file(p), "bytes": p.stat().st_size}
             old = entries.get(rel)
@@ -269,7 +291,7 @@ def rebuild_report(run_dir: Path) -> tuple[Path, Path, list[str]]:
             tmp = manifest_path.with_name(MANIFEST_NAME + ".tmp")
             tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
             tmp.replace(manifest_path)
-    return html_path, gpkg_path, changed
+    return rendered, changed
 
 
 def _finite(obj: Any) -> Any:
