@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
+from regions import region_config
 
 from mrv.config import DaskConfig, RunConfig, load_config
 from mrv.dask_cluster import dask_client
@@ -30,7 +30,6 @@ from mrv.raster import read_raster
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
 DASK = Path(sys.executable).with_name("dask")
 CHUNK_PX = 24
 
@@ -66,24 +65,14 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory: pytest.TempPathFactory) -> Prepared:
     """A small region with covariates and a fitted model (steps run directly, without Prefect)."""
-    from mrv.synthetic import SceneSpec, build_region
+    from mrv.synthetic import SceneSpec
 
     root = tmp_path_factory.mktemp("dask")
-    region = build_region(
-        root / "region", SceneSpec(seed=7, width_px=120, height_px=120, n_fields=4, n_lab_sites=40, n_crowd=10)
-    )
-    raw = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())
-    raw.update(name="dask", output_dir=str(root / "run"))
-    raw["region"]["fields"] = str(region.fields)
-    raw["imagery"]["catalog"] = str(region.collection)
-    raw["imagery"]["chunk_px"] = CHUNK_PX  # many small blocks: the prediction is spread over both workers
-    raw["model"]["n_estimators"] = 80
-    for rnd in raw["rounds"]:
-        rnd["samples"] = [
-            {"path": str(region.lab_samples[rnd["name"]]), "source": "lab", "format": "lab_wide", "submitter": "a"}
-        ]
-    (root / "dask.yaml").write_text(yaml.safe_dump(raw))
-    cfg = load_config(root / "dask.yaml")
+    spec = SceneSpec(seed=7, width_px=120, height_px=120, n_fields=4, n_lab_sites=40, n_crowd=10)
+    # Many small blocks: the prediction is spread over both workers.
+    sections = {"imagery": {"chunk_px": CHUNK_PX}, "model": {"n_estimators": 80}}
+    path, _ = region_config(root, spec, name="dask", output_dir=root / "run", sections=sections)
+    cfg = load_config(path)
     layout = RunLayout(cfg.output_dir)
     for rnd in cfg.rounds:
         steps.prepare_imagery(cfg, rnd, layout)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
+from regions import region_config
 
 from mrv.raster import read_raster
 
@@ -25,26 +25,17 @@ def prefect_env(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory: pytest.TempPathFactory, prefect_env: None) -> Path:
     from flows.regional_monitoring import regional_monitoring
-    from mrv.synthetic import SceneSpec, build_region
+    from mrv.synthetic import SceneSpec
 
     root = tmp_path_factory.mktemp("e2e")
     spec = SceneSpec(seed=7, width_px=200, height_px=200, n_fields=9, n_lab_sites=120, n_crowd=30)
-    region = build_region(root / "region", spec)
-    repo = Path(__file__).resolve().parents[1]
-    demo = yaml.safe_load((repo / "configs" / "demo.yaml").read_text())
-    demo["name"] = "e2e"
-    demo["output_dir"] = str(root / "run")
-    demo["region"]["fields"] = str(region.fields)
-    demo["imagery"]["catalog"] = str(region.collection)
-    demo["model"]["n_estimators"] = 100
-    demo["accounting"]["n_simulations"] = 200
-    demo["dask"]["n_workers"] = 1
-    for rnd in demo["rounds"]:
-        rnd["samples"] = [
-            {"path": str(region.lab_samples[rnd["name"]]), "source": "lab", "format": "lab_wide", "submitter": "agency"}
-        ]
-    cfg_path = root / "e2e.yaml"
-    cfg_path.write_text(yaml.safe_dump(demo))
+    cfg_path, _ = region_config(
+        root,
+        spec,
+        name="e2e",
+        output_dir=root / "run",
+        sections={"model": {"n_estimators": 100}, "accounting": {"n_simulations": 200}, "dask": {"n_workers": 1}},
+    )
     report = regional_monitoring(str(cfg_path))
     assert Path(report).is_file()
     return root

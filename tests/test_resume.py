@@ -16,12 +16,10 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from regions import region_config
 
 from mrv.pipeline import cache
 from mrv.pipeline.cache import StepSpec, run_cached, sidecar_path
-
-REPO = Path(__file__).resolve().parents[1]
-
 
 # ------------------------------------------------------------------------------- step cache
 
@@ -143,26 +141,11 @@ def test_missing_input_says_what_to_do(tmp_path: Path) -> None:
 
 
 def _write_config(root: Path) -> Path:
-    from mrv.synthetic import SceneSpec, build_region
+    from mrv.synthetic import SceneSpec
 
-    region = build_region(
-        root / "region", SceneSpec(seed=7, width_px=120, height_px=120, n_fields=4, n_lab_sites=40, n_crowd=10)
-    )
-    cfg = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())
-    cfg["name"] = "resume"
-    cfg["output_dir"] = str(root / "unused")
-    cfg["region"]["fields"] = str(region.fields)
-    cfg["imagery"]["catalog"] = str(region.collection)
-    cfg["model"]["n_estimators"] = 40
-    cfg["accounting"]["n_simulations"] = 100
-    cfg["dask"]["n_workers"] = 1
-    for rnd in cfg["rounds"]:
-        rnd["samples"] = [
-            {"path": str(region.lab_samples[rnd["name"]]), "source": "lab", "format": "lab_wide", "submitter": "a"}
-        ]
-    path = root / "resume.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+    spec = SceneSpec(seed=7, width_px=120, height_px=120, n_fields=4, n_lab_sites=40, n_crowd=10)
+    sections = {"model": {"n_estimators": 40}, "accounting": {"n_simulations": 100}, "dask": {"n_workers": 1}}
+    return region_config(root, spec, name="resume", output_dir=root / "unused", sections=sections)[0]
 
 
 def _run_env(root: Path, api_url: str) -> dict[str, str]:
