@@ -6,6 +6,11 @@ Resume: every step except the report runs through :func:`mrv.pipeline.cache.run_
 re-run of the same config (after a crash, ``kill -9`` or a failed task) skips the steps whose
 outputs are complete and were made from the same inputs, config and code. The report (and its
 manifest) is always rebuilt.
+
+Scale-out: imagery is composited tile by tile (``imagery.tile_px``) in the ``prepare-imagery``
+subflow, whose tasks run on the Dask cluster at ``dask.address`` through prefect-dask's
+``DaskTaskRunner`` (local threads otherwise) and are mosaicked per round; prediction maps the
+whole region block by block on the same cluster (:func:`mrv.pipeline.steps.predict_round`).
 """
 
 from __future__ import annotations
@@ -16,8 +21,11 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.client.schemas.objects import TaskRun
+from prefect.futures import as_completed
 from prefect.states import State
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
+from mrv import progress
 from mrv.config import RoundConfig, RunConfig, load_config
 from mrv.dask_cluster import dask_client
 from mrv.errors import ConfigError, MRVError
@@ -47,13 +55,62 @@ def _log_step(spec: cache.StepSpec, ran: bool) -> None:
     get_run_logger().info("%s: %s", spec.name, "computed" if ran else "up to date, skipped (resume)")
 
 
-@task(name="prepare-imagery", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_transient)
-def prepare_imagery(config_path: str, output_dir: str | None, round_name: str) -> str:
+@task(name="prepare-imagery-tile", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_transient)
+def prepare_imagery_tile(config_path: str, output_dir: str | None, round_name: str, tile_name: str) -> str:
     cfg, layout = _setup(config_path, output_dir)
     rnd = _round(cfg, round_name)
-    spec = cache.imagery_step(cfg, rnd, layout)
-    _log_step(spec, cache.run_cached(spec, lambda: steps.prepare_imagery(cfg, rnd, layout)))
+    grid = steps.project_grid(cfg)
+    tile = next(t for t in steps.imagery_tiles(cfg, grid) if t.name == tile_name)
+    spec = cache.imagery_tile_step(cfg, rnd, layout, tile)
+    _log_step(spec, cache.run_cached(spec, lambda: steps.prepare_imagery_tile(cfg, rnd, layout, tile, grid=grid)))
+    return str(spec.outputs[0])
+
+
+@task(name="mosaic-imagery", retries=1, retry_delay_seconds=2, retry_condition_fn=retry_transient)
+def mosaic_imagery(config_path: str, output_dir: str | None, round_name: str) -> str:
+    cfg, layout = _setup(config_path, output_dir)
+    rnd = _round(cfg, round_name)
+    spec = cache.mosaic_step(cfg, rnd, layout, steps.imagery_tiles(cfg))
+    _log_step(spec, cache.run_cached(spec, lambda: steps.mosaic_imagery(cfg, rnd, layout)))
     return str(layout.covariates(rnd.name))
+
+
+def imagery_task_runner(cfg: RunConfig) -> TaskRunner[Any]:
+    """Tiles fan out over the Dask cluster at ``dask.address``, else over ``dask.n_workers`` local threads.
+
+    On an existing cluster the workers write the tiles into the run directory themselves, so it
+    must be on storage the workers and this process share.
+    """
+    if cfg.dask.address:
+        from prefect_dask import DaskTaskRunner
+
+        return DaskTaskRunner(address=cfg.dask.address)
+    return ThreadPoolTaskRunner(max_workers=max(1, cfg.dask.n_workers))
+
+
+@flow(name="prepare-imagery", log_prints=False)
+def prepare_imagery(config_path: str, output_dir: str | None = None) -> list[str]:
+    """Composite every round's imagery tile by tile, then mosaic each round's covariate stack.
+
+    Each tile is its own resumable task; memory per worker is bounded by ``imagery.tile_px``.
+    """
+    cfg, layout = _setup(config_path, output_dir)
+    logger = get_run_logger()
+    names = [t.name for t in steps.imagery_tiles(cfg)]
+    tiles = {
+        rnd.name: [prepare_imagery_tile.submit(config_path, output_dir, rnd.name, t) for t in names] for rnd in cfg.rounds
+    }
+    mosaics = [
+        mosaic_imagery.submit(config_path, output_dir, r, wait_for=futs, return_state=False) for r, futs in tiles.items()
+    ]
+    every = [f for futs in tiles.values() for f in futs]
+    logger.info("compositing %d tile(s) of %d px in %d round(s)", len(every), cfg.imagery.tile_px, len(tiles))
+    with progress.track("imagery tiles", len(every), unit="tile") as advance:
+        for done, future in enumerate(as_completed(every), start=1):
+            future.result()  # a failed tile fails the flow with its own error
+            advance(1)
+            logger.info("imagery tile %d/%d done", done, len(every))
+    return [m.result() for m in mosaics]
 
 
 @task(name="prepare-samples", retries=1, retry_delay_seconds=2, retry_condition_fn=retry_transient)
@@ -116,11 +173,9 @@ def regional_monitoring(config_path: str, output_dir: str | None = None) -> str:
     cfg, _ = _setup(config_path, output_dir)
     config_path = str(Path(config_path).resolve())
     output_dir = str(cfg.output_dir.resolve())
-    prepared = []
-    for rnd in cfg.rounds:
-        prepared.append(prepare_imagery.submit(config_path, output_dir, rnd.name))
-        prepared.append(prepare_samples.submit(config_path, output_dir, rnd.name))
-    model = fit_model.submit(config_path, output_dir, wait_for=prepared, return_state=False)
+    samples = [prepare_samples.submit(config_path, output_dir, rnd.name) for rnd in cfg.rounds]
+    prepare_imagery.with_options(task_runner=imagery_task_runner(cfg))(config_path, output_dir)  # a subflow
+    model = fit_model.submit(config_path, output_dir, wait_for=samples, return_state=False)
     maps = predict_maps.submit(config_path, output_dir, wait_for=[model], return_state=False)
     accounted = account.submit(config_path, output_dir, wait_for=[maps], return_state=False)
     return report.submit(config_path, output_dir, wait_for=[accounted], return_state=False).result()

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from mrv import progress
 from mrv.errors import MRVError
 from mrv.samples.cli import add_commands as add_sample_commands
 
@@ -26,6 +27,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from mrv.config import load_config
 
     cfg = load_config(args.config, output_dir=args.output)
+    if args.progress if args.progress is not None else sys.stderr.isatty():
+        progress.show_bars(sys.stderr)
     report_path = Path(regional_monitoring(str(args.config), str(cfg.output_dir)))
     _print_summary(report_path)
     return 0
@@ -121,6 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the regional monitoring flow for a config")
     run.add_argument("config", type=Path)
     run.add_argument("-o", "--output", type=Path, default=None, help="run directory (default: out/<name>)")
+    run.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=None,
+        help="progress bars on stderr for imagery tiles and prediction (default: when stderr is a terminal)",
+    )  # fmt: skip
     run.set_defaults(func=_cmd_run)
 
     syn = sub.add_parser("synth", help="generate a seeded synthetic region (imagery, fields, samples)")

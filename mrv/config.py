@@ -83,6 +83,9 @@ class ImageryConfig:
     bands: tuple[str, ...] = ("blue", "green", "red", "nir", "swir16", "swir22")
     """Reflectance bands by ``eo:bands`` common name."""
     chunk_px: int = 256
+    tile_px: int = 2048
+    """Regions wider or taller than this many pixels are composited tile by tile (each tile a resumable
+    step, fanned out over the Dask cluster) and mosaicked, so memory stays bounded by the tile size."""
     bare_soil: BareSoilConfig = field(default_factory=BareSoilConfig)
     max_items: int = 2000
     """A search matching more items than this is refused (narrow the dates or the AOI)."""
@@ -122,7 +125,8 @@ class SamplesConfig:
     ``error_models`` per source feed the site stock SDs and through them the model's inverse-variance
     weights; a source left out keeps its default (lab 4 %, crowd 20 % relative SOC SD). A crowd site
     whose stock is more than ``outlier_k`` robust SDs from the median of the lab sites within
-    ``outlier_radius_m`` is flagged (kept in sites.csv, left out of training).
+    ``outlier_radius_m`` is flagged (kept in sites.csv, left out of training). Position checks
+    (:mod:`mrv.samples.qa`) use ``gps_tolerance_m``.
     """
 
     error_models: dict[str, ErrorModel] = field(default_factory=_default_error_models)
@@ -130,6 +134,15 @@ class SamplesConfig:
     outlier_k: float = 3.5
     outlier_min_lab_sites: int = 3
     duplicate_tolerance_m: float = 15.0
+    gps_tolerance_m: float = 10.0
+    """Position tolerance (m): samples whose reported GPS accuracy is worse are flagged, records of one
+    site whose positions differ by more are flagged as GPS jitter, and it is the position uncertainty of
+    samples without a reported accuracy in the field-edge check. 10 m: consumer phones reach about
+    3-10 m under open sky (GPS.gov: ~4.9 m; Merry & Bettinger 2019, PLoS ONE 14:e0219890: 7-13 m), so a
+    fix reported worse than that is degraded (canopy, buildings, cold start)."""
+    field_edge_check: bool = True
+    """Flag samples closer to their field's boundary than their position uncertainty (or half a pixel
+    diagonal) and samples outside every field (:func:`mrv.samples.qa.flag_field_edges`)."""
 
 
 @dataclass(frozen=True)
@@ -337,6 +350,7 @@ def parse_config(raw: Any, *, source_path: Path, output_dir: str | Path | None =
         max_cloud_pct=float(img.get("max_cloud_pct", 80.0, (int, float))),
         bands=tuple(img.get("bands", list(ImageryConfig.bands), list)),
         chunk_px=int(img.get("chunk_px", 256, int)),
+        tile_px=int(img.get("tile_px", ImageryConfig.tile_px, int)),
         bare_soil=bare_cfg,
         max_items=int(img.get("max_items", 2000, int)),
         max_aoi_km2=_positive(img.get("max_aoi_km2", 10_000.0, (int, float)), "imagery.max_aoi_km2"),
@@ -347,6 +361,10 @@ def parse_config(raw: Any, *, source_path: Path, output_dir: str | Path | None =
         raise ConfigError(f"imagery.max_items must be at least 1, got {imagery.max_items}.")
     if imagery.chunk_px < 16:
         raise ConfigError(f"imagery.chunk_px must be at least 16 pixels (256 is typical), got {imagery.chunk_px}.")
+    if imagery.tile_px < imagery.chunk_px:
+        raise ConfigError(
+            f"imagery.tile_px ({imagery.tile_px}) must be at least imagery.chunk_px ({imagery.chunk_px}); 2048 is typical."
+        )
     if imagery.dem is not None and imagery.dem.collection is not None and imagery.source != "stac":
         raise ConfigError(
             f"imagery.dem names the STAC collection {imagery.dem.collection!r}, but imagery.source is "
@@ -472,7 +490,8 @@ def _parse_dem(raw: str | dict[str, Any] | None, base: Path) -> DemConfig | None
 
 
 def _parse_samples(sec: _Section) -> SamplesConfig:
-    """``samples: {error_models: {lab: {soc_rel_sd: 0.04, bd_sd_g_cm3: 0.05}, crowd: {...}}, outliers: {...}}``."""
+    """``samples: {error_models: {lab: {soc_rel_sd: 0.04, bd_sd_g_cm3: 0.05}, crowd: {...}}, outliers: {...},
+    duplicate_tolerance_m: 15, gps_tolerance_m: 10, field_edge_check: true}``."""
     models = _default_error_models()
     em = sec.section("error_models")
     for source in list(em.data):
@@ -497,6 +516,8 @@ def _parse_samples(sec: _Section) -> SamplesConfig:
         duplicate_tolerance_m=_positive(
             sec.get("duplicate_tolerance_m", 15.0, (int, float)), "samples.duplicate_tolerance_m"
         ),
+        gps_tolerance_m=_positive(sec.get("gps_tolerance_m", 10.0, (int, float)), "samples.gps_tolerance_m"),
+        field_edge_check=bool(sec.get("field_edge_check", True, bool)),
     )
     out.close()
     sec.close()

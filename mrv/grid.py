@@ -63,6 +63,14 @@ class Grid:
     def pixel_area_ha(self) -> float:
         return self.resolution_m**2 / 10_000.0
 
+    def window(self, row_off: int, col_off: int, height: int, width: int) -> Grid:
+        """The sub-grid of ``height`` x ``width`` pixels starting at pixel ``(row_off, col_off)``; same CRS and pixels."""
+        if not (0 <= row_off < row_off + height <= self.height and 0 <= col_off < col_off + width <= self.width):
+            raise ValueError(f"window {(row_off, col_off, height, width)} is not inside the {self.shape} grid")
+        r = self.resolution_m
+        left, top = self.bounds[0] + col_off * r, self.bounds[3] - row_off * r
+        return Grid(crs=self.crs, bounds=(left, top - height * r, left + width * r, top), resolution_m=r)
+
     def geobox(self) -> GeoBox:
         from odc.geo.geobox import GeoBox
 
@@ -81,3 +89,38 @@ class Grid:
     def y_coords(self) -> list[float]:
         r = self.resolution_m
         return [self.bounds[3] - (j + 0.5) * r for j in range(self.height)]
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One tile of a grid: pixel offsets and size in the parent grid, and its name (``r000c001``)."""
+
+    row: int
+    col: int
+    row_off: int
+    col_off: int
+    height: int
+    width: int
+
+    @property
+    def name(self) -> str:
+        return f"r{self.row:03d}c{self.col:03d}"
+
+    def grid(self, parent: Grid) -> Grid:
+        return parent.window(self.row_off, self.col_off, self.height, self.width)
+
+
+def tiles(grid: Grid, tile_px: int) -> tuple[Tile, ...]:
+    """Row-major tiles of at most ``tile_px`` x ``tile_px`` pixels covering ``grid`` without overlap.
+
+    Tiles share the parent's pixel lattice, so per-pixel results computed tile by tile and
+    mosaicked equal those of the whole grid.
+    """
+    if tile_px < 1:
+        raise ValueError(f"tile_px must be positive, got {tile_px}")
+    h, w = grid.shape
+    return tuple(
+        Tile(row=i, col=j, row_off=r, col_off=c, height=min(tile_px, h - r), width=min(tile_px, w - c))
+        for i, r in enumerate(range(0, h, tile_px))
+        for j, c in enumerate(range(0, w, tile_px))
+    )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ import rasterio.shutil
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
-from mrv.grid import Grid
+from mrv.grid import Grid, Tile
 
 #: Creation options shared by every float32 raster the pipeline writes.
 _FLOAT_OPTIONS: dict[str, Any] = {"dtype": "float32", "nodata": float("nan"), "compress": "deflate", "predictor": 3}
@@ -81,26 +81,23 @@ def write_cogs_by_strips(
     tags: Sequence[Mapping[str, object]],
     band_names: Sequence[str],
     strip_px: int,
+    on_strip: Callable[[int], None] | None = None,
 ) -> None:
     """Write band ``i`` of a lazy ``(band, y, x)`` array to the COG ``paths[i]``, one row strip at a time.
 
     Only one strip of ``strip_px`` rows is ever in memory (computed in parallel across its column
     blocks); each band goes to a tiled GeoTIFF first and is then copied to a Cloud-Optimized GeoTIFF
     (``rasterio.shutil.copy``, which keeps the tags), so memory does not grow with the region.
+    ``on_strip(rows)`` is called after each strip (progress reporting).
     """
     if len(paths) != data.shape[0] or len(tags) != data.shape[0]:
         raise ValueError("one path and one tag mapping per band are needed")
     if tuple(data.shape[1:]) != grid.shape:
         raise ValueError(f"array shape {data.shape[1:]} does not match grid {grid.shape}")
     staging = [p.with_suffix(".strips.tif") for p in paths]
-    profile = {
-        "driver": "GTiff", "width": grid.width, "height": grid.height, "count": 1,
-        "crs": CRS.from_user_input(grid.crs), "transform": grid.transform,
-        "tiled": True, "blockxsize": 256, "blockysize": 256, "BIGTIFF": "IF_SAFER", **_FLOAT_OPTIONS,
-    }  # fmt: skip
     for p in paths:
         p.parent.mkdir(parents=True, exist_ok=True)
-    outs = [rasterio.open(p, "w", **profile) for p in staging]
+    outs = [rasterio.open(p, "w", **_staging_profile(grid, count=1)) for p in staging]
     try:
         for dst, band_tags, name in zip(outs, tags, band_names, strict=True):
             dst.update_tags(**{k: str(v) for k, v in band_tags.items()})
@@ -111,14 +108,64 @@ def write_cogs_by_strips(
             window = Window(0, row0, grid.width, rows)  # type: ignore[no-untyped-call]
             for i, dst in enumerate(outs):
                 dst.write(strip[i], 1, window=window)
+            if on_strip is not None:
+                on_strip(rows)
     finally:
         for dst in outs:
             dst.close()
     for src, final in zip(staging, paths, strict=True):
-        tmp = final.with_suffix(".tmp.tif")
-        rasterio.shutil.copy(src, tmp, driver="COG", compress="deflate", predictor=3, blocksize=256)
-        tmp.replace(final)  # atomic, as in write_cog
-        src.unlink()
+        _finish_cog(src, final)
+
+
+def mosaic_to_cog(
+    path: Path,
+    parts: Sequence[tuple[Path, Tile]],
+    grid: Grid,
+    *,
+    tags: Mapping[str, object] | None = None,
+) -> Path:
+    """Mosaic the tile GeoTIFFs ``parts`` (each on ``tile.grid(grid)``) into one COG on ``grid``.
+
+    One tile is in memory at a time; band count and descriptions come from the first part. Pixels
+    no part covers stay NaN (nodata).
+    """
+    if not parts:
+        raise ValueError("no tiles to mosaic")
+    with rasterio.open(parts[0][0]) as first:
+        count, names = first.count, list(first.descriptions)
+    staging = path.with_suffix(".mosaic.tif")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with rasterio.open(staging, "w", **_staging_profile(grid, count=count)) as dst:
+        if tags:
+            dst.update_tags(**{k: str(v) for k, v in tags.items()})
+        for i, name in enumerate(names):
+            if name:
+                dst.set_band_description(i + 1, name)
+        for part, tile in parts:
+            with rasterio.open(part) as src:
+                if src.count != count or (src.height, src.width) != (tile.height, tile.width):
+                    raise ValueError(f"{part} does not match tile {tile.name} ({count} bands of {tile.height}x{tile.width})")
+                window = Window(tile.col_off, tile.row_off, tile.width, tile.height)  # type: ignore[no-untyped-call]
+                dst.write(src.read(), window=window)
+    _finish_cog(staging, path)
+    return path
+
+
+def _staging_profile(grid: Grid, *, count: int) -> dict[str, Any]:
+    """A tiled (Big)GeoTIFF on ``grid`` that can be written window by window (COG cannot)."""
+    return {
+        "driver": "GTiff", "width": grid.width, "height": grid.height, "count": count,
+        "crs": CRS.from_user_input(grid.crs), "transform": grid.transform,
+        "tiled": True, "blockxsize": 256, "blockysize": 256, "BIGTIFF": "IF_SAFER", **_FLOAT_OPTIONS,
+    }  # fmt: skip
+
+
+def _finish_cog(staging: Path, final: Path) -> None:
+    """Copy a staging GeoTIFF to a COG under ``final`` (tags and descriptions kept), atomically, and drop it."""
+    tmp = final.with_suffix(".tmp.tif")
+    rasterio.shutil.copy(staging, tmp, driver="COG", compress="deflate", predictor=3, blocksize=256, BIGTIFF="IF_SAFER")
+    tmp.replace(final)  # atomic, as in write_cog
+    staging.unlink()
 
 
 class _WindowReader:

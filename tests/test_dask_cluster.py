@@ -6,6 +6,7 @@ the prediction.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from regions import region_config
 
 from mrv.config import DaskConfig, RunConfig, load_config
@@ -200,6 +202,36 @@ def test_prediction_survives_losing_a_worker(
     assert not errors, errors
     assert remaining == ["w1"]
     _assert_same_maps(local_maps, result["maps"])
+
+
+@pytest.mark.usefixtures("prefect_api")
+def test_flow_fans_tiles_out_over_the_cluster_and_matches_the_local_run(
+    prepared: Prepared, cluster: ExternalCluster, local_maps: dict[str, np.ndarray], tmp_path: Path
+) -> None:
+    """The whole regional_monitoring flow on the external cluster (prefect-dask DaskTaskRunner for the tiles)."""
+    from flows.regional_monitoring import regional_monitoring
+
+    raw = yaml.safe_load(prepared.cfg.source_path.read_text())
+    raw["imagery"]["tile_px"] = 64
+    raw["dask"] = {"address": cluster.address}
+    cfg_path = tmp_path / "on_cluster.yaml"
+    cfg_path.write_text(yaml.safe_dump(raw))
+    layout = RunLayout(tmp_path / "run")
+    regional_monitoring(str(cfg_path), str(layout.root))
+
+    tile_summaries = [
+        json.loads(p.read_text()) for p in layout.root.glob("work/*/tiles/*.json") if not p.name.endswith(".done.json")
+    ]
+    assert len(tile_summaries) >= 2 * len(prepared.cfg.rounds)
+    computed_by = {s["computed_by"]["pid"] for s in tile_summaries}
+    assert computed_by <= {w.pid for w in cluster.workers}, "tiles were not computed on the cluster's workers"
+    for rnd in prepared.cfg.rounds:
+        tiled, _, _ = read_raster(layout.covariates(rnd.name))
+        whole, _, _ = read_raster(prepared.layout.covariates(rnd.name))
+        np.testing.assert_array_equal(tiled, whole)
+    last = prepared.cfg.rounds[-1].name
+    _assert_same_maps(local_maps, {name: read_raster(p)[0] for name, p in layout.round_maps(last).items()})
+    assert (layout.root / "report.json").is_file()
 
 
 def test_scheduler_without_workers_fails_with_a_clear_message() -> None:

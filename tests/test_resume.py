@@ -144,7 +144,12 @@ def _write_config(root: Path) -> Path:
     from mrv.synthetic import SceneSpec
 
     spec = SceneSpec(seed=7, width_px=120, height_px=120, n_fields=4, n_lab_sites=40, n_crowd=10)
-    sections = {"model": {"n_estimators": 40}, "accounting": {"n_simulations": 100}, "dask": {"n_workers": 1}}
+    sections = {
+        "imagery": {"tile_px": 48, "chunk_px": 48},  # several tiles per round, composited one at a time
+        "model": {"n_estimators": 40},
+        "accounting": {"n_simulations": 100},
+        "dask": {"n_workers": 1},
+    }
     return region_config(root, spec, name="resume", output_dir=root / "unused", sections=sections)[0]
 
 
@@ -195,10 +200,10 @@ def test_kill_9_then_rerun_resumes_with_identical_results(tmp_path: Path, prefec
         first = subprocess.Popen(
             cmd, cwd=tmp_path, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
         )
-    done_marker = sidecar_path(run.covariates(rounds[0]))
+    done_marker = sidecar_path(run.imagery_tile(rounds[0], "r000c000"))
     killed = threading.Event()
 
-    def kill_when_first_round_is_finished() -> None:
+    def kill_when_first_tile_is_finished() -> None:
         deadline = time.monotonic() + 300
         while first.poll() is None and time.monotonic() < deadline:
             if done_marker.exists():
@@ -207,7 +212,7 @@ def test_kill_9_then_rerun_resumes_with_identical_results(tmp_path: Path, prefec
                 return
             time.sleep(0.05)
 
-    watcher = threading.Thread(target=kill_when_first_round_is_finished, daemon=True)
+    watcher = threading.Thread(target=kill_when_first_tile_is_finished, daemon=True)
     watcher.start()
     reference = RunLayout(tmp_path / "reference")
     try:
@@ -219,22 +224,26 @@ def test_kill_9_then_rerun_resumes_with_identical_results(tmp_path: Path, prefec
             os.killpg(first.pid, signal.SIGKILL)
         first.wait(timeout=30)
     output = first_log.read_text(errors="replace")
-    assert killed.is_set(), f"the first run was not killed after its first round's covariates:\n{output}"
+    assert killed.is_set(), f"the first run was not killed after its first imagery tile:\n{output}"
     assert not (run.root / "report.json").exists(), "the run finished before it was killed; nothing was resumed"
     assert not sidecar_path(run.accounting).exists()
 
-    finished = [run.covariates(r) for r in rounds if sidecar_path(run.covariates(r)).exists()]
+    finished = [p for p in run.root.glob("work/*/tiles/*.tif") if sidecar_path(p).exists()]
+    assert run.imagery_tile(rounds[0], "r000c000") in finished
+    assert not sidecar_path(run.covariates(rounds[-1])).exists(), "the imagery was complete when the run was killed"
     before = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in finished}
     before |= {sidecar_path(p): (sidecar_path(p).stat().st_ino, sidecar_path(p).stat().st_mtime_ns) for p in finished}
 
     t0 = time.monotonic()
-    second = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400, check=False)
+    second = subprocess.run([*cmd, "--progress"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400, check=False)
     resumed_s = time.monotonic() - t0
     log = second.stdout + second.stderr
     assert second.returncode == 0, log
-    assert f"prepare-imagery[{rounds[0]}]: up to date, skipped (resume)" in log
+    assert f"prepare-imagery[{rounds[0]}/r000c000]: up to date, skipped (resume)" in log
     after = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in before}
-    assert after == before, "finished covariates were rewritten by the resumed run"
+    assert after == before, "finished imagery tiles were rewritten by the resumed run"
+    assert "imagery tiles: 100%" in second.stderr, second.stderr  # the CLI's progress bars
+    assert f"predict {rounds[-1]}: 100%" in second.stderr, second.stderr
 
     got = json.loads((run.root / "report.json").read_text())
     want = json.loads((reference.root / "report.json").read_text())

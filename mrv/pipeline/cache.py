@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 
 from mrv.config import RoundConfig, RunConfig
 from mrv.errors import MRVError
+from mrv.grid import Tile
 from mrv.pipeline.layout import RunLayout
 from mrv.report.manifest import sha256_file
 from mrv.resources import profile_dirs
@@ -112,15 +113,26 @@ def source_digest(package_root: Path) -> str:
 def hash_input(path: Path) -> str:
     """SHA-256 of a file, or of a directory tree (relative names and file hashes)."""
     if path.is_file():
-        return sha256_file(path)
+        return _file_sha256(path)
     if path.is_dir():
         digest = hashlib.sha256()
         for f in sorted(p for p in path.rglob("*") if p.is_file()):
-            digest.update(f"{f.relative_to(path).as_posix()}\0{sha256_file(f)}\n".encode())
+            digest.update(f"{f.relative_to(path).as_posix()}\0{_file_sha256(f)}\n".encode())
         return digest.hexdigest()
     raise MRVError(
         f"Input {path} of a pipeline step does not exist; check the config paths or re-run the earlier steps."
     )
+
+
+def _file_sha256(path: Path) -> str:
+    """:func:`sha256_file`, remembered per (path, inode, size, mtime): the tiles of a round share their inputs."""
+    st = path.stat()
+    return _sha256_of(str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4096)
+def _sha256_of(path: str, _ino: int, _size: int, _mtime_ns: int) -> str:
+    return sha256_file(Path(path))
 
 
 def canonical_json(value: Any) -> str:
@@ -249,16 +261,27 @@ def _round_dates(rnd: RoundConfig) -> dict[str, Any]:
     return {"name": rnd.name, "start": rnd.start, "end": rnd.end}
 
 
-def imagery_step(cfg: RunConfig, rnd: RoundConfig, layout: RunLayout) -> StepSpec:
+def imagery_tile_step(cfg: RunConfig, rnd: RoundConfig, layout: RunLayout, tile: Tile) -> StepSpec:
     inputs = [cfg.region.fields]
     if cfg.imagery.source == "local" and cfg.imagery.catalog is not None:
         inputs.append(cfg.imagery.catalog.parent)  # the whole static catalog: JSON and COGs
     if cfg.imagery.dem is not None and cfg.imagery.dem.path is not None:
         inputs.append(cfg.imagery.dem.path)
+    out = layout.imagery_tile(rnd.name, tile.name)
     return StepSpec(
-        name=f"prepare-imagery[{rnd.name}]",
+        name=f"prepare-imagery[{rnd.name}/{tile.name}]",
         inputs=tuple(inputs),
-        config={"region": cfg.region, "imagery": cfg.imagery, "round": _round_dates(rnd)},
+        config={"region": cfg.region, "imagery": cfg.imagery, "round": _round_dates(rnd), "tile": tile},
+        outputs=(out, out.with_suffix(".json")),
+    )
+
+
+def mosaic_step(cfg: RunConfig, rnd: RoundConfig, layout: RunLayout, tiles: Sequence[Tile]) -> StepSpec:
+    parts = [layout.imagery_tile(rnd.name, t.name) for t in tiles]
+    return StepSpec(
+        name=f"mosaic-imagery[{rnd.name}]",
+        inputs=(cfg.region.fields, *parts, *(p.with_suffix(".json") for p in parts)),
+        config={"region": cfg.region, "tile_px": cfg.imagery.tile_px, "round": _round_dates(rnd)},
         outputs=(layout.covariates(rnd.name), layout.imagery_summary(rnd.name)),
     )
 

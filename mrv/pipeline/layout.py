@@ -18,6 +18,10 @@ class RunLayout:
     def covariates(self, round_name: str) -> Path:
         return self.work(round_name) / "covariates.tif"
 
+    def imagery_tile(self, round_name: str, tile_name: str) -> Path:
+        """One tile's covariates (and ``.json`` summary beside it), mosaicked into :meth:`covariates`."""
+        return self.work(round_name) / "tiles" / f"{tile_name}.tif"
+
     def imagery_summary(self, round_name: str) -> Path:
         return self.work(round_name) / "imagery.json"
 

@@ -9,7 +9,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import pickle
+import socket
+from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +23,7 @@ import pandas as pd
 import rasterio
 import xarray as xr
 
+from mrv import progress
 from mrv.accounting.recompute import (
     AccountingSettings,
     compute_accounting,
@@ -29,7 +34,7 @@ from mrv.accounting.recompute import (
 from mrv.config import RoundConfig, RunConfig
 from mrv.errors import ConfigError, ImageryError, ModelError
 from mrv.fields import Field, field_index_raster, fields_bounds, read_fields
-from mrv.grid import Grid
+from mrv.grid import Grid, Tile, tiles
 from mrv.imagery.composite import bare_soil_composite, covariate_stack
 from mrv.imagery.dem import dem_hrefs, terrain_covariates
 from mrv.imagery.guards import check_aoi_size
@@ -44,7 +49,7 @@ from mrv.modeling.registry import MODEL_FILE, read_card
 from mrv.modeling.registry import register as register_model
 from mrv.modeling.train import train
 from mrv.pipeline.layout import RunLayout
-from mrv.raster import read_raster, read_raster_lazy, write_cog, write_cogs_by_strips
+from mrv.raster import mosaic_to_cog, read_raster, read_raster_lazy, write_cog, write_cogs_by_strips
 from mrv.resources import profile_dirs
 from mrv.samples.formats import load_format
 from mrv.samples.fusion import add_weights, source_weights
@@ -91,69 +96,138 @@ def make_source(cfg: RunConfig) -> ImagerySource:
     raise ConfigError(f"imagery.source '{cfg.imagery.source}' is unknown; use 'local', 'stac' or 'sentinelhub'.")
 
 
-def prepare_imagery(cfg: RunConfig, rnd: RoundConfig, layout: RunLayout) -> Path:
-    """Search, load, mask and composite one round's imagery into a covariate GeoTIFF.
+def imagery_tiles(cfg: RunConfig, grid: Grid | None = None) -> tuple[Tile, ...]:
+    """The tiles (``imagery.tile_px`` square) the region's imagery is composited in."""
+    return tiles(grid or project_grid(cfg), cfg.imagery.tile_px)
 
-    With ``imagery.dem`` the stack also gets the terrain covariates of :mod:`mrv.imagery.dem`.
+
+def prepare_imagery(cfg: RunConfig, rnd: RoundConfig, layout: RunLayout) -> Path:
+    """Every tile of one round (:func:`prepare_imagery_tile`), then their mosaic (:func:`mosaic_imagery`).
+
+    The flow runs the same two steps as separate, resumable tasks fanned out over the tiles.
     """
-    fields = read_fields(cfg.region.fields, crs=cfg.region.crs)
-    grid = project_grid(cfg, fields)
+    grid = project_grid(cfg)
+    for tile in imagery_tiles(cfg, grid):
+        prepare_imagery_tile(cfg, rnd, layout, tile, grid=grid)
+    return mosaic_imagery(cfg, rnd, layout)
+
+
+def prepare_imagery_tile(
+    cfg: RunConfig, rnd: RoundConfig, layout: RunLayout, tile: Tile, *, grid: Grid | None = None
+) -> Path:
+    """Search, load, mask and composite one round's imagery on one tile into a covariate GeoTIFF.
+
+    Writes ``layout.imagery_tile(round, tile)`` (covariates + ``n_bare``) and a JSON summary beside it
+    (items used, items dropped with the reason). With ``imagery.dem`` the stack also gets the terrain
+    covariates of :mod:`mrv.imagery.dem`, computed with a margin around the tile so that slope and
+    TPI do not depend on the tiling. The composite is per pixel, so tiles share nothing else.
+    """
+    grid = grid or project_grid(cfg)
     check_aoi_size(grid, max_km2=cfg.imagery.max_aoi_km2, fields=str(cfg.region.fields))
+    tile_grid = tile.grid(grid)
     source = make_source(cfg)
     request = SearchRequest(
-        bbox_wgs84=grid.bbox_wgs84(),
+        bbox_wgs84=tile_grid.bbox_wgs84(),
         start=rnd.start,
         end=rnd.end,
         max_cloud_pct=cfg.imagery.max_cloud_pct,
         collection=cfg.imagery.collection,
     )
     items = source.search(request)
-    loaded = source.load(items, cfg.imagery.bands, grid, chunk_px=cfg.imagery.chunk_px)
+    loaded = source.load(items, cfg.imagery.bands, tile_grid, chunk_px=cfg.imagery.chunk_px)
     composite = bare_soil_composite(loaded.reflectance, cfg.imagery.bands, cfg.imagery.bare_soil)
     stack = covariate_stack(composite, cfg.imagery.bands)
     try:
-        stack_v, n_bare_v = dask.compute(stack, composite["n_bare"])  # one pass over the imagery
+        # Local threads even on a Dask worker: the tile is the unit of distribution.
+        with dask.config.set(scheduler="threads"):
+            stack_v, n_bare_v = dask.compute(stack, composite["n_bare"])  # one pass over the imagery
     except (rasterio.errors.RasterioError, OSError) as exc:
         raise ImageryError(
             f"Reading the imagery of round {rnd.name} ({rnd.start} to {rnd.end}) from {source.name} failed while "
-            f"compositing: {exc}. An asset passed the up-front probe but is damaged inside; remove or re-download "
-            "that item (its path is in the message), or narrow the dates to leave it out."
+            f"compositing tile {tile.name}: {exc}. An asset passed the up-front probe but is damaged inside; remove "
+            "or re-download that item (its path is in the message), or narrow the dates to leave it out."
         ) from exc
     values, n_bare = stack_v.to_numpy(), n_bare_v.to_numpy()
     names = [str(c) for c in stack["covariate"].to_numpy()]
     terrain_sources: list[str] = []
     if cfg.imagery.dem is not None:
         terrain = terrain_covariates(
-            dem_hrefs(cfg.imagery.dem, grid, source), grid, tpi_radius_m=cfg.imagery.dem.tpi_radius_m
+            dem_hrefs(cfg.imagery.dem, tile_grid, source), tile_grid, tpi_radius_m=cfg.imagery.dem.tpi_radius_m
         )
         values = np.concatenate([values, terrain.values])
         names = [*names, *terrain.names]
         terrain_sources = list(terrain.sources)
-    path = write_cog(
+    path = layout.imagery_tile(rnd.name, tile.name)
+    write_cog(path, np.concatenate([values, n_bare[None].astype("float32")]), tile_grid, band_names=[*names, "n_bare"])
+    write_json(
+        path.with_suffix(".json"),
+        {
+            "tile": tile.name,
+            "source": source.name,
+            "items": list(loaded.items),
+            "dropped": [{"item": i, "reason": r} for i, r in loaded.dropped],
+            "covariates": names,
+            "dem": terrain_sources,
+            "computed_by": {"host": socket.gethostname(), "pid": os.getpid()},
+        },
+    )
+    return path
+
+
+def mosaic_imagery(cfg: RunConfig, rnd: RoundConfig, layout: RunLayout) -> Path:
+    """Mosaic the round's tiles into its covariate COG and summarise them in ``imagery.json``.
+
+    Memory holds one tile at a time; the median of bare observations over the field pixels is
+    computed from per-tile counts (``n_bare`` is an integer count).
+    """
+    fields = read_fields(cfg.region.fields, crs=cfg.region.crs)
+    grid = project_grid(cfg, fields)
+    parts = [(layout.imagery_tile(rnd.name, t.name), t) for t in imagery_tiles(cfg, grid)]
+    summaries = [json.loads(p.with_suffix(".json").read_text(encoding="utf-8")) for p, _ in parts]
+    path = mosaic_to_cog(
         layout.covariates(rnd.name),
-        np.concatenate([values, n_bare[None].astype("float32")]),
+        parts,
         grid,
-        band_names=[*names, "n_bare"],
         tags={
             "round": rnd.name,
             "units": "reflectance (1) and indices (1); elevation and tpi m, slope degrees; n_bare count",
         },
     )
-    on_fields = field_index_raster(fields, grid) >= 0
+    counts: Counter[int] = Counter()  # n_bare value -> field pixels
+    for part, tile in parts:
+        on_fields = field_index_raster(fields, tile.grid(grid)) >= 0
+        with rasterio.open(part) as src:
+            values, n = np.unique(np.nan_to_num(src.read(src.count)[on_fields], nan=0.0), return_counts=True)
+        counts.update(dict(zip(values.astype(int).tolist(), n.tolist(), strict=True)))
+    n_on = sum(counts.values())
+    dropped = list({d["item"]: d for s in summaries for d in s["dropped"]}.values())  # an item may span tiles
     write_json(
         layout.imagery_summary(rnd.name),
         {
-            "source": source.name,
-            "items": list(loaded.items),
-            "dropped": [{"item": i, "reason": r} for i, r in loaded.dropped],
-            "n_dropped": len(loaded.dropped),
-            "covariates": names,
-            "dem": terrain_sources,
-            "bare_observations_median": float(np.median(n_bare[on_fields])),
-            "fields_without_bare_soil_pct": float(100 * np.mean(n_bare[on_fields] == 0)),
+            "source": summaries[0]["source"],
+            "items": list(dict.fromkeys(i for s in summaries for i in s["items"])),
+            "dropped": dropped,
+            "n_dropped": len(dropped),
+            "covariates": summaries[0]["covariates"],
+            "dem": list(dict.fromkeys(d for s in summaries for d in s["dem"])),
+            "tiles": len(parts),
+            "tile_px": cfg.imagery.tile_px,
+            "bare_observations_median": median_of_counts(counts),
+            "fields_without_bare_soil_pct": float(100 * counts[0] / n_on) if n_on else float("nan"),
         },
     )
     return path
+
+
+def median_of_counts(counts: Mapping[int, int]) -> float:
+    """The median (as :func:`numpy.median`) of a sample given as value -> frequency; NaN when empty."""
+    values = sorted(v for v, n in counts.items() if n > 0)
+    cum = np.cumsum([counts[v] for v in values])
+    if not values:
+        return float("nan")
+    n = int(cum[-1])
+    lo, hi = (values[int(np.searchsorted(cum, k, side="right"))] for k in ((n - 1) // 2, n // 2))
+    return (lo + hi) / 2
 
 
 def read_covariates(path: Path, *, chunk_px: int | None = None) -> tuple[xr.DataArray, Grid]:
@@ -349,10 +423,11 @@ def predict_round(cfg: RunConfig, rnd: RoundConfig, layout: RunLayout, *, client
         pred = predict_map(stack, model, client=client, chunk_px=chunk)
         try:
             # Strips of a few block rows keep every worker busy while memory stays bounded.
-            write_cogs_by_strips(
-                [paths[o] for o in OUTPUTS], pred.data, grid, tags=tags,
-                band_names=[f"soc_stock_{o}" for o in OUTPUTS], strip_px=2 * chunk,
-            )  # fmt: skip
+            with progress.track(f"predict {rnd.name}", grid.height, unit="row") as advance:
+                write_cogs_by_strips(
+                    [paths[o] for o in OUTPUTS], pred.data, grid, tags=tags,
+                    band_names=[f"soc_stock_{o}" for o in OUTPUTS], strip_px=2 * chunk, on_strip=advance,
+                )  # fmt: skip
             break
         except (FutureCancelledError, KilledWorker) as exc:
             if attempt == attempts:
