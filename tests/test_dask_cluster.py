@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -205,10 +206,12 @@ def test_prediction_survives_losing_a_worker(
 
 
 @pytest.mark.usefixtures("prefect_api")
-def test_flow_fans_tiles_out_over_the_cluster_and_matches_the_local_run(
+def test_flow_on_the_cluster_survives_a_lost_worker_and_matches_the_local_run(
     prepared: Prepared, cluster: ExternalCluster, local_maps: dict[str, np.ndarray], tmp_path: Path
 ) -> None:
-    """The whole regional_monitoring flow on the external cluster (prefect-dask DaskTaskRunner for the tiles)."""
+    """The whole regional_monitoring flow on the external cluster: tiles fan out over both workers
+    (prefect-dask DaskTaskRunner), one worker is killed after the first tile, the run completes on the
+    other and gives the covariates and maps of the LocalCluster run."""
     from flows.regional_monitoring import regional_monitoring
 
     raw = yaml.safe_load(prepared.cfg.source_path.read_text())
@@ -217,14 +220,31 @@ def test_flow_fans_tiles_out_over_the_cluster_and_matches_the_local_run(
     cfg_path = tmp_path / "on_cluster.yaml"
     cfg_path.write_text(yaml.safe_dump(raw))
     layout = RunLayout(tmp_path / "run")
-    regional_monitoring(str(cfg_path), str(layout.root))
 
-    tile_summaries = [
-        json.loads(p.read_text()) for p in layout.root.glob("work/*/tiles/*.json") if not p.name.endswith(".done.json")
-    ]
-    assert len(tile_summaries) >= 2 * len(prepared.cfg.rounds)
-    computed_by = {s["computed_by"]["pid"] for s in tile_summaries}
-    assert computed_by <= {w.pid for w in cluster.workers}, "tiles were not computed on the cluster's workers"
+    def tile_summaries() -> list[dict[str, Any]]:
+        found = [p for p in layout.root.glob("work/*/tiles/*.json") if not p.name.endswith(".done.json")]
+        return [json.loads(p.read_text()) for p in found]
+
+    killed = threading.Event()
+
+    def kill_after_first_tile() -> None:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not tile_summaries():
+            time.sleep(0.02)
+        os.killpg(cluster.workers[0].pid, signal.SIGKILL)
+        killed.set()
+
+    watcher = threading.Thread(target=kill_after_first_tile, daemon=True)
+    watcher.start()
+    regional_monitoring(str(cfg_path), str(layout.root))
+    watcher.join(timeout=10)
+    assert killed.is_set()
+    assert cluster.workers[0].wait(timeout=10) == -signal.SIGKILL
+
+    summaries = tile_summaries()
+    n_tiles = len(summaries)
+    assert n_tiles >= 2 * len(prepared.cfg.rounds)
+    assert {s["computed_by"]["pid"] for s in summaries} <= {w.pid for w in cluster.workers}, "tiles ran off-cluster"
     for rnd in prepared.cfg.rounds:
         tiled, _, _ = read_raster(layout.covariates(rnd.name))
         whole, _, _ = read_raster(prepared.layout.covariates(rnd.name))
