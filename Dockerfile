@@ -19,7 +19,7 @@ WORKDIR /opt/mrv
 COPY pyproject.toml constraints.txt README.md ./
 COPY mrv ./mrv
 COPY flows ./flows
-RUN pip install -c constraints.txt .
+RUN pip install -c constraints.txt ".[postgres]"
 
 COPY configs ./configs
 COPY sample_data ./sample_data

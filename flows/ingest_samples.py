@@ -38,6 +38,7 @@ def _summary(report: SubmissionReport) -> dict[str, Any]:
         "submitted": s.submitted,
         "accepted": s.accepted,
         "rejected": s.rejected,
+        "flagged": report.flagged,
         "duplicate_of": report.duplicate_of,
     }
 
@@ -56,8 +57,10 @@ def _publish(report: SubmissionReport) -> None:
         key=SUMMARY_ARTIFACT_KEY,
         markdown=(
             f"## Sample submission {s.submission_id}\n\n{headline}\n\n"
-            f"| agency | source | format | status | submitted | accepted | rejected |\n|---|---|---|---|---|---|---|\n"
-            f"| {s.agency} | {s.source} | {s.format} | {s.status} | {s.submitted} | {s.accepted} | {s.rejected} |\n\n"
+            "| agency | source | format | status | submitted | accepted | rejected | flagged by QA |\n"
+            "|---|---|---|---|---|---|---|---|\n"
+            f"| {s.agency} | {s.source} | {s.format} | {s.status} | {s.submitted} | {s.accepted} | {s.rejected} "
+            f"| {report.flagged} |\n\n"
             f"SHA-256 `{s.sha256}`\n"
         ),
         description=f"Counts of submission {s.submission_id} from {s.agency}",
@@ -65,7 +68,7 @@ def _publish(report: SubmissionReport) -> None:
     create_table_artifact(
         key=ROWS_ARTIFACT_KEY,
         table=rows,
-        description=f"Every row of submission {s.submission_id} ({s.filename}): ACCEPTED or REJECTED with the reason",
+        description=f"Every row of submission {s.submission_id} ({s.filename}): ACCEPTED (maybe FLAGGED) or REJECTED, with the reason",
     )
 
 
@@ -94,8 +97,8 @@ def submit_samples(
     _publish(report)
     summary = _summary(report)
     get_run_logger().info(
-        "submission %s: %s rows, %s accepted, %s rejected%s",
-        summary["submission_id"], summary["submitted"], summary["accepted"], summary["rejected"],
+        "submission %s: %s rows, %s accepted (%s flagged by QA), %s rejected%s",
+        summary["submission_id"], summary["submitted"], summary["accepted"], summary["flagged"], summary["rejected"],
         " (duplicate, nothing stored)" if report.duplicate_of is not None else "",
     )  # fmt: skip
     return summary

@@ -43,3 +43,31 @@ def prefect_api() -> Iterator[str]:
 
     with prefect_test_harness(server_startup_timeout=120):
         yield str(PREFECT_API_URL.value())
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[object]:
+    """A throw-away PostgreSQL server on 127.0.0.1 for the session (tests/postgres.py).
+
+    Without the server binaries or the psycopg driver the tests using it fail when ``CI`` is set
+    (CI installs them with scripts/install-system-deps.sh) and are skipped otherwise.
+    """
+    from postgres import start_postgres, unavailable
+
+    why = unavailable()
+    if why is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL tests cannot run in CI: {why}.", pytrace=False)
+        pytest.skip(f"PostgreSQL tests skipped: {why} (they fail instead when CI is set).")
+    server = start_postgres()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """URL of a new, empty sample database on each backend: an SQLite file, or a schema of the test server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store' / 'samples.db'}"
+    server = request.getfixturevalue("postgres_server")
+    return str(server.new_schema_url())

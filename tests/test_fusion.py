@@ -177,6 +177,9 @@ def test_samples_section_configures_error_models_and_outlier_check(tmp_path: Pat
     assert (cfg.samples.outlier_radius_m, cfg.samples.outlier_k) == (800.0, 4.0)
     default = parse_config(_config(None), source_path=tmp_path / "run.yaml")
     assert default.samples == replace(SamplesConfig())
+    assert (default.samples.gps_tolerance_m, default.samples.field_edge_check) == (10.0, True)
+    pos = parse_config(_config({"gps_tolerance_m": 5, "field_edge_check": False}), source_path=tmp_path / "run.yaml")
+    assert (pos.samples.gps_tolerance_m, pos.samples.field_edge_check) == (5.0, False)
 
 
 @pytest.mark.parametrize(
@@ -189,6 +192,9 @@ def test_samples_section_configures_error_models_and_outlier_check(tmp_path: Pat
         ({"outliers": {"k": -1}}, "positive"),
         ({"outliers": {"min_lab_sites": 1}}, "at least 2"),
         ({"error_model": {}}, "unknown key"),
+        ({"gps_tolerance_m": 0}, "gps_tolerance_m must be positive"),
+        ({"gps_tolerance_m": "10 m"}, "expected int or float"),
+        ({"field_edge_check": "yes"}, "expected bool"),
     ],
 )
 def test_bad_samples_section_is_refused(tmp_path: Path, samples: object, match: str) -> None:

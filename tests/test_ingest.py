@@ -90,6 +90,36 @@ def test_crowd_percent_and_lonlat_are_converted(tmp_path: Path) -> None:
     assert rec["source"] == "crowd"
 
 
+def test_crowd_gps_accuracy_is_optional_and_checked(tmp_path: Path) -> None:
+    path = tmp_path / "crowd.csv"
+    path.write_text(
+        "sample_id,submitter,lon,lat,sampling_date,top_cm,bottom_cm,soc_percent,method,gps_accuracy_m\n"
+        "C1,anna,16.107012,48.360845,2021-05-02,0,30,1.8,kit,4.5\n"
+        "C2,anna,16.107012,48.360845,2021-05-02,0,30,1.8,kit,\n"  # not reported
+        "C3,anna,16.107012,48.360845,2021-05-02,0,30,1.8,kit,0\n"  # Android: 0 = no estimate
+        "C4,anna,16.107012,48.360845,2021-05-02,0,30,1.8,kit,-3\n"
+        "C5,anna,16.107012,48.360845,2021-05-02,0,30,1.8,kit,far\n"
+    )
+    res = _run(path, fmt="crowd", source="crowd")
+    acc = dict(zip(res.accepted["sample_id"], res.accepted["gps_accuracy_m"], strict=True))
+    assert acc["C1"] == 4.5
+    assert np.isnan(acc["C2"])
+    assert np.isnan(acc["C3"])
+    why = {r.row: (r.column, r.reason) for r in res.rejected}
+    assert why[5] == ("gps_accuracy_m", "GPS accuracy must be between 0 and 10000 m")
+    assert why[6] == ("gps_accuracy_m", "'far' is not a number")
+
+
+def test_bundled_demo_crowd_file_without_gps_accuracy_still_ingests(tmp_path: Path) -> None:
+    path = REPO / "sample_data" / "demo" / "samples" / "crowd_2021.csv"
+    assert "gps_accuracy_m" not in path.read_text().splitlines()[0]
+    res = _run(path, fmt="crowd", source="crowd")
+    assert len(res.accepted) + len(res.rejected) == res.submitted
+    assert len(res.rejected) == 6  # the planted defects only (3 impossible rows, 3 repeated sample ids)
+    assert res.accepted["gps_accuracy_m"].isna().all()
+    assert not [r for r in res.rejected if "gps" in r.column.lower()]
+
+
 def test_missing_columns_reject_the_whole_file(tmp_path: Path) -> None:
     path = tmp_path / "bad.csv"
     path.write_text("id,lat,lon\n1,2,3\n")
@@ -199,7 +229,7 @@ def test_long_sample_with_conflicting_values_is_rejected_on_the_second_line(tmp_
     assert "because of line 3" in why[2]
 
 
-def test_long_file_submission_counts_lines_in_the_ledger(tmp_path: Path) -> None:
+def test_long_file_submission_counts_lines_in_the_ledger(tmp_path: Path, store_url: str) -> None:
     from mrv.samples.store import SampleStore
     from mrv.samples.submit import submit_file
 
@@ -210,7 +240,7 @@ def test_long_file_submission_counts_lines_in_the_ledger(tmp_path: Path) -> None
     ]
     fmt = load_format("agency_long_de", search_dirs=FORMATS)
     path = _long_de(tmp_path, lines)
-    with SampleStore.open(f"sqlite:///{tmp_path / 's.db'}") as store:
+    with SampleStore.open(store_url) as store:
         rep = submit_file(store, path, agency="LfU", source="lab", fmt=fmt, project_crs="EPSG:32633",
                           region_bounds=BOUNDS, today=dt.date(2025, 1, 1))  # fmt: skip
         s = rep.submission

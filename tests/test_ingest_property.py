@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
@@ -163,11 +164,9 @@ def test_submit_is_all_or_only_a_rejected_ledger_row(data: bytes) -> None:
         _submit_and_check(store, _write(tmp, data))
 
 
-@PROFILE
-@given(data=mutated_valid())
-def test_mutations_after_a_valid_submission_keep_the_store_consistent(data: bytes) -> None:
+def _valid_then_mutated(url: str, data: bytes) -> None:
     """The valid file is stored first, so mutated resubmissions meet already-stored sample ids and duplicates."""
-    with tempfile.TemporaryDirectory() as tmp, SampleStore.open("sqlite://") as store:
+    with tempfile.TemporaryDirectory() as tmp, SampleStore.open(url) as store:
         _submit_and_check(store, _write(tmp, VALID))
         _submit_and_check(store, _write(tmp, data))
         with store.engine.connect() as conn:
@@ -178,6 +177,19 @@ def test_mutations_after_a_valid_submission_keep_the_store_consistent(data: byte
             n_samples = conn.execute(sa.text("SELECT count(*) FROM samples")).scalar_one()
         assert dupes == []
         assert stored == n_samples
+
+
+@PROFILE
+@given(data=mutated_valid())
+def test_mutations_after_a_valid_submission_keep_the_store_consistent(data: bytes) -> None:
+    _valid_then_mutated("sqlite://", data)
+
+
+@settings(PROFILE, max_examples=10)
+@given(data=mutated_valid())
+def test_mutations_keep_a_postgresql_store_consistent(postgres_server: Any, data: bytes) -> None:
+    """The same on PostgreSQL (fewer examples: each gets a fresh schema of the test server)."""
+    _valid_then_mutated(postgres_server.new_schema_url("prop"), data)
 
 
 def test_infinite_epsg_code_is_a_row_rejection(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ import rasterio
 from pyproj import Transformer
 from pytest_httpserver import HTTPServer
 from rasterio.transform import from_origin
-from stac_server import free_port, rustac_serve, write_api_inputs
+from stac_server import catalog_api_inputs, free_port, rustac_serve, write_api_inputs
 from werkzeug import Request, Response
 
 from mrv.errors import ConfigError, ImageryError, NoImageryFound
@@ -516,17 +516,7 @@ def test_api_and_local_catalog_agree_on_the_synthetic_region(tmp_path: Path) -> 
     local = LocalCatalogSource(paths.collection)
     collection = pystac.read_file(str(paths.collection))
     assert isinstance(collection, pystac.Collection)
-    features = []
-    for item in collection.get_items(recursive=True):  # absolute paths -> file:// URIs, as an API serves them
-        item.make_asset_hrefs_absolute()
-        d = item.to_dict(transform_hrefs=False)
-        d["links"] = []
-        d["collection"] = collection.id
-        for asset in d["assets"].values():
-            asset["href"] = Path(asset["href"]).as_uri()
-        features.append(d)
-    col = {k: v for k, v in collection.to_dict(include_self_link=False).items() if k != "links"} | {"links": []}
-    hrefs = write_api_inputs(tmp_path / "api", col, features)
+    hrefs = catalog_api_inputs(paths.collection, tmp_path / "api")  # file:// URIs, as an API serves them
     grid = Grid(crs=spec.crs, bounds=spec.bounds, resolution_m=10.0)
     request = SearchRequest(
         bbox_wgs84=grid.bbox_wgs84(),
@@ -547,3 +537,68 @@ def test_api_and_local_catalog_agree_on_the_synthetic_region(tmp_path: Path) -> 
     for band in bands:
         np.testing.assert_array_equal(via_api[band].values, via_local[band].values)
     assert np.isfinite(via_api["red"].values).any()
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading and compositing details (shared by every source)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_nanmedian_equals_numpy_without_a_warning_per_empty_pixel(dtype: str) -> None:
+    import warnings
+
+    import xarray as xr
+
+    from mrv.imagery.composite import nanmedian
+
+    rng = np.random.default_rng(3)
+    for n_time in range(1, 8):
+        values = rng.random((n_time, 40, 30)).astype(dtype)
+        values[rng.random(values.shape) < 0.45] = np.nan
+        values[:, :5, :5] = np.nan  # pixels never observed
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            want = np.nanmedian(values, axis=0)
+        da = xr.DataArray(values, dims=("time", "y", "x"))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # numpy warns once per all-NaN pixel; this must not
+            eager = nanmedian(da).values
+            lazy = nanmedian(da.chunk({"time": 1, "y": 16, "x": 16})).compute().values
+        np.testing.assert_array_equal(eager, want)
+        np.testing.assert_array_equal(lazy, want)
+        assert eager.dtype == want.dtype
+        assert np.isnan(eager[:5, :5]).all()
+
+
+def test_read_chunks_grow_with_few_items_and_stay_within_the_task_budget() -> None:
+    from mrv.imagery.load import READ_TASK_BYTES, read_chunk_px
+
+    big = Grid(crs=CRS, bounds=(X0, Y0 - 20_000, X0 + 20_000, Y0), resolution_m=10.0)  # 2000 x 2000 px
+    assert read_chunk_px(4, 256, big) == 2000  # 8 x 256 = 2048, capped at the grid
+    assert read_chunk_px(20, 256, big) == 768
+    assert read_chunk_px(200, 256, big) == 256  # never below chunk_px
+    assert read_chunk_px(1, 256, GRID) == 256
+    for n in (1, 4, 20, 60):
+        side = read_chunk_px(n, 128, big)
+        assert side % 128 == 0 or side == 2000
+        assert n * side * side * 4 <= READ_TASK_BYTES
+
+
+def test_items_with_different_asset_keys_load_together_in_search_order(stac_items: list[dict[str, Any]]) -> None:
+    from mrv.imagery.load import load_reflectance
+
+    a, b, c = (pystac.Item.from_dict(copy.deepcopy(stac_items[i])) for i in (0, 3, 6))
+    b_red = b.assets.pop("red")
+    b_red.extra_fields["raster:bands"][0]["offset"] = 0.0  # so b's red is 0.2, a's and c's 0.1
+    b.add_asset("B04", b_red)  # another provider's key for the same band
+    loaded = load_reflectance([a, b, c], ["red", "nir"], GRID, chunk_px=16)
+    ds = loaded.reflectance.compute()
+    assert loaded.items == (a.id, b.id, c.id)
+    assert list(ds["item_id"].values) == [a.id, b.id, c.id]
+    red = ds["red"].values[:, 8:, 8:]  # clear of the cloud in the top-left corner
+    np.testing.assert_allclose(red[0], 0.1, atol=1e-6)
+    np.testing.assert_allclose(red[1], 0.2, atol=1e-6)
+    np.testing.assert_allclose(red[2], 0.1, atol=1e-6)
+    np.testing.assert_allclose(ds["nir"].values[:, 8:, 8:], 0.3, atol=1e-6)
+    assert ds["red"].attrs["scaling_rule"] == "raster:bands"

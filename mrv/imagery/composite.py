@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import xarray as xr
 
 from mrv.config import BareSoilConfig
@@ -11,6 +12,38 @@ from mrv.config import BareSoilConfig
 
 def normalized_difference(a: xr.DataArray, b: xr.DataArray) -> xr.DataArray:
     return (a - b) / (a + b)
+
+
+def _nanmedian_last_axis(a: np.ndarray) -> np.ndarray:
+    """Median over the last axis ignoring NaN (NaN where all are NaN), without numpy's per-pixel warning.
+
+    Same values as :func:`numpy.nanmedian`: the middle value, or for an even count the two middle
+    values summed and halved in the input dtype, as ``numpy.ma.median`` (which ``nanmedian`` uses for
+    short axes) does. ``numpy.nanmedian`` warns "All-NaN slice encountered" once per all-NaN pixel
+    (``_nanmedian_small`` in numpy/lib/_nanfunctions_impl.py): millions of ``warnings.warn`` calls for a
+    scene with pixels never seen bare, more time than reading the imagery.
+    """
+    ordered = np.sort(a, axis=-1)  # NaN sorts last
+    n = np.count_nonzero(~np.isnan(ordered), axis=-1)
+    lo = np.take_along_axis(ordered, np.maximum((n - 1) // 2, 0)[..., None], axis=-1)[..., 0]
+    hi = np.take_along_axis(ordered, (n // 2).clip(max=a.shape[-1] - 1)[..., None], axis=-1)[..., 0]
+    out = np.add(lo, hi)
+    np.true_divide(out, 2, out=out, casting="unsafe")
+    return out  # n == 0: lo and hi are NaN
+
+
+def nanmedian(da: xr.DataArray, dim: str = "time") -> xr.DataArray:
+    """Per-pixel median over ``dim`` ignoring NaN, lazily when ``da`` is Dask-backed (``dim`` in one chunk)."""
+    if da.chunks is not None:
+        da = da.chunk({dim: -1})
+    return xr.apply_ufunc(
+        _nanmedian_last_axis,
+        da,
+        input_core_dims=[[dim]],
+        dask="parallelized",
+        output_dtypes=[da.dtype],
+        keep_attrs=False,
+    )
 
 
 def bare_soil_mask(ds: xr.Dataset, cfg: BareSoilConfig) -> xr.DataArray:
@@ -35,7 +68,7 @@ def bare_soil_composite(ds: xr.Dataset, bands: Sequence[str], cfg: BareSoilConfi
     enough = count >= cfg.min_observations
     out = {}
     for b in bands:
-        med = ds[b].where(bare).median("time", skipna=True).where(enough).astype("float32")
+        med = nanmedian(ds[b].where(bare), "time").where(enough).astype("float32")
         med.attrs = {"units": "1", "long_name": f"bare-soil median reflectance {b}"}
         out[b] = med
     result = xr.Dataset(out)

@@ -1,8 +1,15 @@
 """Sentinel-2 L2A items from a STAC API (Earth Search, Planetary Computer, CDSE, ...).
 
 Searches use pystac-client over a retrying, time-limited transport (:mod:`mrv.imagery.http`).
-Cloud cover is filtered on the server with a CQL2-JSON ``filter`` when the API conforms to the
-Filter extension, otherwise on the client from ``eo:cloud_cover``. Loading is shared with every
+Cloud cover is filtered on the server with a CQL2-JSON ``filter`` (STAC API Filter extension,
+https://github.com/stac-api-extensions/filter; OGC CQL2, https://docs.ogc.org/is/21-065r2/21-065r2.html)
+when the API conforms to the Filter extension, otherwise on the client from ``eo:cloud_cover``.
+
+Paging follows ``next`` links (STAC API Item Search, https://github.com/radiantearth/stac-api-spec/
+tree/release/v1.0.0/item-search#pagination). A page that is full but has no ``next`` link is
+ambiguous: either the result ends exactly there, or the API does not paginate at all (rustac's
+DuckDB backend returns one page of at most ``limit`` items). The search is then repeated once as a
+single page of ``max_items + 1`` so that no item is silently lost. Loading is shared with every
 other source (:func:`mrv.imagery.load.load_reflectance`).
 """
 
@@ -141,7 +148,6 @@ class StacApiSource:
         given. Sorted by (datetime, id); every asset href is absolute.
         """
         collection = request.collection or self.collection
-        client = self.client()
         server_side = self.server_filters()
         params: dict[str, Any] = {
             "collections": [collection],
@@ -164,13 +170,7 @@ class StacApiSource:
                 CLOUD_PROPERTY,
                 request.max_cloud_pct,
             )
-        try:
-            fetched = list(client.search(**params).items())
-        except (APIError, pystac.STACError, ValueError, OSError) as exc:
-            raise ImageryError(
-                f"Searching {collection} at {self.url} failed ({exc}) after {self.max_retries} retries with a "
-                f"{self.timeout_s:g} s timeout. Retry later, or raise imagery timeout/retries if the provider is slow."
-            ) from exc
+        fetched = self._fetch(params, what=collection)
         if len(fetched) > self.max_items:
             raise ImageryError(
                 f"The search of {collection} at {self.url} over bbox {request.bbox_wgs84} from {request.start} to "
@@ -197,19 +197,72 @@ class StacApiSource:
             item.make_asset_hrefs_absolute()
         return sorted(items, key=lambda it: (it.datetime or dt.datetime.min.replace(tzinfo=dt.UTC), it.id))
 
-    def search_collection(self, collection: str, bbox_wgs84: tuple[float, float, float, float]) -> list[pystac.Item]:
-        """Every item of a static collection (e.g. a DEM such as ``cop-dem-glo-30``) over the bbox, by id."""
+    def _pages(self, params: Mapping[str, Any], *, what: str) -> tuple[list[dict[str, Any]], bool]:
+        """Features of every page of one search, and whether the last page was full without a ``next`` link."""
+        features: list[dict[str, Any]] = []
+        full_without_next = False
+        limit = int(params["limit"])
         try:
-            items = list(
-                self.client()
-                .search(collections=[collection], bbox=list(bbox_wgs84), limit=self.page_size, max_items=self.max_items)
-                .items()
-            )
+            for page in self.client().search(**params).pages_as_dicts():
+                got = page.get("features", [])
+                features.extend(got)
+                full_without_next = len(got) >= limit and not any(
+                    link.get("rel") == "next" for link in page.get("links", [])
+                )
         except (APIError, pystac.STACError, ValueError, OSError) as exc:
             raise ImageryError(
-                f"Searching {collection} at {self.url} over bbox {bbox_wgs84} failed ({exc}). Retry later, or check "
-                "the collection id in imagery.dem."
+                f"Searching {what} at {self.url} failed ({exc}) after {self.max_retries} retries with a "
+                f"{self.timeout_s:g} s timeout. Retry later, or raise imagery timeout/retries if the provider is slow."
             ) from exc
+        return features, full_without_next
+
+    def _fetch(self, params: dict[str, Any], *, what: str) -> list[pystac.Item]:
+        """Every item of a search (pystac-client stops at ``params["max_items"]``), even from an API
+        that does not paginate.
+
+        A last page that is full and has no ``next`` link either ends the result exactly or comes from
+        an API that never paginates; the search is then repeated once as a single page of
+        ``max_items + 1`` items (one extra request, only in that case) and the larger result is kept.
+        An API that neither paginates nor serves that many items in one page cannot be detected.
+        """
+        features, full_without_next = self._pages(params, what=what)
+        if full_without_next and len(features) <= self.max_items:
+            single = self.max_items + 1
+            log.info(
+                "%s returned a full page of %d items without a 'next' link (%d items in all); repeating the "
+                "search as a single page of up to %d items in case the API does not paginate",
+                self.url,
+                params["limit"],
+                len(features),
+                single,
+            )
+            try:
+                again, _ = self._pages({**params, "limit": single}, what=what)
+            except ImageryError as exc:  # e.g. an API that caps ``limit`` answers 400: it does paginate
+                log.info("%s refused a single page of %d items (%s); keeping the paged result", self.url, single, exc)
+                again = []
+            if len(again) > len(features):
+                log.warning(
+                    "%s does not paginate: one page of %d held %d items where the paged search stopped at %d; "
+                    "using the single page",
+                    self.url,
+                    single,
+                    len(again),
+                    len(features),
+                )
+                features = again
+        client = self.client()
+        return [pystac.Item.from_dict(f, root=client, preserve_dict=False) for f in features]
+
+    def search_collection(self, collection: str, bbox_wgs84: tuple[float, float, float, float]) -> list[pystac.Item]:
+        """Every item of a static collection (e.g. a DEM such as ``cop-dem-glo-30``) over the bbox, by id."""
+        params: dict[str, Any] = {
+            "collections": [collection],
+            "bbox": list(bbox_wgs84),
+            "limit": self.page_size,
+            "max_items": self.max_items,
+        }
+        items = self._fetch(params, what=f"the DEM collection {collection} (imagery.dem) over bbox {bbox_wgs84}")
         if not items:
             raise NoImageryFound(
                 f"No {collection} items at {self.url} ({self.provider}) intersect bbox {bbox_wgs84}. Check the "

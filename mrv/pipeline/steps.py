@@ -54,7 +54,14 @@ from mrv.resources import profile_dirs
 from mrv.samples.formats import load_format
 from mrv.samples.fusion import add_weights, source_weights
 from mrv.samples.ingest import ingest
-from mrv.samples.qa import flag_duplicates, flag_outliers_against_lab
+from mrv.samples.qa import (
+    carry_sample_flags,
+    flag_duplicates,
+    flag_field_edges,
+    flag_gps_accuracy,
+    flag_outliers_against_lab,
+    flag_position_jitter,
+)
 from mrv.samples.sites import site_stocks
 
 log = logging.getLogger(__name__)
@@ -274,12 +281,25 @@ def prepare_samples(cfg: RunConfig, rnd: RoundConfig, layout: RunLayout) -> Path
         entry["files"].append(sf.path.name)
     all_records = pd.concat(records, ignore_index=True) if records else pd.DataFrame()
     samples_cfg = cfg.samples
+    if len(all_records):
+        all_records = flag_gps_accuracy(all_records, tolerance_m=samples_cfg.gps_tolerance_m)
+        all_records = flag_position_jitter(all_records, tolerance_m=samples_cfg.gps_tolerance_m)
     sites, incomplete = (
         site_stocks(all_records, depth_cm=cfg.depth_cm, error_models=samples_cfg.error_models)
         if len(all_records)
         else (pd.DataFrame(), {})
     )
-    sites = flag_duplicates(sites, tolerance_m=samples_cfg.duplicate_tolerance_m)
+    sites = flag_duplicates(sites, tolerance_m=samples_cfg.duplicate_tolerance_m)  # starts qa_flag afresh
+    if len(sites):
+        sites = carry_sample_flags(sites, all_records)  # the samples' GPS flags onto their site
+        if samples_cfg.field_edge_check:
+            fields = read_fields(cfg.region.fields, crs=cfg.region.crs)
+            sites = flag_field_edges(
+                sites,
+                {f.field_id: f.geometry for f in fields},
+                tolerance_m=samples_cfg.gps_tolerance_m,
+                pixel_size_m=cfg.region.resolution_m,
+            )
     sites = flag_outliers_against_lab(
         sites,
         radius_m=samples_cfg.outlier_radius_m,

@@ -33,7 +33,7 @@ from mrv.errors import ConfigError
 #: Canonical column roles a profile may map. Required ones are checked in :func:`load_format`.
 ROLES = (
     "sample_id", "site_id", "field_id", "submitter", "x", "y", "lon", "lat", "epsg", "sampling_date",
-    "top", "bottom", "soc", "som", "bulk_density", "coarse_fragments", "method",
+    "top", "bottom", "soc", "som", "bulk_density", "coarse_fragments", "method", "gps_accuracy",
 )  # fmt: skip
 REQUIRED = ("sample_id", "sampling_date", "top", "bottom")
 

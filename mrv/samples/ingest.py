@@ -37,15 +37,26 @@ SOM_MAX_G_KG = 1000.0
 BD_RANGE_G_CM3 = (0.1, 2.65)
 MAX_DEPTH_CM = 300.0
 
+#: Largest GPS accuracy (m) a file may report; beyond it the value is a typo (e.g. cm) or no fix.
+GPS_ACCURACY_MAX_M = 10_000.0
+
+#: Columns of an accepted record, all stored in the sample store (:mod:`mrv.samples.store`).
+#:
+#: ``soc_sd_g_kg``: SD (g/kg) that a conversion added to the SOC value (SOM -> SOC, see
+#: :func:`mrv.samples.stocks.som_to_soc`); NaN when SOC was measured.
+#: :func:`mrv.samples.sites.site_stocks` adds it to the source's analytical error.
+#: ``gps_accuracy_m``: horizontal position accuracy the device reported (m, the radius of ~68 %
+#: confidence of Android's ``Location.getAccuracy()`` / iOS ``horizontalAccuracy``); NaN when the
+#: file has no such column or the cell is empty or 0 (Android reports 0 when it has no estimate).
+#: :func:`mrv.samples.qa.flag_gps_accuracy` flags values above the tolerance.
 CANONICAL_COLUMNS = [
     "row", "sample_id", "site_id", "source", "submitter", "field_id", "x", "y", "crs", "lon", "lat",
     "sampling_date", "top_cm", "bottom_cm", "soc_g_kg", "bulk_density_g_cm3", "coarse_fragments_vol_pct", "method",
+    "soc_sd_g_kg", "gps_accuracy_m",
 ]  # fmt: skip
 
-#: Record columns beyond the stored canonical ones. ``soc_sd_g_kg``: SD (g/kg) that a conversion
-#: added to the SOC value (SOM -> SOC, see :func:`mrv.samples.stocks.som_to_soc`); NaN when SOC
-#: was measured. :func:`mrv.samples.sites.site_stocks` adds it to the source's analytical error.
-EXTRA_COLUMNS = ["soc_sd_g_kg"]
+#: Record columns beyond the stored canonical ones (none since store schema 2 stores them all).
+EXTRA_COLUMNS: list[str] = []
 RECORD_COLUMNS = [*CANONICAL_COLUMNS, *EXTRA_COLUMNS]
 
 _DEFAULT_UNITS = {"bulk_density": "g_cm3", "coarse_fragments": "vol_percent"}
@@ -249,6 +260,7 @@ def ingest(
         accepted, record_lines, rejected = _ingest_wide(header, rows, decimal, ctx)
     frame = pd.DataFrame(accepted, columns=RECORD_COLUMNS)
     frame["soc_sd_g_kg"] = frame["soc_sd_g_kg"].astype(float)
+    frame["gps_accuracy_m"] = frame["gps_accuracy_m"].astype(float)
     return IngestResult(
         submitted=len(rows),
         accepted=frame,
@@ -257,7 +269,9 @@ def ingest(
     )
 
 
-_OPTIONAL_ROLES = {"site_id", "field_id", "submitter", "bulk_density", "coarse_fragments", "method", "soc", "som"}
+_OPTIONAL_ROLES = {
+    "site_id", "field_id", "submitter", "bulk_density", "coarse_fragments", "method", "soc", "som", "gps_accuracy",
+}  # fmt: skip
 
 
 def _line_problem(cells: list[str], header: list[str], line: int) -> Rejection | None:
@@ -554,6 +568,15 @@ def _validate(
     if region_bounds is not None:
         inside = region_bounds[0] <= px <= region_bounds[2] and region_bounds[1] <= py <= region_bounds[3]
         _check(inside, row, "x" if "x" in fmt.columns else "lon", f"{x}, {y}", "point lies outside the project region")
+    gps_accuracy = row.number("gps_accuracy", required=False)
+    if gps_accuracy is not None:
+        _check(
+            0 <= gps_accuracy <= GPS_ACCURACY_MAX_M,
+            row,
+            "gps_accuracy",
+            row.text("gps_accuracy"),
+            f"GPS accuracy must be between 0 and {GPS_ACCURACY_MAX_M:g} m",
+        )
     method = row.text("method", required=False)
     if conversion:
         method = f"{method}; {conversion}" if method else conversion
@@ -575,6 +598,7 @@ def _validate(
         "bulk_density_g_cm3": bd,
         "coarse_fragments_vol_pct": cf if cf is not None else 0.0,
         "method": method,
+        "gps_accuracy_m": gps_accuracy if gps_accuracy else math.nan,  # 0 = no estimate (Android)
     }
 
 

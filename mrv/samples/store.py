@@ -1,8 +1,16 @@
 """The sample store: a database of agency submissions, their samples, rejected rows and raw files.
 
 Opened through a database URL: SQLite by default (``sqlite:///out/samples.db``, WAL journal,
-foreign keys on), PostgreSQL by URL (``postgresql+psycopg://user@host/db``). The schema is
-written with SQLAlchemy Core, so the same code runs on both.
+foreign keys on), PostgreSQL by URL (``postgresql+psycopg://user@host/db``, driver
+``psycopg[binary]``). The schema is written with SQLAlchemy Core, so the same code runs on both;
+the test suite runs the store tests against both (a throw-away PostgreSQL server, tests/postgres.py).
+Positions are plain ``x``/``y`` columns in the project CRS named in ``crs`` (no PostGIS geometry:
+the QA needs only distances, computed in Python, so PostGIS is not required).
+
+Writers are serialised: SQLite's ``BEGIN IMMEDIATE`` and, on PostgreSQL, a transaction-level
+advisory lock (``pg_advisory_xact_lock``) taken at the start of every write transaction. A
+submission's QA therefore always sees every sample stored before it, and two processes submitting
+the same file store it once.
 
 Tables:
 
@@ -11,13 +19,21 @@ Tables:
 ``submissions``
     the ledger: one row per received file (stored or rejected whole), with its sha256.
 ``samples``
-    accepted rows in canonical form (``CANONICAL_COLUMNS``) + ``submission_id``, ``agency``
-    and ``qa_flag``; ``(agency, sample_id)`` is unique.
+    accepted rows in canonical form (``CANONICAL_COLUMNS``, including the conversion SD
+    ``soc_sd_g_kg`` and the reported ``gps_accuracy_m``) + ``submission_id``, ``agency`` and
+    ``qa_flag`` (the flags of :func:`mrv.samples.qa.check_samples`, ``""`` when fine: flagged
+    samples are kept); ``(agency, sample_id)`` is unique.
 ``rejections``
     rejected rows of stored submissions (row, column, value, reason).
 ``raw_files``
     the raw bytes of every stored submission, content-addressed by sha256 (inside the
     database, so the archive is written in the same transaction as the samples).
+
+Schema versions: 1 had no ``soc_sd_g_kg`` / ``gps_accuracy_m``. A version-1 database is upgraded
+in place when opened (one transaction: the two columns are added, ``soc_sd_g_kg`` is restored for
+samples converted from organic matter, whose method says so, and :attr:`SampleStore.migrated_from`
+is set so that the CLI can suggest ``mrv samples qa`` to flag the samples stored before). A
+database of a newer schema is refused with a message.
 """
 
 from __future__ import annotations
@@ -26,7 +42,7 @@ import datetime as dt
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +52,13 @@ from sqlalchemy.engine import Connection, Engine
 
 from mrv.errors import ConfigError, SampleError
 from mrv.samples.ingest import CANONICAL_COLUMNS, Rejection
+from mrv.samples.stocks import VAN_BEMMELEN_FACTOR, VAN_BEMMELEN_FACTOR_SD
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: Versions :meth:`SampleStore.open` can upgrade in place.
+_MIGRATABLE = (1,)
+#: Key of the PostgreSQL advisory lock that serialises writers ("mrv-samples").
+WRITE_LOCK_KEY = 0x6D72762D73616D70
 DEFAULT_URL = "sqlite:///out/samples.db"
 
 #: Submission status values in the ledger.
@@ -90,6 +111,8 @@ _FLOAT_COLUMNS = {
     "soc_g_kg",
     "bulk_density_g_cm3",
     "coarse_fragments_vol_pct",
+    "soc_sd_g_kg",
+    "gps_accuracy_m",
 }
 _NOT_NULL = {
     "row",
@@ -148,6 +171,8 @@ class SampleStore:
 
     url: str
     engine: Engine
+    migrated_from: int | None = None
+    """Schema version the database had before :meth:`open` upgraded it (None: no upgrade)."""
 
     @classmethod
     def open(cls, url: str | Path = DEFAULT_URL) -> SampleStore:
@@ -183,7 +208,7 @@ class SampleStore:
             _configure_sqlite(engine)
         store = cls(url=text, engine=engine)
         try:
-            store._create_schema()
+            migrated_from = store._create_schema()
         except sa.exc.OperationalError as exc:
             engine.dispose()
             raise ConfigError(
@@ -192,7 +217,12 @@ class SampleStore:
         except BaseException:
             engine.dispose()
             raise
-        return store
+        return replace(store, migrated_from=migrated_from) if migrated_from is not None else store
+
+    @property
+    def backend(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return str(self.engine.dialect.name)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -207,30 +237,63 @@ class SampleStore:
     def transaction(self) -> Iterator[Connection]:
         """One write transaction: committed when the block ends, rolled back on any error.
 
-        On SQLite it starts with ``BEGIN IMMEDIATE`` so that concurrent writers queue up
-        instead of failing half-way.
+        Writers queue up instead of failing half-way: on SQLite the transaction starts with
+        ``BEGIN IMMEDIATE``, on PostgreSQL it first takes the advisory lock ``WRITE_LOCK_KEY``
+        (released at commit or rollback).
         """
         with self.engine.connect() as conn:
             conn.execution_options(mrv_write=True)
             with conn.begin():
+                if conn.dialect.name == "postgresql":
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": WRITE_LOCK_KEY})
                 yield conn
 
-    def _create_schema(self) -> None:
+    def _create_schema(self) -> int | None:
+        """Create a new schema or check (and upgrade) an existing one; returns the version upgraded from."""
+        migrated_from = None
         with self.transaction() as conn:
             if sa.inspect(conn).has_table("schema_version"):
                 found = conn.execute(sa.select(schema_version.c.version)).scalars().all()
-                if found and found != [SCHEMA_VERSION]:
+                if found and found[0] in _MIGRATABLE and len(found) == 1:
+                    _migrate(conn, found[0])
+                    migrated_from = found[0]
+                elif found and found != [SCHEMA_VERSION]:
                     raise ConfigError(
                         f"The sample database {self.url} has schema version {found[0]}, but this version of mrv "
-                        f"uses schema version {SCHEMA_VERSION}. Use a matching mrv version or a new --db."
+                        f"uses schema version {SCHEMA_VERSION} (and can upgrade only from {list(_MIGRATABLE)}). "
+                        "Use a matching mrv version or a new --db."
                     )
             metadata.create_all(conn)
             if not conn.execute(sa.select(schema_version.c.version)).first():
                 conn.execute(schema_version.insert().values(version=SCHEMA_VERSION))
+        return migrated_from
 
     def schema_version(self) -> int:
         with self.engine.connect() as conn:
             return int(conn.execute(sa.select(schema_version.c.version)).scalar_one())
+
+
+def _migrate(conn: Connection, version: int) -> None:
+    """Upgrade schema ``version`` to :data:`SCHEMA_VERSION` inside the caller's transaction.
+
+    1 -> 2: add ``samples.soc_sd_g_kg`` and ``samples.gps_accuracy_m`` (nullable). Samples whose
+    SOC was converted from organic matter (method ending in the van Bemmelen note) get their
+    conversion SD back: ``0.08 x SOM = 0.08 / 0.58 x SOC`` (:func:`mrv.samples.stocks.som_to_soc`).
+    Both SQLite and PostgreSQL run ``ALTER TABLE ... ADD COLUMN`` transactionally, so a failed
+    upgrade leaves version 1 intact.
+    """
+    if version == 1:
+        double = sa.Double().compile(dialect=conn.dialect)
+        have = {c["name"] for c in sa.inspect(conn).get_columns("samples")}
+        for name in ("soc_sd_g_kg", "gps_accuracy_m"):
+            if name not in have:
+                conn.exec_driver_sql(f"ALTER TABLE samples ADD COLUMN {name} {double}")
+        conn.execute(
+            samples.update()
+            .where(samples.c.method.like("%x organic matter (van Bemmelen)%"), samples.c.soc_sd_g_kg.is_(None))
+            .values(soc_sd_g_kg=samples.c.soc_g_kg * (VAN_BEMMELEN_FACTOR_SD / VAN_BEMMELEN_FACTOR))
+        )
+        conn.execute(schema_version.update().values(version=SCHEMA_VERSION))
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -275,6 +338,8 @@ class Submission:
 class AcceptedRow:
     row: int
     sample_id: str
+    qa_flag: str = ""
+    """Why the QA flagged the sample (kept in the store), ``""`` when fine."""
 
 
 @dataclass(frozen=True)
@@ -294,9 +359,16 @@ class SubmissionReport:
     def submission_id(self) -> int:
         return self.submission.submission_id
 
+    @property
+    def flagged(self) -> int:
+        """Accepted samples the QA flagged (stored with the reason)."""
+        return sum(1 for a in self.accepted_rows if a.qa_flag)
+
     def lines(self) -> list[tuple[int, str, str]]:
-        """``(row, sample id or column, 'ACCEPTED' or 'REJECTED: reason')`` sorted by row."""
-        out = [(a.row, a.sample_id, "ACCEPTED") for a in self.accepted_rows]
+        """``(row, sample id or column, result)`` sorted by row; result is ``ACCEPTED``,
+        ``ACCEPTED, FLAGGED: reason`` or ``REJECTED: reason``."""
+        out = [(a.row, a.sample_id, f"ACCEPTED, FLAGGED: {a.qa_flag}" if a.qa_flag else "ACCEPTED")
+               for a in self.accepted_rows]  # fmt: skip
         out += [(r.row, r.column or "(whole row)", f"REJECTED: {r.reason}") for r in self.rejections]
         return sorted(out, key=lambda t: t[0])
 
@@ -331,7 +403,7 @@ def _report(
             "Run 'mrv samples list' to see the submission numbers."
         )
     acc = conn.execute(
-        sa.select(samples.c.row, samples.c.sample_id)
+        sa.select(samples.c.row, samples.c.sample_id, samples.c.qa_flag)
         .where(samples.c.submission_id == submission_id)
         .order_by(samples.c.row)
     )
@@ -342,7 +414,7 @@ def _report(
     )
     return SubmissionReport(
         submission=_submission(row),
-        accepted_rows=tuple(AcceptedRow(int(r.row), str(r.sample_id)) for r in acc),
+        accepted_rows=tuple(AcceptedRow(int(r.row), str(r.sample_id), str(r.qa_flag or "")) for r in acc),
         rejections=tuple(Rejection(int(r.row), r.column, r.value, r.reason) for r in rej),
         duplicate_of=duplicate_of,
     )
@@ -364,6 +436,36 @@ def samples_frame(store: SampleStore, *, source: str | None = None, agency: str 
     for col in _FLOAT_COLUMNS:
         frame[col] = frame[col].astype(float)
     return frame
+
+
+FLAG_COLUMNS = ["submission_id", "agency", "source", "row", "sample_id", "site_id", "sampling_date", "qa_flag"]
+
+
+def flagged_samples(store: SampleStore, *, submission_id: int | None = None) -> pd.DataFrame:
+    """Samples with a QA flag (``FLAG_COLUMNS``), oldest first; of one submission if given."""
+    query = (
+        sa.select(*[samples.c[c] for c in FLAG_COLUMNS])
+        .where(samples.c.qa_flag != "")
+        .order_by(samples.c.submission_id, samples.c.row)
+    )
+    if submission_id is not None:
+        query = query.where(samples.c.submission_id == submission_id)
+    with store.engine.connect() as conn:
+        if submission_id is not None:
+            _report(conn, submission_id, store_url=store.url)  # raises for an unknown submission
+        rows = conn.execute(query).all()
+    return pd.DataFrame([tuple(r) for r in rows], columns=FLAG_COLUMNS)
+
+
+def flag_counts(store: SampleStore) -> dict[int, int]:
+    """Submission id -> number of its samples with a QA flag (submissions without flags left out)."""
+    query = (
+        sa.select(samples.c.submission_id, sa.func.count())
+        .where(samples.c.qa_flag != "")
+        .group_by(samples.c.submission_id)
+    )
+    with store.engine.connect() as conn:
+        return {int(sid): int(n) for sid, n in conn.execute(query)}
 
 
 def raw_file(store: SampleStore, sha256: str) -> bytes:

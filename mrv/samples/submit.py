@@ -8,6 +8,10 @@
   (with its reason, nothing else) and :class:`~mrv.errors.SubmissionRejected` is raised.
 * Sample ids are unique per agency across submissions: a row reusing an id the agency stored
   earlier is rejected with that reason.
+* In the same transaction the new samples are checked against every stored sample
+  (:func:`mrv.samples.store_qa.apply_qa`: duplicates, GPS accuracy, jitter of re-visited sites,
+  crowd outliers against nearby lab samples) and their flags written to ``qa_flag``. Flagged
+  samples are stored, never rejected: the report lists them as ``ACCEPTED, FLAGGED: reason``.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from sqlalchemy.engine import Connection
 from mrv.errors import ConfigError, SubmissionRejected
 from mrv.samples.formats import SampleFormat
 from mrv.samples.ingest import CANONICAL_COLUMNS, IngestResult, Rejection, ingest
+from mrv.samples.qa import SampleChecks
 from mrv.samples.store import (
     REJECTED,
     STORED,
@@ -38,6 +43,7 @@ from mrv.samples.store import (
     submissions,
     utc_now,
 )
+from mrv.samples.store_qa import apply_qa
 
 SOURCES = ("lab", "crowd")
 #: How often a submission is retried when a concurrent writer stored a conflicting row first.
@@ -54,8 +60,11 @@ def submit_file(
     project_crs: str,
     region_bounds: tuple[float, float, float, float] | None = None,
     today: dt.date | None = None,
+    checks: SampleChecks | None = None,
 ) -> SubmissionReport:
     """Store ``path`` submitted by ``agency`` and return its report.
+
+    ``checks`` are the QA thresholds (default: those of :class:`mrv.config.SamplesConfig`).
 
     Raises:
         SubmissionRejected: the file cannot be read as a sample table (recorded in the ledger
@@ -93,6 +102,7 @@ def submit_file(
                     break
                 submission_id = _write_submission(conn, result, agency=agency, source=source, fmt=fmt,
                                                   filename=path.name, sha=sha, raw=raw)  # fmt: skip
+                apply_qa(conn, checks, submission_id=submission_id)
                 return _report(conn, submission_id, store_url=store.url)
         except sa.exc.IntegrityError:
             # A concurrent submission stored the same file or a sample id first: check again.
