@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from regions import region_config
+from regions import region_config, run_env
 
 from mrv.pipeline import cache
 from mrv.pipeline.cache import StepSpec, run_cached, sidecar_path
@@ -153,19 +153,6 @@ def _write_config(root: Path) -> Path:
     return region_config(root, spec, name="resume", output_dir=root / "unused", sections=sections)[0]
 
 
-def _run_env(root: Path, api_url: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        PREFECT_API_URL=api_url,
-        PREFECT_HOME=str(root / "prefect_home"),
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        # The source tree may be edited while this test runs; pin the code version for both runs.
-        MRV_CODE_VERSION="resume-test",
-        PYTHONUNBUFFERED="1",
-    )
-    return env
-
-
 def _close(a: Any, b: Any, path: str = "") -> None:
     if isinstance(a, dict):
         assert isinstance(b, dict), path
@@ -191,7 +178,8 @@ def test_kill_9_then_rerun_resumes_with_identical_results(tmp_path: Path, prefec
 
     cfg_path = _write_config(tmp_path)
     rounds = [r["name"] for r in yaml.safe_load(cfg_path.read_text())["rounds"]]
-    env = _run_env(tmp_path, prefect_api)
+    # The source tree may be edited while this test runs; pin the code version for both runs.
+    env = run_env(tmp_path, prefect_api, MRV_CODE_VERSION="resume-test")
     run = RunLayout(tmp_path / "run")
     cmd = [sys.executable, "-m", "mrv.cli", "run", str(cfg_path), "-o", str(run.root)]
 

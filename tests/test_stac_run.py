@@ -8,15 +8,12 @@ a user types) on the session's Prefect test server; the covariate stacks must ag
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
-from regions import region_config
+from regions import finish_mrv_run, region_config, run_env, start_mrv_run
 from stac_server import catalog_api_inputs, rustac_executable, rustac_serve
 
 from mrv.pipeline.layout import RunLayout
@@ -29,39 +26,16 @@ if rustac_executable() is None:
     pytest.skip("rustac CLI not installed (pip install rustac)", allow_module_level=True)
 
 
-def _start_run(config: Path, run_dir: Path, env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], Path]:
-    cmd = [sys.executable, "-m", "mrv.cli", "run", str(config), "-o", str(run_dir), "--no-progress"]
-    with log.open("wb") as sink:  # a file, not a pipe nobody reads while the run goes on
-        return subprocess.Popen(cmd, env=env, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL), log
-
-
-def _finish(run: tuple[subprocess.Popen[bytes], Path], name: str) -> None:
-    proc, log = run
-    try:
-        code = proc.wait(timeout=600)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=30)
-    assert code == 0, f"mrv run ({name}) failed:\n{log.read_text(errors='replace')[-6000:]}"
-
-
 def test_mrv_run_with_stac_source_matches_local_catalog(tmp_path: Path, prefect_api: str) -> None:
     spec = SceneSpec(seed=5, width_px=96, height_px=96, n_fields=4, n_lab_sites=40, n_crowd=10)
     sections = {"model": {"n_estimators": 30}, "accounting": {"n_simulations": 100}, "dask": {"n_workers": 1}}
     local_cfg, region = region_config(tmp_path, spec, name="local", output_dir=tmp_path / "unused", sections=sections)
-    env = dict(os.environ)
-    env.update(
-        PREFECT_API_URL=prefect_api,
-        PREFECT_HOME=str(tmp_path / "prefect_home"),
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PYTHONUNBUFFERED="1",
-    )
+    env = run_env(tmp_path, prefect_api)
     hrefs = catalog_api_inputs(region.collection, tmp_path / "api")
     collection_id = json.loads(region.collection.read_text())["id"]
     local, stac = RunLayout(tmp_path / "run_local"), RunLayout(tmp_path / "run_stac")
     # Both runs at once (2 cores; much of a small run is start-up): the local one needs no server.
-    local_run = _start_run(local_cfg, local.root, env, tmp_path / "local_run.log")
+    local_run = start_mrv_run(local_cfg, local.root, env, tmp_path / "local_run.log")
     try:
         with rustac_serve(hrefs, log_path=tmp_path / "rustac.log") as url:
             cfg = yaml.safe_load(local_cfg.read_text())
@@ -70,9 +44,9 @@ def test_mrv_run_with_stac_source_matches_local_catalog(tmp_path: Path, prefect_
             cfg["name"] = "stac"
             stac_cfg = tmp_path / "stac.yaml"
             stac_cfg.write_text(yaml.safe_dump(cfg))
-            _finish(_start_run(stac_cfg, stac.root, env, tmp_path / "stac_run.log"), "imagery.source: stac")
+            finish_mrv_run(start_mrv_run(stac_cfg, stac.root, env, tmp_path / "stac_run.log"), "imagery.source: stac")
     finally:
-        _finish(local_run, "imagery.source: local")
+        finish_mrv_run(local_run, "imagery.source: local")
 
     report = json.loads((stac.root / "report.json").read_text())
     assert report["project"]["soc_stock_t_ha"]["mean"] > 0

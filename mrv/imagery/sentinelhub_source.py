@@ -4,9 +4,15 @@ The Process API resamples to the grid itself (``bbox`` in the grid CRS, ``size``
 FLOAT32 reflectance with ``harmonizeValues`` so the processing-baseline 04.00 offset is already removed,
 and the scene classification (SCL) as a seventh band that is used for masking.
 
+Resampling follows the local/STAC loader (:mod:`mrv.imagery.load`): bilinear for reflectance, nearest
+neighbour for SCL class codes. Sentinel Hub applies one ``upsampling`` / ``downsampling`` method (default
+``NEAREST``) to every band of an input, so the request names the collection twice (data fusion): input
+``refl`` with ``BILINEAR`` for the six reflectance bands, input ``scl`` with ``NEAREST`` for SCL.
+
 Credentials come from the constructor, else the ``SH_CLIENT_ID`` / ``SH_CLIENT_SECRET`` environment
 variables, else the sentinelhub configuration profile. They are handed to ``SHConfig`` only; they are
-never logged.
+never logged. The OAuth token URL comes from the constructor, else ``SH_TOKEN_URL``, else the deployment
+(:func:`default_token_url`).
 """
 
 from __future__ import annotations
@@ -15,24 +21,28 @@ import datetime as dt
 import logging
 import os
 import re
-from collections.abc import Sequence
+import urllib.parse
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import pystac
 import xarray as xr
+from oauthlib.oauth2.rfc6749.errors import InsecureTransportError, OAuth2Error
 from sentinelhub import (
     CRS,
     BBox,
     DataCollection,
     MimeType,
+    ResamplingType,
     SentinelHubCatalog,
     SentinelHubRequest,
     SHConfig,
 )
 from sentinelhub.exceptions import DownloadFailedException
 
-from mrv.errors import ConfigError, ImageryError, NoImageryFound
+from mrv.errors import ConfigError, ImageryError, MRVError, NoImageryFound
 from mrv.grid import Grid
 from mrv.imagery.masking import clear_mask
 from mrv.imagery.source import LoadedScenes, SearchRequest
@@ -53,18 +63,48 @@ RESPONSE_BANDS: tuple[str, ...] = (*BAND_IDS.values(), "SCL")
 #: Largest output the Process API returns in one request (pixels per side).
 MAX_PROCESS_PX = 2500
 
-EVALSCRIPT = """//VERSION=3
-function setup() {
-  return {
-    input: [{bands: ["B02", "B03", "B04", "B08", "B11", "B12", "SCL"], units: ["REFLECTANCE", "REFLECTANCE",
-             "REFLECTANCE", "REFLECTANCE", "REFLECTANCE", "REFLECTANCE", "DN"]}],
-    output: {id: "default", bands: 7, sampleType: "FLOAT32"}
-  };
-}
-function evaluatePixel(s) {
-  return [s.B02, s.B03, s.B04, s.B08, s.B11, s.B12, s.SCL];
-}
+#: Data fusion ids of the two inputs (the same collection, resampled differently).
+REFLECTANCE_INPUT = "refl"
+SCL_INPUT = "scl"
+
+EVALSCRIPT = f"""//VERSION=3
+function setup() {{
+  return {{
+    input: [
+      {{datasource: "{REFLECTANCE_INPUT}", bands: ["B02", "B03", "B04", "B08", "B11", "B12"], units: "REFLECTANCE"}},
+      {{datasource: "{SCL_INPUT}", bands: ["SCL"], units: "DN"}}
+    ],
+    output: {{id: "default", bands: 7, sampleType: "FLOAT32"}}
+  }};
+}}
+function evaluatePixel(samples) {{
+  return [samples.{REFLECTANCE_INPUT}[0].B02, samples.{REFLECTANCE_INPUT}[0].B03, samples.{REFLECTANCE_INPUT}[0].B04,
+          samples.{REFLECTANCE_INPUT}[0].B08, samples.{REFLECTANCE_INPUT}[0].B11, samples.{REFLECTANCE_INPUT}[0].B12,
+          samples.{SCL_INPUT}[0].SCL];
+}}
 """
+
+
+#: Token endpoint of every ``*.sentinel-hub.com`` deployment: they authenticate at the main one
+#: (sentinelhub-py ``SHConfig.sh_token_url``).
+SENTINEL_HUB_TOKEN_URL = "https://services.sentinel-hub.com/auth/realms/main/protocol/openid-connect/token"
+#: Token endpoint of the Copernicus Data Space Ecosystem's Sentinel Hub (``https://sh.dataspace.copernicus.eu``).
+CDSE_TOKEN_URL = "https://identity.dataspace.copernicus.eu/auth/realms/CDSE/protocol/openid-connect/token"
+TOKEN_URL_ENV = "SH_TOKEN_URL"
+
+
+def default_token_url(base_url: str) -> str:
+    """The OAuth token URL of the Sentinel Hub deployment at ``base_url``.
+
+    ``*.sentinel-hub.com`` -> :data:`SENTINEL_HUB_TOKEN_URL`, ``*.dataspace.copernicus.eu`` ->
+    :data:`CDSE_TOKEN_URL`, any other host -> ``<base_url>/auth/realms/main/protocol/openid-connect/token``.
+    """
+    host = (urllib.parse.urlsplit(base_url).hostname or "").lower()
+    if host == "sentinel-hub.com" or host.endswith(".sentinel-hub.com"):
+        return SENTINEL_HUB_TOKEN_URL
+    if host == "dataspace.copernicus.eu" or host.endswith(".dataspace.copernicus.eu"):
+        return CDSE_TOKEN_URL
+    return f"{base_url.rstrip('/')}/auth/realms/main/protocol/openid-connect/token"
 
 
 #: Loggers of the OAuth stack under sentinelhub; ``requests_oauthlib`` logs the token request body, client
@@ -116,6 +156,19 @@ def _profile_credentials() -> tuple[str | None, str | None]:
     except (KeyError, OSError, ValueError):
         return None, None
     return cfg.sh_client_id or None, cfg.sh_client_secret or None
+
+
+def _l2a_collection(base_url: str) -> DataCollection:
+    """Sentinel-2 L2A served by the deployment at ``base_url`` (Process API requests go to its service URL).
+
+    sentinelhub's own ``SENTINEL2_L2A`` already belongs to ``services.sentinel-hub.com``; deriving a copy
+    for that URL would duplicate its definition, which sentinelhub refuses. Other deployments get one
+    derived collection each, named after the URL only, so every source for that URL shares it.
+    """
+    standard = DataCollection.SENTINEL2_L2A
+    if (standard.service_url or "").rstrip("/") == base_url:
+        return standard
+    return standard.define_from(f"mrv-sentinel-2-l2a-{base_url}", service_url=base_url)
 
 
 def _as_stac_dict(feature: dict[str, Any], collection: str) -> dict[str, Any]:
@@ -176,10 +229,40 @@ class SentinelHubSource:
         self.collection_name = collection_name
         self._config = SHConfig(use_defaults=True)
         self._config.sh_base_url = base
-        self._config.sh_token_url = token_url or f"{base}/auth/realms/main/protocol/openid-connect/token"
+        self._config.sh_token_url = token_url or os.environ.get(TOKEN_URL_ENV) or default_token_url(base)
         self._config.sh_client_id = cid
         self._config.sh_client_secret = secret
-        self._collection = DataCollection.SENTINEL2_L2A.define_from(f"mrv-{collection_name}-{base}", service_url=base)
+        self._collection = _l2a_collection(base)
+
+    # -- errors -------------------------------------------------------------------------------------------------
+
+    #: OAuth error codes meaning the client id / secret (or the token URL's realm) were not accepted.
+    _REJECTED_CREDENTIALS = frozenset({"invalid_client", "unauthorized_client", "access_denied", "invalid_grant"})
+
+    def _auth_error(self, exc: OAuth2Error) -> MRVError:
+        """The error to raise when getting an OAuth token failed (never quoting the secret)."""
+        url = self._config.sh_token_url
+        if isinstance(exc, InsecureTransportError):
+            return ConfigError(
+                f"The Sentinel Hub token URL {url} is not https, and OAuth refuses to send client credentials over "
+                "plain http. Use an https imagery.url (OAUTHLIB_INSECURE_TRANSPORT=1 is only for local test servers)."
+            )
+        detail = f"{exc.error}: {exc.description}" if exc.description else str(exc.error)
+        if exc.error in self._REJECTED_CREDENTIALS:
+            return ConfigError(
+                f"Sentinel Hub did not accept the OAuth client credentials at {url} ({detail}). Check SH_CLIENT_ID "
+                f"and SH_CLIENT_SECRET (or the sentinelhub config profile), and that {url} is the token URL of the "
+                f"deployment at {self.base_url}."
+            )
+        return ImageryError(f"Getting a Sentinel Hub access token from {url} failed ({detail}). Retry later.")
+
+    @contextmanager
+    def _authenticated(self) -> Iterator[None]:
+        """Turn OAuth token failures (raised by ``oauthlib``, not by sentinelhub) into errors of this package."""
+        try:
+            yield
+        except OAuth2Error as exc:
+            raise self._auth_error(exc) from exc
 
     # -- search -------------------------------------------------------------------------------------------------
 
@@ -190,13 +273,14 @@ class SentinelHubSource:
             f"cloud cover <= {request.max_cloud_pct}%"
         )
         try:
-            results = catalog.search(
-                self.collection_name,
-                bbox=BBox(request.bbox_wgs84, CRS.WGS84),
-                time=(_utc_day(request.start, end=False), _utc_day(request.end, end=True)),
-                filter=f"eo:cloud_cover <= {float(request.max_cloud_pct)}",
-            )
-            features = list(results)
+            with self._authenticated():
+                results = catalog.search(
+                    self.collection_name,
+                    bbox=BBox(request.bbox_wgs84, CRS.WGS84),
+                    time=(_utc_day(request.start, end=False), _utc_day(request.end, end=True)),
+                    filter=f"eo:cloud_cover <= {float(request.max_cloud_pct)}",
+                )
+                features = list(results)
         except DownloadFailedException as exc:
             raise ImageryError(
                 f"Sentinel Hub catalog search failed for {where}: {exc}. Check the credentials, base_url and "
@@ -218,8 +302,15 @@ class SentinelHubSource:
             input_data=[
                 SentinelHubRequest.input_data(
                     data_collection=self._collection,
+                    identifier=identifier,
                     time_interval=(_utc_day(day, end=False), _utc_day(day, end=True)),
+                    upsampling=resampling,
+                    downsampling=resampling,
                     other_args={"processing": {"harmonizeValues": True}},
+                )
+                for identifier, resampling in (
+                    (REFLECTANCE_INPUT, ResamplingType.BILINEAR),
+                    (SCL_INPUT, ResamplingType.NEAREST),
                 )
             ],
             responses=[SentinelHubRequest.output_response("default", MimeType.TIFF)],
@@ -255,7 +346,8 @@ class SentinelHubSource:
         y = np.asarray(grid.y_coords())
         for day in sorted(by_day):
             try:
-                data = self._request(day, grid).get_data()
+                with self._authenticated():
+                    data = self._request(day, grid).get_data()
             except DownloadFailedException as exc:
                 raise ImageryError(
                     f"Sentinel Hub Process API request for {day} failed: {exc}. Check credentials and quota, "
