@@ -233,6 +233,10 @@ def test_source_matches_local_loader(
     assert all(d["processing"]["harmonizeValues"] is True for d in data)
     days = [e.body["input"]["data"][0]["dataFilter"]["timeRange"]["from"][:10] for e in process]
     assert days == list(rnd.acquisition_dates)
+    for e in process:  # the scenes' acquisition time, not the whole day: other same-day scenes stay out
+        span = e.body["input"]["data"][0]["dataFilter"]["timeRange"]
+        t0, t1 = (dt.datetime.fromisoformat(span[k].replace("Z", "+00:00")) for k in ("from", "to"))
+        assert dt.timedelta(0) < t1 - t0 <= dt.timedelta(minutes=2), span
     assert [e.served for e in process] == [(i.id,) for i in items]
 
 

@@ -296,14 +296,15 @@ class SentinelHubSource:
 
     # -- load ---------------------------------------------------------------------------------------------------
 
-    def _request(self, day: dt.date, grid: Grid) -> SentinelHubRequest:
+    def _request(self, when: tuple[dt.datetime, dt.datetime], grid: Grid) -> SentinelHubRequest:
+        """The Process request of the scenes acquired between ``when`` (UTC), resampled to ``grid``."""
         return SentinelHubRequest(
             evalscript=EVALSCRIPT,
             input_data=[
                 SentinelHubRequest.input_data(
                     data_collection=self._collection,
                     identifier=identifier,
-                    time_interval=(_utc_day(day, end=False), _utc_day(day, end=True)),
+                    time_interval=when,
                     upsampling=resampling,
                     downsampling=resampling,
                     other_args={"processing": {"harmonizeValues": True}},
@@ -320,7 +321,11 @@ class SentinelHubSource:
         )
 
     def load(self, items: Sequence[pystac.Item], bands: Sequence[str], grid: Grid, *, chunk_px: int) -> LoadedScenes:
-        """One Process API request per acquisition date; ``chunk_px`` is unused (responses are in memory)."""
+        """One Process API request per acquisition date; ``chunk_px`` is unused (responses are in memory).
+
+        The request's time range spans the searched items of that date (plus a minute each side), not the
+        whole day, so a same-day scene the search left out (e.g. for cloud cover) is not mosaicked in.
+        """
         unknown = [b for b in bands if b not in BAND_IDS]
         if unknown:
             raise ConfigError(f"Sentinel Hub source cannot deliver bands {unknown}; choose from {sorted(BAND_IDS)}.")
@@ -331,11 +336,11 @@ class SentinelHubSource:
                 f"Grid of {grid.width}x{grid.height} px exceeds the Process API limit of {MAX_PROCESS_PX} px per "
                 "side. Use a coarser resolution or split the area into smaller grids."
             )
-        by_day: dict[dt.date, list[str]] = {}
+        by_day: dict[dt.date, list[pystac.Item]] = {}
         for item in items:
             if item.datetime is None:
                 raise ImageryError(f"Item {item.id} has no datetime; Sentinel Hub loads by date. Re-run the search.")
-            by_day.setdefault(item.datetime.astimezone(dt.UTC).date(), []).append(item.id)
+            by_day.setdefault(item.datetime.astimezone(dt.UTC).date(), []).append(item)
 
         idx = [RESPONSE_BANDS.index(BAND_IDS[b]) for b in bands]
         scl_idx = RESPONSE_BANDS.index("SCL")
@@ -346,8 +351,10 @@ class SentinelHubSource:
         y = np.asarray(grid.y_coords())
         for day in sorted(by_day):
             try:
+                acquired = [i.datetime.astimezone(dt.UTC) for i in by_day[day] if i.datetime is not None]
+                margin = dt.timedelta(minutes=1)
                 with self._authenticated():
-                    data = self._request(day, grid).get_data()
+                    data = self._request((min(acquired) - margin, max(acquired) + margin), grid).get_data()
             except DownloadFailedException as exc:
                 raise ImageryError(
                     f"Sentinel Hub Process API request for {day} failed: {exc}. Check credentials and quota, "
@@ -371,12 +378,12 @@ class SentinelHubSource:
             ds = xr.Dataset(out)
             ds["scl"] = scl
             parts.append(ds)
-            used.append(",".join(by_day[day]))
+            used.append(",".join(i.id for i in by_day[day]))
             times.append(np.datetime64(dt.datetime.combine(day, dt.time()), "ns"))
 
         result = xr.concat(parts, dim="time").assign_coords(
             time=("time", np.asarray(times)), y=("y", y), x=("x", x), item_id=("time", used)
         )
         result.attrs = {"crs": grid.crs}
-        all_ids = tuple(i for day in sorted(by_day) for i in by_day[day])
+        all_ids = tuple(i.id for day in sorted(by_day) for i in by_day[day])
         return LoadedScenes(reflectance=result, items=all_ids)
