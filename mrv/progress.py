@@ -54,7 +54,3 @@ def show_bars(stream: IO[str]) -> None:
 
     _factory = factory
 
-
-def hide_bars() -> None:
-    global _factory
-    _factory = None

@@ -79,6 +79,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def api_collection(collection_id: str, bbox: Sequence[float], description: str = "test") -> dict[str, Any]:
+    """A minimal STAC collection ``collection_id`` covering ``bbox`` (lon/lat), for :func:`write_api_inputs`."""
+    return {
+        "type": "Collection",
+        "stac_version": "1.0.0",
+        "id": collection_id,
+        "description": description,
+        "license": "proprietary",
+        "extent": {"spatial": {"bbox": [list(bbox)]}, "temporal": {"interval": [[None, None]]}},
+        "links": [],
+    }
+
+
 def write_api_inputs(directory: Path, collection: dict[str, Any], items: Sequence[dict[str, Any]]) -> list[Path]:
     """``collection.json`` and ``items.ndjson`` for ``rustac serve``."""
     directory.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ import pytest
 import rasterio
 from pyproj import Transformer
 from rasterio.transform import from_origin
-from stac_server import rustac_serve, write_api_inputs
+from stac_server import api_collection, rustac_serve, write_api_inputs
 
 from mrv.config import DemConfig, parse_config
 from mrv.errors import ConfigError, ImageryError
@@ -147,15 +147,7 @@ def test_dem_from_a_stac_collection(tmp_path: Path) -> None:
         "assets": {"data": {"href": dem.as_uri(), "type": "image/tiff; application=geotiff", "roles": ["data"]}},
         "links": [],
     }
-    collection = {
-        "type": "Collection",
-        "stac_version": "1.0.0",
-        "id": "cop-dem-glo-30",
-        "description": "test DEM",
-        "license": "proprietary",
-        "extent": {"spatial": {"bbox": [list(ll)]}, "temporal": {"interval": [[None, None]]}},
-        "links": [],
-    }
+    collection = api_collection("cop-dem-glo-30", ll, "test DEM")
     hrefs = write_api_inputs(tmp_path / "api", collection, [item])
     with rustac_serve(hrefs, log_path=tmp_path / "rustac.log") as url:
         source = StacApiSource(url, collection="sentinel-2-l2a", timeout_s=5)

@@ -21,7 +21,7 @@ import rasterio
 from pyproj import Transformer
 from pytest_httpserver import HTTPServer
 from rasterio.transform import from_origin
-from stac_server import catalog_api_inputs, free_port, rustac_serve, write_api_inputs
+from stac_server import api_collection, catalog_api_inputs, free_port, rustac_serve, write_api_inputs
 from werkzeug import Request, Response
 
 from mrv.errors import ConfigError, ImageryError, NoImageryFound
@@ -158,15 +158,7 @@ def stac_items(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]
 def stac_api(tmp_path_factory: pytest.TempPathFactory, stac_items: list[dict[str, Any]]) -> Iterator[str]:
     """URL of a rustac STAC API serving the 25 items."""
     root = tmp_path_factory.mktemp("api")
-    collection = {
-        "type": "Collection",
-        "stac_version": "1.0.0",
-        "id": COLLECTION,
-        "description": "test Sentinel-2 L2A",
-        "license": "proprietary",
-        "extent": {"spatial": {"bbox": [list(WORLD.everything)]}, "temporal": {"interval": [[None, None]]}},
-        "links": [],
-    }
+    collection = api_collection(COLLECTION, WORLD.everything, "test Sentinel-2 L2A")
     hrefs = write_api_inputs(root, collection, stac_items)
     with rustac_serve(hrefs, log_path=root / "rustac.log") as url:
         yield url

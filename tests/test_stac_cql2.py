@@ -27,7 +27,15 @@ import pytest
 from pystac_client import Client
 from pystac_client.conformance import ConformanceClasses
 from shapely.geometry import box, shape
-from stac_server import DuckdbApi, FilterPagingProxy, duckdb_serve, rustac_executable, rustac_serve, write_api_inputs
+from stac_server import (
+    DuckdbApi,
+    FilterPagingProxy,
+    api_collection,
+    duckdb_serve,
+    rustac_executable,
+    rustac_serve,
+    write_api_inputs,
+)
 
 from mrv.imagery.source import SearchRequest
 from mrv.imagery.stac_api import StacApiSource, cloud_filter
@@ -138,15 +146,7 @@ def proxy(declared: FilterPagingProxy) -> FilterPagingProxy:
 @pytest.fixture(scope="module")
 def memory_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     root = tmp_path_factory.mktemp("memory")
-    collection = {
-        "type": "Collection",
-        "stac_version": "1.0.0",
-        "id": COLLECTION,
-        "description": "test",
-        "license": "proprietary",
-        "extent": {"spatial": {"bbox": [list(EVERYWHERE)]}, "temporal": {"interval": [[None, None]]}},
-        "links": [],
-    }
+    collection = api_collection(COLLECTION, EVERYWHERE)
     with rustac_serve(write_api_inputs(root, collection, ITEMS), log_path=root / "rustac.log") as url:
         yield url
 

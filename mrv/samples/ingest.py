@@ -19,6 +19,7 @@ import csv
 import datetime as dt
 import io
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,10 +56,6 @@ CANONICAL_COLUMNS = [
     "soc_sd_g_kg", "gps_accuracy_m",
 ]  # fmt: skip
 
-#: Record columns beyond the stored canonical ones (none since store schema 2 stores them all).
-EXTRA_COLUMNS: list[str] = []
-RECORD_COLUMNS = [*CANONICAL_COLUMNS, *EXTRA_COLUMNS]
-
 _DEFAULT_UNITS = {"bulk_density": "g_cm3", "coarse_fragments": "vol_percent"}
 _ROLE_LABELS = {
     "soc": "SOC",
@@ -81,7 +78,7 @@ class IngestResult:
     submitted: int
     """Number of data lines in the file (header excluded)."""
     accepted: pd.DataFrame
-    """``RECORD_COLUMNS``, one row per sample; x/y in the project CRS; ``row`` = first line of the sample."""
+    """``CANONICAL_COLUMNS``, one row per sample; x/y in the project CRS; ``row`` = first line of the sample."""
     rejected: tuple[Rejection, ...]
     record_lines: tuple[tuple[int, ...], ...] = field(default=())
     """File lines each accepted record was built from, in ``accepted`` order (one line each in a wide file)."""
@@ -258,7 +255,7 @@ def ingest(
         accepted, record_lines, rejected = _ingest_long(header, rows, fmt.long, decimal, ctx)
     else:
         accepted, record_lines, rejected = _ingest_wide(header, rows, decimal, ctx)
-    frame = pd.DataFrame(accepted, columns=RECORD_COLUMNS)
+    frame = pd.DataFrame(accepted, columns=CANONICAL_COLUMNS)
     frame["soc_sd_g_kg"] = frame["soc_sd_g_kg"].astype(float)
     frame["gps_accuracy_m"] = frame["gps_accuracy_m"].astype(float)
     return IngestResult(
@@ -282,6 +279,19 @@ def _line_problem(cells: list[str], header: list[str], line: int) -> Rejection |
     return None
 
 
+def _well_formed_lines(
+    header: list[str], rows: list[list[str]], rejected: list[Rejection]
+) -> Iterator[tuple[int, dict[str, str]]]:
+    """``(file line, cells by column)`` of every row :func:`_line_problem` accepts; the others go to ``rejected``."""
+    for i, cells in enumerate(rows):
+        line = i + 2  # line 1 is the header
+        problem = _line_problem(cells, header, line)
+        if problem is not None:
+            rejected.append(problem)
+            continue
+        yield line, dict(zip(header, cells, strict=True))
+
+
 def _ingest_wide(
     header: list[str], rows: list[list[str]], decimal: str, ctx: _Context
 ) -> tuple[list[dict[str, object]], list[tuple[int, ...]], list[Rejection]]:
@@ -291,13 +301,7 @@ def _ingest_wide(
     lines: list[tuple[int, ...]] = []
     rejected: list[Rejection] = []
     seen_ids: set[str] = set()
-    for i, cells in enumerate(rows):
-        line = i + 2
-        problem = _line_problem(cells, header, line)
-        if problem is not None:
-            rejected.append(problem)
-            continue
-        by_col = dict(zip(header, cells, strict=True))
+    for line, by_col in _well_formed_lines(header, rows, rejected):
         values = {role: by_col.get(col, "") for role, col in fmt.columns.items()}
         row = _Row(values, columns=fmt.columns, lines={}, units=units, decimal=decimal, line=line)
         try:
@@ -341,13 +345,7 @@ def _ingest_long(
     id_col = fmt.columns["sample_id"]
     rejected: list[Rejection] = []
     samples: dict[str, _Sample] = {}
-    for i, cells in enumerate(rows):
-        line = i + 2
-        problem = _line_problem(cells, header, line)
-        if problem is not None:
-            rejected.append(problem)
-            continue
-        by_col = dict(zip(header, cells, strict=True))
+    for line, by_col in _well_formed_lines(header, rows, rejected):
         sid = by_col[id_col].strip()
         if not sid:
             rejected.append(Rejection(line, id_col, "", f"'{id_col}' is empty; fill it in"))
