@@ -116,7 +116,7 @@ def ingest_samples(
 ) -> dict[str, Any]:
     """Validate ``file`` from ``agency`` and store it in the sample database at ``db_url``.
 
-    ``format`` is a profile name in ``configs/sample_formats/`` or a profile YAML path (default:
+    ``format`` is a profile name in ``mrv/profiles/sample_formats/`` or a profile YAML path (default:
     ``lab_wide`` for lab, ``crowd`` for crowd files). Returns the submission's counts; the
     row-level report is the ``sample-submission-rows`` table artifact.
     """

@@ -77,7 +77,7 @@ class ImageryConfig:
     url: str | None = None
     """STAC API root (``source: stac``) or Sentinel Hub base URL (``source: sentinelhub``)."""
     provider: str | None = None
-    """Provider profile in ``configs/providers/`` (``earth_search``, ``planetary_computer``, ``cdse``);
+    """Provider profile in ``mrv/profiles/providers/`` (``earth_search``, ``planetary_computer``, ``cdse``);
     gives the URL, signing and conventions of a known STAC API."""
     max_cloud_pct: float = 80.0
     bands: tuple[str, ...] = ("blue", "green", "red", "nir", "swir16", "swir22")
@@ -374,7 +374,7 @@ def parse_config(raw: Any, *, source_path: Path, output_dir: str | Path | None =
         raise ConfigError("imagery.catalog is required for source 'local': give the path to the STAC collection.json.")
     if imagery.source == "stac" and not (imagery.url or imagery.provider):
         raise ConfigError(
-            f"imagery.source '{imagery.source}' needs imagery.provider (a profile in configs/providers/) or imagery.url."
+            f"imagery.source '{imagery.source}' needs imagery.provider (a profile in mrv/profiles/providers/) or imagery.url."
         )
 
     rounds_raw = top.get("rounds", kind=list)

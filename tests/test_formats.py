@@ -11,7 +11,7 @@ from mrv.errors import ConfigError
 from mrv.samples.formats import UNIT_FACTORS, load_format, parse_format
 
 REPO = Path(__file__).resolve().parents[1]
-FORMATS = REPO / "configs" / "sample_formats"
+FORMATS = REPO / "mrv" / "profiles" / "sample_formats"
 
 LONG = {
     "layout": "long",

@@ -40,7 +40,7 @@ from mrv.synthetic.samples_writer import write_csv
 from mrv.synthetic.spec import DEFAULT_ROUNDS
 
 REPO = Path(__file__).resolve().parents[1]
-FORMATS = (REPO / "configs" / "sample_formats",)
+FORMATS = (REPO / "mrv" / "profiles" / "sample_formats",)
 BANDS = ("blue", "green", "red", "nir", "swir16", "swir22")
 ROUND = DEFAULT_ROUNDS[0]
 MODEL = ModelConfig(n_estimators=60, cv_folds=2, cv_block_size_m=400.0, seed=0)

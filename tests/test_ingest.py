@@ -13,7 +13,7 @@ from mrv.samples.formats import load_format
 from mrv.samples.ingest import ingest
 
 REPO = Path(__file__).resolve().parents[1]
-FORMATS = (REPO / "configs" / "sample_formats",)
+FORMATS = (REPO / "mrv" / "profiles" / "sample_formats",)
 BOUNDS = (580000.0, 5355000.0, 585000.0, 5360000.0)
 
 LAB_HEADER = "sample_id,site_id,farm_id,field_id,x,y,epsg,sampling_date,top_cm,bottom_cm,soc_g_kg,bulk_density_g_cm3,coarse_fragments_vol_pct,method"

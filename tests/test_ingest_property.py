@@ -19,7 +19,7 @@ from mrv.samples.store import SampleStore
 from mrv.samples.submit import submit_file
 
 REPO = Path(__file__).resolve().parents[1]
-FORMATS = (REPO / "configs" / "sample_formats",)
+FORMATS = (REPO / "mrv" / "profiles" / "sample_formats",)
 LAB = load_format("lab_wide", search_dirs=FORMATS)
 CROWD = load_format("crowd", search_dirs=FORMATS)
 BOUNDS = (580000.0, 5355000.0, 585000.0, 5360000.0)

@@ -26,9 +26,10 @@ from werkzeug import Request, Response
 
 from mrv.errors import ConfigError, ImageryError, NoImageryFound
 from mrv.grid import Grid
-from mrv.imagery.providers import available_profiles, load_profile
+from mrv.imagery.providers import load_profile
 from mrv.imagery.source import SearchRequest
 from mrv.imagery.stac_api import StacApiSource, cloud_filter
+from mrv.resources import available_profiles
 
 FIXTURE = Path(__file__).parent / "fixtures" / "earth_search_s2_l2a_item.json"
 COLLECTION = "sentinel-2-l2a"
@@ -444,7 +445,7 @@ def test_unreachable_api_is_an_imagery_error() -> None:
 
 
 def test_shipped_profiles_load() -> None:
-    assert available_profiles() == ["cdse", "earth_search", "earth_search_c1", "planetary_computer"]
+    assert available_profiles("providers") == ["cdse", "earth_search", "earth_search_c1", "planetary_computer"]
     es = load_profile("earth_search")
     assert es.url == "https://earth-search.aws.element84.com/v1"
     assert es.collections == ("sentinel-2-l2a",)

@@ -42,7 +42,7 @@ from mrv.samples.store_qa import rerun_qa
 from mrv.samples.submit import submit_file
 
 REPO = Path(__file__).resolve().parents[1]
-FORMATS = (REPO / "configs" / "sample_formats",)
+FORMATS = (REPO / "mrv" / "profiles" / "sample_formats",)
 BOUNDS = (580000.0, 5355000.0, 585000.0, 5360000.0)
 TODAY = dt.date(2025, 1, 1)
 HEADER = (

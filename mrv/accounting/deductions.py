@@ -3,7 +3,7 @@
 Carbon-market methodologies do not credit the central estimate of a removal: they discount it
 by its statistical uncertainty. This module turns an estimate and its standard error into the
 quantity that may be credited, one pure function per methodology, plus :func:`deduction_for`
-which dispatches on the methodology id used in ``configs/methodologies/*.yaml``.
+which dispatches on the methodology id used in ``mrv/profiles/methodologies/*.yaml``.
 
 Conventions shared by every function here:
 

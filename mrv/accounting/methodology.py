@@ -1,7 +1,8 @@
 """Methodology design requirements as data, and a checklist that tests evidence against them.
 
 Each carbon-market methodology the pipeline supports is described by a YAML profile in
-``configs/methodologies/<id>.yaml``::
+``methodologies`` (shipped in ``mrv/profiles/methodologies/<id>.yaml``, looked up by
+:func:`mrv.resources.find_profile`)::
 
     id: verra_vm0042_v2            # must equal the file name without .yaml
     name: ...                      # human-readable title
@@ -37,6 +38,7 @@ import yaml
 
 from mrv.accounting.deductions import DEDUCTION_METHODS
 from mrv.errors import AccountingError, ConfigError
+from mrv.resources import PACKAGE_PROFILES, find_profile
 
 __all__ = [
     "DEFAULT_DIRECTORY",
@@ -51,7 +53,7 @@ __all__ = [
 ]
 
 #: ``<repo>/configs/methodologies``; computed, not read, at import time.
-DEFAULT_DIRECTORY = Path(__file__).resolve().parents[2] / "configs" / "methodologies"
+DEFAULT_DIRECTORY = PACKAGE_PROFILES / "methodologies"
 
 Op = Literal[">=", "<=", "==", "is_true"]
 #: Comparison operators a requirement may use.
@@ -245,28 +247,26 @@ def _resolve(path_or_id: str | Path, directory: Path) -> tuple[Path, str | None]
 
 
 def load_methodology(
-    path_or_id: str | Path, *, directory: Path = DEFAULT_DIRECTORY
+    path_or_id: str | Path, *, directory: Path | None = None, config_path: Path | None = None
 ) -> MethodologyProfile:
     """Load and validate a methodology profile.
 
     Args:
-        path_or_id: A methodology id (``"verra_vm0042_v2"``), resolved as
-            ``directory / "<id>.yaml"``, or a path to a YAML file.
-        directory: Where ids are looked up.
+        path_or_id: A methodology id (``"verra_vm0042_v2"``) or a path to a YAML file.
+        directory: Look ids up only here (tests); by default :func:`mrv.resources.find_profile`
+            searches next to ``config_path``, the user profile directory and the package.
 
     Raises:
         ConfigError: if the file is missing or unreadable, is not valid YAML, or has a missing,
             unknown or wrongly typed key; the message names the file and the key.
     """
-    path, requested_id = _resolve(path_or_id, directory)
+    path, requested_id = _resolve(path_or_id, directory or DEFAULT_DIRECTORY)
+    if directory is None and requested_id is not None:
+        path = find_profile("methodologies", requested_id, config_path=config_path)
     if not path.is_file():
-        hint = ""
-        if requested_id is not None and Path(directory).is_dir():
-            known = ", ".join(available_methodologies(directory)) or "(none)"
-            hint = f" Known methodologies in {directory}: {known}."
         raise ConfigError(
             f"methodology profile {path} not found; pass an existing YAML path or a known "
-            f"methodology id.{hint}"
+            f"methodology id ({', '.join(available_methodologies(directory or DEFAULT_DIRECTORY))})."
         )
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))

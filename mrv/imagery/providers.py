@@ -1,6 +1,7 @@
 """Provider profiles: where a STAC API lives and what its Sentinel-2 L2A items look like.
 
-Profiles are small YAML files in ``configs/providers/`` (one per provider and collection family).
+Profiles are small YAML files of kind ``providers`` (shipped in ``mrv/profiles/providers/``; looked up by
+:func:`mrv.resources.find_profile`), one per provider and collection family.
 They are configuration only; nothing here contacts a provider.
 """
 
@@ -13,9 +14,10 @@ from typing import Any
 import yaml
 
 from mrv.errors import ConfigError
+from mrv.resources import PACKAGE_PROFILES, find_profile
 
-#: ``configs/providers`` of the source tree this package was loaded from.
-PROFILE_DIR = Path(__file__).resolve().parents[2] / "configs" / "providers"
+#: The provider profiles shipped with the package.
+PROFILE_DIR = PACKAGE_PROFILES / "providers"
 
 SIGNING_SCHEMES = ("none", "planetary_computer")
 AUTH_SCHEMES = ("none", "s3_credentials", "token")
@@ -48,7 +50,7 @@ def _field(raw: dict[str, Any], key: str, kind: type, source: Path, default: Any
     if key not in raw:
         if default is not None:
             return default
-        raise ConfigError(f"Provider profile {source} lacks '{key}'. Add it (see configs/providers/earth_search.yaml).")
+        raise ConfigError(f"Provider profile {source} lacks '{key}'. Add it (see mrv/profiles/providers/earth_search.yaml).")
     value = raw[key]
     if not isinstance(value, kind):
         raise ConfigError(
@@ -63,19 +65,9 @@ def _choice(value: str, allowed: tuple[str, ...], key: str, source: Path) -> str
     return value
 
 
-def available_profiles(directory: Path | None = None) -> list[str]:
-    """Names of the profiles shipped in ``directory`` (default ``configs/providers``)."""
-    return sorted(p.stem for p in (directory or PROFILE_DIR).glob("*.yaml"))
-
-
-def load_profile(name_or_path: str | Path, *, directory: Path | None = None) -> ProviderProfile:
-    """A profile by name (``earth_search``) or by path to a YAML file."""
-    candidate = Path(name_or_path)
-    is_file = candidate.suffix in (".yaml", ".yml")
-    path = candidate if is_file else (directory or PROFILE_DIR) / f"{name_or_path}.yaml"
-    if not path.is_file():
-        known = ", ".join(available_profiles(directory)) or "none"
-        raise ConfigError(f"No provider profile {path}. Known profiles: {known}; or give the path of a YAML profile.")
+def load_profile(name_or_path: str | Path, *, config_path: Path | None = None) -> ProviderProfile:
+    """A profile by name (``earth_search``) or by path to a YAML file (see :func:`mrv.resources.find_profile`)."""
+    path = find_profile("providers", name_or_path, config_path=config_path)
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:

@@ -29,6 +29,7 @@ from typing import Any, Literal
 import yaml
 
 from mrv.errors import ConfigError
+from mrv.resources import find_profile
 
 #: Canonical column roles a profile may map. Required ones are checked in :func:`load_format`.
 ROLES = (
@@ -133,14 +134,23 @@ class SampleFormat:
         return out
 
 
-def load_format(name_or_path: str | Path, *, search_dirs: tuple[Path, ...]) -> SampleFormat:
-    """Load a profile by name (``<dir>/<name>.yaml`` in ``search_dirs``) or by path."""
-    candidates = [Path(name_or_path)] + [d / f"{name_or_path}.yaml" for d in search_dirs]
-    path = next((p for p in candidates if p.is_file()), None)
+def load_format(
+    name_or_path: str | Path, *, search_dirs: tuple[Path, ...] | None = None, config_path: Path | None = None
+) -> SampleFormat:
+    """Load a profile by name or by path.
+
+    With ``search_dirs`` (tests) a name is looked up only there; by default through
+    :func:`mrv.resources.find_profile` (next to ``config_path``, the user directory, the package).
+    """
+    if search_dirs is None:
+        path: Path | None = find_profile("sample_formats", name_or_path, config_path=config_path)
+    else:
+        candidates = [Path(name_or_path)] + [d / f"{name_or_path}.yaml" for d in search_dirs]
+        path = next((p for p in candidates if p.is_file()), None)
     if path is None:
         raise ConfigError(
-            f"Sample format '{name_or_path}' not found (looked in {[str(d) for d in search_dirs]}). "
-            "Give the name of a profile in configs/sample_formats/ or a path to a profile YAML."
+            f"Sample format '{name_or_path}' not found (looked in {[str(d) for d in search_dirs or ()]}). "
+            "Give the name of a profile in mrv/profiles/sample_formats/ or a path to a profile YAML."
         )
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
