@@ -9,28 +9,58 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from mrv import progress
+from mrv import logs, progress
 from mrv.errors import MRVError
 from mrv.samples.cli import add_commands as add_sample_commands
+from mrv.textsafe import for_terminal_lines
 
 log = logging.getLogger("mrv")
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from flows.regional_monitoring import regional_monitoring
-    from mrv.config import load_config
+    from mrv.validate import validate_path
 
-    cfg = load_config(args.config, output_dir=args.output)
+    checked = validate_path(args.config, output_dir=args.output)  # every expected mistake, before any work
+    cfg = checked.config
+    from flows.regional_monitoring import regional_monitoring
+    from mrv.prefect_api import prefect_api
+
     if args.progress if args.progress is not None else sys.stderr.isatty():
         progress.show_bars(sys.stderr)
-    report_path = Path(regional_monitoring(str(args.config), str(cfg.output_dir)))
+    with prefect_api():
+        report_path = Path(regional_monitoring(str(args.config), str(cfg.output_dir)))
     _print_summary(report_path)
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from mrv.validate import validate_path
+
+    checked = validate_path(args.config, output_dir=args.output)
+    cfg = checked.config
+    sys.stdout.write(
+        f"OK: {args.config} is valid: {len(cfg.rounds)} round(s), {checked.sample_files} sample file(s), "
+        f"{checked.pixels:,} pixels at {cfg.region.resolution_m:g} m in {cfg.region.crs} "
+        f"(~{checked.estimated_gb:.2f} GB of covariates), imagery from {cfg.imagery.source}"
+        f"{' (' + cfg.imagery.provider + ')' if cfg.imagery.provider else ''}, methodology {cfg.accounting.methodology}; "
+        f"output in {cfg.output_dir}\n"
+    )
+    return 0
+
+
+def _cmd_config_schema(args: argparse.Namespace) -> int:
+    from mrv.config_schema import run_config_schema
+
+    text = json.dumps(run_config_schema(), indent=2) + "\n"
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+        sys.stdout.write(f"JSON Schema of the run config written to {args.output}\n")
+    else:
+        sys.stdout.write(text)
     return 0
 
 
@@ -130,6 +160,16 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     run.set_defaults(func=_cmd_run)
 
+    val = sub.add_parser("validate", help="check a run config, its files and credentials before running it")
+    val.add_argument("config", type=Path)
+    val.add_argument("-o", "--output", type=Path, default=None, help="run directory (default: out/<name>)")
+    val.set_defaults(func=_cmd_validate)
+
+    conf = sub.add_parser("config", help="run-config tools").add_subparsers(dest="config_command", required=True)
+    sch = conf.add_parser("schema", help="print the JSON Schema of the run config (generated from the config types)")
+    sch.add_argument("-o", "--output", type=Path, default=None, help="write it to a file instead of stdout")
+    sch.set_defaults(func=_cmd_config_schema)
+
     syn = sub.add_parser("synth", help="generate a seeded synthetic region (imagery, fields, samples)")
     syn.add_argument("out", type=Path)
     syn.add_argument("--seed", type=int, default=42)
@@ -159,13 +199,32 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def expected_error(exc: BaseException) -> MRVError | None:
+    """The :class:`MRVError` behind ``exc``: itself, or one in its cause/context chain (Prefect and Dask
+    re-raise task failures wrapped in their own exceptions)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, MRVError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logs.configure(verbose=args.verbose)
     try:
         return int(args.func(args))
-    except MRVError as exc:
-        sys.stderr.write(f"error: {exc}\n")
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted: finished steps are kept; run the same command again to resume.\n")
+        return 130
+    except Exception as exc:
+        err = expected_error(exc)
+        if err is None:
+            raise
+        sys.stderr.write(f"error: {for_terminal_lines(str(err))}\n")
         return 2
 
 

@@ -8,13 +8,22 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
 from mrv.errors import ConfigError
+from mrv.textsafe import is_safe_component
+
+if TYPE_CHECKING:
+    from mrv.accounting.methodology import MethodologyProfile
+    from mrv.imagery.providers import ProviderProfile
+    from mrv.samples.formats import SampleFormat
+
+#: Field metadata of values the loader fills in (parsed profiles, the config's own path): not YAML keys.
+RESOLVED = {"resolved": True}
 
 SampleSource = Literal["lab", "crowd"]
 ImagerySourceKind = Literal["local", "stac", "sentinelhub"]
@@ -93,15 +102,28 @@ class ImageryConfig:
     """A project grid larger than this is refused (tile the region into several runs)."""
     dem: DemConfig | None = None
     """Terrain covariates from a DEM; none when unset."""
+    max_run_gb: float = 200.0
+    """A run whose covariate stacks (pixels x covariates x 4 bytes x rounds) would exceed this many GB is
+    refused before any work starts (``mrv validate`` prints the estimate)."""
+    provider_profile: ProviderProfile | None = field(default=None, metadata=RESOLVED)
+    """The parsed ``provider`` profile (resolved when the config is loaded; part of the step cache keys)."""
 
 
 @dataclass(frozen=True)
 class SampleFileConfig:
+    """One sample file of a round."""
+
     path: Path
+    """The CSV file (relative to the config file)."""
     source: SampleSource
-    format: str
-    """Name of a sample format profile (``lab_wide``, ``crowd``) or a path to a profile YAML."""
+    """``lab`` (accredited laboratory analyses) or ``crowd`` (farmer or citizen samples: noisier)."""
+    format: str = field(metadata={"optional": True})
+    """Name of a sample format profile (``lab_wide``, ``crowd``) or a path to a profile YAML; default
+    ``lab_wide`` for lab files and ``crowd`` for crowd files."""
     submitter: str = "unknown"
+    """Agency or person who submitted the file (recorded with every sample)."""
+    format_profile: SampleFormat | None = field(default=None, metadata=RESOLVED)
+    """The parsed ``format`` profile (resolved when the config is loaded; part of the step cache keys)."""
 
 
 @dataclass(frozen=True)
@@ -130,9 +152,9 @@ class SamplesConfig:
     """
 
     error_models: dict[str, ErrorModel] = field(default_factory=_default_error_models)
-    outlier_radius_m: float = 500.0
-    outlier_k: float = 3.5
-    outlier_min_lab_sites: int = 3
+    outlier_radius_m: float = field(default=500.0, metadata={"yaml": "outliers.radius_m"})
+    outlier_k: float = field(default=3.5, metadata={"yaml": "outliers.k"})
+    outlier_min_lab_sites: int = field(default=3, metadata={"yaml": "outliers.min_lab_sites"})
     duplicate_tolerance_m: float = 15.0
     gps_tolerance_m: float = 10.0
     """Position tolerance (m): samples whose reported GPS accuracy is worse are flagged, records of one
@@ -150,9 +172,13 @@ class RoundConfig:
     """One monitoring round: an imagery period and the samples taken in it."""
 
     name: str
+    """Round name (a directory name in the run: letters, digits, '.', '_' or '-')."""
     start: dt.date
+    """First day of the imagery period (YYYY-MM-DD)."""
     end: dt.date
-    samples: tuple[SampleFileConfig, ...]
+    """Last day of the imagery period (YYYY-MM-DD)."""
+    samples: tuple[SampleFileConfig, ...] = ()
+    """Sample files of the round, each with its source, format profile and submitter."""
 
 
 @dataclass(frozen=True)
@@ -189,6 +215,10 @@ class ModelConfig:
     """Model registry (:mod:`mrv.modeling.registry`) the trained model is registered in; ``None`` means
     ``<output_dir>/models``. Point several runs at one directory to share it. The run directory keeps its
     own copy in ``model/`` either way."""
+    round_normalisation: bool = True
+    """Normalise each round's covariates by their own median and IQR over the field pixels before training
+    and prediction (:func:`mrv.modeling.features.round_normalisation`), so imagery differences between
+    rounds do not become SOC change. ``false`` pools raw covariates over rounds (the old behaviour)."""
 
 
 @dataclass(frozen=True)
@@ -215,14 +245,27 @@ class AccountingConfig:
     is not propagated."""
     methodology: str = "verra_vm0042_v2"
     seed: int = 0
+    change_estimator: str = "regression"
+    """How the credited change is estimated (:mod:`mrv.accounting.change`): ``regression`` (default) or
+    ``difference``: design-based, from the sites re-measured in the first and last round with the map
+    change as auxiliary (VM0042 v2.2 Eqs. 70-71); ``map``: the Monte Carlo change of the maps alone
+    (not design-based; only for comparison)."""
+    pair_distance_m: float = 10.0
+    """A site of the last round within this distance (m) of a first-round site in the same field, each the
+    other's nearest, is a re-measurement of it."""
+    methodology_profile: MethodologyProfile | None = field(default=None, metadata=RESOLVED)
+    """The parsed ``methodology`` profile (resolved when the config is loaded)."""
 
 
 @dataclass(frozen=True)
 class RunConfig:
     name: str
-    source_path: Path
-    output_dir: Path
-    depth_cm: float
+    """Name of the run; the default run directory is ``out/<name>``."""
+    source_path: Path = field(metadata=RESOLVED)
+    output_dir: Path = field(metadata={"optional": True})
+    """Run directory (relative to the config file); default ``out/<name>`` in the working directory."""
+    depth_cm: float = field(metadata={"optional": True})
+    """Depth of the reported stocks (cm from the surface); default 30 (VM0042's minimum)."""
     region: RegionConfig
     imagery: ImageryConfig
     rounds: tuple[RoundConfig, ...]
@@ -287,6 +330,69 @@ def _date(value: Any, where: str) -> dt.date:
         raise ConfigError(f"{where}: '{value}' is not a date; write it as YYYY-MM-DD.") from exc
 
 
+#: First Sentinel-2 acquisitions (Sentinel-2A launched 2015-06-23; ESA, Sentinel-2 mission guide).
+SENTINEL2_START = dt.date(2015, 6, 23)
+#: Pixel sizes a run accepts (m): Sentinel-2's finest bands are 10 m; below 1 m the grid only repeats pixels.
+RESOLUTION_RANGE_M = (1.0, 1000.0)
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """YAML's safe loader without implicit timestamps: ``start: 2024-13-01`` stays text, so the date
+    check reports it with its key instead of YAML raising a bare ``ValueError``."""
+
+
+_ConfigLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def read_yaml(text: str, where: str) -> Any:
+    """Parse YAML ``text`` (dates stay strings); any syntax problem becomes one :class:`ConfigError`."""
+    try:
+        return yaml.load(text, Loader=_ConfigLoader)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where} is not valid YAML: {exc}. Fix the syntax at the line shown.") from exc
+
+
+def projected_crs(value: str, where: str) -> str:
+    """``value`` as ``EPSG:<code>`` after checking it is a 2-D projected CRS in metres.
+
+    Areas, pixel sizes and distances in this package are metres of the project CRS, so geographic
+    (degrees), geocentric, vertical, compound and foot-based CRSs are refused with the reason.
+    """
+    from pyproj import CRS
+    from pyproj.exceptions import CRSError
+
+    text = str(value).strip()
+    if not text.upper().startswith("EPSG:") or not text[5:].isdigit() or not text[5:].isascii():
+        raise ConfigError(f"{where} must be an EPSG code like 'EPSG:32633' (UTM 33N), got {value!r}.")
+    try:
+        crs = CRS.from_user_input(text)
+    except CRSError as exc:
+        raise ConfigError(f"{where}: {text} is not a known EPSG code. Check it on epsg.io (e.g. EPSG:32633).") from exc
+    hint = "Use a projected CRS in metres, e.g. the UTM zone of the region (EPSG:326xx north, 327xx south)."
+    if crs.is_geocentric:
+        raise ConfigError(f"{where}: {text} ({crs.name}) is geocentric (3-D Earth-centred). {hint}")
+    if crs.is_vertical or crs.is_compound or len(crs.axis_info) != 2:
+        raise ConfigError(f"{where}: {text} ({crs.name}) is not a 2-D horizontal CRS. {hint}")
+    if not crs.is_projected:
+        raise ConfigError(f"{where}: {text} ({crs.name}) is geographic (degrees). {hint}")
+    units = {a.unit_name for a in crs.axis_info}
+    if units != {"metre"}:
+        raise ConfigError(f"{where}: {text} ({crs.name}) is in {', '.join(sorted(units))}, not metres. {hint}")
+    return f"EPSG:{int(text[5:])}"
+
+
+def _safe_name(value: str, where: str) -> str:
+    if not is_safe_component(value):
+        raise ConfigError(
+            f"{where} {value!r} is used as a directory name: use letters, digits, '.', '_' or '-' "
+            "(starting with a letter or digit, at most 128 characters, no '/' or '..')."
+        )
+    return value
+
+
 def _positive(value: float, where: str) -> float:
     if value <= 0:
         raise ConfigError(f"{where} must be positive, got {value}.")
@@ -299,6 +405,21 @@ def _fraction(value: float, where: str) -> float:
     return float(value)
 
 
+#: The one interval level the outputs are labelled for (``lower_90``/``upper_90``, p05/p95 maps, "90 %" in
+#: the report); any other level is refused rather than silently mislabelled.
+SUPPORTED_CONFIDENCE = 0.9
+
+
+def _confidence(value: float, where: str) -> float:
+    value = _fraction(value, where)
+    if abs(value - SUPPORTED_CONFIDENCE) > 1e-12:
+        raise ConfigError(
+            f"{where} is {value}, but only {SUPPORTED_CONFIDENCE} is supported: report keys (lower_90/upper_90), the "
+            "p05/p95 map files and the report labels are fixed to 90 % intervals. Set it to 0.9 (or remove the key)."
+        )
+    return value
+
+
 def load_config(path: str | Path, *, output_dir: str | Path | None = None) -> RunConfig:
     """Read and validate a run configuration YAML file."""
     path = Path(path)
@@ -306,10 +427,9 @@ def load_config(path: str | Path, *, output_dir: str | Path | None = None) -> Ru
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"Cannot read config file {path}: {exc.strerror}. Check the path.") from exc
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"Config file {path} is not UTF-8 text ({exc.reason} at byte {exc.start}). Save it as UTF-8.") from exc
+    raw = read_yaml(text, str(path))
     return parse_config(raw, source_path=path.resolve(), output_dir=output_dir)
 
 
@@ -317,7 +437,7 @@ def parse_config(raw: Any, *, source_path: Path, output_dir: str | Path | None =
     """Validate an already-parsed config mapping (see :func:`load_config`)."""
     base = source_path.parent
     top = _Section(raw, source_path.name, base)
-    name = top.get("name", kind=str)
+    name = _safe_name(top.get("name", kind=str), "name")
 
     reg = top.section("region")
     region = RegionConfig(
@@ -327,8 +447,13 @@ def parse_config(raw: Any, *, source_path: Path, output_dir: str | Path | None =
         buffer_m=float(reg.get("buffer_m", 0.0, (int, float))),
     )
     reg.close()
-    if not region.crs.upper().startswith("EPSG:"):
-        raise ConfigError(f"region.crs must be an EPSG code like 'EPSG:32633', got {region.crs!r}.")
+    region = replace(region, crs=projected_crs(region.crs, f"{reg.where}.crs"))
+    lo, hi = RESOLUTION_RANGE_M
+    if not lo <= region.resolution_m <= hi:
+        raise ConfigError(
+            f"{reg.where}.resolution_m is {region.resolution_m:g} m; use a pixel size between {lo:g} and {hi:g} m "
+            "(Sentinel-2's finest bands are 10 m)."
+        )
 
     img = top.section("imagery")
     bare = img.section("bare_soil")
@@ -355,8 +480,13 @@ def parse_config(raw: Any, *, source_path: Path, output_dir: str | Path | None =
         max_items=int(img.get("max_items", 2000, int)),
         max_aoi_km2=_positive(img.get("max_aoi_km2", 10_000.0, (int, float)), "imagery.max_aoi_km2"),
         dem=_parse_dem(img.get("dem", None, (str, dict)), base),
+        max_run_gb=_positive(img.get("max_run_gb", ImageryConfig.max_run_gb, (int, float)), "imagery.max_run_gb"),
     )
     img.close()
+    if imagery.provider is not None:
+        from mrv.imagery.providers import load_profile
+
+        imagery = replace(imagery, provider_profile=load_profile(imagery.provider, config_path=source_path))
     if imagery.max_items < 1:
         raise ConfigError(f"imagery.max_items must be at least 1, got {imagery.max_items}.")
     if imagery.chunk_px < 16:
@@ -380,7 +510,7 @@ def parse_config(raw: Any, *, source_path: Path, output_dir: str | Path | None =
     rounds_raw = top.get("rounds", kind=list)
     if not rounds_raw:
         raise ConfigError("rounds: give at least one monitoring round with its dates and sample files.")
-    rounds = tuple(_parse_round(r, f"rounds[{i}]", base) for i, r in enumerate(rounds_raw))
+    rounds = tuple(_parse_round(r, f"rounds[{i}]", base, source_path) for i, r in enumerate(rounds_raw))
     names = [r.name for r in rounds]
     if len(set(names)) != len(names):
         raise ConfigError(f"rounds: round names must be unique, got {names}.")
@@ -406,10 +536,11 @@ def parse_config(raw: Any, *, source_path: Path, output_dir: str | Path | None =
         cv_folds=int(mod.get("cv_folds", ModelConfig.cv_folds, int)),
         cv_block_size_m="auto" if raw_block == "auto" else _positive(raw_block, "model.cv_block_size_m"),
         cv_min_block_m=_positive(mod.get("cv_min_block_m", ModelConfig.cv_min_block_m, (int, float)), "model.cv_min_block_m"),
-        confidence=_fraction(mod.get("confidence", 0.9, float), "model.confidence"),
+        confidence=_confidence(mod.get("confidence", 0.9, float), "model.confidence"),
         process_sd_t_ha=_positive(mod.get("process_sd_t_ha", 5.0, (int, float)), "model.process_sd_t_ha"),
         seed=int(mod.get("seed", 0, int)),
         registry_dir=mod.path("registry_dir", None),
+        round_normalisation=bool(mod.get("round_normalisation", True, bool)),
     )
     mod.close()
     if model.cv_folds < 2:
@@ -422,6 +553,11 @@ def parse_config(raw: Any, *, source_path: Path, output_dir: str | Path | None =
         threads_per_worker=int(dsk.get("threads_per_worker", 1, int)),
     )
     dsk.close()
+    if dask_cfg.n_workers < 1 or dask_cfg.threads_per_worker < 1:
+        raise ConfigError(
+            f"dask.n_workers ({dask_cfg.n_workers}) and dask.threads_per_worker ({dask_cfg.threads_per_worker}) "
+            "must be at least 1 (2 workers x 1 thread suits a 2-core machine)."
+        )
 
     acc = top.section("accounting")
     range_raw = acc.get("error_range_m", "auto", (int, float, str))
@@ -433,14 +569,25 @@ def parse_config(raw: Any, *, source_path: Path, output_dir: str | Path | None =
     if not isinstance(corr_raw, str) and not -1 <= corr_raw <= 1:
         raise ConfigError(f"accounting.round_error_correlation must be in [-1, 1] (0 is conservative), got {corr_raw}.")
     accounting = AccountingConfig(
-        confidence=_fraction(acc.get("confidence", 0.9, float), "accounting.confidence"),
+        confidence=_confidence(acc.get("confidence", 0.9, float), "accounting.confidence"),
         n_simulations=int(acc.get("n_simulations", 400, int)),
         error_range_m="auto" if range_raw == "auto" else _positive(range_raw, "accounting.error_range_m"),
         round_error_correlation="auto" if corr_raw == "auto" else float(corr_raw),
         methodology=acc.get("methodology", "verra_vm0042_v2", str),
         seed=int(acc.get("seed", 0, int)),
+        change_estimator=acc.get("change_estimator", "regression", str),
+        pair_distance_m=_positive(acc.get("pair_distance_m", 10.0, (int, float)), "accounting.pair_distance_m"),
     )
     acc.close()
+    if accounting.change_estimator not in ("regression", "difference", "map"):
+        raise ConfigError(
+            f"accounting.change_estimator must be 'regression', 'difference' or 'map', got {accounting.change_estimator!r}."
+        )
+    from mrv.accounting.methodology import load_methodology
+
+    accounting = replace(
+        accounting, methodology_profile=load_methodology(accounting.methodology, config_path=source_path)
+    )
     samples = _parse_samples(top.section("samples"))
 
     configured_out = top.path("output_dir", None)
@@ -526,13 +673,19 @@ def _parse_samples(sec: _Section) -> SamplesConfig:
     return cfg
 
 
-def _parse_round(raw: Any, where: str, base: Path) -> RoundConfig:
+def _parse_round(raw: Any, where: str, base: Path, source_path: Path) -> RoundConfig:
+    from mrv.samples.formats import load_format
+
     sec = _Section(raw, where, base)
-    name = str(sec.get("name", kind=(str, int)))
+    name = _safe_name(str(sec.get("name", kind=(str, int))), f"{where}.name")
     start = _date(sec.get("start"), f"{where}.start")
     end = _date(sec.get("end"), f"{where}.end")
     if end < start:
         raise ConfigError(f"{where}: end {end} is before start {start}; swap them.")
+    if end < SENTINEL2_START:
+        raise ConfigError(
+            f"{where}: the round ends {end}, before the first Sentinel-2 images ({SENTINEL2_START}). Check the year."
+        )
     samples = []
     for i, s in enumerate(sec.get("samples", [], list)):
         ss = _Section(s, f"{where}.samples[{i}]", base)
@@ -547,6 +700,7 @@ def _parse_round(raw: Any, where: str, base: Path) -> RoundConfig:
                 submitter=ss.get("submitter", "unknown", str),
             )
         )
+        samples[-1] = replace(samples[-1], format_profile=load_format(samples[-1].format, config_path=source_path))
         ss.close()
     sec.close()
     return RoundConfig(name=name, start=start, end=end, samples=tuple(samples))

@@ -33,19 +33,29 @@ def test_planetary_computer_style_keys_found_by_eo_bands(earth_search_item: pyst
 def test_missing_band_is_a_clear_error(earth_search_item: pystac.Item) -> None:
     item = copy.deepcopy(earth_search_item)
     del item.assets["red"]
+    assert resolve_assets(item, ["red"]) == {"red": "red-jp2"}  # the JPEG2000 twin, when there is no COG
+    del item.assets["red-jp2"]
     with pytest.raises(ImageryError, match="no asset for band 'red'"):
         resolve_assets(item, ["red"])
 
 
-def test_baseline_05_uses_raster_bands_offset(earth_search_item: pystac.Item) -> None:
-    # DN 2500 at baseline 05.11: (2500 - 1000) / 10000 = 0.15
-    assert to_reflectance(2500, earth_search_item, "red") == pytest.approx(0.15)
-    assert band_scaling(earth_search_item, "red").rule == "raster:bands"
+def test_earth_search_v1_offset_is_not_applied_twice(earth_search_item: pystac.Item) -> None:
+    # Baseline 05.11 with earthsearch:boa_offset_applied: the COG's DN 2500 already had the 1000 removed,
+    # so it is 0.25 although raster:bands still says offset -0.1 (Element84/earth-search#9, #71).
+    assert earth_search_item.properties["earthsearch:boa_offset_applied"] is True
+    assert earth_search_item.assets["red"].extra_fields["raster:bands"][0]["offset"] == -0.1
+    assert to_reflectance(2500, earth_search_item, "red") == pytest.approx(0.25)
+    assert band_scaling(earth_search_item, "red").rule == "earthsearch:boa_offset_applied"
+    flagged_false = copy.deepcopy(earth_search_item)
+    flagged_false.properties["earthsearch:boa_offset_applied"] = False  # raw DNs claimed: raster:bands holds
+    assert to_reflectance(2500, flagged_false, "red") == pytest.approx(0.15)
+    assert band_scaling(flagged_false, "red").rule == "raster:bands"
 
 
 def _strip_scaling(item: pystac.Item, baseline: str) -> pystac.Item:
     out = copy.deepcopy(item)
     out.properties["s2:processing_baseline"] = baseline
+    del out.properties["earthsearch:boa_offset_applied"]
     for asset in out.assets.values():
         for rb in asset.extra_fields.get("raster:bands", []):
             rb.pop("scale", None)

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from mrv.errors import MRVError, VerificationError
-from mrv.report import manifest as manifest_mod
 from mrv.report.manifest import (
     Mismatch,
     VerifyResult,
@@ -254,15 +253,21 @@ def test_bad_arguments_raise_helpful_errors(run: dict[str, Path], tmp_path: Path
         )
 
 
-def test_git_state_recorded_or_null(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[list[str]] = []
+def test_identity_from_git_or_build(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The checkout's git revision when there is one, else the build's ``MRV_SOURCE_REVISION``."""
+    from mrv import identity as identity_mod
 
-    def fake_git(args: list[str], cwd: Path) -> str | None:
-        calls.append(args)
-        return "0123abcd\n" if args[0] == "rev-parse" else " M mrv/x.py\n"
-
-    monkeypatch.setattr(manifest_mod, "_git", fake_git)
-    assert manifest_mod.git_state() == ("0123abcd", True)
-    monkeypatch.setattr(manifest_mod, "_git", lambda args, cwd: None)
-    assert manifest_mod.git_state() == (None, None)
-    assert calls[0] == ["rev-parse", "HEAD"]
+    identity_mod.identity.cache_clear()
+    monkeypatch.setattr(identity_mod, "_git", lambda args, cwd: None)
+    monkeypatch.setenv("MRV_SOURCE_REVISION", "0123abcd")
+    built = identity_mod.identity()
+    assert (built.revision, built.revision_source, built.dirty) == ("0123abcd", "build", None)
+    assert built.version == identity_mod.package_version() != "0+unknown"
+    identity_mod.identity.cache_clear()
+    monkeypatch.delenv("MRV_SOURCE_REVISION")
+    assert identity_mod.identity().revision_source == "unknown"
+    identity_mod.identity.cache_clear()
+    monkeypatch.undo()
+    real = identity_mod.identity()
+    assert real.revision_source == "git" and real.revision is not None and len(real.revision) == 40
+    identity_mod.identity.cache_clear()

@@ -19,7 +19,8 @@ from mrv.modeling.model import GBMQuantileModel, SOCModel, SOCPredictor, fit_est
 from mrv.modeling.predict import predict_map
 from mrv.modeling.registry import MODEL_FILE, list_models, read_card
 from mrv.modeling.train import train
-from mrv.modeling.variogram import choose_block_size, estimate_variogram
+from mrv.modeling.validation import fold_indices, fold_sizes
+from mrv.modeling.variogram import block_floor, choose_block_size, estimate_variogram
 from mrv.pipeline import steps
 from mrv.pipeline.layout import RunLayout
 from mrv.raster import write_cog
@@ -92,13 +93,38 @@ def test_block_size_follows_range_with_floor_and_cap() -> None:
     assert noise.variogram is not None
     assert noise.variogram.range_m == 0.0
     assert noise.block_size_m == 500.0
-    # a range larger than the sampled area: capped so 5 occupied blocks remain
-    small = xy[:, :] / 10  # 1 km square, same 1.5 km-range field -> range ~ region size
-    capped = choose_block_size(small[:, 0], small[:, 1], z, n_folds=5, min_block_m=900)
+    # a range larger than the sampled area: capped so 5 size-balanced folds of whole blocks remain
+    small = rng.uniform(0, 1000, size=(300, 2))
+    z_small = 40 + 5 * gaussian_field(small, practical_range_m=3000.0, rng=rng) + rng.normal(0, 0.2, 300)
+    capped = choose_block_size(small[:, 0], small[:, 1], z_small, n_folds=5)
     assert capped.capped
-    assert capped.block_size_m < 900
+    assert capped.block_size_m < 1000
     assert "Roberts" in capped.rule
     assert capped.to_dict()["capped"] is True
+    sizes = fold_sizes(fold_indices(small[:, 0], small[:, 1], n_folds=5, block_size_m=capped.block_size_m, seed=0))
+    assert len(sizes) == 5
+    assert min(sizes) >= 0.5 * 300 / 5, sizes
+
+
+def test_block_floor_follows_the_field_and_the_sample_spacing() -> None:
+    rng = np.random.default_rng(2)
+    # a 250 m field with 30 samples (LimeSoDa-like): the 500 m default floor would be one block
+    x, y = rng.uniform(0, 250, 30), rng.uniform(0, 250, 30)
+    extent = max(np.ptp(x), np.ptp(y))
+    assert block_floor(x, y, 500.0) == pytest.approx(max(extent / 3, 2 * _median_nn(x, y)))
+    choice = choose_block_size(x, y, rng.normal(size=30), n_folds=5)
+    sizes = fold_sizes(fold_indices(x, y, n_folds=5, block_size_m=choice.block_size_m, seed=0))
+    assert len(sizes) == 5
+    assert min(sizes) >= 3, sizes
+    # dense samples on a large region: the configured floor applies
+    X, Y = rng.uniform(0, 10_000, 2000), rng.uniform(0, 10_000, 2000)
+    assert block_floor(X, Y, 500.0) == 500.0
+
+
+def _median_nn(x: np.ndarray, y: np.ndarray) -> float:
+    d = cdist(np.column_stack([x, y]), np.column_stack([x, y]))
+    np.fill_diagonal(d, np.inf)
+    return float(np.median(d.min(axis=1)))
 
 
 # --------------------------------------------------------------------------- both kinds, calibrated

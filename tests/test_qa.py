@@ -88,7 +88,9 @@ def test_sample_duplicates_keep_the_earliest_and_need_same_source_date_and_depth
     f = frame(
         sample("S1", 0.0),
         sample("S1-copy", 0.0),  # same position, date, depth, SOC
-        sample("S1-moved", 4.0, soc_g_kg=16.0),  # 4 m away: a second record of the same sample?
+        sample("S1-moved", 4.0, soc_g_kg=16.0, site_id="S1"),  # 4 m away, same site id: recorded twice
+        sample("S1-retyped", 0.0, 6.0, soc_g_kg=15.03),  # 6 m away, new id, same SOC (rounding): a copy
+        sample("grid", 0.0, -8.0, soc_g_kg=17.2),  # 8 m away, own site id and SOC: a dense-grid neighbour
         sample("S1-deeper", 0.0, top_cm=30.0, bottom_cm=60.0),  # another layer of the site
         sample("S1-later", 0.0, sampling_date="2024-05-01"),  # a re-visit
         sample("C1", 0.0, source="crowd"),  # a crowd core at the lab site: a second measurement
@@ -96,10 +98,64 @@ def test_sample_duplicates_keep_the_earliest_and_need_same_source_date_and_depth
     )
     out = flag_sample_duplicates(f, tolerance_m=15.0).set_index("sample_id")["qa_flag"]
     assert out["S1-copy"].startswith("duplicate of sample S1 (LabA): same position, date, depth and SOC")
-    assert out["S1-moved"].startswith("4.0 m from sample S1 (LabA) with the same date and depth")
-    assert (out.drop(["S1-copy", "S1-moved"]) == "").all()
+    assert out["S1-moved"].startswith("4.0 m from sample S1 (LabA) with the same date and depth and the same site id")
+    assert out["S1-retyped"].startswith("6.0 m from sample S1 (LabA) with the same date and depth and SOC within")
+    assert (out.drop(["S1-copy", "S1-moved", "S1-retyped"]) == "").all()
     # Without a source key every same-day same-depth pair counts.
     assert "S1" in flag_sample_duplicates(f, by=()).set_index("sample_id").at["C1", "qa_flag"]
+
+
+def test_dense_grid_of_different_samples_has_no_duplicates_over_seeds() -> None:
+    """Issue 15: cores 6-14 m apart on a grid, each with its own site id and SOC, are never duplicates;
+    the same grid submitted again with new ids and the same values is flagged record for record."""
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        n = 12
+        gx, gy = np.meshgrid(np.arange(n) * 10.0, np.arange(n) * 10.0)
+        jitter = rng.uniform(-2.0, 2.0, size=(2, n * n))
+        soc = np.round(rng.lognormal(np.log(15.0), 0.25, n * n), 1)
+        grid = frame(*[
+            sample(f"G{i}", float(x + dx), float(y + dy), soc_g_kg=float(c))
+            for i, (x, y, dx, dy, c) in enumerate(zip(gx.ravel(), gy.ravel(), *jitter, soc, strict=True))
+        ])  # fmt: skip
+        near_equal = 0
+        xy = grid[["x", "y"]].to_numpy()
+        for i in range(len(grid)):  # brute force: pairs within 15 m whose SOC agrees by chance
+            d = np.hypot(*(xy - xy[i]).T)
+            near_equal += int(((d <= 15.0) & (np.abs(soc - soc[i]) <= 0.05) & (np.arange(len(grid)) < i)).sum())
+        flagged = (flag_sample_duplicates(grid)["qa_flag"] != "").sum()
+        assert flagged <= near_equal  # only genuinely indistinguishable records (same SOC to 0.1 g/kg)
+        assert flagged <= 0.05 * len(grid)
+        again = grid.assign(sample_id=[f"R{i}" for i in range(len(grid))], site_id=[f"R{i}" for i in range(len(grid))])
+        both = flag_sample_duplicates(pd.concat([grid, again], ignore_index=True))["qa_flag"].to_numpy()
+        copies = both[len(grid):]
+        assert all(f != "" for f in copies)  # every re-sent record is flagged
+        exact = sum(f.startswith(f"duplicate of sample G{i} ") for i, f in enumerate(copies))
+        assert exact >= len(grid) - near_equal  # of its own original, unless an earlier twin agrees by chance
+
+
+def test_ten_thousand_co_located_samples_are_checked_in_bounded_time_and_memory() -> None:
+    """Issue 16: 10,000 samples at one point (query_pairs made this O(n^2) and ran out of memory)."""
+    import time
+    import tracemalloc
+
+    n = 10_000
+    rng = np.random.default_rng(1)
+    f = pd.DataFrame({
+        "sample_id": [f"S{i}" for i in range(n)], "site_id": [f"P{i}" for i in range(n)], "source": "lab",
+        "submitter": "LabA", "x": 0.0, "y": 0.0, "sampling_date": "2021-05-01", "top_cm": 0.0, "bottom_cm": 30.0,
+        "soc_g_kg": np.round(rng.uniform(5, 50, n), 2), "bulk_density_g_cm3": np.nan,
+    })  # fmt: skip
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    out = flag_sample_duplicates(f)
+    took = time.perf_counter() - t0
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert took < 10.0
+    assert peak < 200e6
+    assert (out["qa_flag"] != "").sum() > 0  # co-located records whose SOC agrees are flagged, the rest not
+    assert (out["qa_flag"] != "").sum() < n
 
 
 # --------------------------------------------------------------------------------------- field edges

@@ -36,7 +36,7 @@ COLLECTION = "sentinel-2-l2a"
 CRS = "EPSG:32720"  # the fixture item's UTM zone
 X0, Y0, PX = 600_000.0, 3_300_040.0, 32  # 32 x 32 pixels of 10 m
 GRID = Grid(crs=CRS, bounds=(X0, Y0 - PX * 10, X0 + PX * 10, Y0), resolution_m=10.0)
-RED_DN, NIR_DN = 2000, 4000  # -> 0.1 and 0.3 with raster:bands scale 1e-4, offset -0.1
+RED_DN, NIR_DN = 2000, 4000  # -> 0.2 and 0.4: the fixture says earthsearch:boa_offset_applied (scale 1e-4 only)
 N_ITEMS = 25
 FIRST_DAY = dt.date(2024, 3, 1)
 CONFORMS = [
@@ -264,8 +264,8 @@ def test_load_items_from_the_api_into_reflectance(stac_api: str) -> None:
     red, nir = ds["red"].values[0], ds["nir"].values[0]
     assert np.isnan(red[:8, :8]).all()  # SCL 9 (cloud) masked
     assert int(np.isnan(red).sum()) == 64
-    np.testing.assert_allclose(red[8:, :], 0.1, atol=1e-6)  # 2000 * 1e-4 - 0.1
-    np.testing.assert_allclose(nir[:, 8:], 0.3, atol=1e-6)
+    np.testing.assert_allclose(red[8:, :], 0.2, atol=1e-6)  # 2000 * 1e-4, the BOA offset already removed
+    np.testing.assert_allclose(nir[:, 8:], 0.4, atol=1e-6)
 
 
 def test_signing_modifier_is_applied_to_searched_items(stac_api: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -582,16 +582,17 @@ def test_items_with_different_asset_keys_load_together_in_search_order(stac_item
     from mrv.imagery.load import load_reflectance
 
     a, b, c = (pystac.Item.from_dict(copy.deepcopy(stac_items[i])) for i in (0, 3, 6))
+    b.properties["earthsearch:boa_offset_applied"] = False  # b follows raster:bands (offset -0.1), a and c do not
     b_red = b.assets.pop("red")
-    b_red.extra_fields["raster:bands"][0]["offset"] = 0.0  # so b's red is 0.2, a's and c's 0.1
+    b_red.extra_fields["raster:bands"][0]["offset"] = 0.0  # so b's red is 0.2, b's nir 0.3, a's and c's 0.2 / 0.4
     b.add_asset("B04", b_red)  # another provider's key for the same band
-    loaded = load_reflectance([a, b, c], ["red", "nir"], GRID, chunk_px=16)
+    loaded = load_reflectance([a, b, c], ["red", "nir"], GRID, chunk_px=16, check=False)
     ds = loaded.reflectance.compute()
     assert loaded.items == (a.id, b.id, c.id)
     assert list(ds["item_id"].values) == [a.id, b.id, c.id]
     red = ds["red"].values[:, 8:, 8:]  # clear of the cloud in the top-left corner
-    np.testing.assert_allclose(red[0], 0.1, atol=1e-6)
-    np.testing.assert_allclose(red[1], 0.2, atol=1e-6)
-    np.testing.assert_allclose(red[2], 0.1, atol=1e-6)
-    np.testing.assert_allclose(ds["nir"].values[:, 8:, 8:], 0.3, atol=1e-6)
-    assert ds["red"].attrs["scaling_rule"] == "raster:bands"
+    np.testing.assert_allclose(red, 0.2, atol=1e-6)
+    nir = ds["nir"].values[:, 8:, 8:]
+    np.testing.assert_allclose(nir[[0, 2]], 0.4, atol=1e-6)
+    np.testing.assert_allclose(nir[1], 0.3, atol=1e-6)
+    assert ds["red"].attrs["scaling_rule"].startswith("earthsearch:boa_offset_applied")

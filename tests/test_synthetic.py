@@ -24,6 +24,7 @@ from mrv.synthetic import (
     decode_dn,
     encode_dn,
     make_acquisitions,
+    make_lab_samples,
     make_truth,
     soc_stock_t_ha,
 )
@@ -358,9 +359,39 @@ def test_lab_samples(region: RegionPaths) -> None:
         rel = top.soc_g_kg.to_numpy() / true - 1
         assert np.abs(rel).max() < 0.2
         assert 0.01 < rel.std() < 0.08
-    a = pd.read_csv(region.lab_samples["2021"])
-    b = pd.read_csv(region.lab_samples["2024"])
-    assert not np.allclose(a.x.to_numpy(), b.x.to_numpy())
+    a = pd.read_csv(region.lab_samples["2021"]).drop_duplicates("site_id")
+    b = pd.read_csv(region.lab_samples["2024"]).drop_duplicates("site_id")
+    # every baseline site re-measured (remeasured_share 1): within a few metres of its recorded position
+    d = np.hypot(a.x.to_numpy()[:, None] - b.x.to_numpy()[None], a.y.to_numpy()[:, None] - b.y.to_numpy()[None])
+    assert (d.min(axis=1) < 6.0).all()
+    assert not np.allclose(a.x.to_numpy(), b.x.to_numpy(), rtol=0, atol=0.05)  # re-located with GPS error, not copied
+    fresh = make_lab_samples(make_truth(replace(SMALL, remeasured_share=0.0)), "2024").drop_duplicates("site_id")
+    d = np.hypot(a.x.to_numpy()[:, None] - fresh.x.to_numpy()[None], a.y.to_numpy()[:, None] - fresh.y.to_numpy()[None])
+    assert (d.min(axis=1) > 6.0).mean() > 0.8
+
+
+def test_zero_change_and_compaction_knobs() -> None:
+    """change_scale 0 gives no true change; a bulk-density change moves the fixed-depth stock but not the
+    carbon of the baseline soil mass, and the lab increments integrate the compacted profile."""
+    still = make_truth(replace(SMALL, change_scale=0.0))
+    np.testing.assert_allclose(still.field_mean_stock("2024"), still.field_mean_stock("2021"), atol=1e-9)
+    spec = replace(SMALL, bd_change_sd_g_cm3=0.1, lab_layers_cm=((0, 15), (15, 30), (30, 50)))
+    truth = make_truth(spec)
+    k = truth.states["2024"].compaction
+    assert k is not None and np.ptp(k) > 0.05
+    base = make_truth(replace(spec, bd_change_sd_g_cm3=0.0))
+    np.testing.assert_allclose(
+        truth.field_mean_stock("2024", basis="baseline_mass"), base.field_mean_stock("2024", basis="baseline_mass")
+    )
+    fixed_d = np.subtract(truth.field_mean_stock("2024"), base.field_mean_stock("2024"))
+    compacted = np.array([k[truth.fields.field_index == i + 1].mean() for i in range(truth.fields.n)]) > 1
+    assert (fixed_d[compacted] > 0).all() and (fixed_d[~compacted] < 0).all()
+    # mass conservation: the 0-50 cm increment of a compacted soil holds the 0-30 cm material plus deep soil
+    st = truth.states["2024"]
+    soc, bd = st.layer(0.0, 30.0)
+    np.testing.assert_allclose(soc * bd * 30 * (1 - st.cf_vol_pct / 100) / 10, st.stock_0_30cm_t_ha)
+    lab = make_lab_samples(truth, "2024")
+    assert set(zip(lab.top_cm, lab.bottom_cm, strict=True)) == {(0, 15), (15, 30), (30, 50)}
 
 
 def test_crowd_defects_are_planted(region: RegionPaths) -> None:

@@ -5,8 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mrv.modeling.model import conformal_margin
-from mrv.modeling.validation import fold_indices, lins_ccc, metrics, spatial_blocks
+from mrv.errors import ModelError
+from mrv.modeling.model import conformal_margin, conformal_rank
+from mrv.modeling.validation import (
+    balanced_block_folds,
+    fold_indices,
+    fold_sizes,
+    lins_ccc,
+    metrics,
+    spatial_blocks,
+)
 
 
 def test_lins_ccc_hand_example() -> None:
@@ -45,8 +53,65 @@ def test_spatial_folds_never_split_a_block() -> None:
         assert not set(blocks[train]) & set(blocks[test])
 
 
-def test_fewer_folds_when_blocks_are_scarce() -> None:
+def test_too_few_blocks_for_the_folds_is_a_clear_error() -> None:
     rng = np.random.default_rng(1)
     x, y = rng.uniform(0, 1500, 60), rng.uniform(0, 900, 60)  # 2 x 1 blocks of 1000 m
-    folds = fold_indices(x, y, n_folds=5, block_size_m=1000, seed=0)
-    assert len(folds) == np.unique(spatial_blocks(x, y, block_size_m=1000)).size == 2
+    with pytest.raises(ModelError, match="at least 5 occupied blocks"):
+        fold_indices(x, y, n_folds=5, block_size_m=1000, seed=0)
+
+
+def test_conformal_margin_takes_the_kth_smallest_score() -> None:
+    # Romano et al. (2019): Q = k-th smallest score, k = ceil((n + 1)(1 - alpha)).
+    # n = 27 at 0.9: k = ceil(25.2) = 26 -> 26 (the old numpy 'higher' quantile at k/n gave 27, the maximum).
+    scores = np.arange(1.0, 28.0)
+    rng = np.random.default_rng(0)
+    perm = rng.permutation(scores)
+    y = np.zeros(27)
+    assert conformal_rank(27, 0.9) == 26
+    assert conformal_margin(y, -np.inf * np.ones(27), -perm, confidence=0.9) == 26.0  # score = y - upper = perm
+    # n = 100: k = ceil(90.9) = 91 (was rank 92)
+    s100 = rng.permutation(np.arange(1.0, 101.0))
+    assert conformal_margin(np.zeros(100), -np.inf * np.ones(100), -s100, confidence=0.9) == 91.0
+    # k > n (n = 5 < 9): the largest score, and the rank says the guarantee is lost
+    assert conformal_rank(5, 0.9) == 6
+    assert conformal_margin(np.zeros(5), np.full(5, -np.inf), -np.arange(1.0, 6.0), confidence=0.9) == 5.0
+    # lower side: score = lower - y
+    assert conformal_margin(np.zeros(3), np.array([1.0, 2.0, 3.0]), np.full(3, np.inf), confidence=0.5) == 2.0
+
+
+def test_conformal_margin_covers_at_nominal_on_exchangeable_scores() -> None:
+    # Thm. 1: P(score_{n+1} <= Q) >= 1 - alpha, and < 1 - alpha + 1/(n+1) for continuous scores.
+    rng = np.random.default_rng(42)
+    n, reps = 30, 4000
+    hits = 0
+    for _ in range(reps):
+        s = rng.normal(size=n + 1)
+        q = conformal_margin(np.zeros(n), np.full(n, -np.inf), -s[:n], confidence=0.9)
+        hits += s[n] <= q
+    cover = hits / reps
+    assert 0.9 - 0.015 <= cover <= 0.9 + 1 / 31 + 0.015, cover
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_spatial_folds_are_all_non_empty_and_balanced(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    # clustered samples: a few blocks hold most points (the 65/31/2/2/1 case of GroupKFold)
+    centres = rng.uniform(0, 3000, size=(6, 2))
+    k = rng.integers(0, 6, 120)
+    xy = centres[k] + rng.normal(0, 150, size=(120, 2))
+    folds = fold_indices(xy[:, 0], xy[:, 1], n_folds=5, block_size_m=200, seed=seed)
+    sizes = fold_sizes(folds)
+    blocks = spatial_blocks(xy[:, 0], xy[:, 1], block_size_m=200)
+    assert len(sizes) == 5
+    assert min(sizes) > 0
+    assert sum(sizes) == 120
+    assert max(sizes) - min(sizes) <= np.bincount(blocks).max()
+    for train, test in folds:
+        assert not set(blocks[train]) & set(blocks[test])
+
+
+def test_balanced_block_folds_hand_example() -> None:
+    # blocks of sizes 5, 4, 3, 3, 1 into 2 folds by LPT: 5 -> A, 4 -> B, 3 -> B (7), 3 -> A (8), 1 -> B (8)
+    groups = np.repeat([0, 1, 2, 3, 4], [5, 4, 3, 3, 1])
+    fold = balanced_block_folds(groups, 2, seed=0)
+    assert sorted(np.bincount(fold).tolist()) == [8, 8]

@@ -15,7 +15,7 @@ Each carbon-market methodology the pipeline supports is described by a YAML prof
         section: ...               # where the requirement comes from in the document
         section_confirmed: false   # true only if the section number was checked
         evidence: sampling_depth_cm   # a field of Evidence
-        op: ">="                   # one of >=, <=, ==, is_true
+        op: ">="                   # one of >=, <=, >, <, ==, is_true
         threshold: 30              # number (or bool for == on a bool field); null for is_true
 
 :func:`load_methodology` validates every key and type and raises :class:`ConfigError` naming the
@@ -55,9 +55,13 @@ __all__ = [
 #: ``<repo>/configs/methodologies``; computed, not read, at import time.
 DEFAULT_DIRECTORY = PACKAGE_PROFILES / "methodologies"
 
-Op = Literal[">=", "<=", "==", "is_true"]
+Op = Literal[">=", "<=", ">", "<", "==", "is_true"]
 #: Comparison operators a requirement may use.
-OPS: tuple[str, ...] = (">=", "<=", "==", "is_true")
+OPS: tuple[str, ...] = (">=", "<=", ">", "<", "==", "is_true")
+#: Evidence that may be negative (a model efficiency below 0 means worse than the mean).
+_SIGNED_EVIDENCE = frozenset({"validation_r2"})
+#: Evidence that is a fraction or probability in [0, 1].
+_UNIT_INTERVAL_EVIDENCE = frozenset({"interval_coverage_90", "validation_picp", "validation_mean_error_p"})
 
 _PROFILE_KEYS = ("id", "name", "version", "reference", "deduction", "requirements")
 _REQUIREMENT_KEYS = (
@@ -132,6 +136,15 @@ class Evidence:
             90 % prediction intervals.
         n_strata: Number of sampling strata (count).
         monitoring_period_years: Length of the monitoring (reporting) period, in years.
+        n_depth_increments: Depth increments sampled at re-sampling (count; ESM needs >= 2).
+        n_monte_carlo_draws: Monte Carlo draws of the uncertainty simulation (count).
+        vt0014_validation_passed: Whether the VT0014 validation criteria passed on the run's validation data.
+        validation_r2: Model efficiency 1 - SSE/SST on the VT0014 validation data (may be negative).
+        validation_mean_error_p: p-value of the two-sided t-test of mean error = 0 on validation data.
+        validation_picp: Coverage (0-1) of the 90 % intervals on the VT0014 validation data.
+        min_pairs_per_lag: Fewest validation point pairs in any 0-500 m lag bin (count).
+        validation_in_project_after_start: Whether validation data are inside the project and after its start.
+        process_model_validated: Whether a biogeochemical model is validated per VMD0053 (None: no such model).
     """
 
     sampling_depth_cm: float | None = None
@@ -144,6 +157,15 @@ class Evidence:
     interval_coverage_90: float | None = None
     n_strata: int | None = None
     monitoring_period_years: float | None = None
+    n_depth_increments: int | None = None
+    n_monte_carlo_draws: int | None = None
+    vt0014_validation_passed: bool | None = None
+    validation_r2: float | None = None
+    validation_mean_error_p: float | None = None
+    validation_picp: float | None = None
+    min_pairs_per_lag: int | None = None
+    validation_in_project_after_start: bool | None = None
+    process_model_validated: bool | None = None
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -167,14 +189,14 @@ class Evidence:
                 raise AccountingError(
                     f"Evidence.{f.name} is a count and must be an int, got {value!r}."
                 )
-            if not math.isfinite(value) or value < 0:
+            if not math.isfinite(value) or (value < 0 and f.name not in _SIGNED_EVIDENCE):
                 raise AccountingError(
                     f"Evidence.{f.name} must be finite and >= 0, got {value!r}; pass None if "
                     "it is not known."
                 )
-            if f.name == "interval_coverage_90" and value > 1:
+            if f.name in _UNIT_INTERVAL_EVIDENCE and value > 1:
                 raise AccountingError(
-                    f"Evidence.interval_coverage_90 is a fraction in [0, 1], got {value!r}; "
+                    f"Evidence.{f.name} is a fraction in [0, 1], got {value!r}; "
                     "divide a percentage by 100."
                 )
 
@@ -438,6 +460,10 @@ def _compare(value: float | bool, op: str, threshold: float | bool | None) -> bo
         return value >= threshold or math.isclose(value, threshold, rel_tol=1e-9)
     if op == "<=":
         return value <= threshold or math.isclose(value, threshold, rel_tol=1e-9)
+    if op == ">":
+        return value > threshold
+    if op == "<":
+        return value < threshold
     return math.isclose(value, threshold, rel_tol=1e-9, abs_tol=1e-12)
 
 

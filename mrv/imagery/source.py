@@ -29,11 +29,16 @@ class SearchRequest:
 
 @dataclass(frozen=True)
 class LoadedScenes:
-    """Reflectance of the usable items plus what was dropped and why."""
+    """Reflectance of the usable items plus what was dropped, corrected or flagged, and why."""
 
     reflectance: xr.Dataset
     items: tuple[str, ...]
     dropped: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+    """(item id, reason) of items left out: unreadable, or contradicted by their own data."""
+    corrected: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+    """(item id, reason) of items whose radiometric offset the data check corrected (:mod:`mrv.imagery.scene_check`)."""
+    flagged: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+    """(item id, reason) of items kept unchanged although the data check found them suspicious."""
 
 
 class ImagerySource(Protocol):
@@ -41,4 +46,6 @@ class ImagerySource(Protocol):
 
     def search(self, request: SearchRequest) -> list[pystac.Item]: ...
 
-    def load(self, items: Sequence[pystac.Item], bands: Sequence[str], grid: Grid, *, chunk_px: int) -> LoadedScenes: ...
+    def load(
+        self, items: Sequence[pystac.Item], bands: Sequence[str], grid: Grid, *, chunk_px: int
+    ) -> LoadedScenes: ...

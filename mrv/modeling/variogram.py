@@ -13,10 +13,19 @@ contains the covariate-explained pattern, is recorded beside it) (Roberts et al.
 Ecography 40:913-929; Valavi et al. 2019, Methods Ecol. Evol. 10:225-232, ``blockCV::spatialAutoRange``,
 which also sizes blocks by the fitted range)::
 
-    block = max(practical_range, min_block_m)      (rounded up to 10 m)
+    floor = max(2 x median nearest-neighbour spacing, min(min_block_m, extent / 3))
+    block = max(practical_range, floor)            (rounded up to 10 m)
 
-capped so that the sampled area still splits into at least ``n_folds`` occupied blocks (otherwise
-there is nothing to cross-validate); the cap, and a range the fit could not resolve, are recorded.
+The floor follows the region and the sampling: a configured minimum (500 m by default) larger than a
+third of the sampled extent would leave a field of 250 m in one block, and blocks narrower than
+twice the sample spacing hold single points (leave-one-out, not blocked CV). The size is then capped
+so that the blocks can be dealt to ``n_folds`` folds of balanced size (the smallest fold holds at
+least half of n / n_folds points, :func:`mrv.modeling.validation.balanced_block_folds`); the cap, and
+a range the fit could not resolve, are recorded.
+
+The residual range is estimated from the per-point mean of several random-CV repetitions (passed in
+by :mod:`mrv.modeling.train`), and the ranges of the single repetitions are kept as its spread, so
+the block size does not hinge on one random split.
 """
 
 from __future__ import annotations
@@ -28,7 +37,7 @@ import numpy as np
 
 from mrv.errors import ModelError
 from mrv.geostats import VariogramError, empirical_variogram, fit_exponential
-from mrv.modeling.validation import spatial_blocks
+from mrv.modeling.validation import balanced_block_folds, spatial_blocks
 
 #: Smallest CV block (m) the automatic rule returns, whatever the fitted range.
 MIN_BLOCK_M = 500.0
@@ -67,6 +76,10 @@ class BlockSizeChoice:
     """True when the range-based size was reduced to keep ``n_folds`` occupied blocks."""
     target_range_m: float | None = None
     """Practical range of the target itself (for the record; the rule uses the variogram above)."""
+    floor_m: float | None = None
+    """The floor the rule applied (see the module docstring)."""
+    range_runs_m: tuple[float, ...] = ()
+    """Practical ranges of the single random-CV repetitions (the spread of the range estimate)."""
 
     def to_dict(self) -> dict[str, object]:
         out: dict[str, object] = {
@@ -74,6 +87,8 @@ class BlockSizeChoice:
             "rule": self.rule,
             "capped": self.capped,
             "target_range_m": self.target_range_m,
+            "floor_m": self.floor_m,
+            "range_runs_m": list(self.range_runs_m),
         }
         if self.variogram is not None:
             v = self.variogram
@@ -121,13 +136,36 @@ def estimate_variogram(x: np.ndarray, y: np.ndarray, z: np.ndarray, *, n_bins: i
     )
 
 
-def _max_block_for_folds(x: np.ndarray, y: np.ndarray, n_folds: int) -> float:
-    """Largest block size (on a 10 m grid of candidates, halving) that leaves >= ``n_folds`` occupied blocks."""
-    extent = max(float(np.ptp(x)), float(np.ptp(y)), 10.0)
-    size = extent
-    while size > 10.0 and np.unique(spatial_blocks(x, y, block_size_m=size)).size < n_folds:
+def _smallest_fold(x: np.ndarray, y: np.ndarray, size: float, n_folds: int) -> int:
+    """Points in the smallest fold when blocks of ``size`` are dealt to ``n_folds`` balanced folds (0 if impossible)."""
+    groups = spatial_blocks(x, y, block_size_m=size)
+    if np.unique(groups).size < n_folds:
+        return 0
+    return int(np.bincount(balanced_block_folds(groups, n_folds, seed=0), minlength=n_folds).min())
+
+
+def max_block_for_folds(x: np.ndarray, y: np.ndarray, n_folds: int) -> float:
+    """Largest block size (the sampled extent divided by 1.25 until it fits) whose blocks deal into ``n_folds``
+    folds the smallest of which holds at least half of ``n / n_folds`` points."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    need = max(1, int(0.5 * x.size / n_folds))
+    size = max(float(np.ptp(x)), float(np.ptp(y)), 10.0)
+    while size > 1.0 and _smallest_fold(x, y, size, n_folds) < need:
         size /= 1.25
     return size
+
+
+def block_floor(x: np.ndarray, y: np.ndarray, min_block_m: float) -> float:
+    """max(2 x median nearest-neighbour spacing, min(``min_block_m``, sampled extent / 3)) in metres."""
+    from scipy.spatial import cKDTree
+
+    pts = np.column_stack([np.asarray(x, dtype=float), np.asarray(y, dtype=float)])
+    extent = max(float(np.ptp(pts[:, 0])), float(np.ptp(pts[:, 1])))
+    spacing = 0.0
+    if len(pts) > 1:
+        d, _ = cKDTree(pts).query(pts, k=2)
+        spacing = float(np.median(d[:, 1]))
+    return max(2.0 * spacing, min(min_block_m, extent / 3.0))
 
 
 def choose_block_size(
@@ -139,21 +177,34 @@ def choose_block_size(
     min_block_m: float = MIN_BLOCK_M,
     seed: int = 0,
     what: str = "the target",
+    runs: tuple[np.ndarray, ...] = (),
 ) -> BlockSizeChoice:
     """Block size for spatial CV from the autocorrelation range of ``z`` (see the module docstring);
-    ``what`` names ``z`` in the recorded rule."""
+    ``what`` names ``z`` in the recorded rule; ``runs`` are the single repetitions ``z`` averages (their
+    ranges are recorded as the spread of the estimate)."""
     x, y, z = (np.asarray(v, dtype=float) for v in (x, y, z))
     vg = estimate_variogram(x, y, z, seed=seed)
+    spread: list[float] = []
+    for r in runs:
+        try:
+            spread.append(estimate_variogram(x, y, r, seed=seed).range_m)
+        except ModelError:
+            continue
     # An unresolved fit is either no structure (range 0: the floor applies) or a range beyond the
     # cutoff (the fit returns 3x the largest lag: the cap below applies).
-    size = max(vg.range_m, min_block_m)
+    floor = block_floor(x, y, min_block_m)
+    size = max(vg.range_m, floor)
     size = math.ceil(size / 10.0) * 10.0
-    cap = _max_block_for_folds(x, y, n_folds)
+    cap = max_block_for_folds(x, y, n_folds)
     capped = size > cap
     if capped:
         size = math.floor(cap / 10.0) * 10.0 or cap
     rule = (
-        f"max(practical range of an exponential variogram of {what}, {min_block_m:g} m), "
-        f"rounded up to 10 m, capped to keep {n_folds} occupied blocks (Roberts et al. 2017; Valavi et al. 2019)"
+        f"max(practical range of an exponential variogram of {what}, floor {floor:,.0f} m = max(2 x sample "
+        f"spacing, min({min_block_m:g} m, extent / 3))), rounded up to 10 m, capped so {n_folds} size-balanced "
+        "folds of whole blocks remain (Roberts et al. 2017; Valavi et al. 2019)"
     )
-    return BlockSizeChoice(block_size_m=float(size), rule=rule, variogram=vg, capped=capped)
+    return BlockSizeChoice(
+        block_size_m=float(size), rule=rule, variogram=vg, capped=capped, floor_m=float(floor),
+        range_runs_m=tuple(float(v) for v in spread),
+    )  # fmt: skip

@@ -36,7 +36,6 @@ from mrv.errors import MRVError
 from mrv.grid import Tile
 from mrv.pipeline.layout import RunLayout
 from mrv.report.manifest import sha256_file
-from mrv.resources import profile_dirs
 
 log = logging.getLogger(__name__)
 
@@ -286,19 +285,11 @@ def mosaic_step(cfg: RunConfig, rnd: RoundConfig, layout: RunLayout, tiles: Sequ
     )
 
 
-def _format_file(name: str, dirs: Sequence[Path]) -> Path | None:
-    candidates = [Path(name)] + [d / f"{name}.yaml" for d in dirs]
-    return next((p for p in candidates if p.is_file()), None)
-
-
 def samples_step(cfg: RunConfig, rnd: RoundConfig, layout: RunLayout) -> StepSpec:
-    dirs = profile_dirs("sample_formats", config_path=cfg.source_path)
     inputs = [cfg.region.fields]
-    for sf in rnd.samples:
-        inputs.append(sf.path)
-        fmt = _format_file(sf.format, dirs)
-        if fmt is not None:  # an unknown format fails in the step itself, with its own message
-            inputs.append(fmt)
+    # The parsed format profiles are part of ``rnd`` (resolved when the config was loaded), so a changed
+    # profile changes the key through the config values.
+    inputs += [sf.path for sf in rnd.samples]
     return StepSpec(
         name=f"prepare-samples[{rnd.name}]",
         inputs=tuple(inputs),

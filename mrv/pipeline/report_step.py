@@ -15,15 +15,15 @@ from mrv.accounting.methodology import Evidence, check_methodology, load_methodo
 from mrv.config import RunConfig
 from mrv.errors import MRVError, VerificationError
 from mrv.fields import read_fields
+from mrv.identity import identity
 from mrv.pipeline.layout import RunLayout
 from mrv.pipeline.steps import write_json
 from mrv.raster import read_raster, write_cog
 from mrv.report.gpkg import write_fields_gpkg
 from mrv.report.html import render_report_html
-from mrv.report.manifest import MANIFEST_NAME, git_state, package_versions, sha256_file, write_manifest
+from mrv.report.manifest import MANIFEST_NAME, package_versions, sha256_file, write_manifest
 from mrv.report.maps import render_map_png
 from mrv.report.pdf import render_report_pdf
-from mrv.resources import profile_dirs
 
 REPORT_SCHEMA_VERSION = 1
 #: Per-field results for GIS (:mod:`mrv.report.gpkg`), relative to the run directory.
@@ -53,7 +53,7 @@ def _methodology_section(
 
     Strata are the fields: ``min_samples_per_stratum`` is the fewest located training sites in a field.
     """
-    profile = load_methodology(cfg.accounting.methodology, directory=profile_dirs("methodologies", config_path=cfg.source_path)[0])
+    profile = cfg.accounting.methodology_profile or load_methodology(cfg.accounting.methodology, config_path=cfg.source_path)
     change = accounting["project"].get("change", {}).get("delta_soc_total_t")
     years = None
     if len(cfg.rounds) > 1:
@@ -80,12 +80,8 @@ def _methodology_section(
     return section, deductions
 
 
-def build_report(cfg: RunConfig, layout: RunLayout) -> Path:
-    """Write report.json, figures, report.html and manifest.json into the run directory."""
-    root = layout.root
-    accounting = _read_json(layout.accounting)
-    card = _read_json(layout.model_dir / "model_card.json")
-    latest = cfg.rounds[-1].name
+def input_summaries(cfg: RunConfig, layout: RunLayout) -> tuple[dict[str, dict[str, int]], dict[str, Any]]:
+    """The report's ``samples`` counts per source (summed over rounds) and ``imagery.rounds`` summaries."""
     samples: dict[str, dict[str, int]] = {}
     imagery_rounds = {}
     for rnd in cfg.rounds:
@@ -96,6 +92,16 @@ def build_report(cfg: RunConfig, layout: RunLayout) -> Path:
             for k in agg:
                 agg[k] += int(entry.get(k, 0))
         imagery_rounds[rnd.name] = _read_json(layout.imagery_summary(rnd.name))
+    return samples, imagery_rounds
+
+
+def build_report(cfg: RunConfig, layout: RunLayout) -> Path:
+    """Write report.json, figures, report.html and manifest.json into the run directory."""
+    root = layout.root
+    accounting = _read_json(layout.accounting)
+    card = _read_json(layout.model_dir / "model_card.json")
+    latest = cfg.rounds[-1].name
+    samples, imagery_rounds = input_summaries(cfg, layout)
 
     # The latest round's maps are the headline products; per-round maps stay under maps/<round>/.
     latest_maps = layout.latest_maps()
@@ -138,7 +144,8 @@ def build_report(cfg: RunConfig, layout: RunLayout) -> Path:
         "provenance": {
             "manifest": "manifest.json",
             "verify_with": "mrv report verify <run directory>",
-            "git_revision": git_state()[0],
+            "mrv_version": identity().version,
+            "source_revision": identity().revision,
             "packages": package_versions(),
         },
     }
@@ -158,10 +165,14 @@ def build_report(cfg: RunConfig, layout: RunLayout) -> Path:
     inputs: dict[str, Path] = {"fields": cfg.region.fields}
     if cfg.imagery.catalog is not None:
         inputs["stac_catalog"] = cfg.imagery.catalog.parent
+    if cfg.imagery.dem is not None and cfg.imagery.dem.path is not None:
+        inputs["dem"] = cfg.imagery.dem.path
     for rnd in cfg.rounds:
         for i, sf in enumerate(rnd.samples):
             inputs[f"samples_{rnd.name}_{sf.source}_{i}"] = sf.path
     outputs = [root / "maps", root / "model", root / "work", figs, layout.accounting, report_path, *rendered]
+    if (root / "models").is_dir():  # the model registry, when it is kept in the run directory
+        outputs.append(root / "models")
     write_manifest(root, inputs=inputs, config=cfg.source_path, outputs=outputs, extra={"run_name": cfg.name})
     return report_path
 

@@ -42,15 +42,15 @@ from mrv.imagery.local import LocalCatalogSource
 from mrv.imagery.providers import load_profile
 from mrv.imagery.source import ImagerySource, SearchRequest
 from mrv.imagery.stac_api import StacApiSource
-from mrv.modeling.features import extract_at_points
+from mrv.modeling.features import apply_normalisation, extract_at_points, normalise_stack
 from mrv.modeling.model import OUTPUTS, SOCPredictor
 from mrv.modeling.predict import predict_map
 from mrv.modeling.registry import MODEL_FILE, read_card
 from mrv.modeling.registry import register as register_model
 from mrv.modeling.train import train
+from mrv.pipeline.change_step import covariate_norm_stats, design_accounting
 from mrv.pipeline.layout import RunLayout
 from mrv.raster import mosaic_to_cog, read_raster, read_raster_lazy, write_cog, write_cogs_by_strips
-from mrv.resources import profile_dirs
 from mrv.samples.formats import load_format
 from mrv.samples.fusion import add_weights, source_weights
 from mrv.samples.ingest import ingest
@@ -89,7 +89,7 @@ def make_source(cfg: RunConfig) -> ImagerySource:
         return LocalCatalogSource(cfg.imagery.catalog, max_items=cfg.imagery.max_items)
     if cfg.imagery.source == "stac":
         if cfg.imagery.provider:
-            profile = load_profile(cfg.imagery.provider)
+            profile = cfg.imagery.provider_profile or load_profile(cfg.imagery.provider, config_path=cfg.source_path)
             return StacApiSource.from_profile(
                 profile, collection=cfg.imagery.collection, max_items=cfg.imagery.max_items
             )
@@ -262,12 +262,11 @@ def prepare_samples(cfg: RunConfig, rnd: RoundConfig, layout: RunLayout) -> Path
     site's inverse-variance weight in the model (see :mod:`mrv.samples.fusion`).
     """
     grid = project_grid(cfg)
-    format_dirs = profile_dirs("sample_formats", config_path=cfg.source_path)
     records: list[pd.DataFrame] = []
     rejected: list[pd.DataFrame] = []
     summary: dict[str, dict[str, Any]] = {}
     for sf in rnd.samples:
-        fmt = load_format(sf.format, search_dirs=format_dirs)
+        fmt = sf.format_profile or load_format(sf.format, config_path=cfg.source_path)
         res = ingest(sf.path, fmt, source=sf.source, submitter=sf.submitter, project_crs=grid.crs, region_bounds=grid.bounds)
         records.append(res.accepted)
         rej = res.rejected_frame()
@@ -336,6 +335,8 @@ def training_table(cfg: RunConfig, layout: RunLayout) -> pd.DataFrame:
         sites = sites[flag.isna() | (flag.astype(str).str.strip() == "")]  # flagged sites stay out of training
         stack, _ = read_covariates(layout.covariates(rnd.name))
         cov = extract_at_points(stack, sites["x"].to_numpy(float), sites["y"].to_numpy(float))
+        if cfg.model.round_normalisation:  # round-invariant inputs: imagery differences must not become change
+            cov = apply_normalisation(cov, covariate_norm_stats(cfg, layout, rnd.name))
         parts.append(pd.concat([sites.reset_index(drop=True).assign(round=rnd.name), cov], axis=1))
     return pd.concat(parts, ignore_index=True)
 
@@ -426,6 +427,8 @@ def predict_round(cfg: RunConfig, rnd: RoundConfig, layout: RunLayout, *, client
     model = load_model(layout.model_dir / "model.pkl")
     chunk = cfg.imagery.chunk_px
     stack, grid = read_covariates(layout.covariates(rnd.name), chunk_px=chunk)
+    if cfg.model.round_normalisation:
+        stack = normalise_stack(stack, covariate_norm_stats(cfg, layout, rnd.name))
     paths = layout.round_maps(rnd.name)
     tags = [
         {
@@ -491,6 +494,7 @@ def account(cfg: RunConfig, layout: RunLayout) -> Path:
         round_correlation=em.round_correlation,
     )
     project, out_fields = compute_accounting(fields, maps, zones, pixel_m=grid.resolution_m, settings=settings)
+    design = design_accounting(cfg, layout, fields, maps, zones, grid)
     return write_json(
         layout.accounting,
         {
@@ -523,5 +527,6 @@ def account(cfg: RunConfig, layout: RunLayout) -> Path:
             },
             "project": project,
             "fields": out_fields,
+            "design_based": design,
         },
     )

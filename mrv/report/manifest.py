@@ -1,9 +1,14 @@
-"""Provenance manifest for a run directory: what went in, what came out, and with which code.
+"""Provenance manifest for a run directory or a bundle: what went in, what came out, and with which code.
 
 ``manifest.json`` records the SHA-256 of the configuration, of every input file (an input
-directory such as a STAC catalog is hashed file by file) and of every output, together with the
-git revision of this package's checkout and the versions of the numerical packages. A verifier
-re-hashes everything with :func:`verify_manifest`.
+directory such as a STAC catalog is hashed file by file) and of every output, the chain of step
+keys (every ``*.done.json`` sidecar of :mod:`mrv.pipeline.cache` among the outputs), the git
+revision of this package's checkout and the versions of the numerical packages.
+
+Every path is relative to the directory holding the manifest (schema 2): outputs lie inside it;
+in a run directory (``kind: run``) inputs and the config may lie beside it (``../``), in a bundle
+(``kind: bundle``, :mod:`mrv.report.bundle`) everything lies inside. :func:`verify_manifest`
+re-hashes every entry and reports files under the directory that the manifest does not list.
 
 Environment variables and credentials are never recorded.
 """
@@ -15,7 +20,7 @@ import importlib.metadata
 import json
 import os
 import platform
-import subprocess
+import posixpath
 import sys
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -24,23 +29,31 @@ from pathlib import Path
 from typing import Any
 
 from mrv.errors import MRVError, VerificationError
+from mrv.identity import identity
 
 __all__ = [
     "MANIFEST_NAME",
     "SCHEMA_VERSION",
+    "SIGNATURE_NAME",
     "Mismatch",
     "VerifyResult",
     "build_manifest",
-    "git_state",
+    "load_manifest",
+    "manifest_entries",
     "package_versions",
     "raise_on_mismatch",
+    "resolve_entry",
     "sha256_file",
     "verify_manifest",
     "write_manifest",
 ]
 
 MANIFEST_NAME = "manifest.json"
-SCHEMA_VERSION = 1
+#: Detached signature of ``manifest.json`` (:mod:`mrv.report.signing`); never listed in the manifest.
+SIGNATURE_NAME = "manifest.sig"
+SCHEMA_VERSION = 2
+_READABLE_SCHEMAS = (1, 2)
+_SIDECAR_SUFFIX = ".done.json"
 _CHUNK = 1024 * 1024
 
 #: Distribution names whose versions are recorded (missing ones are skipped). GDAL is added
@@ -66,6 +79,7 @@ _PACKAGES: tuple[str, ...] = (
 _RESERVED_KEYS = frozenset(
     {
         "schema_version",
+        "kind",
         "created_utc",
         "git_revision",
         "git_dirty",
@@ -75,6 +89,7 @@ _RESERVED_KEYS = frozenset(
         "config",
         "inputs",
         "outputs",
+        "steps",
     }
 )
 
@@ -83,8 +98,8 @@ _RESERVED_KEYS = frozenset(
 class Mismatch:
     """One file whose current content does not match the manifest.
 
-    ``path`` is as written in the manifest (outputs relative to the run directory, inputs and
-    config absolute); ``actual`` is ``None`` when the file is missing.
+    ``path`` is as written in the manifest (relative to the manifest's directory); ``actual`` is
+    ``None`` when the file is missing or not listed.
     """
 
     path: str
@@ -120,37 +135,6 @@ def _file_entry(path: Path) -> dict[str, Any]:
     return {"sha256": sha256_file(path), "bytes": path.stat().st_size}
 
 
-def _git(args: list[str], cwd: Path) -> str | None:
-    # A minimal environment: never let the caller's environment leak into anything recorded.
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"}
-    try:
-        proc = subprocess.run(
-            ["git", *args],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-            env=env,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if proc.returncode != 0:
-        return None
-    return proc.stdout
-
-
-def git_state() -> tuple[str | None, bool | None]:
-    """(revision, dirty) of the checkout this package is imported from, or (None, None)."""
-    source_root = Path(__file__).resolve().parents[2]
-    revision_out = _git(["rev-parse", "HEAD"], source_root)
-    status_out = _git(["status", "--porcelain", "--untracked-files=no"], source_root)
-    revision = revision_out.strip() if revision_out else None
-    if status_out is None:
-        return revision, None
-    return revision, bool(status_out.strip())
-
-
 def package_versions() -> dict[str, str]:
     versions: dict[str, str] = {}
     for name in _PACKAGES:
@@ -167,7 +151,12 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def _input_entries(role: str, path: Path) -> list[dict[str, Any]]:
+def _relative(path: Path, root: Path) -> str:
+    """``path`` relative to ``root`` in POSIX form (``../`` where it lies beside ``root``)."""
+    return Path(os.path.relpath(path, root)).as_posix()
+
+
+def _input_entries(role: str, path: Path, run_dir: Path) -> list[dict[str, Any]]:
     resolved = Path(path).expanduser().resolve()
     if resolved.is_dir():
         files = list(_iter_files(resolved))
@@ -176,17 +165,21 @@ def _input_entries(role: str, path: Path) -> list[dict[str, Any]]:
                 f"Input {role!r} is the directory {resolved} which contains no files; "
                 "point the input at the populated directory (e.g. the STAC catalog) or drop it."
             )
-        return [{"role": role, "path": str(f), **_file_entry(f)} for f in files]
+        return [
+            {"role": role, "path": _relative(f, run_dir), "member": f.relative_to(resolved).as_posix(), **_file_entry(f)}
+            for f in files
+        ]
     if not resolved.is_file():
         raise MRVError(
             f"Input {role!r} does not exist: {resolved}; check the path in the configuration "
             "or create the input before writing the manifest."
         )
-    return [{"role": role, "path": str(resolved), **_file_entry(resolved)}]
+    return [{"role": role, "path": _relative(resolved, run_dir), "member": resolved.name, **_file_entry(resolved)}]
 
 
 def _output_files(run_dir: Path, outputs: Iterable[Path]) -> list[Path]:
-    manifest_path = run_dir / MANIFEST_NAME
+    """The files of ``outputs`` (directories expanded), each file's ``.done.json`` sidecar included."""
+    skip = {run_dir / MANIFEST_NAME, run_dir / SIGNATURE_NAME}
     seen: set[Path] = set()
     files: list[Path] = []
     for out in outputs:
@@ -202,18 +195,37 @@ def _output_files(run_dir: Path, outputs: Iterable[Path]) -> list[Path]:
         if candidate.is_dir():
             expanded = list(_iter_files(candidate))
         elif candidate.is_file():
-            expanded = [candidate]
+            sidecar = candidate.with_name(candidate.name + _SIDECAR_SUFFIX)
+            expanded = [candidate, sidecar] if sidecar.is_file() else [candidate]
         else:
             raise MRVError(
                 f"Output {candidate} does not exist; write it before building the manifest or "
                 "remove it from the list of outputs."
             )
         for f in expanded:
-            if f == manifest_path or f in seen:
+            if f in skip or f in seen:
                 continue
             seen.add(f)
             files.append(f)
     return sorted(files)
+
+
+def step_chain(root: Path, output_paths: Iterable[str]) -> list[dict[str, Any]]:
+    """``{step, key, code_version, sidecar}`` of every step sidecar (``*.done.json``) among ``output_paths``."""
+    chain = []
+    for rel in sorted(output_paths):
+        if not rel.endswith(_SIDECAR_SUFFIX):
+            continue
+        try:
+            record = json.loads((root / rel).read_text(encoding="utf-8"))
+            chain.append(
+                {"step": str(record["step"]), "key": str(record["key"]), "code_version": str(record["code_version"]), "sidecar": rel}
+            )
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise MRVError(
+                f"The step record {root / rel} cannot be read ({exc!r}); re-run the pipeline to rewrite it."
+            ) from exc
+    return chain
 
 
 def build_manifest(
@@ -224,13 +236,14 @@ def build_manifest(
     outputs: Iterable[Path],
     extra: Mapping[str, object] | None = None,
 ) -> dict[str, Any]:
-    """Describe a run directory: config, inputs and outputs with their SHA-256, code versions.
+    """Describe a run directory: config, inputs and outputs with their SHA-256, step chain, code versions.
 
     ``inputs`` maps a role (e.g. ``"samples"``, ``"stac_catalog"``) to a file or directory
-    anywhere on disk; a directory is hashed file by file. ``outputs`` are files or directories
-    inside ``run_dir`` (relative paths are taken relative to ``run_dir``) and are recorded
-    relative to it. ``manifest.json`` itself is never listed. ``extra`` keys are merged into the
-    top level and must not shadow the standard keys.
+    anywhere on disk; a directory is hashed file by file (``member`` is each file's path inside
+    it). ``outputs`` are files or directories inside ``run_dir`` (relative paths are taken
+    relative to ``run_dir``); a file's ``.done.json`` step record is added beside it. Every path
+    is recorded relative to ``run_dir``. ``manifest.json`` and ``manifest.sig`` are never listed.
+    ``extra`` keys are merged into the top level and must not shadow the standard keys.
     """
     run_dir = Path(run_dir).expanduser().resolve()
     if not run_dir.is_dir():
@@ -245,26 +258,45 @@ def build_manifest(
 
     input_entries: list[dict[str, Any]] = []
     for role, path in inputs.items():
-        input_entries.extend(_input_entries(role, path))
+        input_entries.extend(_input_entries(role, path, run_dir))
 
     output_entries = [
         {"path": f.relative_to(run_dir).as_posix(), **_file_entry(f)} for f in _output_files(run_dir, outputs)
     ]
-    revision, dirty = git_state()
+    code = identity()
     manifest: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
+        "kind": "run",
         "created_utc": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "git_revision": revision,
-        "git_dirty": dirty,
+        "mrv_version": code.version,
+        "source_revision": code.revision,
+        "source_revision_from": code.revision_source,
+        "git_revision": code.revision if code.revision_source == "git" else None,
+        "git_dirty": code.dirty,
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "packages": package_versions(),
-        "config": {"path": str(config_path), "sha256": sha256_file(config_path)},
+        "config": {"path": _relative(config_path, run_dir), **_file_entry(config_path)},
         "inputs": input_entries,
         "outputs": output_entries,
+        "steps": step_chain(run_dir, (e["path"] for e in output_entries)),
     }
     manifest.update(extra)
     return manifest
+
+
+def dump_manifest(manifest: Mapping[str, Any], target: Path) -> Path:
+    """Write ``manifest`` as indented JSON to ``target`` atomically."""
+    try:
+        text = json.dumps(manifest, indent=2, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise MRVError(
+            f"The manifest cannot be written as JSON ({exc}); pass only JSON-serialisable, finite values in `extra`."
+        ) from exc
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(text + "\n", encoding="utf-8")
+    os.replace(tmp, target)
+    return target
 
 
 def write_manifest(
@@ -277,17 +309,78 @@ def write_manifest(
 ) -> Path:
     """Build the manifest (see :func:`build_manifest`) and write ``run_dir/manifest.json``."""
     manifest = build_manifest(run_dir, inputs=inputs, config=config, outputs=outputs, extra=extra)
+    return dump_manifest(manifest, Path(run_dir).expanduser().resolve() / MANIFEST_NAME)
+
+
+# --------------------------------------------------------------------------- reading and verifying
+
+_FIX = "the manifest is damaged - restore it from the original run or bundle, or re-run the pipeline."
+
+
+def load_manifest(root: Path) -> dict[str, Any]:
+    """``root/manifest.json`` checked for shape: an object of a known schema with a config and entry lists."""
+    manifest_path = root / MANIFEST_NAME
+    if not manifest_path.is_file():
+        raise VerificationError(
+            f"No {MANIFEST_NAME} in {root}; this is not a complete run directory or bundle. Re-run the "
+            "pipeline to produce one, or pass the right directory."
+        )
     try:
-        text = json.dumps(manifest, indent=2, ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise MRVError(
-            f"The manifest cannot be written as JSON ({exc}); pass only JSON-serialisable, finite values in `extra`."
+        data = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise VerificationError(
+            f"{manifest_path} cannot be read as JSON ({exc}); restore it from the original run or re-run the pipeline."
         ) from exc
-    target = Path(run_dir).expanduser().resolve() / MANIFEST_NAME
-    tmp = target.with_name(MANIFEST_NAME + ".tmp")
-    tmp.write_text(text + "\n", encoding="utf-8")
-    os.replace(tmp, target)
-    return target
+    if not isinstance(data, dict):
+        raise VerificationError(f"{manifest_path} holds a JSON {type(data).__name__}, not an object; {_FIX}")
+    if data.get("schema_version") not in _READABLE_SCHEMAS:
+        raise VerificationError(
+            f"{manifest_path} is not a schema_version {' or '.join(map(str, _READABLE_SCHEMAS))} manifest "
+            f"(found {data.get('schema_version')!r}); verify it with the package version that wrote it, or re-run the pipeline."
+        )
+    config = data.get("config")
+    if not isinstance(config, Mapping) or not isinstance(config.get("path"), str) or not isinstance(config.get("sha256"), str):
+        raise VerificationError(f"{manifest_path} has no valid 'config' entry (an object with 'path' and 'sha256'); {_FIX}")
+    for key in ("inputs", "outputs"):
+        manifest_entries(data, key, manifest_path)
+    steps = data.get("steps", [])
+    if not isinstance(steps, list) or not all(isinstance(s, Mapping) and isinstance(s.get("sidecar"), str) for s in steps):
+        raise VerificationError(f"{manifest_path}: 'steps' must be a list of objects with 'sidecar'; {_FIX}")
+    return data
+
+
+def manifest_entries(data: Mapping[str, Any], key: str, manifest_path: Path) -> list[Mapping[str, Any]]:
+    """The ``inputs`` or ``outputs`` list, each entry an object with string ``path`` and ``sha256``."""
+    entries = data.get(key, [])
+    if not isinstance(entries, list) or not all(
+        isinstance(e, Mapping) and isinstance(e.get("path"), str) and isinstance(e.get("sha256"), str) for e in entries
+    ):
+        raise VerificationError(
+            f"{manifest_path}: {key!r} must be a list of objects with string 'path' and 'sha256'; {_FIX}"
+        )
+    return entries
+
+
+def resolve_entry(root: Path, rel: str, *, inside: bool, schema: int = SCHEMA_VERSION) -> Path:
+    """The file a manifest path names: relative to ``root``; with ``inside`` it may not leave ``root``.
+
+    Schema-1 manifests recorded inputs and the config by absolute path; those are accepted as such.
+    """
+    p = Path(rel)
+    if p.is_absolute():
+        if schema == 1 and not inside:
+            return p
+        raise VerificationError(
+            f"{root / MANIFEST_NAME} lists the absolute path {rel!r}; manifests record paths relative to their "
+            "directory. Re-create the run or bundle with this version."
+        )
+    normal = posixpath.normpath(p.as_posix())
+    if inside and (normal == ".." or normal.startswith("../")):
+        raise VerificationError(
+            f"{root / MANIFEST_NAME} lists {rel!r}, which lies outside {root}; every file of a bundle (and every "
+            "output of a run) must lie inside it. The manifest was edited or written by a broken tool."
+        )
+    return root / normal
 
 
 def _check(path_label: str, path: Path, expected: object) -> Mismatch | None:
@@ -305,69 +398,49 @@ def _check(path_label: str, path: Path, expected: object) -> Mismatch | None:
     return None
 
 
-def _load_manifest(run_dir: Path) -> dict[str, Any]:
-    manifest_path = run_dir / MANIFEST_NAME
-    if not manifest_path.is_file():
-        raise VerificationError(
-            f"No {MANIFEST_NAME} in {run_dir}; this is not a complete run directory. Re-run the "
-            "pipeline to produce one, or pass the right directory."
-        )
-    try:
-        data = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise VerificationError(
-            f"{manifest_path} cannot be read as JSON ({exc}); restore it from the original run or re-run the pipeline."
-        ) from exc
-    if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:
-        raise VerificationError(
-            f"{manifest_path} is not a schema_version {SCHEMA_VERSION} manifest; verify it with "
-            "the package version that wrote it, or re-run the pipeline."
-        )
-    return data
-
-
-def _entries(data: Mapping[str, Any], key: str, manifest_path: Path) -> list[Mapping[str, Any]]:
-    entries = data.get(key, [])
-    if not isinstance(entries, list) or not all(
-        isinstance(e, Mapping) and "path" in e and "sha256" in e for e in entries
-    ):
-        raise VerificationError(
-            f"{manifest_path}: {key!r} must be a list of objects with 'path' and 'sha256'; "
-            "the manifest is damaged - restore it or re-run the pipeline."
-        )
-    return entries
-
-
 def verify_manifest(run_dir: Path) -> VerifyResult:
     """Re-hash the config, every input and every output listed in ``run_dir/manifest.json``.
 
-    Outputs are looked up relative to ``run_dir`` (so a run directory may be moved); inputs and
-    the config at their recorded absolute paths.
+    Paths are taken relative to ``run_dir``, so a run directory may be moved together with its
+    inputs and a bundle may be moved anywhere. Every file under ``run_dir`` must be listed (the
+    manifest and its signature excepted): an unlisted file is reported as ``not listed``. A
+    manifest that lists no inputs or no outputs is rejected.
     """
     run_dir = Path(run_dir).expanduser().resolve()
-    data = _load_manifest(run_dir)
+    data = load_manifest(run_dir)
     manifest_path = run_dir / MANIFEST_NAME
+    schema = int(data["schema_version"])
+    bundle = data.get("kind") == "bundle"
+    inputs = manifest_entries(data, "inputs", manifest_path)
+    outputs = manifest_entries(data, "outputs", manifest_path)
+    for key, entries in (("outputs", outputs), ("inputs", inputs)):
+        if not entries:
+            raise VerificationError(
+                f"{manifest_path} lists no {key}; a manifest must name every {key[:-1]} of the run. It was emptied "
+                "or written for an incomplete run - restore it from the original run or bundle."
+            )
+    config = data["config"]
+    to_check: list[tuple[str, Path, object]] = [
+        (config["path"], resolve_entry(run_dir, config["path"], inside=bundle, schema=schema), config["sha256"])
+    ]
+    to_check += [(e["path"], resolve_entry(run_dir, e["path"], inside=bundle, schema=schema), e["sha256"]) for e in inputs]
+    to_check += [(e["path"], resolve_entry(run_dir, e["path"], inside=True, schema=schema), e["sha256"]) for e in outputs]
+
     mismatches: list[Mismatch] = []
-    checked = 0
-
-    config = data.get("config")
-    if not isinstance(config, Mapping) or "path" not in config or "sha256" not in config:
-        raise VerificationError(
-            f"{manifest_path} has no valid 'config' entry; the manifest is damaged - restore it or re-run the pipeline."
-        )
-    to_check: list[tuple[str, Path, object]] = [(str(config["path"]), Path(str(config["path"])), config["sha256"])]
-    for entry in _entries(data, "inputs", manifest_path):
-        to_check.append((str(entry["path"]), Path(str(entry["path"])), entry["sha256"]))
-    for entry in _entries(data, "outputs", manifest_path):
-        rel = str(entry["path"])
-        to_check.append((rel, run_dir / rel, entry["sha256"]))
-
+    listed: set[Path] = set()
     for label, path, expected in to_check:
-        checked += 1
+        listed.add(path.resolve() if path.exists() else path)
         mismatch = _check(label, path, expected)
         if mismatch is not None:
             mismatches.append(mismatch)
-    return VerifyResult(ok=not mismatches, checked=checked, mismatches=tuple(mismatches))
+    for f in _iter_files(run_dir):
+        if f.name in (MANIFEST_NAME, SIGNATURE_NAME) and f.parent == run_dir:
+            continue
+        if f.resolve() not in listed:
+            mismatches.append(
+                Mismatch(path=f.relative_to(run_dir).as_posix(), expected="-", actual=None, reason="not listed in the manifest")
+            )
+    return VerifyResult(ok=not mismatches, checked=len(to_check), mismatches=tuple(mismatches))
 
 
 def raise_on_mismatch(result: VerifyResult) -> None:
@@ -380,8 +453,8 @@ def raise_on_mismatch(result: VerifyResult) -> None:
         for m in result.mismatches
     ]
     raise VerificationError(
-        f"{len(result.mismatches)} of {result.checked} files do not match the manifest:\n"
+        f"{len(result.mismatches)} files do not match the manifest ({result.checked} listed):\n"
         + "\n".join(lines)
-        + "\nRestore the listed files from the original run (or its archive), or re-run the "
-        "pipeline to regenerate the outputs and a fresh manifest."
+        + "\nRestore the listed files from the original run (or its archive) and remove files that are not part "
+        "of it, or re-run the pipeline to regenerate the outputs and a fresh manifest."
     )

@@ -241,10 +241,7 @@ def ingest(
         raise SubmissionRejected(f"Cannot read {path}: {exc.strerror}.") from exc
     text = decode(raw, name, fallback=fmt.encoding or "latin-1")
     header, rows, decimal = read_table(text, name, delimiter=fmt.delimiter, decimal=fmt.decimal)
-    needed = [col for role, col in fmt.columns.items() if role not in _OPTIONAL_ROLES]
-    if fmt.long is not None:
-        needed += [fmt.long.parameter_column, fmt.long.value_column, fmt.long.unit_column]
-    missing = [col for col in needed if col not in header]
+    missing = [col for col in required_columns(fmt) if col not in header]
     if missing:
         raise SubmissionRejected(
             f"{name} lacks column(s) {missing} required by sample format '{fmt.name}' (found {header}). "
@@ -264,6 +261,14 @@ def ingest(
         rejected=tuple(sorted(rejected, key=lambda r: r.row)),
         record_lines=tuple(record_lines),
     )
+
+
+def required_columns(fmt: SampleFormat) -> list[str]:
+    """File columns that ``fmt`` maps to a required role (and a long layout's parameter/value/unit columns)."""
+    needed = [col for role, col in fmt.columns.items() if role not in _OPTIONAL_ROLES]
+    if fmt.long is not None:
+        needed += [fmt.long.parameter_column, fmt.long.value_column, fmt.long.unit_column]
+    return needed
 
 
 _OPTIONAL_ROLES = {

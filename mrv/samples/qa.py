@@ -96,55 +96,111 @@ def _xy(frame: pd.DataFrame) -> np.ndarray:
 # ------------------------------------------------------------------------------- sample-level checks
 
 
+#: Two SOC values closer than this (g/kg) "agree" in the near-duplicate check: half the last digit of a
+#: value reported to 0.1 g/kg, so a retyped or re-exported record agrees and two different cores rarely do.
+DUPLICATE_SOC_TOLERANCE_G_KG = 0.05
+#: Bulk densities closer than this (g/cm3) agree (half the last digit of a value reported to 0.01 g/cm3).
+DUPLICATE_BD_TOLERANCE_G_CM3 = 0.005
+#: At most this many nearest records (of the same source, date and depth) are examined per sample, so
+#: thousands of co-located samples cost O(n log n), not O(n^2).
+DUPLICATE_MAX_CANDIDATES = 32
+
+
 def flag_sample_duplicates(
-    samples: pd.DataFrame, *, tolerance_m: float = 15.0, by: Sequence[str] = ("source",)
+    samples: pd.DataFrame,
+    *,
+    tolerance_m: float = 15.0,
+    by: Sequence[str] = ("source",),
+    site_by: Sequence[str] = ("agency", "site_id"),
+    soc_tolerance_g_kg: float = DUPLICATE_SOC_TOLERANCE_G_KG,
+    max_candidates: int = DUPLICATE_MAX_CANDIDATES,
+    evaluate: Sequence[bool] | np.ndarray | None = None,
 ) -> pd.DataFrame:
-    """Flag samples that repeat an earlier sample: same ``by`` columns, date and depth interval, within ``tolerance_m``.
+    """Flag samples that repeat an earlier sample: same ``by`` columns, date and depth, within ``tolerance_m``,
+    and the same site id or the same values.
 
     Rows are taken in frame order (oldest first: the store sorts by submission and row); the
-    earliest record is kept unflagged and each later one is flagged as
+    earliest matching record is kept unflagged and each later one is flagged as
 
     * ``duplicate of sample S1 (...)`` when position (within 1 cm) and SOC are the same, or
-    * ``N m from sample S1 (...) with the same date and depth`` otherwise (a re-submission of one
-      sample with GPS jitter or a new id).
+    * ``N m from sample S1 (...) with the same date and depth and the same site id / SOC`` otherwise
+      (a re-submission of one sample with GPS jitter or a new id).
 
-    The layers of one site (different depths) and samples of different sources (a crowd core
-    taken next to a lab site on the same day is a second measurement, not a copy) are never
-    duplicates of each other. ``tolerance_m`` defaults to ``samples.duplicate_tolerance_m`` (15 m:
-    one and a half Sentinel-2 pixels, beyond the ~10 m error of a phone fix).
+    A near record is a duplicate only when its site id agrees (``site_by`` columns, e.g. agency +
+    site id: the same visit recorded twice) or its SOC agrees within ``soc_tolerance_g_kg`` (and
+    its bulk density within 0.005 g/cm3 when both have one): two different cores 6-14 m apart on a
+    dense sampling grid have their own site ids and values and are not duplicates. The layers of
+    one site (different depths) and samples of different sources (a crowd core taken next to a lab
+    site on the same day is a second measurement, not a copy) are never duplicates of each other.
+    ``tolerance_m`` defaults to ``samples.duplicate_tolerance_m`` (15 m: one and a half
+    Sentinel-2 pixels, beyond the ~10 m error of a phone fix).
+
+    Cost: records are grouped by source, date and depth first; within a group each evaluated
+    record examines its ``max_candidates`` nearest records (k-d tree), so the work is
+    O(n log n) even for thousands of records at one point. ``evaluate`` (a boolean per row)
+    limits which rows are judged, e.g. a new submission's samples.
     """
     out, flags = _with_flags(samples)
-    if out.empty:
+    n = len(out)
+    if n < 2:
         return _done(out, flags)
     xy = _xy(out)
     ok = np.isfinite(xy).all(axis=1)
-    idx = np.flatnonzero(ok)
-    if len(idx) < 2:
-        return _done(out, flags)
-    keys = list(zip(*(out[c].astype(str) for c in by if c in out.columns), strict=True)) if by else []
-    date = out["sampling_date"].astype(str).to_numpy()
-    top = out["top_cm"].to_numpy(dtype=float)
-    bottom = out["bottom_cm"].to_numpy(dtype=float)
+    judge = np.ones(n, dtype=bool) if evaluate is None else np.asarray(evaluate, dtype=bool)
+    key_cols = [c for c in by if c in out.columns]
+    keys = pd.DataFrame({f"k{i}": out[c].astype(str).to_numpy() for i, c in enumerate(key_cols)})
+    keys["date"] = out["sampling_date"].astype(str).to_numpy()
+    keys["top"] = out["top_cm"].to_numpy(dtype=float)
+    keys["bottom"] = out["bottom_cm"].to_numpy(dtype=float)
+    keys = keys[ok]
+    site_cols = [c for c in site_by if c in out.columns]
+    if "site_id" in site_cols:
+        site_text = out[site_cols].astype(str).agg("\x1f".join, axis=1).str.casefold()
+        site_code = pd.factorize(site_text)[0]
+        site_code[out["site_id"].map(_text).to_numpy() == ""] = -1
+    else:
+        site_code = np.full(n, -1)
     soc = out["soc_g_kg"].to_numpy(dtype=float)
-    earliest: dict[int, int] = {}
-    for a, b in cKDTree(xy[idx]).query_pairs(r=tolerance_m):
-        i, j = sorted((int(idx[a]), int(idx[b])))
-        if date[i] != date[j] or top[i] != top[j] or bottom[i] != bottom[j]:
+    bd = out["bulk_density_g_cm3"].to_numpy(dtype=float) if "bulk_density_g_cm3" in out.columns else np.full(n, np.nan)
+    earliest = np.full(n, -1)
+    by_site = np.zeros(n, dtype=bool)
+    for members in keys.groupby(list(keys.columns), sort=False, dropna=False).indices.values():
+        if len(members) < 2:
             continue
-        if keys and keys[i] != keys[j]:
+        rows = keys.index.to_numpy()[members]  # positions in the frame
+        targets = rows[judge[rows]]
+        if not len(targets):
             continue
-        earliest[j] = min(earliest.get(j, i), i)
-    for j, i in sorted(earliest.items()):
+        k = min(max_candidates, len(rows))
+        dist, nb = cKDTree(xy[rows]).query(xy[targets], k=k, distance_upper_bound=tolerance_m)
+        dist, nb = dist.reshape(len(targets), k), nb.reshape(len(targets), k)
+        found = np.isfinite(dist)
+        cand = rows[np.where(found, nb, 0)]
+        t = targets[:, None]
+        earlier = found & (cand < t)
+        same_site = (site_code[cand] == site_code[t]) & (site_code[t] >= 0)
+        same_soc = np.abs(soc[cand] - soc[t]) <= soc_tolerance_g_kg + 1e-9
+        both_bd = np.isfinite(bd[cand]) & np.isfinite(bd[t])
+        same_bd = ~both_bd | (np.abs(bd[cand] - bd[t]) <= DUPLICATE_BD_TOLERANCE_G_CM3 + 1e-9)
+        match = earlier & (same_site | (same_soc & same_bd))
+        first = np.where(match, cand, n).min(axis=1)
+        hit = first < n
+        earliest[targets[hit]] = first[hit]
+        pick = np.argmax(match & (cand == first[:, None]), axis=1)
+        by_site[targets[hit]] = same_site[np.arange(len(targets)), pick][hit]
+    for j in np.flatnonzero(earliest >= 0):
+        i = int(earliest[j])
         d = float(np.hypot(*(xy[j] - xy[i])))
         ref = _describe(out, i)
-        if d <= SAME_POSITION_M and np.isclose(soc[i], soc[j], rtol=1e-9, atol=1e-9):
+        if d <= SAME_POSITION_M and abs(soc[i] - soc[j]) <= 1e-9:
             note = f"duplicate of {ref}: same position, date, depth and SOC; keep one of the two records"
         else:
+            why = "the same site id" if by_site[j] else f"SOC within {soc_tolerance_g_kg:g} g/kg"
             note = (
-                f"{d:.1f} m from {ref} with the same date and depth (closer than {tolerance_m:g} m): "
+                f"{d:.1f} m from {ref} with the same date and depth and {why} (closer than {tolerance_m:g} m): "
                 "probably the same sample recorded twice; keep one"
             )
-        _add(flags, j, note)
+        _add(flags, int(j), note)
     return _done(out, flags)
 
 
@@ -458,6 +514,7 @@ class SampleChecks:
     """Thresholds of :func:`check_samples`; :meth:`from_config` takes them from a run config's ``samples:``."""
 
     duplicate_tolerance_m: float = SamplesConfig.duplicate_tolerance_m
+    duplicate_soc_tolerance_g_kg: float = DUPLICATE_SOC_TOLERANCE_G_KG
     gps_tolerance_m: float = SamplesConfig.gps_tolerance_m
     outlier_radius_m: float = SamplesConfig.outlier_radius_m
     outlier_k: float = SamplesConfig.outlier_k
@@ -483,20 +540,31 @@ def check_samples(
     site_by: Sequence[str] = ("agency", "site_id"),
     evaluate: Sequence[bool] | np.ndarray | None = None,
 ) -> pd.DataFrame:
-    """Every sample-level check, oldest record first; returns a copy with ``qa_flag`` recomputed from scratch.
+    """Every sample-level check, oldest record first; returns a copy with ``qa_flag`` recomputed.
 
-    Duplicates (same source, date and depth within ``duplicate_tolerance_m``), GPS accuracy,
-    position jitter within a site (``site_by``: ``agency`` + ``site_id`` in the store) and crowd
-    outliers against the lab samples around them (judged for the ``evaluate`` rows only; the
-    position and duplicate flags of other rows do not depend on later records). Impossible values
-    never get here: :func:`mrv.samples.ingest.ingest` rejects them with a reason.
+    Duplicates (same source, date and depth within ``duplicate_tolerance_m`` and the same site id or
+    SOC, :func:`flag_sample_duplicates`), GPS accuracy, position jitter within a site (``site_by``:
+    ``agency`` + ``site_id`` in the store) and crowd outliers against the lab samples around them.
+    Only the ``evaluate`` rows (default: all) are judged and their flags recomputed from scratch;
+    the other rows keep the ``qa_flag`` they came with and serve as references (a flagged lab
+    sample is no outlier reference). Impossible values never get here:
+    :func:`mrv.samples.ingest.ingest` rejects them with a reason.
     """
     c = checks or SampleChecks()
     out = samples.copy()
-    out["qa_flag"] = ""
-    out = flag_sample_duplicates(out, tolerance_m=c.duplicate_tolerance_m)
+    judge = np.ones(len(out), dtype=bool) if evaluate is None else np.asarray(evaluate, dtype=bool)
+    before = (
+        out["qa_flag"].astype(object).fillna("").astype(str).to_numpy()
+        if "qa_flag" in out.columns
+        else np.full(len(out), "", dtype=object)
+    )
+    # Rows not judged keep their flags (they are the reference: e.g. a flagged lab sample is no outlier reference).
+    out["qa_flag"] = np.where(judge, "", before)
+    out = flag_sample_duplicates(out, tolerance_m=c.duplicate_tolerance_m, site_by=site_by,
+                                 soc_tolerance_g_kg=c.duplicate_soc_tolerance_g_kg, evaluate=judge)  # fmt: skip
     out = flag_gps_accuracy(out, tolerance_m=c.gps_tolerance_m)
     out = flag_position_jitter(out, tolerance_m=c.gps_tolerance_m, by=site_by)
+    out["qa_flag"] = np.where(judge, out["qa_flag"].to_numpy(dtype=object), before)
     return flag_sample_outliers_against_lab(
         out,
         radius_m=c.outlier_radius_m,
@@ -504,7 +572,7 @@ def check_samples(
         min_lab_sites=c.outlier_min_lab_sites,
         error_models=c.error_models,
         site_by=site_by,
-        evaluate=evaluate,
+        evaluate=judge,
     )
 
 

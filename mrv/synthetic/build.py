@@ -7,7 +7,7 @@ Output layout under ``out_dir``::
     samples/lab_<round>.csv                  # every round
     samples/crowd_<round>.csv                # first round only
     truth/soc_stock_0_30cm_<round>.tif       # float32 t C/ha on the 10 m grid
-    truth/fields_truth.csv                   # field_id, round, true mean stock
+    truth/fields_truth.csv                   # field_id, round, true mean stock (0-30 cm; baseline soil mass)
     truth/crowd_defects_<round>.json         # ids of the planted crowd defects
     spec.json                                # the SceneSpec used (provenance)
 """
@@ -160,6 +160,7 @@ def build_region(
     for rnd in spec.rounds:
         _write_truth_raster(paths.truth[rnd.name], truth.states[rnd.name].stock_0_30cm_t_ha, spec)
         means = truth.field_mean_stock(rnd.name)
+        mass_means = truth.field_mean_stock(rnd.name, basis="baseline_mass")
         counts = np.bincount(truth.fields.field_index.ravel(), minlength=truth.fields.n + 1)
         for i, fid in enumerate(truth.fields.field_ids):
             rows.append(
@@ -169,6 +170,7 @@ def build_region(
                     "practice": truth.fields.practices[i],
                     "n_pixels": int(counts[i + 1]),
                     "mean_soc_stock_t_ha": round(means[i], 4),
+                    "mean_soc_stock_baseline_mass_t_ha": round(mass_means[i], 4),
                 }
             )
         write_csv(paths.lab_samples[rnd.name], make_lab_samples(truth, rnd.name))

@@ -6,10 +6,13 @@ stable formatting so the same spec always gives the same bytes.
 
 Lab table (``LAB_COLUMNS``): ``n_lab_sites`` sites per round, stratified over fields (every
 field gets ``n_lab_sites // n_fields`` sites, the remainder goes to randomly chosen fields),
-placed at random inside the field away from its edge pixels; two rows per site (0-15 and
-15-30 cm). Measured values are the truth at the site's 10 m pixel plus lab error: SOC x
-(1 + N(0, 0.04)), bulk density + N(0, 0.05) g/cm3, coarse fragments + N(0, 1.5) vol %.
-Coordinates are projected (``epsg`` column). Each round draws new locations.
+placed at random inside the field away from its edge pixels; one row per site and depth increment
+(``spec.lab_layers_cm``, default 0-15 and 15-30 cm). Measured values are the truth at the site's
+10 m pixel (integrated over the increment, :meth:`~mrv.synthetic.truth.SoilState.layer`) plus lab
+error: SOC x (1 + N(0, 0.04)), bulk density + N(0, 0.05) g/cm3, coarse fragments + N(0, 1.5) vol %.
+Coordinates are projected (``epsg`` column). Later rounds re-measure ``spec.remeasured_share`` of
+the first round's sites at their recorded position (GPS re-location error ``relocation_sd_m``);
+the other sites are new locations.
 
 Crowd table (``CROWD_COLUMNS``): a single 0-30 cm core per submission, SOC in percent
 (g/100 g, mass-weighted over the two layers) x exp(N(0, 0.2)) (~20 % relative error),
@@ -39,7 +42,7 @@ import pandas as pd
 from pyproj import Transformer
 from scipy import ndimage
 
-from mrv.synthetic.truth import SUB_CM, TOP_CM, RegionTruth
+from mrv.synthetic.truth import RegionTruth
 
 LAB_COLUMNS: tuple[str, ...] = (
     "sample_id",
@@ -116,27 +119,52 @@ def _site_pixels(truth: RegionTruth, n_sites: int, rng: np.random.Generator) -> 
     return out
 
 
+def _revisits(truth: RegionTruth, round_name: str) -> list[tuple[int, float, float]]:
+    """(field index, x, y) of the first round's sites sampled again in ``round_name`` (none in the first)."""
+    spec = truth.spec
+    first = spec.rounds[0].name
+    if round_name == first or spec.remeasured_share <= 0:
+        return []
+    base = make_lab_samples(truth, first).drop_duplicates("site_id")
+    n_re = int(round(spec.remeasured_share * len(base)))
+    rng = spec.rng(f"remeasure/{round_name}")
+    pick = np.sort(rng.choice(len(base), size=n_re, replace=False))
+    jitter = rng.normal(0.0, spec.relocation_sd_m, (n_re, 2))
+    index = {fid: i for i, fid in enumerate(truth.fields.field_ids)}
+    rows = base.iloc[pick]
+    return [
+        (index[str(f)], float(x) + dx, float(y) + dy)
+        for f, x, y, (dx, dy) in zip(rows["field_id"], rows["x"], rows["y"], jitter, strict=True)
+    ]
+
+
 def make_lab_samples(truth: RegionTruth, round_name: str) -> pd.DataFrame:
-    """Agency lab samples of one round (two depth rows per site), columns ``LAB_COLUMNS``."""
+    """Agency lab samples of one round (one row per site and depth increment), columns ``LAB_COLUMNS``.
+
+    In later rounds the first ``remeasured_share`` of the baseline sites are visited again at their
+    recorded position (plus GPS re-location error) and listed first; the rest are new sites.
+    """
     spec = truth.spec
     rnd = next(r for r in spec.rounds if r.name == round_name)
     rng = spec.rng(f"lab/{round_name}")
     state = truth.states[round_name]
     fields = truth.fields
     res = spec.resolution_m
+    revisits = _revisits(truth, round_name)
+    sites: list[tuple[int, float, float]] = list(revisits)
+    for f, r, c in _site_pixels(truth, spec.n_lab_sites - len(revisits), rng) if len(revisits) < spec.n_lab_sites else []:
+        sites.append((f, spec.origin_x + (c + rng.uniform(0.1, 0.9)) * res, spec.origin_y - (r + rng.uniform(0.1, 0.9)) * res))
     rows: list[dict[str, object]] = []
-    for k, (f, r, c) in enumerate(_site_pixels(truth, spec.n_lab_sites, rng), start=1):
-        x = spec.origin_x + (c + rng.uniform(0.1, 0.9)) * res
-        y = spec.origin_y - (r + rng.uniform(0.1, 0.9)) * res
+    nrow, ncol = spec.shape
+    for k, (f, x, y) in enumerate(sites, start=1):
+        r = min(max(int((spec.origin_y - y) // res), 0), nrow - 1)
+        c = min(max(int((x - spec.origin_x) // res), 0), ncol - 1)
         site = f"L{round_name}-{k:04d}"
-        layers = (
-            ("A", TOP_CM, state.soc_top_g_kg[r, c], state.bd_top_g_cm3[r, c]),
-            ("B", SUB_CM, state.soc_sub_g_kg[r, c], state.bd_sub_g_cm3[r, c]),
-        )
-        for suffix, (top, bottom), soc, bd in layers:
+        for j, (top, bottom) in enumerate(spec.lab_layers_cm):
+            soc, bd = state.layer(float(top), float(bottom), (r, c))
             rows.append(
                 {
-                    "sample_id": f"{site}-{suffix}",
+                    "sample_id": f"{site}-{chr(ord('A') + j)}",
                     "site_id": site,
                     "farm_id": fields.farm_ids[f],
                     "field_id": fields.field_ids[f],

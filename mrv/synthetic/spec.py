@@ -80,6 +80,16 @@ class SceneSpec:
     * ``no_scale_offset_baseline``: items with exactly this processing baseline get
       ``raster:bands`` without ``scale``/``offset`` (Planetary Computer convention);
       consumers must fall back to the baseline rule.
+    * ``remeasured_share``: share of the first round's lab sites sampled again, at the recorded
+      position (re-located with ``relocation_sd_m`` of GPS error per axis), in every later round;
+      the rest of a later round's sites are new. Re-measured (paired) sites are the design-based
+      evidence of change (VM0042 v2.2 Sect. 8.6.2: "the same set of sample points are visited at
+      both time points").
+    * ``change_scale``: multiplies the practice change rates and the change noise (0 = no true change).
+    * ``bd_change_sd_g_cm3``: SD of the per-field bulk-density change of the 0-30 cm material between
+      the first and last round (compaction > 0, loosening < 0); 0 keeps bulk density fixed.
+    * ``lab_layers_cm``: depth increments (cm) each lab site is analysed in, e.g.
+      ``((0, 15), (15, 30), (30, 50))`` for equivalent-soil-mass work.
     """
 
     seed: int = 42
@@ -101,6 +111,11 @@ class SceneSpec:
     cirrus_probability: float = 0.35
     sensor_noise: float = 0.004
     no_scale_offset_baseline: str = "04.00"
+    remeasured_share: float = 1.0
+    relocation_sd_m: float = 1.0
+    change_scale: float = 1.0
+    bd_change_sd_g_cm3: float = 0.0
+    lab_layers_cm: tuple[tuple[float, float], ...] = ((0.0, 15.0), (15.0, 30.0))
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -186,6 +201,13 @@ def _validate(spec: SceneSpec) -> None:
         _fail(f"SceneSpec crop_fraction={spec.crop_fraction} must lie in [0.05, 1].")
     if not spec.cloud_fractions or any(not 0.0 <= f <= 0.8 for f in spec.cloud_fractions):
         _fail(f"SceneSpec cloud_fractions={spec.cloud_fractions} must be a non-empty tuple of values in [0, 0.8].")
+    if not 0.0 <= spec.remeasured_share <= 1.0:
+        _fail(f"SceneSpec remeasured_share={spec.remeasured_share} must lie in [0, 1].")
+    if spec.change_scale < 0 or spec.bd_change_sd_g_cm3 < 0 or spec.relocation_sd_m < 0:
+        _fail("SceneSpec change_scale, bd_change_sd_g_cm3 and relocation_sd_m must be >= 0.")
+    lay = [tuple(float(v) for v in p) for p in spec.lab_layers_cm]
+    if not lay or lay[0][0] != 0.0 or any(b <= a for a, b in lay) or any(lay[i][1] != lay[i + 1][0] for i in range(len(lay) - 1)):
+        _fail(f"SceneSpec lab_layers_cm={spec.lab_layers_cm} must be contiguous increments from 0 cm, e.g. ((0, 15), (15, 30)).")
     if not spec.rounds:
         _fail("SceneSpec rounds is empty; give at least one RoundSpec.")
     names = [r.name for r in spec.rounds]

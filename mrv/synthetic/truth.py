@@ -13,15 +13,28 @@ Model summary (all seeded, see :class:`~mrv.synthetic.spec.SceneSpec`):
 * topsoil SOC (g/kg), log-normal, mean ~18 g/kg, plus a per-field management legacy;
 * bulk density (g/cm3) decreasing with log SOC; coarse fragments (vol %) 0-15;
 * subsoil (15-30 cm) SOC = 0.6-0.85 x topsoil, bulk density slightly higher;
+* a 30-50 cm layer below (SOC 0.4-0.7 x subsoil, bulk density a little higher), round-invariant;
 * later rounds: the stock changes by the field's practice-specific rate (t C/ha/yr) times the
-  elapsed years, plus small-scale spatial noise (sd 0.3 t C/ha, ~60 m range), applied by scaling SOC in both layers (bulk density
-  and coarse fragments held fixed).
+  elapsed years (times ``spec.change_scale``), plus small-scale spatial noise (sd 0.3 t C/ha, ~60 m
+  range), applied by scaling SOC in both 0-30 cm layers of the same soil material;
+* with ``spec.bd_change_sd_g_cm3 > 0`` each field's 0-30 cm material is compacted (or loosened)
+  between rounds: its bulk density is multiplied by ``k = 1 + dBD / 1.36`` (dBD ~ N(0, sd) per field,
+  reached linearly over the monitoring period) and its thickness divided by ``k`` (mass conserved),
+  so a fixed 0-30 cm depth takes in (or loses) 30-50 cm material. The carbon of the baseline soil
+  mass then changes only by the designed rate, which equivalent soil mass recovers and a fixed depth
+  does not (Wendt & Hauser 2013, Eur. J. Soil Sci. 64:58-65; von Haden et al. 2020, Glob. Change
+  Biol. 26:3759-3770).
+
+Depth coordinates of a round: :meth:`SoilState.layer` integrates the round's material profile
+(0-30 cm material shrunk or stretched by ``k``, then the 30-50 cm material, extended downwards)
+over any depth increment, which is what a lab measures.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import rasterio.features
@@ -135,7 +148,14 @@ class FieldLayout:
 
 @dataclass(frozen=True, eq=False)
 class SoilState:
-    """Two-layer soil profile and true stock for one monitoring round (10 m grid arrays)."""
+    """Soil profile and true stock for one monitoring round (10 m grid arrays).
+
+    ``soc_*``/``bd_*`` describe the soil *materials* (0-15, 15-30 and 30-50 cm of the baseline round);
+    ``compaction`` is the factor ``k`` by which the 0-30 cm material's bulk density was multiplied
+    (and its thickness divided) since the baseline (1 = unchanged). ``stock_0_30cm_t_ha`` is the
+    fixed-depth 0-30 cm stock of this round; ``stock_baseline_mass_t_ha`` the carbon of the baseline
+    round's 0-30 cm soil mass (what an equivalent-soil-mass comparison measures).
+    """
 
     soc_top_g_kg: FloatArray
     soc_sub_g_kg: FloatArray
@@ -143,6 +163,34 @@ class SoilState:
     bd_sub_g_cm3: FloatArray
     cf_vol_pct: FloatArray
     stock_0_30cm_t_ha: FloatArray
+    soc_deep_g_kg: FloatArray | None = None
+    bd_deep_g_cm3: FloatArray | None = None
+    compaction: FloatArray | None = None
+    stock_baseline_mass_t_ha: FloatArray | None = None
+
+    def _segments(self, at: Any) -> list[tuple[Any, Any, Any, Any]]:
+        """(top_cm, bottom_cm, soc g/kg, bd g/cm3) of the material segments in this round's depths."""
+        k = 1.0 if self.compaction is None else self.compaction[at]
+        deep_soc = (self.soc_sub_g_kg if self.soc_deep_g_kg is None else self.soc_deep_g_kg)[at]
+        deep_bd = (self.bd_sub_g_cm3 if self.bd_deep_g_cm3 is None else self.bd_deep_g_cm3)[at]
+        t1, t2 = TOP_CM[1] / k, SUB_CM[1] / k
+        return [
+            (0.0, t1, self.soc_top_g_kg[at], self.bd_top_g_cm3[at] * k),
+            (t1, t2, self.soc_sub_g_kg[at], self.bd_sub_g_cm3[at] * k),
+            (t2, np.inf, deep_soc, deep_bd),
+        ]
+
+    def layer(self, top_cm: float, bottom_cm: float, at: Any = ...) -> tuple[Any, Any]:
+        """(SOC g/kg, bulk density g/cm3) a lab measures in the increment ``top_cm``-``bottom_cm`` of
+        this round at ``self.<array>[at]`` (default: every pixel): fine-earth-mass-weighted SOC and
+        the increment's mean bulk density."""
+        mass: Any = 0.0
+        carbon: Any = 0.0
+        for lo, hi, soc, bd in self._segments(at):
+            overlap = np.clip(np.minimum(bottom_cm, hi) - np.maximum(top_cm, lo), 0.0, None)
+            mass = mass + overlap * bd
+            carbon = carbon + overlap * bd * soc
+        return carbon / mass, mass / (bottom_cm - top_cm)
 
 
 @dataclass(frozen=True, eq=False)
@@ -160,9 +208,12 @@ class RegionTruth:
     states: dict[str, SoilState]
     change_rate_t_ha_yr: tuple[float, ...]
 
-    def field_mean_stock(self, round_name: str) -> tuple[float, ...]:
-        """True mean 0-30 cm stock (t C/ha) over each field's pixels, in field order."""
-        stock = self.states[round_name].stock_0_30cm_t_ha
+    def field_mean_stock(self, round_name: str, *, basis: str = "fixed_depth") -> tuple[float, ...]:
+        """True mean stock (t C/ha) over each field's pixels, in field order: ``fixed_depth`` (0-30 cm)
+        or ``baseline_mass`` (the carbon of the baseline round's 0-30 cm soil mass, the ESM basis)."""
+        state = self.states[round_name]
+        stock = state.stock_0_30cm_t_ha if basis == "fixed_depth" else state.stock_baseline_mass_t_ha
+        assert stock is not None
         idx = self.fields.field_index
         return tuple(float(stock[idx == i + 1].mean()) for i in range(self.fields.n))
 
@@ -281,30 +332,49 @@ def make_truth(spec: SceneSpec) -> RegionTruth:
     rates = []
     for p in fields.practices:
         lo, hi = CHANGE_RATES_T_HA_YR[p]
-        rates.append(float(rng.uniform(lo, hi)))
+        rates.append(float(rng.uniform(lo, hi)) * spec.change_scale)
     rate_px = np.concatenate([[0.0], rates])[idx]
     in_field = idx > 0
 
+    # 30-50 cm material and per-field bulk-density change: their own stream, so the draws above stay put.
+    deep_rng = spec.rng("soil-deep")
+    deep_z = gaussian_random_field(shape, detail, deep_rng)
+    soc_deep = soc_top * ratio * np.clip(0.55 + 0.05 * deep_z, 0.4, 0.7)
+    bd_deep = np.clip(bd_sub + 0.04, 1.15, 1.70)
+    dbd_field = np.concatenate([[0.0], deep_rng.normal(0.0, 1.0, fields.n) * spec.bd_change_sd_g_cm3])
+    k_full = 1.0 + dbd_field[idx] / 1.36
+
     states: dict[str, SoilState] = {}
     first = spec.rounds[0]
+    total_years = max(years_between(first.sampling_date, spec.rounds[-1].sampling_date), 1e-9)
     for rnd in spec.rounds:
         years = years_between(first.sampling_date, rnd.sampling_date)
         base_top, base_sub = soc_top, soc_top * ratio
         stock0 = _stock(base_top, base_sub, bd_top, bd_sub, cf)
         if years > 0:
             # small-scale (~60 m) noise, sd 0.3 t C/ha: averages out over a field
-            noise = 0.3 * grf(60.0 / spec.resolution_m)
+            noise = 0.3 * spec.change_scale * grf(60.0 / spec.resolution_m)
             delta = np.where(in_field, rate_px * years + noise, 0.0)
             factor = 1.0 + delta / stock0
             base_top, base_sub = base_top * factor, base_sub * factor
-        states[rnd.name] = SoilState(
+        k = 1.0 + (k_full - 1.0) * (years / total_years)
+        state = SoilState(
             soc_top_g_kg=base_top,
             soc_sub_g_kg=base_sub,
             bd_top_g_cm3=bd_top,
             bd_sub_g_cm3=bd_sub,
             cf_vol_pct=cf,
             stock_0_30cm_t_ha=_stock(base_top, base_sub, bd_top, bd_sub, cf),
+            soc_deep_g_kg=soc_deep,
+            bd_deep_g_cm3=bd_deep,
+            compaction=k,
+            stock_baseline_mass_t_ha=_stock(base_top, base_sub, bd_top, bd_sub, cf),
         )
+        if spec.bd_change_sd_g_cm3 > 0:
+            soc, bd = state.layer(0.0, SUB_CM[1])
+            fixed = np.asarray(soc_stock_t_ha(soc, bd, SUB_CM[1], cf), dtype=np.float64)
+            state = replace(state, stock_0_30cm_t_ha=fixed)
+        states[rnd.name] = state
     return RegionTruth(
         spec=spec,
         fields=fields,

@@ -1,0 +1,216 @@
+"""Validity of stock and change estimates against generated truth, today's estimator beside the new one.
+
+``python benchmarks/validity.py [--seeds 11,23,37,41,59] [--size 200] [--zero-change-seeds 71,83]``
+
+For every seed a region is generated (:mod:`mrv.synthetic`, lab samples only, every baseline site
+re-measured in the last round) and the pipeline steps are called directly (imagery, samples, model,
+prediction, accounting; no Prefect). Two estimators are compared on the same imagery and samples:
+
+* **today**: one model pooled over both rounds on raw covariates; stock and change from the Monte Carlo
+  of the maps (``mrv.accounting.aggregate``, round error correlation 0);
+* **new**: round-normalised covariates (:func:`mrv.modeling.features.round_normalisation`); stock and
+  change from the design-based estimators of :mod:`mrv.accounting.change` (re-measured sites as the
+  evidence, maps as auxiliary).
+
+Printed per estimator and quantity: pixel coverage of the 90 % map intervals (stock), field and
+project coverage of the 90 % intervals of the true means, share of fields with the right sign of
+change, bias (mean estimate - truth), and the interval width relative to the width implied by the
+true errors (mean width / (2 x 1.645 x RMS error)). Zero-change regions (``change_scale=0``) are
+reported separately: how often the project change interval covers zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from mrv.config import load_config  # noqa: E402
+from mrv.pipeline import steps  # noqa: E402
+from mrv.pipeline.layout import RunLayout  # noqa: E402
+from mrv.raster import read_raster  # noqa: E402
+from mrv.synthetic import SceneSpec, build_region  # noqa: E402
+
+Z90 = 1.6448536269514722
+
+
+def region_config(root: Path, spec: SceneSpec) -> Path:
+    region = build_region(root / "region", spec)
+    cfg = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())
+    cfg.update(name=f"validity{spec.seed}", output_dir=str(root / "run"))
+    cfg["region"]["fields"] = str(region.fields)
+    cfg["imagery"]["catalog"] = str(region.collection)
+    cfg["accounting"]["n_simulations"] = 200
+    for rnd in cfg["rounds"]:
+        rnd["samples"] = [
+            {"path": str(region.lab_samples[rnd["name"]]), "source": "lab", "format": "lab_wide", "submitter": "agency"}
+        ]
+    path = root / "run.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def run_region(root: Path, spec: SceneSpec) -> dict[str, Any]:
+    """Both estimators on one region; returns per-field and project estimates with the truth."""
+    cfg_path = region_config(root, spec)
+    base = load_config(cfg_path)
+    layout = RunLayout(base.output_dir)
+    for rnd in base.rounds:
+        steps.prepare_imagery(base, rnd, layout)
+        steps.prepare_samples(base, rnd, layout)
+    truth = pd.read_csv(root / "region" / "truth" / "fields_truth.csv", dtype={"round": str})
+    first, last = base.rounds[0].name, base.rounds[-1].name
+    out: dict[str, Any] = {"seed": spec.seed, "change_scale": spec.change_scale}
+    for label, norm in (("today", False), ("new", True)):
+        cfg = replace(base, model=replace(base.model, round_normalisation=norm))
+        steps.fit_model(cfg, layout)
+        for rnd in cfg.rounds:
+            steps.predict_round(cfg, rnd, layout)
+        acc = json.loads(steps.account(cfg, layout).read_text())
+        res: dict[str, Any] = {"fields": {}, "project": {}}
+        # pixel coverage of the map intervals, both rounds, field pixels only
+        pix = []
+        for rnd in (first, last):
+            maps = layout.round_maps(rnd)
+            p05, _, _ = read_raster(maps["p05"])
+            p95, _, _ = read_raster(maps["p95"])
+            tr, _, _ = read_raster(root / "region" / "truth" / f"soc_stock_0_30cm_{rnd}.tif")
+            on = np.isfinite(p05[0]) & (tr[0] > 0)
+            from mrv.fields import field_index_raster, read_fields
+
+            grid = steps.project_grid(cfg)
+            zones = field_index_raster(read_fields(cfg.region.fields, crs=cfg.region.crs), grid)
+            on &= zones >= 0
+            pix.append(float(np.mean((tr[0][on] >= p05[0][on]) & (tr[0][on] <= p95[0][on]))))
+        res["pixel_coverage"] = float(np.mean(pix))
+        design = acc.get("design_based", {})
+        for f in acc["fields"]:
+            fid = f["field_id"]
+            t = truth[truth.field_id == fid].set_index("round")["mean_soc_stock_t_ha"]
+            rec: dict[str, Any] = {"true_stock": float(t[last]), "true_change": float(t[last] - t[first])}
+            if label == "today":
+                s = f["rounds"][last]["soc_stock_t_ha"]
+                c = f["change"]["delta_soc_stock_t_ha"]
+                rec.update(stock=(s["mean"], s["lower_90"], s["upper_90"]), change=(c["mean"], c["lower_90"], c["upper_90"]))
+            else:
+                s = design["stock"][last]["fields"][fid]["per_ha"]
+                c = design["change"]["fields"][fid]["per_ha"]
+                rec.update(stock=(s["mean"], s["lower_90"], s["upper_90"]), change=(c["mean"], c["lower_90"], c["upper_90"]))
+            res["fields"][fid] = rec
+        w = truth[truth["round"] == last].set_index("field_id")["n_pixels"]
+        tl = truth[truth["round"] == last].set_index("field_id")["mean_soc_stock_t_ha"]
+        tf = truth[truth["round"] == first].set_index("field_id")["mean_soc_stock_t_ha"]
+        # project truth on the mapped field pixels: pixel-weighted mean of the true field means
+        res["project"]["true_stock"] = float(np.average(tl, weights=w))
+        res["project"]["true_change"] = float(np.average(tl - tf, weights=w))
+        if label == "today":
+            s = acc["project"]["rounds"][last]["soc_stock_t_ha"]
+            c = acc["project"]["change"]["delta_soc_stock_t_ha"]
+        else:
+            s = design["stock"][last]["project"]["per_ha"]
+            c = design["change"]["project"]["per_ha"]
+        res["project"]["stock"] = (s["mean"], s["lower_90"], s["upper_90"])
+        res["project"]["change"] = (c["mean"], c["lower_90"], c["upper_90"])
+        out[label] = res
+    return out
+
+
+def summarise(results: list[dict[str, Any]], label: str) -> dict[str, str]:
+    rows: dict[str, str] = {}
+    for q in ("stock", "change"):
+        fe, fw, fc, fs = [], [], [], []
+        pe, pw, pc, sign_ok = [], [], [], []
+        for r in results:
+            res = r[label]
+            for rec in res["fields"].values():
+                est, lo, hi = rec[q]
+                tru = rec[f"true_{q}"]
+                fe.append(est - tru)
+                fw.append(hi - lo)
+                fc.append(lo <= tru <= hi)
+                if q == "change":
+                    fs.append(np.sign(est) == np.sign(tru))
+            est, lo, hi = res["project"][q]
+            tru = res["project"][f"true_{q}"]
+            pe.append(est - tru)
+            pw.append(hi - lo)
+            pc.append(lo <= tru <= hi)
+            if q == "change" and (lo > 0 or hi < 0):
+                sign_ok.append(np.sign(est) == np.sign(tru))
+        fe_a, pe_a = np.asarray(fe), np.asarray(pe)
+        rows[f"{q}: field coverage"] = f"{np.mean(fc):.3f} ({sum(fc)}/{len(fc)})"
+        rows[f"{q}: project coverage"] = f"{np.mean(pc):.2f} ({sum(pc)}/{len(pc)})"
+        rows[f"{q}: field bias t C/ha"] = f"{fe_a.mean():+.2f}"
+        rows[f"{q}: project bias t C/ha"] = f"{pe_a.mean():+.2f}"
+        rows[f"{q}: field width / true-error width"] = f"{np.mean(fw) / (2 * Z90 * math.sqrt(np.mean(fe_a**2))):.2f}"
+        rows[f"{q}: project width / true-error width"] = f"{np.mean(pw) / (2 * Z90 * math.sqrt(np.mean(pe_a**2))):.2f}"
+        if q == "change":
+            rows["change: field right sign"] = f"{np.mean(fs):.2f}"
+            rows["change: project right sign when interval excludes 0"] = (
+                f"{np.mean(sign_ok):.2f} ({sum(sign_ok)}/{len(sign_ok)})" if sign_ok else "n/a (0 significant)"
+            )
+    rows["stock: pixel coverage (90 % maps)"] = f"{np.mean([r[label]['pixel_coverage'] for r in results]):.3f}"
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", default="11,23,37,41,59")
+    ap.add_argument("--zero-change-seeds", default="71,83,97")
+    ap.add_argument("--size", type=int, default=200, help="region edge in 10 m pixels")
+    ap.add_argument("--fields", type=int, default=12)
+    ap.add_argument("--sites-per-field", type=int, default=6)
+    ap.add_argument("--keep", type=Path, default=None, help="keep the regions and runs under this directory")
+    args = ap.parse_args(argv)
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    specs = [
+        SceneSpec(seed=int(s), width_px=args.size, height_px=args.size, n_fields=args.fields,
+                  n_lab_sites=args.fields * args.sites_per_field, n_crowd=10)
+        for s in args.seeds.split(",") if s
+    ]  # fmt: skip
+    zero = [replace(sp, seed=int(s), change_scale=0.0) for sp, s in zip(
+        [specs[0]] * 99, [s for s in args.zero_change_seeds.split(",") if s], strict=False)]  # fmt: skip
+    t0 = time.time()
+    results, zero_results = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        base = args.keep or Path(tmp)
+        for spec in [*specs, *zero]:
+            t = time.time()
+            r = run_region(base / f"seed{spec.seed}_c{spec.change_scale:g}", spec)
+            (zero_results if spec.change_scale == 0 else results).append(r)
+            print(f"# seed {spec.seed} (change x{spec.change_scale:g}) done in {time.time() - t:.0f} s", flush=True)
+    today, new = summarise(results, "today"), summarise(results, "new")
+    print(f"\n{len(results)} regions ({args.size}x{args.size} px, {args.fields} fields, "
+          f"{args.sites_per_field} lab sites per field per round, all re-measured), seeds {args.seeds}")  # fmt: skip
+    print(f"| quantity | today (pooled raw model, map Monte Carlo) | new (round-normalised, design-based) |")
+    print("|---|---:|---:|")
+    for k in today:
+        print(f"| {k} | {today[k]} | {new[k]} |")
+    if zero_results:
+        print(f"\nZero true change ({len(zero_results)} regions, seeds {args.zero_change_seeds}):")
+        print("| estimator | project change covers 0 | mean project change t C/ha |")
+        print("|---|---:|---:|")
+        for label in ("today", "new"):
+            cov = [r[label]["project"]["change"][1] <= 0 <= r[label]["project"]["change"][2] for r in zero_results]
+            mean = np.mean([r[label]["project"]["change"][0] for r in zero_results])
+            print(f"| {label} | {sum(cov)}/{len(cov)} | {mean:+.2f} |")
+    print(f"\nwall {time.time() - t0:.0f} s, load average {os.getloadavg()[0]:.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
