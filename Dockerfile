@@ -40,6 +40,9 @@ RUN python3 -m venv /opt/venv \
     fi
 COPY pyproject.toml constraints.txt ./
 # requirements.txt = [project] dependencies + the chosen optional groups, read from pyproject.toml.
+# The third-party test suites (`tests` directories: pandas, xarray, scipy, numpy, ...; about 140 MB with
+# their bytecode) are removed; nothing imports them at run time. Bytecode is kept: a container cannot
+# write it, so without it every start would compile Prefect, pandas, etc. again.
 RUN if [ -s /build/ca.pem ]; then export PIP_CERT=/build/ca.pem; fi \
     && python3 -c 'import sys, tomllib; \
 p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
@@ -47,7 +50,8 @@ groups = [g for g in sys.argv[1].split(",") if g]; \
 print("\n".join(p["dependencies"] + [r for g in groups for r in p["optional-dependencies"][g]]))' \
         "$MRV_EXTRAS" > requirements.txt \
     && /opt/venv/bin/pip install --quiet -c constraints.txt -r requirements.txt \
-    && /opt/venv/bin/pip check
+    && /opt/venv/bin/pip check \
+    && find /opt/venv/lib -type d -name tests -prune -exec rm -rf {} +
 
 # ---------------------------------------------------------------------------------------------------------
 # The package itself, installed without dependencies into its own prefix (merged into /opt/venv below).

@@ -16,7 +16,7 @@ from pathlib import Path
 from mrv import logs, progress
 from mrv.errors import MRVError
 from mrv.samples.cli import add_commands as add_sample_commands
-from mrv.textsafe import for_terminal_lines
+from mrv.textsafe import for_terminal, for_terminal_lines, write_csv
 
 log = logging.getLogger("mrv")
 
@@ -76,7 +76,7 @@ def _print_summary(report_path: Path) -> None:
         s = f["soc_stock_t_ha"]
         ch = f.get("change", {}).get("delta_soc_stock_t_ha", {})
         out.write(
-            f"{f['field_id']:<8} {str(f['name'])[:26]:<26} "
+            f"{for_terminal(f['field_id']):<8} {for_terminal(f['name'])[:26]:<26} "
             f"{s['mean']:6.1f} [{s['lower_90']:5.1f}, {s['upper_90']:5.1f}]{'':<16} "
             f"{ch.get('mean', float('nan')):+8.2f}\n"
         )
@@ -84,11 +84,31 @@ def _print_summary(report_path: Path) -> None:
     s, c = p["soc_stock_t_ha"], p.get("change", {})
     out.write("-" * len(hdr) + "\n")
     out.write(f"Project ({p['n_fields']} fields, {p['area_ha']:.0f} ha): {s['mean']:.1f} t C/ha [{s['lower_90']:.1f}, {s['upper_90']:.1f}]\n")
-    if c:
+    design = ((report.get("design_based") or {}).get("change") or {}).get("project")
+    if design:  # the credited change: design-based, from the re-measured sites
+        dc = report["design_based"]["change"]
+        ha, co2 = design["per_ha"], design["co2e"]
+        verdict = (
+            "significant gain" if co2["lower_90"] > 0 else "significant loss" if co2["upper_90"] < 0
+            else "NOT significant: the 90% interval spans zero"
+        )  # fmt: skip
+        out.write(
+            f"Change {dc['from_round']} -> {dc['to_round']} ({dc['n_pairs']} re-measured sites, design-based): "
+            f"{ha['mean']:+.2f} t C/ha [{ha['lower_90']:+.2f}, {ha['upper_90']:+.2f}], "
+            f"{co2['mean']:+,.0f} t CO2e [{co2['lower_90']:+,.0f}, {co2['upper_90']:+,.0f}]; {verdict}\n"
+        )
+    elif c:
         co2 = c["co2e_t"]
         out.write(
-            f"Change {c['from_round']} -> {c['to_round']}: {c['delta_soc_stock_t_ha']['mean']:+.2f} t C/ha, "
+            f"Change {c['from_round']} -> {c['to_round']} (maps only, not design-based): "
+            f"{c['delta_soc_stock_t_ha']['mean']:+.2f} t C/ha, "
             f"{co2['mean']:+,.0f} t CO2e [{co2['lower_90']:+,.0f}, {co2['upper_90']:+,.0f}]\n"
+        )
+    for d in report.get("deductions") or []:
+        what = "reports an emission of" if d.get("reported_as") == "emission" else "credits"
+        out.write(
+            f"  {for_terminal(str(d.get('methodology')))} {what} {d['credited']:+,.0f} {d.get('units', 't CO2e')} "
+            f"(uncertainty deduction {100 * (d.get('deduction_fraction') or 0.0):.1f}%)\n"
         )
     cv = report["model"]["cv"]
     out.write(
@@ -117,32 +137,59 @@ def _cmd_stocks(args: argparse.Namespace) -> int:
         except ValueError:
             raise MRVError(f"--reference-mass must be a number (Mg/ha), 'lightest' or 'baseline_mean'; got {ref!r}.") from None
     result = compute_profile_stocks(table, method=args.method, depth_cm=args.depth, reference_mass_mg_ha=ref)  # type: ignore[arg-type]
-    result.to_csv(args.output, index=False)
+    write_csv(result, args.output)
     sys.stdout.write(f"{len(result)} profile stocks written to {args.output}\n")
     return 0
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from mrv.accounting.recompute import recompute_and_compare
-    from mrv.report.manifest import raise_on_mismatch, verify_manifest
+    from mrv.report.verify import format_verification, verify
 
-    result = verify_manifest(Path(args.run_dir))
-    raise_on_mismatch(result)
-    n = recompute_and_compare(Path(args.run_dir))
-    sys.stdout.write(
-        f"OK: {result.checked} files match manifest.json in {args.run_dir}; "
-        f"{n} accounting numbers recomputed from the stored maps match report.json\n"
-    )
+    result = verify(Path(args.path), public_key=args.key, rederive=not args.hash_only)
+    sys.stdout.write(for_terminal_lines(format_verification(result)) + "\n")
     return 0
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
-    from mrv.pipeline.report_step import rebuild_report
+    from mrv.report.verify import rebuild_checked
 
-    rendered, changed = rebuild_report(Path(args.run_dir))
+    rendered, changed = rebuild_checked(Path(args.run_dir))
     sys.stdout.write(f"Rendered {', '.join(str(p) for p in rendered)} from report.json\n")
     if changed:
         sys.stdout.write(f"Updated manifest.json entries of re-rendered files: {', '.join(changed)}\n")
+    return 0
+
+
+def _passphrase(env_name: str | None) -> bytes | None:
+    import os
+
+    if not env_name:
+        return None
+    value = os.environ.get(env_name)
+    if not value:
+        raise MRVError(f"--passphrase-env {env_name}: that environment variable is not set or empty; export it first.")
+    return value.encode()
+
+
+def _cmd_bundle(args: argparse.Namespace) -> int:
+    from mrv.report.bundle import make_bundle
+
+    out = make_bundle(Path(args.run_dir), Path(args.output), sign_key=args.sign_key, passphrase=_passphrase(args.passphrase_env))
+    signed = "signed" if args.sign_key else "unsigned (pass --sign-key to sign)"
+    sys.stdout.write(f"Bundle written to {for_terminal_lines(str(out))}, {signed}; check it with 'mrv report verify {for_terminal_lines(str(out))}'\n")
+    return 0
+
+
+def _cmd_keygen(args: argparse.Namespace) -> int:
+    from mrv.report.signing import generate_keypair
+
+    prefix = Path(args.output)
+    private, public = prefix.with_name(prefix.name + ".key"), prefix.with_name(prefix.name + ".pub")
+    fp = generate_keypair(private, public, passphrase=_passphrase(args.passphrase_env))
+    sys.stdout.write(
+        f"Private key {for_terminal_lines(str(private))} (keep it secret, mode 0600), public key "
+        f"{for_terminal_lines(str(public))} (give it to verifiers); fingerprint {fp}\n"
+    )
     return 0
 
 
@@ -189,10 +236,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="verifier report tools").add_subparsers(dest="report_command", required=True)
     ver = rep.add_parser(
-        "verify", help="re-hash every file in RUN_DIR/manifest.json and recompute the accounting from the stored maps"
+        "verify",
+        help="check a run directory or bundle: signature, hashes, completeness, step chain, and re-derive every artefact",
     )
-    ver.add_argument("run_dir", type=Path)
+    ver.add_argument("path", type=Path, metavar="RUN_OR_BUNDLE", help="run directory, bundle directory or bundle .zip")
+    ver.add_argument("--key", type=Path, default=None, help="operator's public key (PEM): the bundle must be signed by it")
+    ver.add_argument("--hash-only", action="store_true", help="skip the re-derivation (hashes, completeness and step chain only)")
     ver.set_defaults(func=_cmd_verify)
+    bun = rep.add_parser("bundle", help="write a portable (optionally signed) bundle of RUN_DIR for a verifier")
+    bun.add_argument("run_dir", type=Path)
+    bun.add_argument("-o", "--output", type=Path, required=True, help="OUT.zip, or a new directory")
+    bun.add_argument("--sign-key", type=Path, default=None, help="Ed25519 private key (PEM) from 'mrv report keygen'")
+    bun.add_argument("--passphrase-env", default=None, help="name of the environment variable holding the key's passphrase")
+    bun.set_defaults(func=_cmd_bundle)
+    kg = rep.add_parser("keygen", help="create an Ed25519 key pair PREFIX.key / PREFIX.pub for signing bundles")
+    kg.add_argument("-o", "--output", type=Path, required=True, metavar="PREFIX")
+    kg.add_argument("--passphrase-env", default=None, help="encrypt the private key with the passphrase in this environment variable")
+    kg.set_defaults(func=_cmd_keygen)
     bld = rep.add_parser("build", help="re-render RUN_DIR/report.html and report/fields.gpkg from report.json")
     bld.add_argument("run_dir", type=Path)
     bld.set_defaults(func=_cmd_build)

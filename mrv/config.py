@@ -273,6 +273,21 @@ class RunConfig:
     dask: DaskConfig = field(default_factory=DaskConfig)
     accounting: AccountingConfig = field(default_factory=AccountingConfig)
     samples: SamplesConfig = field(default_factory=SamplesConfig)
+    stocks: StocksConfig = field(default_factory=lambda: StocksConfig())
+
+
+@dataclass(frozen=True)
+class StocksConfig:
+    """How a site's stock is computed from its lab layers (top-level ``stocks:`` section)."""
+
+    method: Literal["fixed", "esm"] = "fixed"
+    """``fixed``: 0-``depth_cm`` fixed-depth stocks; ``esm``: equivalent soil mass (Wendt & Hauser 2013, as
+    VM0042 v2.2 Sect. 8.2.1.6 requires): cumulative SOC against cumulative fine-earth mass of each site's
+    layers (measured bulk density, at least two increments, e.g. 0-30 and 30-50 cm), read at the reference
+    mass (:mod:`mrv.samples.esm`). Sites without measured bulk density in every layer keep fixed-depth stocks."""
+    reference_mass_mg_ha: float | Literal["baseline_mean"] = "baseline_mean"
+    """Reference fine-earth mass (Mg/ha); ``baseline_mean``: the mean 0-``depth_cm`` mass of the first round's
+    lab sites."""
 
 
 class _Section:
@@ -589,6 +604,17 @@ def parse_config(raw: Any, *, source_path: Path, output_dir: str | Path | None =
         accounting, methodology_profile=load_methodology(accounting.methodology, config_path=source_path)
     )
     samples = _parse_samples(top.section("samples"))
+    stk = top.section("stocks")
+    ref_raw = stk.get("reference_mass_mg_ha", "baseline_mean", (int, float, str))
+    stocks = StocksConfig(
+        method=stk.get("method", "fixed", str),
+        reference_mass_mg_ha=(
+            "baseline_mean" if ref_raw == "baseline_mean" else _positive(ref_raw, "stocks.reference_mass_mg_ha")
+        ),
+    )
+    stk.close()
+    if stocks.method not in ("fixed", "esm"):
+        raise ConfigError(f"stocks.method must be 'fixed' or 'esm', got {stocks.method!r}.")
 
     configured_out = top.path("output_dir", None)
     out = Path(output_dir) if output_dir is not None else configured_out or Path("out") / name
@@ -604,6 +630,7 @@ def parse_config(raw: Any, *, source_path: Path, output_dir: str | Path | None =
         dask=dask_cfg,
         accounting=accounting,
         samples=samples,
+        stocks=stocks,
     )
     top.close()
     return cfg

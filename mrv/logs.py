@@ -7,6 +7,10 @@
   the local Prefect API started later inherit them.
 * While progress bars are drawn, log records are written through ``tqdm.write`` so a bar is redrawn
   below the line instead of being broken by it.
+* Prefect keeps this handler on the root logger (it only replaces handlers it considers its own), so its
+  flow- and task-run records come here too. Without ``--verbose`` their failure records (an error and its
+  traceback, once per task and once per flow) are left out: the command prints the error itself, once; a
+  failure that is not an expected mistake still ends in its full traceback. They stay in Prefect's API.
 """
 
 from __future__ import annotations
@@ -20,7 +24,15 @@ QUIET_LIBRARIES = ("distributed", "dask", "prefect", "httpx", "urllib3", "raster
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-class _BarSafeHandler(logging.StreamHandler):  # type: ignore[type-arg]
+RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
+
+
+class _DropRunFailures(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno >= logging.ERROR and record.name.startswith(RUN_LOGGERS))
+
+
+class BarSafeHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """A stderr handler that writes through ``tqdm.write`` (a no-op difference when no bar is shown)."""
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -39,7 +51,9 @@ def configure(*, verbose: bool) -> None:
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", library_level.lower())
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", library_level)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    handler = _BarSafeHandler(sys.stderr)
+    handler = BarSafeHandler(sys.stderr)
+    if not verbose:
+        handler.addFilter(_DropRunFailures())
     formatter = logging.Formatter(FORMAT, datefmt="%Y-%m-%dT%H:%M:%SZ")
     formatter.converter = time.gmtime
     handler.setFormatter(formatter)

@@ -100,6 +100,15 @@ def _server_class() -> type:
     return OwnedServer
 
 
+def _drain_run_logs() -> None:
+    """Send the flow- and task-run logs still queued for the API while the server is still up (otherwise
+    Prefect tries at exit and prints '--- Error logging to API ---')."""
+    with contextlib.suppress(Exception):
+        from prefect.logging.handlers import APILogWorker
+
+        APILogWorker.drain_all(timeout=10)
+
+
 @contextlib.contextmanager
 def prefect_api() -> Iterator[str | None]:
     """Yield the API URL flows in this block use: ``PREFECT_API_URL`` if set, else a server started here."""
@@ -127,6 +136,7 @@ def prefect_api() -> Iterator[str | None]:
         with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
             yield server.api_url
     finally:
+        _drain_run_logs()
         if previous is None:
             os.environ.pop("PREFECT_API_URL", None)
         else:

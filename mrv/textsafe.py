@@ -24,10 +24,16 @@ _SAFE_COMPONENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 def neutralise_cell(value: Any) -> Any:
-    """``value`` with a leading ``'`` when it is text a spreadsheet would run as a formula."""
-    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
-        return "'" + value
-    return value
+    """``value`` with a leading ``'`` when it is text a spreadsheet would run as a formula.
+
+    Line breaks inside text are written as ``\x0d``/``\x0a`` escapes: pandas does not quote a bare
+    carriage return, which would split the row for every reader.
+    """
+    if not isinstance(value, str):
+        return value
+    if value.startswith(FORMULA_PREFIXES):
+        value = "'" + value
+    return value.replace("\r", "\\x0d").replace("\n", "\\x0a")
 
 
 def neutralise_frame(frame: pd.DataFrame) -> pd.DataFrame:

@@ -137,7 +137,8 @@ def test_mistake_gives_one_message(case: str, tmp_path: Path, capsys: pytest.Cap
     code = main(["validate", str(path)])
     err = capsys.readouterr().err
     assert code == 2, err
-    assert err.startswith("error: ") and "Traceback" not in err
+    assert err.startswith("error: ")
+    assert "Traceback" not in err
     assert expected in err, err
 
 
@@ -158,13 +159,17 @@ def test_several_problems_listed_in_one_message(tmp_path: Path, capsys: pytest.C
     cfg["rounds"][1]["samples"][0]["path"] = "/nonexistent/lab_2024.csv"
     assert main(["validate", str(_write(tmp_path, cfg))]) == 2
     err = capsys.readouterr().err
-    assert "2 problem(s)" in err and "region.fields" in err and "rounds[1].samples[0].path" in err
+    assert "2 problem(s)" in err
+    assert "region.fields" in err
+    assert "rounds[1].samples[0].path" in err
 
 
 def test_valid_config_passes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", str(_write(tmp_path, _demo(tmp_path)))]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("OK: ") and "2 round(s), 3 sample file(s)" in out and "EPSG:32633" in out
+    assert out.startswith("OK: ")
+    assert "2 round(s), 3 sample file(s)" in out
+    assert "EPSG:32633" in out
 
 
 @pytest.mark.parametrize("case", ["missing sample CSV", "CRS in US feet", "provider typo"])
@@ -180,9 +185,12 @@ def test_mrv_run_stops_before_any_work(case: str, tmp_path: Path) -> None:
     )
     assert proc.returncode == 2, proc.stderr
     assert expected in proc.stderr
-    assert "Traceback" not in proc.stderr and "prefect" not in proc.stderr.lower() and proc.stdout == ""
+    assert "Traceback" not in proc.stderr
+    assert "prefect" not in proc.stderr.lower()
+    assert proc.stdout == ""
     assert proc.stderr.count("\n") <= 3
-    assert not (tmp_path / "prefect").exists() and not (tmp_path / "out").exists()
+    assert not (tmp_path / "prefect").exists()
+    assert not (tmp_path / "out").exists()
 
 
 def test_schema_describes_the_demo_config() -> None:

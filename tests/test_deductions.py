@@ -106,16 +106,34 @@ def test_gold_standard_one_df_below_threshold() -> None:
 
 
 @pytest.mark.parametrize("func", [vm0042_deduction, gold_standard_deduction])
-@pytest.mark.parametrize("estimate", [0.0, -3.0])
-def test_loss_or_no_change_credits_nothing(func, estimate: float) -> None:  # type: ignore[no-untyped-def]
-    d = func(estimate, 1.0, df=10)
+def test_no_change_credits_nothing(func) -> None:  # type: ignore[no-untyped-def]
+    d = func(0.0, 1.0, df=10)
     assert d.credited == 0.0
     assert d.deduction_fraction == 0.0
+    assert d.reported_as == "none"
     assert math.isnan(d.uncertainty_fraction)
     assert "nothing is credited" in d.note
     as_dict = d.to_dict()
     assert as_dict["uncertainty_fraction"] is None
     json.dumps(as_dict)  # serialisable, no NaN
+
+
+def test_vm0042_loss_is_an_emission_inflated_by_unc() -> None:
+    """VM0042 v2.2 Eqs. 44-45: I = -1 for a loss, so the loss is multiplied by 1 + UNC (hand example:
+    estimate -10, SE 2, normal limit: UNC = 0.430727 x 2 / 10 = 8.6145 %, reported -10.8615)."""
+    d = vm0042_deduction(-10.0, 2.0, df=None)
+    assert d.reported_as == "emission"
+    assert d.uncertainty_fraction == pytest.approx(0.086145, abs=1e-6)
+    assert d.credited == pytest.approx(-10.86145, abs=1e-5)
+    assert d.units == "t CO2e"
+    more = vm0042_deduction(-10.0, 4.0, df=None)
+    assert more.credited < d.credited  # more uncertainty, larger reported emission
+
+
+def test_gold_standard_loss_reported_in_full() -> None:
+    d = gold_standard_deduction(-3.0, 1.0, df=10)
+    assert d.credited == -3.0 and d.reported_as == "emission"
+    assert "loss" in d.note
 
 
 @pytest.mark.parametrize("se", [-0.1, float("nan"), float("inf")])
@@ -173,6 +191,8 @@ def test_deduction_to_dict_has_every_field() -> None:
         "credited",
         "df",
         "note",
+        "units",
+        "reported_as",
     }
     assert isinstance(d, Deduction)
 

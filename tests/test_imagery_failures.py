@@ -160,6 +160,39 @@ def test_prepare_imagery_lists_dropped_items_in_imagery_json(damaged: Path, tmp_
     assert "asset 'nir'" in reasons[items[3].id]
 
 
+def _mislabel(item: pystac.Item, extra_offset: float) -> None:
+    """Rewrite the item's JSON on disk so that its reflectance assets claim ``extra_offset`` more offset."""
+    path = Path(item.get_self_href() or "")
+    d = json.loads(path.read_text())
+    for asset in d["assets"].values():
+        for rb in asset.get("raster:bands", []):
+            if "scale" in rb:
+                rb["offset"] = rb.get("offset", 0.0) + extra_offset
+    path.write_text(json.dumps(d))
+
+
+def test_a_mislabelled_scene_is_corrected_and_recorded_in_imagery_json(damaged: Path, tmp_path: Path) -> None:
+    items = _items(damaged)
+    clean = load_reflectance(items, BANDS, GRID, chunk_px=256)
+    assert clean.corrected == () and clean.dropped == ()  # the generated region passes the data check
+    _mislabel(items[1], -0.1)  # the BOA offset claimed once too often: 0.1 too dark if trusted
+    cfg = _config(damaged, tmp_path / "out")
+    layout = RunLayout(tmp_path / "out")
+    prepare_imagery(cfg, cfg.rounds[0], layout)
+    summary = json.loads(layout.imagery_summary("2021").read_text())
+    assert summary["items"] == [it.id for it in items]
+    assert summary["n_corrected"] == 1
+    (entry,) = summary["corrected"]
+    assert entry["item"] == items[1].id
+    assert "corrected by +0.1" in entry["reason"]
+    relabelled = load_reflectance(_items(damaged), BANDS, GRID, chunk_px=256)
+    assert [i for i, _ in relabelled.corrected] == [items[1].id]
+    for band in BANDS:
+        np.testing.assert_allclose(
+            relabelled.reflectance[band].values, clean.reflectance[band].values, atol=1e-6, equal_nan=True
+        )
+
+
 def test_aoi_guard_says_to_tile_or_shrink(region: Path, tmp_path: Path) -> None:
     big = Grid(crs=SPEC.crs, bounds=(400_000.0, 5_200_000.0, 520_000.0, 5_300_000.0), resolution_m=10.0)
     assert aoi_area_km2(big) == pytest.approx(12_000.0)

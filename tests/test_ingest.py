@@ -54,8 +54,11 @@ def test_good_and_bad_rows_are_all_accounted_for(tmp_path: Path) -> None:
     res = _run(_lab(tmp_path, rows))
     assert res.submitted == 10
     assert len(res.accepted) + len(res.rejected) == res.submitted
-    assert list(res.accepted["sample_id"]) == ["S1", "S2"]
+    # S1 is used twice with different values: both lines are rejected (neither copy can be trusted);
+    # S9's impossible bulk density is stored as missing with a note, its valid SOC is kept.
+    assert list(res.accepted["sample_id"]) == ["S2", "S9"]
     reasons = {r.row: (r.column, r.reason) for r in res.rejected}
+    assert "duplicate sample id 'S1' on lines 2, 8" in reasons[2][1]
     assert reasons[4] == ("bottom_cm", "bottom depth 15 cm is not below top depth 30 cm")
     assert reasons[5][0] == "soc_g_kg"
     assert "'abc' is not a number" in reasons[5][1]
@@ -64,7 +67,10 @@ def test_good_and_bad_rows_are_all_accounted_for(tmp_path: Path) -> None:
     assert "duplicate sample id" in reasons[8][1]
     assert "EPSG:99999 is not a known CRS" in reasons[9][1]
     assert "impossible" in reasons[10][1]
-    assert "bulk density" in reasons[11][1]
+    s9 = res.accepted.set_index("sample_id").loc["S9"]
+    assert np.isnan(s9["bulk_density_g_cm3"]) and s9["soc_g_kg"] == 10.0
+    assert "bulk density 3.9 g/cm3 is outside 0.1-2.65 g/cm3" in s9["ingest_flag"]
+    assert [(n.row, n.code) for n in res.notes] == [(11, "bulk_density_implausible")]
 
 
 def test_semicolon_decimal_comma_latin1(tmp_path: Path) -> None:

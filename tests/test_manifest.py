@@ -74,7 +74,8 @@ def test_manifest_contents(run: dict[str, Path]) -> None:
     path = _write(run, extra={"run_name": "demo"})
     assert path == run["run_dir"].resolve() / "manifest.json"
     data = _load(run)
-    assert data["schema_version"] == 1
+    assert data["schema_version"] == 2
+    assert data["kind"] == "run"
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", str(data["created_utc"]))
     assert data["run_name"] == "demo"
     assert {"git_revision", "git_dirty", "python", "platform"} <= set(data)
@@ -84,9 +85,11 @@ def test_manifest_contents(run: dict[str, Path]) -> None:
     assert "GDAL" in packages
     config = data["config"]
     assert config == {
-        "path": str(run["config"].resolve()),
+        "path": "../../configs/demo.yaml",  # relative to the run directory
         "sha256": hashlib.sha256(b"name: demo\n").hexdigest(),
+        "bytes": len(b"name: demo\n"),
     }
+    assert data["steps"] == []  # no step records among these outputs
 
     outputs = data["outputs"]
     assert isinstance(outputs, list)
@@ -107,22 +110,24 @@ def test_directory_input_is_hashed_file_by_file(run: dict[str, Path]) -> None:
     stac = run["stac"].resolve()
     stac_entries = [i for i in inputs if i["role"] == "stac_catalog"]
     assert [e["path"] for e in stac_entries] == [
-        str(stac / "catalog.json"),
-        str(stac / "items" / "a.json"),
-        str(stac / "items" / "b" / "item2.json"),
+        "../../inputs/stac/catalog.json",
+        "../../inputs/stac/items/a.json",
+        "../../inputs/stac/items/b/item2.json",
     ]
+    assert [e["member"] for e in stac_entries] == ["catalog.json", "items/a.json", "items/b/item2.json"]
     for entry in stac_entries:
-        content = Path(entry["path"]).read_bytes()
+        content = (run["run_dir"] / entry["path"]).read_bytes()
+        assert (run["run_dir"] / entry["path"]).resolve().is_relative_to(stac)
         assert entry["sha256"] == hashlib.sha256(content).hexdigest()
         assert entry["bytes"] == len(content)
     (samples,) = [i for i in inputs if i["role"] == "samples"]
-    assert samples["path"] == str(run["samples"].resolve())
+    assert samples["path"] == "../../inputs/samples.csv"
 
 
 def test_manifest_never_lists_itself(run: dict[str, Path]) -> None:
     _write(run)
     # Second write with the whole run directory (now containing manifest.json) as output.
-    write_manifest(run["run_dir"], inputs={}, config=run["config"], outputs=[run["run_dir"]])
+    write_manifest(run["run_dir"], inputs={"samples": run["samples"]}, config=run["config"], outputs=[run["run_dir"]])
     outputs = _load(run)["outputs"]
     assert isinstance(outputs, list)
     paths = [o["path"] for o in outputs]
@@ -203,10 +208,58 @@ def test_changed_input_file_and_config_are_named(run: dict[str, Path]) -> None:
     run["config"].write_text("name: other\n")
     result = verify_manifest(run["run_dir"])
     named = {m.path for m in result.mismatches}
-    assert named == {str(item.resolve()), str(run["config"].resolve())}
+    assert named == {"../../inputs/stac/items/a.json", "../../configs/demo.yaml"}
     with pytest.raises(VerificationError) as excinfo:
         raise_on_mismatch(result)
-    assert "2 of 8 files" in str(excinfo.value)
+    assert "2 files do not match the manifest (8 listed)" in str(excinfo.value)
+
+
+def test_unlisted_files_and_empty_lists_are_reported(run: dict[str, Path]) -> None:
+    _write(run)
+    (run["run_dir"] / "maps" / "extra.tif").write_bytes(b"not in the manifest")
+    result = verify_manifest(run["run_dir"])
+    assert [(m.path, m.reason) for m in result.mismatches] == [("maps/extra.tif", "not listed in the manifest")]
+    (run["run_dir"] / "maps" / "extra.tif").unlink()
+    for key in ("inputs", "outputs"):
+        _write(run)
+        data = _load(run)
+        data[key] = []
+        (run["run_dir"] / "manifest.json").write_text(json.dumps(data))
+        with pytest.raises(VerificationError, match=f"lists no {key}"):
+            verify_manifest(run["run_dir"])
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[1, 2]", "holds a JSON list, not an object"),
+        ('{"schema_version": 2, "config": {"path": "c", "sha256": "x"}, "outputs": "report.json"}', "'outputs' must be a list"),
+        ('{"schema_version": 2, "config": {"path": "c", "sha256": "x"}, "inputs": [{"path": 3, "sha256": "x"}]}', "'inputs' must be a list"),
+        ('{"schema_version": 2, "config": "demo.yaml"}', "no valid 'config' entry"),
+        ('{"schema_version": 7}', "not a schema_version 1 or 2 manifest"),
+        ("\x00\x01garbage", "cannot be read as JSON"),
+    ],
+)
+def test_damaged_manifest_gives_one_message(run: dict[str, Path], text: str, message: str) -> None:
+    _write(run)
+    (run["run_dir"] / "manifest.json").write_text(text)
+    with pytest.raises(VerificationError, match=re.escape(message)):
+        verify_manifest(run["run_dir"])
+
+
+def test_paths_leaving_the_directory_are_refused(run: dict[str, Path]) -> None:
+    _write(run)
+    data = _load(run)
+    outputs = data["outputs"]
+    assert isinstance(outputs, list)
+    outputs[0]["path"] = "../../inputs/samples.csv"
+    (run["run_dir"] / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(VerificationError, match="lies outside"):
+        verify_manifest(run["run_dir"])
+    outputs[0]["path"] = "/etc/passwd"
+    (run["run_dir"] / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(VerificationError, match="absolute path"):
+        verify_manifest(run["run_dir"])
 
 
 def test_missing_manifest_raises(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from mrv.accounting.deductions import DEDUCTION_METHODS
 from mrv.accounting.methodology import (
     DEFAULT_DIRECTORY,
     Evidence,
@@ -17,7 +18,9 @@ from mrv.accounting.methodology import (
 )
 from mrv.errors import AccountingError, ConfigError
 
-PROFILE_IDS = ("verra_vm0042_v2", "gold_standard_soc", "car_sep")
+PROFILE_IDS = (
+    "verra_vm0042_v2", "verra_vm0042_v2_2", "verra_vt0014_v1", "verra_vmd0053_v2", "gold_standard_soc", "car_sep",
+)  # fmt: skip
 
 
 def _by_id(profile: MethodologyProfile, evidence: Evidence) -> dict[str, bool | None]:
@@ -35,7 +38,7 @@ def test_all_profiles_available() -> None:
 def test_profile_loads_with_matching_deduction(ident: str) -> None:
     profile = load_methodology(ident)
     assert profile.id == ident
-    assert profile.deduction == ident
+    assert profile.deduction in DEDUCTION_METHODS
     assert profile.requirements
     assert all(r.section for r in profile.requirements)
 
@@ -158,7 +161,7 @@ def test_valid_tmp_profile_loads(tmp_path: Path) -> None:
         ('version: "1.0"\n', "", "version"),
         ('version: "1.0"', "version: 1.0", "version"),
         ("deduction: gold_standard_soc", "deduction: nope", "deduction"),
-        ('op: ">="', 'op: ">"', "requirements[0].op"),
+        ('op: ">="', 'op: "=>"', "requirements[0].op"),
         (
             "evidence: sampling_depth_cm",
             "evidence: depth_cm",

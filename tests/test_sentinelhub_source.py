@@ -21,6 +21,7 @@ from mrv.imagery.sentinelhub_source import SentinelHubSource
 from mrv.imagery.source import SearchRequest
 
 SECRET = "s3cr3t-do-not-leak"
+TOKEN = "eyJhbGciOiJSUzI1NiJ9.access-token-do-not-leak.sig"  # what the fake OAuth server issues
 CLIENT_ID = "client-abc"
 BANDS = ["blue", "green", "red", "nir", "swir16", "swir22"]
 GRID = Grid(crs="EPSG:32633", bounds=(500000.0, 5000000.0, 500050.0, 5000040.0), resolution_m=10.0)
@@ -79,7 +80,7 @@ def _tiff_bytes(arr: np.ndarray) -> bytes:
 
 @pytest.fixture
 def sh_server(httpserver: HTTPServer) -> HTTPServer:
-    token = {"access_token": "t", "token_type": "Bearer", "expires_in": 3600, "expires_at": time.time() + 3600}
+    token = {"access_token": TOKEN, "token_type": "Bearer", "expires_in": 3600, "expires_at": time.time() + 3600}
     httpserver.expect_request("/oauth/token", method="POST").respond_with_json(token)
 
     def catalog(request: Request) -> Response:
@@ -151,7 +152,7 @@ def test_search_and_load(sh_server: HTTPServer, caplog: pytest.LogCaptureFixture
 
     process = [r for r, _ in sh_server.log if r.path == "/api/v1/process"]
     assert len(process) == 2
-    assert all(r.headers.get("Authorization") == "Bearer t" for r in process + searches)
+    assert all(r.headers.get("Authorization") == f"Bearer {TOKEN}" for r in process + searches)
     payload = json.loads(process[0].get_data())
     assert payload["output"]["width"] == GRID.width
     assert payload["output"]["height"] == GRID.height
@@ -161,6 +162,20 @@ def test_search_and_load(sh_server: HTTPServer, caplog: pytest.LogCaptureFixture
     for record in caplog.records:
         assert SECRET not in record.getMessage()
         assert SECRET not in str(record.args)
+
+
+def test_access_token_is_never_logged_at_any_level(sh_server: HTTPServer, caplog: pytest.LogCaptureFixture) -> None:
+    """requests_oauthlib logs the token response and "Obtained token {...}" at DEBUG (issue 16)."""
+    caplog.set_level(logging.DEBUG)  # every logger, every level
+    src = _source(sh_server)
+    src.load(src.search(_request()), BANDS, GRID, chunk_px=256)
+    oauth = [r for r in caplog.records if r.name.startswith("requests_oauthlib")]
+    assert any("Obtained token" in r.getMessage() for r in oauth)  # the record exists, redacted
+    for record in caplog.records:
+        for text in (record.getMessage(), str(record.msg), str(record.args)):
+            assert TOKEN not in text, record.name
+            assert SECRET not in text, record.name
+    assert TOKEN not in caplog.text
 
 
 def test_empty_search_raises(httpserver: HTTPServer) -> None:

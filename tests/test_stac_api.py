@@ -252,6 +252,16 @@ def test_max_items_guard(stac_api: str) -> None:
     assert len(_source(stac_api, max_items=25).search(_request(WORLD.everything))) == N_ITEMS
 
 
+def test_max_items_counts_the_items_left_after_the_client_side_cloud_filter(stac_api: str) -> None:
+    # 9 items over A, 5 of them with cloud <= 39 %: the API cannot filter, so all 9 are fetched and 5 kept.
+    request = _request(WORLD.a_bbox, max_cloud=39.0)
+    assert len(_source(stac_api, max_items=5).search(request)) == 5
+    with pytest.raises(ImageryError, match="more than max_items=4 items"):
+        _source(stac_api, max_items=4).search(request)
+    with pytest.raises(ImageryError, match="more than 8 items before the cloud filter, which runs on the client"):
+        _source(stac_api, max_items=5, max_fetched=8).search(request)
+
+
 def test_load_items_from_the_api_into_reflectance(stac_api: str) -> None:
     source = _source(stac_api)
     items = source.search(_request(WORLD.a_bbox, max_cloud=0.0))
@@ -448,7 +458,9 @@ def test_shipped_profiles_load() -> None:
     assert available_profiles("providers") == ["cdse", "earth_search", "earth_search_c1", "planetary_computer"]
     es = load_profile("earth_search")
     assert es.url == "https://earth-search.aws.element84.com/v1"
-    assert es.collections == ("sentinel-2-l2a",)
+    assert es.collections == ("sentinel-2-c1-l2a", "sentinel-2-l2a")
+    assert es.default_collection == "sentinel-2-c1-l2a"  # Collection 1 is the recommended default
+    assert "does not declare the STAC Filter extension" in es.notes
     assert es.raster_offsets_published
     assert not es.requires_signing
     c1 = load_profile("earth_search_c1")
@@ -459,13 +471,15 @@ def test_shipped_profiles_load() -> None:
     assert pc.requires_signing
     assert pc.signing == "planetary_computer"
     assert not pc.raster_offsets_published
+    assert "planetary-computer" in pc.notes
     cdse = load_profile("cdse")
     assert cdse.url == "https://stac.dataspace.copernicus.eu/v1"
     assert cdse.default_collection == "sentinel-2-l2a"
+    assert cdse.auth == "s3_credentials" and "AWS_S3_ENDPOINT" in cdse.notes
 
 
 def test_profile_errors(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="Known profiles: cdse, earth_search"):
+    with pytest.raises(ConfigError, match="Unknown provider profile .nope.. Available: cdse, earth_search"):
         load_profile("nope")
     bad = tmp_path / "bad.yaml"
     bad.write_text("url: ftp://x\ncollections: [a]\nband_naming: common\nraster_offsets_published: true\n")

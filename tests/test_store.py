@@ -554,25 +554,29 @@ def run_cli(argv: list[str]) -> tuple[int, str, str]:
 
 def test_cli_submit_list_report(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'cli.db'}"
-    path = write_csv(tmp_path / "a.csv", [lab_row("S1"), lab_row("S2", bd="3.9")])
+    path = write_csv(tmp_path / "a.csv", [lab_row("S1"), lab_row("S2", soc="900"), lab_row("S3", bd="3.9")])
     bounds = ",".join(str(b) for b in BOUNDS)
-    code, out, _ = run_cli(["submit", str(path), "--agency", "LabA", "--db", db, "--bounds", bounds])
+    code, out, _ = run_cli(["submit", str(path), "--agency", "LabA", "--crs", "EPSG:32633", "--db", db,
+                            "--bounds", bounds])  # fmt: skip
     assert code == 0
     assert "Submission 1: a.csv from LabA" in out
     assert "     2  S1" in out
     assert "ACCEPTED" in out
-    assert "     3  bulk_density_g_cm3" in out
-    assert "REJECTED: bulk density 3.9 g/cm3" in out
-    assert "2 rows submitted, 1 accepted, 1 rejected." in out
+    assert "     3  soc_g_kg" in out
+    assert "REJECTED: SOC of 900 g/kg is impossible" in out
+    assert "     4  S3                       ACCEPTED, NOTE: bulk density 3.9 g/cm3" in out  # value dropped, SOC kept
+    assert "3 rows submitted, 2 accepted, 1 rejected." in out
+    assert "Rejected lines by reason:\n       1  " in out
     assert "0 accepted samples flagged by QA." in out
 
-    code, out, _ = run_cli(["submit", str(path), "--agency", "LabA", "--db", db])
+    code, out, _ = run_cli(["submit", str(path), "--agency", "LabA", "--crs", "EPSG:32633", "--db", db])
     assert code == 0
     assert "already submitted by LabA as submission 1" in out
+    assert "--replaces 1" in out  # says how to correct it
 
     bad = tmp_path / "bad.csv"
     bad.write_text("id,lat,lon\n1,2,3\n")
-    code, out, err = run_cli(["submit", str(bad), "--agency", "LabA", "--db", db])
+    code, out, err = run_cli(["submit", str(bad), "--agency", "LabA", "--crs", "EPSG:32633", "--db", db])
     assert code == 2
     assert "lacks column" in err
     assert out == ""
@@ -604,10 +608,10 @@ def test_cli_flags_and_qa(tmp_path: Path) -> None:
     code, out, _ = run_cli(["flags", "--db", db])
     assert (code, out) == (0, f"No flagged samples in {db}.\n")
     first = write_csv(tmp_path / "a.csv", [lab_row("S1"), lab_row("S2")])
-    run_cli(["submit", str(first), "--agency", "LabA", "--db", db])
+    run_cli(["submit", str(first), "--agency", "LabA", "--crs", "EPSG:32633", "--db", db])
     # S9 repeats S1's sample 3 m away on the same day and depth.
     second = write_csv(tmp_path / "b.csv", [lab_row("S9", x=581103), lab_row("S3")])
-    code, out, _ = run_cli(["submit", str(second), "--agency", "LabA", "--db", db])
+    code, out, _ = run_cli(["submit", str(second), "--agency", "LabA", "--crs", "EPSG:32633", "--db", db])
     assert code == 0
     assert "ACCEPTED, FLAGGED: 3.0 m from sample S1 (LabA, submission 1) with the same date and depth" in out
     assert "1 accepted sample flagged by QA (stored with the reason; see 'mrv samples flags')." in out
@@ -642,10 +646,10 @@ def test_cli_list_empty_and_bad_options(tmp_path: Path) -> None:
     assert code == 0
     assert "No submissions" in out
     path = write_csv(tmp_path / "a.csv", [lab_row("S1")])
-    code, _, err = run_cli(["submit", str(path), "--agency", "X", "--db", db, "--bounds", "1,2,3"])
+    code, _, err = run_cli(["submit", str(path), "--agency", "X", "--crs", "EPSG:32633", "--db", db, "--bounds", "1,2,3"])
     assert code == 2
     assert "--bounds" in err
-    code, _, err = run_cli(["submit", str(path), "--agency", "X", "--db", db, "--format", "nosuchprofile"])
+    code, _, err = run_cli(["submit", str(path), "--agency", "X", "--crs", "EPSG:32633", "--db", db, "--format", "nosuchprofile"])
     assert code == 2
     assert "not found" in err
 

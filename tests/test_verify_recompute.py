@@ -1,4 +1,8 @@
-"""`mrv report verify` re-hashes the manifest and recomputes the accounting; `mrv report build` re-renders."""
+"""The accounting recomputation of a run directory (:func:`recompute_and_compare`) and `mrv report build`.
+
+A hand-built run directory (maps, CV predictions, accounting, report) without step records: the
+whole-run verification (`mrv report verify`, re-derivation link by link) is tested on a real run in
+tests/test_verify_bundle.py."""
 
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ from mrv.pipeline.layout import RunLayout
 from mrv.pipeline.report_step import GPKG_PATH, _finite, render_outputs
 from mrv.pipeline.steps import account, write_json
 from mrv.raster import write_cog
-from mrv.report.manifest import sha256_file, write_manifest
+from mrv.report.manifest import sha256_file, verify_manifest, write_manifest
 
 CRS = "EPSG:32633"
 X0, Y0 = 580_000.0, 5_350_000.0  # lower-left corner, UTM 33N
@@ -109,9 +113,9 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def copy(run_dir: Path, tmp_path: Path) -> Path:
-    dst = tmp_path / "run"
-    shutil.copytree(run_dir, dst)
-    return dst
+    """A copy of the run directory together with its inputs (the manifest records them relative to it)."""
+    shutil.copytree(run_dir.parent, tmp_path / "copy")
+    return tmp_path / "copy" / "run"
 
 
 def _rehash(run: Path, rel: str) -> None:
@@ -134,11 +138,9 @@ def test_accounting_records_fitted_variogram_and_settings(run_dir: Path) -> None
     assert acc["inputs"]["maps"]["2024"]["mean"] == "maps/2024/soc_stock_mean.tif"
 
 
-def test_verify_passes_on_untouched_run(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["report", "verify", str(run_dir)]) == 0
-    out = capsys.readouterr().out
-    assert "files match manifest.json" in out
-    assert "recomputed from the stored maps match report.json" in out
+def test_untouched_run_matches_manifest_and_recomputation(run_dir: Path) -> None:
+    assert verify_manifest(run_dir).ok
+    assert recompute_and_compare(run_dir) > 20
 
 
 def test_tampered_map_byte_fails_naming_the_file(copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -157,9 +159,8 @@ def test_tampered_report_number_fails_naming_it(copy: Path, capsys: pytest.Captu
     assert main(["report", "verify", str(copy)]) == 2
     assert "report.json: sha256 mismatch" in capsys.readouterr().err
     _rehash(copy, "report.json")
-    assert main(["report", "verify", str(copy)]) == 2
-    err = capsys.readouterr().err
-    assert "fields[F2].rounds.2024.soc_total_t.upper_90: report.json says" in err
+    with pytest.raises(VerificationError, match=r"fields\[F2\]\.rounds\.2024\.soc_total_t\.upper_90: report\.json says"):
+        recompute_and_compare(copy)
 
 
 def test_tampered_map_value_with_rehashed_manifest_fails_on_recompute(copy: Path) -> None:
@@ -200,7 +201,8 @@ def test_build_rerenders_html_and_gpkg_and_verify_still_passes(copy: Path, capsy
     html = (copy / "report.html").read_text()
     assert "North &lt;A&gt;" in html
     assert "North <A>" not in html
-    assert main(["report", "verify", str(copy)]) == 0
+    assert verify_manifest(copy).ok
+    assert recompute_and_compare(copy) > 20
 
 
 def test_build_refuses_a_tampered_report(copy: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -68,7 +68,22 @@ class Simulation:
     stock: dict[str, np.ndarray]
     area_ha: np.ndarray
     coverage: np.ndarray
-    """Fraction of each zone's pixels with a prediction in every round."""
+    """Fraction of each zone's (weighted) pixels with a prediction in every round."""
+    mapped_area_ha: np.ndarray | None = None
+    """Area (ha) of each zone (and the project, last) with a prediction in every round; ``area_ha`` is the
+    whole zone's area, which the totals use."""
+
+
+def _zone_entries(zones: np.ndarray, n_zones: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(row, col, zone, weight) of every pixel-zone pair: exact fractions when ``zones`` knows its fields
+    (:class:`mrv.fields.ZoneRaster`), else weight 1 for every pixel whose centre lies in the zone."""
+    coverage = getattr(zones, "coverage", None)
+    if callable(coverage):
+        cov = coverage()
+        ok = cov.zone < n_zones
+        return cov.row[ok], cov.col[ok], cov.zone[ok], cov.fraction[ok]
+    rows, cols = np.nonzero(np.asarray(zones) >= 0)
+    return rows, cols, np.asarray(zones)[rows, cols].astype(np.int64), np.ones(rows.size)
 
 
 def simulate_zone_means(
@@ -85,24 +100,31 @@ def simulate_zone_means(
 ) -> Simulation:
     """Monte Carlo draws of zone-mean stocks for every round (see the module docstring for z).
 
-    ``zones`` is an int raster (-1 outside any zone). ``range_m=None`` treats pixel errors as
-    independent (only for comparison: it understates uncertainty). ``nugget_share`` in [0, 1] is the
-    uncorrelated share of the error variance.
+    ``zones`` is an int raster (-1 outside any zone). When it is a :class:`mrv.fields.ZoneRaster` each pixel
+    counts with the exact fraction of it inside the field (pixel-fraction weights: a zone mean is
+    sum(f_p mu_p) / sum(f_p) over its mapped pixels, its error sum(f_p sd_p z_p)), otherwise with 1 where its
+    centre is inside. ``area_ha`` is the zone area from the same weights (the polygon area for a ZoneRaster,
+    mapped or not), the area the totals use. ``range_m=None`` treats pixel errors as independent (only for
+    comparison: it understates uncertainty). ``nugget_share`` in [0, 1] is the uncorrelated share of the error
+    variance (a boundary pixel shared by two fields gets independent nugget draws in each, a negligible
+    approximation).
     """
     if not -1 <= round_correlation <= 1:
         raise AccountingError(f"round_error_correlation must be in [-1, 1], got {round_correlation}.")
     if not 0 <= nugget_share <= 1:
         raise AccountingError(f"The nugget share must be in [0, 1], got {nugget_share}; check the error variogram.")
-    valid = np.ones(zones.shape, bool)
+    shape = np.asarray(zones).shape
+    valid = np.ones(shape, bool)
     for m in maps:
         valid &= np.isfinite(m.mean) & np.isfinite(m.sd)
-    inzone = (zones >= 0) & valid
-    if not inzone.any():
+    rows_all, cols_all, z_all, w_all = _zone_entries(zones, n_zones)
+    all_counts = np.bincount(z_all, weights=w_all, minlength=n_zones).astype(float)
+    ok = valid[rows_all, cols_all]
+    if not ok.any():
         raise AccountingError("No field pixel has a prediction; check that the maps overlap the fields.")
+    rows, cols, z_idx, wt = rows_all[ok], cols_all[ok], z_all[ok], w_all[ok]
     # Project = an extra zone containing every field pixel.
-    z_idx = zones[inzone]
-    counts = np.bincount(z_idx, minlength=n_zones).astype(float)
-    all_counts = np.bincount(zones[zones >= 0], minlength=n_zones).astype(float)
+    counts = np.bincount(z_idx, weights=wt, minlength=n_zones).astype(float)
     coverage = np.divide(counts, all_counts, out=np.zeros(n_zones), where=all_counts > 0)
     counts_p = np.append(counts, counts.sum())
     pixel_ha = pixel_m**2 / 10_000
@@ -110,12 +132,11 @@ def simulate_zone_means(
     rng = np.random.default_rng(seed)
     # The correlated field is drawn on cells of about range/5 (one pixel when independent) and is
     # constant within a cell, so a zone's error sum is sum_cells g_c * W[c, zone] with W[c, zone] the
-    # sum of sd over the zone's pixels in cell c: no pixel-resolution field is ever built. The nugget
-    # part, independent between pixels, sums exactly to N(0, nu * sum_zone sd^2) per zone.
+    # weighted sum of sd over the zone's pixels in cell c: no pixel-resolution field is ever built. The
+    # nugget part, independent between pixels, sums exactly to N(0, nu * sum_zone w^2 sd^2) per zone.
     cell = pixel_m if range_m is None else max(pixel_m, range_m / 5.0)
     factor = max(1, int(round(cell / pixel_m)))
-    coarse = (-(-zones.shape[0] // factor), -(-zones.shape[1] // factor))
-    rows, cols = np.nonzero(inzone)
+    coarse = (-(-shape[0] // factor), -(-shape[1] // factor))
     cell_idx = (rows // factor) * coarse[1] + cols // factor
     n_cells = coarse[0] * coarse[1]
 
@@ -132,11 +153,11 @@ def simulate_zone_means(
     estimate, stock = {}, {}
     weights, nugget_sd, mu_sums = [], [], []
     for m in maps:
-        mu, sd = m.mean[inzone], m.sd[inzone]
-        w = sparse.coo_matrix((sd, (cell_idx, z_idx)), shape=(n_cells, n_zones)).tocsr()
+        mu, sd = m.mean[rows, cols], m.sd[rows, cols]
+        w = sparse.coo_matrix((wt * sd, (cell_idx, z_idx)), shape=(n_cells, n_zones)).tocsr()
         weights.append(w)
-        nugget_sd.append(np.sqrt(nugget_share * np.bincount(z_idx, weights=sd**2, minlength=n_zones)))
-        mu_sums.append(np.bincount(z_idx, weights=mu, minlength=n_zones))
+        nugget_sd.append(np.sqrt(nugget_share * np.bincount(z_idx, weights=(wt * sd) ** 2, minlength=n_zones)))
+        mu_sums.append(np.bincount(z_idx, weights=wt * mu, minlength=n_zones))
         estimate[m.name] = with_project(mu_sums[-1][None])[0]
         stock[m.name] = np.empty((n_sim, n_zones + 1))
     for start in range(0, n_sim, _BATCH):
@@ -155,15 +176,17 @@ def simulate_zone_means(
         rounds=tuple(m.name for m in maps),
         estimate=estimate,
         stock=stock,
-        area_ha=counts_p * pixel_ha,
+        area_ha=np.append(all_counts, all_counts.sum()) * pixel_ha,
         coverage=coverage,
+        mapped_area_ha=counts_p * pixel_ha,
     )
 
 
 def zone_summary(sim: Simulation, zone: int, *, confidence: float) -> dict[str, object]:
     """Per-round stock and total, and change/tCO2e between first and last round, for one zone column."""
     area = float(sim.area_ha[zone])
-    out: dict[str, object] = {"mapped_area_ha": area, "rounds": {}}
+    mapped = float(sim.mapped_area_ha[zone]) if sim.mapped_area_ha is not None else area
+    out: dict[str, object] = {"mapped_area_ha": mapped, "total_area_ha": area, "rounds": {}}
     rounds: dict[str, object] = {}
     for r in sim.rounds:
         draws = sim.stock[r][:, zone]

@@ -7,14 +7,18 @@ which dispatches on the methodology id used in ``mrv/profiles/methodologies/*.ya
 
 Conventions shared by every function here:
 
-* ``estimate`` is the net removal (any unit, e.g. t CO2e); positive means carbon gained.
+* ``estimate`` is the net removal in ``units`` (default t CO2e, the unit the methodologies credit
+  in; convert t C with 44/12 first); positive means carbon gained.
 * ``standard_error`` is the standard error of ``estimate`` in the same unit (not a fraction).
-* ``df`` is the degrees of freedom of the t distribution used for the quantile. ``None`` means
-  the large-sample (normal) limit; it is recorded as ``None`` in the result.
-* An estimate <= 0 (a loss or no change) credits nothing: ``credited`` is 0, the deduction
-  fraction is 0 (nothing is discounted because nothing is credited), the uncertainty fraction
-  is NaN (it is undefined without a positive denominator) and ``note`` says why.
-* A deduction fraction never exceeds 1, so ``credited`` is never negative.
+* ``df`` is the degrees of freedom of the t distribution used for the quantile, appropriate to
+  the sampling design (e.g. the Satterthwaite df of a stratified estimator). ``None`` means the
+  large-sample (normal) limit; it is recorded as ``None`` in the result.
+* A removal (estimate > 0): a deduction fraction in [0, 1], so ``credited`` is in [0, estimate].
+* A loss (estimate < 0) is an emission: under VM0042 v2.2 Eqs. 44-45 the uncertainty multiplier
+  changes sign (``I = -1``), so the loss is multiplied by ``1 + UNC`` and ``credited`` is that
+  (negative) amount, ``reported_as`` ``"emission"``. The Gold Standard and CAR rules here report a
+  loss in full (no discount, no inflation; their loss rules are not confirmed offline, see notes).
+* No change (estimate == 0) credits nothing and the uncertainty fraction is NaN.
 """
 
 from __future__ import annotations
@@ -66,6 +70,9 @@ class Deduction:
         credited: ``estimate * (1 - deduction_fraction)``, or 0 when ``estimate`` <= 0.
         df: Degrees of freedom used for the t quantile; ``None`` = normal limit.
         note: Human-readable explanation (rule used, caveats, why nothing was credited).
+        units: Unit of ``estimate``, ``standard_error`` and ``credited``.
+        reported_as: ``"removal"`` (credited >= 0), ``"emission"`` (a loss, credited < 0) or
+            ``"none"`` (no change).
     """
 
     methodology: str
@@ -76,6 +83,8 @@ class Deduction:
     credited: float
     df: float | None
     note: str
+    units: str = "t CO2e"
+    reported_as: str = "removal"
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-friendly dict; NaN values become ``None``."""
@@ -134,7 +143,25 @@ def _no_credit(
     standard_error: float,
     df: float | None,
     prefix: str,
+    units: str = "t CO2e",
 ) -> Deduction:
+    """No change (estimate 0), or a loss under a rule without a confirmed loss treatment (reported in full)."""
+    if estimate < 0:
+        return Deduction(
+            methodology=methodology,
+            estimate=float(estimate),
+            standard_error=float(standard_error),
+            uncertainty_fraction=math.nan,
+            deduction_fraction=0.0,
+            credited=float(estimate),
+            df=None if df is None else float(df),
+            note=(
+                f"{prefix}estimate {estimate:g} {units} < 0 is a loss: nothing is credited and the loss is "
+                "reported in full as an emission (the rule's treatment of losses is not confirmed offline)."
+            ),
+            units=units,
+            reported_as="emission",
+        )
     return Deduction(
         methodology=methodology,
         estimate=float(estimate),
@@ -144,14 +171,16 @@ def _no_credit(
         credited=0.0,
         df=None if df is None else float(df),
         note=(
-            f"{prefix}estimate {estimate:g} <= 0 (a loss or no change): nothing is credited, "
+            f"{prefix}estimate {estimate:g} {units} (no change): nothing is credited, "
             "so no uncertainty deduction applies and the relative uncertainty is undefined."
         ),
+        units=units,
+        reported_as="none",
     )
 
 
 def vm0042_deduction(
-    estimate: float, standard_error: float, *, df: float | None
+    estimate: float, standard_error: float, *, df: float | None, units: str = "t CO2e"
 ) -> Deduction:
     """Verra VM0042 v2 uncertainty deduction (probability-of-exceedance rule).
 
@@ -164,12 +193,16 @@ def vm0042_deduction(
     (the value the true removal exceeds with probability two thirds). Worked example: estimate
     10, SE 2, df -> inf: t = 0.43073, UNC = 8.615 %, credited = 9.1385.
 
-    Source: Verra, *VM0042 Methodology for Improved Agricultural Land Management*, v2.0
-    (30 May 2023), Section 8 "Quantification of GHG emission reductions and removals",
-    uncertainty subsection (Section 8.6 "Uncertainty" in the v2.2 numbering per secondary
-    course material). The exact equation number in v2.0 could not be confirmed from the
-    sources available offline; check it against the published PDF before citing it in a
-    verification report.
+    A loss (estimate < 0): ``UNC = t x SE / |estimate|`` and ``credited = estimate x (1 + UNC)``,
+    an emission larger than the central estimate (VM0042 v2.2 Eqs. 44-45: ``x (1 - UNC x I)`` with
+    ``I = -1`` when the change is negative). Worked example: estimate -10, SE 2, df -> inf:
+    credited = -10.8615.
+
+    Source: Verra, *VM0042 Methodology for Improved Agricultural Land Management*, v2.2,
+    Sect. 8.6.4 "Uncertainty Deductions", Eq. 74 (``UNC = sqrt(s^2) / mean x 100 x t0.667``, t with
+    "degrees of freedom appropriate to the sampling design", about 0.4307 at large samples), and
+    Sect. 8.5.1, Eqs. 44-45 for the sign function ``I`` (read from VM0042v2.2.pdf in the public
+    repository questofprajjwal/VM0042-Learning-Module).
 
     Args:
         estimate: Net removal (e.g. t CO2e); positive = carbon gained.
@@ -185,9 +218,26 @@ def vm0042_deduction(
     """
     methodology = "verra_vm0042_v2"
     _validate(estimate, standard_error, df)
-    if estimate <= 0:
-        return _no_credit(methodology, estimate, standard_error, df, "VM0042 v2: ")
+    if estimate == 0:
+        return _no_credit(methodology, estimate, standard_error, df, "VM0042 v2: ", units)
     t = _t_quantile(VM0042_QUANTILE, df)
+    if estimate < 0:
+        unc = t * standard_error / abs(estimate)
+        return Deduction(
+            methodology=methodology,
+            estimate=float(estimate),
+            standard_error=float(standard_error),
+            uncertainty_fraction=float(unc),
+            deduction_fraction=float(-unc),
+            credited=float(estimate * (1.0 + unc)),
+            df=None if df is None else float(df),
+            note=(
+                f"VM0042 v2.2 Eqs. 44-45: a loss of {abs(estimate):g} {units} is an emission; multiplied by "
+                f"1 + UNC (UNC = t(2/3, df={df if df is not None else 'inf'}) x SE / |estimate| = {unc:.1%})."
+            ),
+            units=units,
+            reported_as="emission",
+        )
     unc = t * standard_error / estimate
     deduction = min(max(unc, 0.0), 1.0)
     note = f"VM0042 v2: UNC = t(2/3, df={df if df is not None else 'inf'}) x SE / estimate."
@@ -202,11 +252,12 @@ def vm0042_deduction(
         credited=float(estimate * (1.0 - deduction)),
         df=None if df is None else float(df),
         note=note,
+        units=units,
     )
 
 
 def gold_standard_deduction(
-    estimate: float, standard_error: float, *, df: float | None
+    estimate: float, standard_error: float, *, df: float | None, units: str = "t CO2e"
 ) -> Deduction:
     """Gold Standard SOC uncertainty deduction (90 % confidence, 20 % tolerance).
 
@@ -235,7 +286,7 @@ def gold_standard_deduction(
         AccountingError: on invalid inputs (see :func:`vm0042_deduction`).
     """
     return _gold_standard_rule(
-        "gold_standard_soc", "Gold Standard SOC: ", estimate, standard_error, df
+        "gold_standard_soc", "Gold Standard SOC: ", estimate, standard_error, df, units
     )
 
 
@@ -245,10 +296,11 @@ def _gold_standard_rule(
     estimate: float,
     standard_error: float,
     df: float | None,
+    units: str = "t CO2e",
 ) -> Deduction:
     _validate(estimate, standard_error, df)
     if estimate <= 0:
-        return _no_credit(methodology, estimate, standard_error, df, prefix)
+        return _no_credit(methodology, estimate, standard_error, df, prefix, units)
     q = 0.5 + GOLD_STANDARD_CONFIDENCE / 2.0
     t = _t_quantile(q, df)
     unc = t * standard_error / estimate
@@ -270,11 +322,12 @@ def _gold_standard_rule(
         credited=float(estimate * (1.0 - deduction)),
         df=None if df is None else float(df),
         note=note,
+        units=units,
     )
 
 
 def car_sep_deduction(
-    estimate: float, standard_error: float, *, df: float | None
+    estimate: float, standard_error: float, *, df: float | None, units: str = "t CO2e"
 ) -> Deduction:
     """Climate Action Reserve Soil Enrichment Protocol (SEP v1.1) deduction — PROVISIONAL.
 
@@ -291,6 +344,7 @@ def car_sep_deduction(
         estimate,
         standard_error,
         df,
+        units,
     )
     return dataclasses.replace(
         result,
@@ -310,7 +364,7 @@ DEDUCTION_METHODS: dict[str, Callable[..., Deduction]] = {
 
 
 def deduction_for(
-    methodology_id: str, estimate: float, standard_error: float, *, df: float | None
+    methodology_id: str, estimate: float, standard_error: float, *, df: float | None, units: str = "t CO2e"
 ) -> Deduction:
     """Apply the uncertainty deduction of ``methodology_id``.
 
@@ -331,4 +385,4 @@ def deduction_for(
             f"unknown deduction methodology {methodology_id!r}; set 'deduction' in the "
             f"methodology profile to one of: {known}."
         ) from None
-    return func(estimate, standard_error, df=df)
+    return func(estimate, standard_error, df=df, units=units)

@@ -258,3 +258,39 @@ def vt0014_from_files(cv_csv: Path, *, baseline_round: str | None, confidence: f
         pts[hi].to_numpy(float), pts["x"].to_numpy(float), pts["y"].to_numpy(float),
         confidence=confidence, selection=selection,
     )  # fmt: skip
+
+
+#: The methodology profile whose requirements cite the criteria (``mrv/profiles/methodologies``).
+PROFILE_ID = "verra_vt0014_v1"
+
+
+def evidence_fields(result: Vt0014Result) -> dict[str, Any]:
+    """The :class:`mrv.accounting.methodology.Evidence` fields this validation provides."""
+    checks = {c.id: c for c in result.checks}
+    lag = checks["lag_pairs"].value
+    return {
+        "vt0014_validation_passed": result.passed,
+        "validation_r2": result.metrics.get("r2"),
+        "validation_mean_error_p": result.metrics.get("mean_error_p"),
+        "validation_picp": result.metrics.get("picp"),
+        "min_pairs_per_lag": int(min(lag)) if isinstance(lag, list) and lag else None,
+        "validation_in_project_after_start": checks["validation_in_project_after_start"].passed,
+    }
+
+
+def vt0014_section(cv_csv: Path, *, baseline_round: str | None, confidence: float, config_path: Path | None = None) -> dict[str, Any]:
+    """``report.json``'s VT0014 section: the computed validation and the profile's checklist on it."""
+    from mrv.accounting.methodology import Evidence, check_methodology, load_methodology
+
+    if not cv_csv.is_file():
+        return {"passed": None, "note": f"not assessed: {cv_csv.name} is missing (no cross-validation predictions)."}
+    result = vt0014_from_files(cv_csv, baseline_round=baseline_round, confidence=confidence)
+    profile = load_methodology(PROFILE_ID, config_path=config_path)
+    fields = evidence_fields(result)
+    fields.pop("vt0014_validation_passed")
+    checks = check_methodology(profile, Evidence(**{k: v for k, v in fields.items() if v is not None}))
+    return {
+        **result.to_dict(),
+        "profile": {"id": profile.id, "name": profile.name, "version": profile.version, "reference": profile.reference},
+        "profile_checks": [c.to_dict() for c in checks],
+    }

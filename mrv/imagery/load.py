@@ -192,6 +192,8 @@ def load_items(
     )
     ds = ds.rename({key: name for name, key in keys.items() if key != name})
     scl = ds[SCL]
+    if scl.dtype.kind == "f":  # no raster:bands data_type (Planetary Computer): odc-stac loads float, NaN for nodata
+        scl = scl.fillna(0).astype("uint8")  # back to the class codes, 0 = "no data" (Sen2Cor SCL)
     keep = clear_mask(scl)
     out = {}
     for name in bands:

@@ -10,8 +10,8 @@ neighbour for SCL class codes. Sentinel Hub applies one ``upsampling`` / ``downs
 ``refl`` with ``BILINEAR`` for the six reflectance bands, input ``scl`` with ``NEAREST`` for SCL.
 
 Credentials come from the constructor, else the ``SH_CLIENT_ID`` / ``SH_CLIENT_SECRET`` environment
-variables, else the sentinelhub configuration profile. They are handed to ``SHConfig`` only; they are
-never logged. The OAuth token URL comes from the constructor, else ``SH_TOKEN_URL``, else the deployment
+variables, else the sentinelhub configuration profile. They are handed to ``SHConfig`` only; neither they
+nor the OAuth access tokens obtained with them are logged at any level (:class:`_RedactSecrets`). The OAuth token URL comes from the constructor, else ``SH_TOKEN_URL``, else the deployment
 (:func:`default_token_url`).
 """
 
@@ -45,6 +45,8 @@ from sentinelhub.exceptions import DownloadFailedException
 from mrv.errors import ConfigError, ImageryError, MRVError, NoImageryFound
 from mrv.grid import Grid
 from mrv.imagery.masking import clear_mask
+from mrv.imagery.radiometry import RULE_HARMONIZED
+from mrv.imagery.scene_check import judge, scene_stats
 from mrv.imagery.source import LoadedScenes, SearchRequest
 
 log = logging.getLogger(__name__)
@@ -107,14 +109,19 @@ def default_token_url(base_url: str) -> str:
     return f"{base_url.rstrip('/')}/auth/realms/main/protocol/openid-connect/token"
 
 
-#: Loggers of the OAuth stack under sentinelhub; ``requests_oauthlib`` logs the token request body, client
-#: secret included, at DEBUG level.
-_OAUTH_LOGGERS = ("requests_oauthlib.oauth2_session", "requests_oauthlib", "oauthlib")
+#: Logger name prefixes of the HTTP and OAuth stack under sentinelhub. ``requests_oauthlib`` logs the token
+#: request body (client secret included) and, at DEBUG, the token response and the obtained token (access
+#: token included); no level may show either.
+_OAUTH_LOGGER_PREFIXES = ("requests_oauthlib", "oauthlib", "sentinelhub", "urllib3", "requests")
 _SECRET_FIELD = re.compile(r"(client_secret[\"']?\s*[=:]\s*[\"']?)[^&\s\"',}]+")
+#: OAuth 2 token fields (RFC 6749 section 5.1) in JSON, a Python dict repr or a form body, and bearer headers.
+_TOKEN_FIELD = re.compile(r"((?:access_token|refresh_token|id_token)[\"']?\s*[=:]\s*[\"']?)[^&\s\"',}]+")
+_BEARER = re.compile(r"(Bearer\s+)[A-Za-z0-9\-._~+/]+=*")
+REDACTED = "***"
 
 
 class _RedactSecrets(logging.Filter):
-    """Rewrites records of the OAuth loggers so that no client secret reaches any handler."""
+    """Rewrites log records so that no client secret or OAuth token reaches any handler."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -122,9 +129,11 @@ class _RedactSecrets(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         msg = record.getMessage()
-        clean = _SECRET_FIELD.sub(r"\1***", msg)
+        clean = _SECRET_FIELD.sub(rf"\1{REDACTED}", msg)
+        clean = _TOKEN_FIELD.sub(rf"\1{REDACTED}", clean)
+        clean = _BEARER.sub(rf"\1{REDACTED}", clean)
         for secret in self.secrets:
-            clean = clean.replace(secret, "***")
+            clean = clean.replace(secret, REDACTED)
         if clean != msg:
             record.msg, record.args = clean, None
         return True
@@ -134,9 +143,15 @@ _REDACT = _RedactSecrets()
 
 
 def _protect_secret(secret: str) -> None:
-    """Make sure ``secret`` is redacted from the OAuth libraries' log records (idempotent)."""
+    """Make sure ``secret`` and every OAuth token are redacted from the HTTP/OAuth libraries' log records.
+
+    A logger's filters see only the records logged on that logger, not those of its children, so the filter
+    goes on every existing logger under :data:`_OAUTH_LOGGER_PREFIXES` (they are created when the libraries
+    are imported, which has happened by now). Idempotent.
+    """
     _REDACT.secrets.add(secret)
-    for name in _OAUTH_LOGGERS:
+    names = [n for n in list(logging.Logger.manager.loggerDict) if n.split(".")[0] in _OAUTH_LOGGER_PREFIXES]
+    for name in {*names, *_OAUTH_LOGGER_PREFIXES}:
         logger = logging.getLogger(name)
         if _REDACT not in logger.filters:
             logger.addFilter(_REDACT)
@@ -345,6 +360,7 @@ class SentinelHubSource:
         idx = [RESPONSE_BANDS.index(BAND_IDS[b]) for b in bands]
         scl_idx = RESPONSE_BANDS.index("SCL")
         parts: list[xr.Dataset] = []
+        responses: list[tuple[dt.date, np.ndarray]] = []
         used: list[str] = []
         times: list[np.datetime64] = []
         x = np.asarray(grid.x_coords())
@@ -368,22 +384,56 @@ class SentinelHubSource:
                     f"Sentinel Hub returned an array of shape {arr.shape} for {day}; expected "
                     f"{(grid.height, grid.width, len(RESPONSE_BANDS))}. Check the grid and retry."
                 )
+            responses.append((day, arr))
+
+        # The data check (mrv.imagery.scene_check) on each date's response: harmonised values should pass it.
+        ids = {day: ",".join(i.id for i in by_day[day]) for day in by_day}
+        stats = [
+            scene_stats(ids[day], {n: arr[..., i] for n, i in zip(bands, idx, strict=True)}, arr[..., scl_idx])
+            for day, arr in responses
+        ]
+        verdicts = {v.item_id: v for v in judge(stats)}
+        dropped: list[tuple[str, str]] = []
+        corrected: list[tuple[str, str]] = []
+        flagged: list[tuple[str, str]] = []
+        for day, arr in responses:
+            verdict = verdicts[ids[day]]
+            if verdict.action == "drop":
+                log.warning("dropping %s: data check: %s", ids[day], verdict.reason)
+                dropped.append((ids[day], f"data check: {verdict.reason}"))
+                continue
+            if verdict.action == "correct":
+                log.warning("correcting %s: %s", ids[day], verdict.reason)
+                corrected.append((ids[day], verdict.reason))
+            elif verdict.reason:
+                flagged.append((ids[day], verdict.reason))
             scl = xr.DataArray(np.nan_to_num(arr[..., scl_idx]).astype(np.uint8), dims=("y", "x"))
             keep = clear_mask(scl)
             out: dict[str, xr.DataArray] = {}
             for name, i in zip(bands, idx, strict=True):
-                refl = xr.DataArray(arr[..., i], dims=("y", "x")).where(keep).astype(np.float32)
-                refl.attrs = {"units": "1", "long_name": f"surface reflectance {name}", "scaling_rule": "harmonized"}
+                values = arr[..., i] + np.float32(verdict.offset_shift)
+                refl = xr.DataArray(values, dims=("y", "x")).where(keep).astype(np.float32)
+                rule = RULE_HARMONIZED + (", data-check" if verdict.action == "correct" else "")
+                refl.attrs = {"units": "1", "long_name": f"surface reflectance {name}", "scaling_rule": rule}
                 out[name] = refl
             ds = xr.Dataset(out)
             ds["scl"] = scl
             parts.append(ds)
-            used.append(",".join(i.id for i in by_day[day]))
+            used.append(ids[day])
             times.append(np.datetime64(dt.datetime.combine(day, dt.time()), "ns"))
+        if not parts:
+            raise NoImageryFound(f"Every Sentinel Hub scene failed the data check ({dropped}). Check the provider.")
 
         result = xr.concat(parts, dim="time").assign_coords(
             time=("time", np.asarray(times)), y=("y", y), x=("x", x), item_id=("time", used)
         )
         result.attrs = {"crs": grid.crs}
-        all_ids = tuple(i.id for day in sorted(by_day) for i in by_day[day])
-        return LoadedScenes(reflectance=result, items=all_ids)
+        kept = {i for u in used for i in u.split(",")}
+        all_ids = tuple(i.id for day in sorted(by_day) for i in by_day[day] if i.id in kept)
+        return LoadedScenes(
+            reflectance=result,
+            items=all_ids,
+            dropped=tuple(dropped),
+            corrected=tuple(corrected),
+            flagged=tuple(flagged),
+        )

@@ -11,6 +11,10 @@ ambiguous: either the result ends exactly there, or the API does not paginate at
 DuckDB backend returns one page of at most ``limit`` items). The search is then repeated once as a
 single page of ``max_items + 1`` so that no item is silently lost. Loading is shared with every
 other source (:func:`mrv.imagery.load.load_reflectance`).
+
+``max_items`` bounds the items *used*: where the cloud filter runs on the client, it is applied after that
+filter, and the search itself may fetch up to ``max_fetched`` items (default ``CLIENT_FILTER_FETCH_FACTOR``
+times ``max_items``), so a long, cloudy period is not cut short by items that would have been filtered out.
 """
 
 from __future__ import annotations
@@ -37,6 +41,10 @@ log = logging.getLogger(__name__)
 
 Modifier = Callable[[Any], Any]
 CLOUD_PROPERTY = "eo:cloud_cover"
+MAX_PAGE_LIMIT = 10_000
+"""The largest ``limit`` pystac-client sends (STAC API Item Search allows servers to cap it further)."""
+CLIENT_FILTER_FETCH_FACTOR = 10
+"""Without a server-side filter, up to this many times ``max_items`` are fetched before filtering."""
 
 
 def cloud_filter(max_cloud_pct: float) -> dict[str, Any]:
@@ -59,7 +67,8 @@ def signing_modifier(profile: ProviderProfile) -> Modifier | None:
         except ImportError as exc:
             raise ConfigError(
                 f"Provider '{profile.name}' needs its asset URLs signed, but the 'planetary-computer' package "
-                "is not installed. Install it (pip install planetary-computer) or choose another provider."
+                "is not installed. Install it (pip install planetary-computer, or the extra: pip install "
+                "'soilcarbon-mrv[planetary-computer]') or choose another provider."
             ) from exc
         sign: Modifier = pc.sign_inplace
         return sign
@@ -83,14 +92,16 @@ class StacApiSource:
         page_size: int = 100,
         backoff_s: float = 0.5,
         modifier: Modifier | None = None,
+        max_fetched: int | None = None,
     ) -> None:
         if not url.startswith(("http://", "https://")):
             raise ConfigError(f"STAC API url {url!r} must start with http:// or https://.")
-        if timeout_s <= 0 or max_retries < 0 or max_items < 1 or page_size < 1:
+        max_fetched = CLIENT_FILTER_FETCH_FACTOR * max_items if max_fetched is None else max_fetched
+        if timeout_s <= 0 or max_retries < 0 or max_items < 1 or page_size < 1 or max_fetched < max_items:
             raise ConfigError(
                 f"Invalid STAC API options (timeout_s={timeout_s}, max_retries={max_retries}, "
-                f"max_items={max_items}, page_size={page_size}): use timeout_s > 0, max_retries >= 0, "
-                "max_items >= 1 and page_size >= 1."
+                f"max_items={max_items}, page_size={page_size}, max_fetched={max_fetched}): use timeout_s > 0, "
+                "max_retries >= 0, max_items >= 1, page_size >= 1 and max_fetched >= max_items."
             )
         if profile is not None and collection not in profile.collections:
             raise ConfigError(
@@ -103,6 +114,7 @@ class StacApiSource:
         self.timeout_s = float(timeout_s)
         self.max_retries = int(max_retries)
         self.max_items = int(max_items)
+        self.max_fetched = int(max_fetched)
         self.page_size = int(page_size)
         self.backoff_s = float(backoff_s)
         self.modifier = modifier if modifier is not None else (signing_modifier(profile) if profile else None)
@@ -149,11 +161,12 @@ class StacApiSource:
         """
         collection = request.collection or self.collection
         server_side = self.server_filters()
+        cap = self.max_items if server_side else self.max_fetched
         params: dict[str, Any] = {
             "collections": [collection],
             "datetime": datetime_range(request.start, request.end),
             "limit": self.page_size,
-            "max_items": self.max_items + 1,
+            "max_items": cap + 1,
         }
         if intersects is not None:
             params["intersects"] = dict(intersects)
@@ -170,14 +183,20 @@ class StacApiSource:
                 CLOUD_PROPERTY,
                 request.max_cloud_pct,
             )
-        fetched = self._fetch(params, what=collection)
-        if len(fetched) > self.max_items:
+        fetched = self._fetch(params, what=collection, cap=cap)
+        where = f"The search of {collection} at {self.url} over bbox {request.bbox_wgs84} from {request.start} to {request.end}"
+        if len(fetched) > cap and not server_side:
             raise ImageryError(
-                f"The search of {collection} at {self.url} over bbox {request.bbox_wgs84} from {request.start} to "
-                f"{request.end} matches more than max_items={self.max_items} items. Narrow the dates or the AOI "
-                "(or lower imagery.max_cloud_pct), or raise max_items if that many scenes are really wanted."
+                f"{where} matches more than {cap} items before the cloud filter, which runs on the client because the "
+                "API does not declare the STAC Filter extension. Narrow the dates or the AOI, or raise "
+                "imagery.max_items (up to 10 times as many items are fetched before filtering)."
             )
         items = fetched if server_side else [it for it in fetched if _cloud_ok(it, request.max_cloud_pct)]
+        if len(fetched) > cap or len(items) > self.max_items:
+            raise ImageryError(
+                f"{where} matches more than max_items={self.max_items} items. Narrow the dates or the AOI "
+                "(or lower imagery.max_cloud_pct), or raise max_items if that many scenes are really wanted."
+            )
         if not server_side and len(items) < len(fetched):
             log.info(
                 "dropped %d of %d items above %g%% cloud",
@@ -216,18 +235,19 @@ class StacApiSource:
             ) from exc
         return features, full_without_next
 
-    def _fetch(self, params: dict[str, Any], *, what: str) -> list[pystac.Item]:
-        """Every item of a search (pystac-client stops at ``params["max_items"]``), even from an API
-        that does not paginate.
+    def _fetch(self, params: dict[str, Any], *, what: str, cap: int | None = None) -> list[pystac.Item]:
+        """Every item of a search (pystac-client stops at ``params["max_items"]``, ``cap + 1``), even from an
+        API that does not paginate.
 
         A last page that is full and has no ``next`` link either ends the result exactly or comes from
         an API that never paginates; the search is then repeated once as a single page of
-        ``max_items + 1`` items (one extra request, only in that case) and the larger result is kept.
+        ``cap + 1`` items (one extra request, only in that case) and the larger result is kept.
         An API that neither paginates nor serves that many items in one page cannot be detected.
         """
+        cap = self.max_items if cap is None else cap
         features, full_without_next = self._pages(params, what=what)
-        if full_without_next and len(features) <= self.max_items:
-            single = self.max_items + 1
+        if full_without_next and len(features) <= cap:
+            single = min(cap + 1, MAX_PAGE_LIMIT)
             log.info(
                 "%s returned a full page of %d items without a 'next' link (%d items in all); repeating the "
                 "search as a single page of up to %d items in case the API does not paginate",

@@ -14,6 +14,8 @@ This module computes that without one ``tree_.apply`` call per tree and without 
   tree for exactly ``max_depth`` steps with no data-dependent branch (``node = child[2 node + (x >
   thr)]``). Thresholds are stored as the largest float32 not above scikit-learn's float64 threshold:
   for a float32 covariate x, ``x <= t64`` exactly when ``x <= t32``, so leaves are those of ``apply``.
+  The comparison is done on integer keys with the order of the floats (:func:`order_key`), so the
+  threshold and the node's links come from one 8-byte load.
 * the order statistics come from a sorting network (Batcher's odd-even merge sort, Knuth TAOCP vol.
   3, 5.3.4, Algorithm M) pruned to the comparators that reach the needed positions, applied to
   blocks of pixels at once, so each compare-exchange is a vector min/max over pixels.
@@ -28,14 +30,11 @@ from __future__ import annotations
 import math
 import threading
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
-#: Pixels processed together: one AVX-512 register of float32 per compare-exchange.
-BLOCK_PX = 16
-_CACHE_JIT = True
 
 
 @dataclass(frozen=True)
@@ -43,14 +42,13 @@ class CompiledForest:
     """A forest as flat arrays for :func:`predict_forest` (global node ids over all trees).
 
     Nodes are renumbered breadth-first per tree so that the two children of a node are adjacent:
-    the right child is the left child + 1, and one step of the walk is ``k = left(k) + (x > thr(k))``.
+    the right child is the left child + 1, and one step of the walk is ``k = left(k) + (x > thr(k))``,
+    with one 8-byte load per node.
     """
 
-    packed: np.ndarray
-    """uint32 ``(nodes,)``: ``left child << shift | covariate`` (a leaf: ``itself << shift``)."""
-    threshold: np.ndarray
-    """float32 ``(nodes,)``: go right when x > threshold (float32-exact form of scikit-learn's
-    ``x <= t`` test); +inf at leaves, so a walk that reached a leaf stays there."""
+    node: np.ndarray
+    """uint64 ``(nodes,)``: ``order_key(threshold) << 32 | left child << shift | covariate``; a leaf has
+    the key of +inf and itself as left child, so a walk that reached a leaf stays there."""
     value: np.ndarray
     """float32 ``(nodes,)``: the training value kept at each leaf (NaN at internal nodes)."""
     root: np.ndarray
@@ -58,8 +56,18 @@ class CompiledForest:
     depth: np.ndarray
     """int32 ``(trees,)``: steps from the root to the deepest leaf of each tree."""
     shift: int
-    """Bits of ``packed`` holding the covariate index."""
+    """Bits of the node's low word holding the covariate index."""
     n_features: int
+
+
+def order_key(x: np.ndarray) -> np.ndarray:
+    """uint32 keys with the order of float32 ``x`` (-0.0 taken as +0.0): ``x > t`` iff ``key(x) > key(t)``.
+
+    Non-negative floats get the sign bit set, negative ones all bits flipped (the usual radix-sort
+    mapping). Not for NaN.
+    """
+    bits = (np.asarray(x, dtype="float32") + np.float32(0.0)).view(np.uint32)
+    return np.where(bits >> 31 == 1, ~bits, bits | np.uint32(0x80000000)).astype(np.uint32)
 
 
 def float32_threshold(t: np.ndarray) -> np.ndarray:
@@ -91,7 +99,7 @@ def compile_forest(estimators: list[Any], leaf_values: np.ndarray, n_features: i
     total = sum(int(e.tree_.node_count) for e in estimators)
     if total >= 2 ** (32 - shift):
         return None
-    packs, thrs, vals, roots, depths = [], [], [], [], []
+    nodes, vals, roots, depths = [], [], [], []
     offset = 0
     for t, est in enumerate(estimators):
         tree = est.tree_
@@ -104,16 +112,15 @@ def compile_forest(estimators: list[Any], leaf_values: np.ndarray, n_features: i
         own = np.arange(order.size, dtype=np.int64)
         child = np.where(leaf, own, new_id[np.maximum(left[order], 0)]) + offset
         feature = np.where(leaf, 0, np.asarray(tree.feature, dtype=np.int64)[order])
-        packs.append((child << shift) | feature)
         t32 = float32_threshold(np.asarray(tree.threshold, dtype="float64")[order])
-        thrs.append(np.where(leaf, np.float32(np.inf), t32).astype("float32"))
+        key = order_key(np.where(leaf, np.float32(np.inf), t32)).astype(np.uint64)
+        nodes.append((key << np.uint64(32)) | ((child << shift) | feature).astype(np.uint64))
         vals.append(np.where(leaf, leaf_values[t, order], np.nan).astype("float32"))
         roots.append(offset)
         depths.append(int(tree.max_depth))
         offset += order.size
     return CompiledForest(
-        packed=np.concatenate(packs).astype("uint32"),
-        threshold=np.concatenate(thrs),
+        node=np.concatenate(nodes),
         value=np.concatenate(vals),
         root=np.asarray(roots, dtype="uint32"),
         depth=np.asarray(depths, dtype="int32"),
@@ -157,118 +164,38 @@ def selection_network(n: int, wanted: tuple[int, ...]) -> np.ndarray:
     return np.asarray(kept, dtype="int32").reshape(-1, 2)
 
 
-_CACHE: weakref.WeakKeyDictionary[Any, tuple[CompiledForest, np.ndarray]] = weakref.WeakKeyDictionary()
+_CACHE: weakref.WeakKeyDictionary[Any, tuple[CompiledForest | None, np.ndarray]] = weakref.WeakKeyDictionary()
 _CACHE_LOCK = threading.Lock()
 
 
-def cached_forest(forest: Any, leaf_values: np.ndarray, wanted: tuple[int, ...]) -> tuple[CompiledForest, np.ndarray]:
-    """:func:`compile_forest` and :func:`selection_network` once per fitted forest object (per process)."""
+def cached_forest(
+    forest: Any, leaf_values: Callable[[], np.ndarray | None], wanted: tuple[int, ...]
+) -> tuple[CompiledForest | None, np.ndarray]:
+    """:func:`compile_forest` and :func:`selection_network` once per fitted forest object (per process).
+
+    ``leaf_values()`` gives the ``(trees, max_nodes)`` values or ``None`` when the forest keeps more
+    than one value per leaf; the layout is ``None`` then, and when a leaf has no value.
+    """
     with _CACHE_LOCK:
         hit = _CACHE.get(forest)
         if hit is None:
-            compiled = compile_forest(list(forest.estimators_), leaf_values, int(forest.n_features_in_))
+            values = leaf_values()
+            compiled = None
+            if values is not None:
+                compiled = compile_forest(list(forest.estimators_), values, int(forest.n_features_in_))
+            leaf_key = np.uint64(order_key(np.asarray([np.inf]))[0]) << np.uint64(32)
+            if compiled is not None and bool(np.isnan(compiled.value[compiled.node >= leaf_key]).any()):
+                compiled = None
             hit = (compiled, selection_network(len(forest.estimators_), wanted))
             _CACHE[forest] = hit
         return hit
 
 
-def _kernel() -> Any:
-    import numba
-
-    B = BLOCK_PX
-
-    @numba.njit(nogil=True, cache=_CACHE_JIT, boundscheck=False)
-    def walk(  # pragma: no cover - compiled
-        XT: np.ndarray,
-        feature: np.ndarray,
-        threshold: np.ndarray,
-        child: np.ndarray,
-        value: np.ndarray,
-        root: np.ndarray,
-        depth: np.ndarray,
-        net: np.ndarray,
-        k_lo: np.ndarray,
-        k_hi: np.ndarray,
-        frac: np.ndarray,
-        margin: float,
-        inv_2z: float,
-        out: np.ndarray,
-    ) -> None:
-        n_feat, n = XT.shape
-        n_trees = root.shape[0]
-        node = np.empty(B, dtype=np.int32)
-        xb = np.empty((n_feat, B), dtype=np.float32)
-        vals = np.empty((n_trees, B), dtype=np.float32)
-        acc = np.empty(B, dtype=np.float64)
-        good = np.empty(B, dtype=np.bool_)
-        for p0 in range(0, n, B):
-            m = min(B, n - p0)
-            for f in range(n_feat):
-                for b in range(m):
-                    xb[f, b] = XT[f, p0 + b]
-                for b in range(m, B):
-                    xb[f, b] = 0.0
-            for b in range(B):
-                ok = True
-                for f in range(n_feat):
-                    if not np.isfinite(xb[f, b]):
-                        ok = False
-                good[b] = ok
-            for t in range(n_trees):
-                r = root[t]
-                for b in range(B):
-                    node[b] = r
-                for _ in range(depth[t]):
-                    for b in range(B):
-                        k = node[b]
-                        node[b] = child[2 * k + (xb[feature[k], b] > threshold[k])]
-                for b in range(B):
-                    vals[t, b] = value[node[b]]
-            for b in range(B):
-                acc[b] = 0.0
-            for t in range(n_trees):
-                for b in range(B):
-                    acc[b] += vals[t, b]
-            for c in range(net.shape[0]):
-                i = net[c, 0]
-                j = net[c, 1]
-                for b in range(B):
-                    u = vals[i, b]
-                    v = vals[j, b]
-                    vals[i, b] = min(u, v)
-                    vals[j, b] = max(u, v)
-            for b in range(m):
-                p = p0 + b
-                if not good[b]:
-                    for o in range(5):
-                        out[o, p] = np.nan
-                    continue
-                lo = vals[k_lo[0], b]
-                lo90 = lo + frac[0] * (vals[k_hi[0], b] - lo) - margin
-                mid = vals[k_lo[1], b]
-                med = mid + frac[1] * (vals[k_hi[1], b] - mid)
-                hi = vals[k_lo[2], b]
-                hi90 = hi + frac[2] * (vals[k_hi[2], b] - hi) + margin
-                out[0, p] = acc[b] / n_trees
-                out[1, p] = lo90
-                out[2, p] = med
-                out[3, p] = hi90
-                out[4, p] = (hi90 - lo90) * inv_2z
-
-    return walk
-
-
-_WALK: Any = None
-_WALK_LOCK = threading.Lock()
-
-
 def kernel() -> Any:
-    """The compiled walk (numba, compiled or loaded from numba's on-disk cache on first use per process)."""
-    global _WALK
-    with _WALK_LOCK:
-        if _WALK is None:
-            _WALK = _kernel()
-        return _WALK
+    """The compiled kernel (numba; compiled, or loaded from numba's on-disk cache, on first use per process)."""
+    from mrv.modeling._forest_kernel import predict_kernel
+
+    return predict_kernel
 
 
 def order_positions(n_trees: int, quantiles: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -290,8 +217,8 @@ def predict_forest(
 ) -> np.ndarray:
     """``(5, n)`` float32 mean, q_lo - margin, q_50, q_hi + margin, sd = width / (2 z); NaN where X has NaN.
 
-    ``X`` is ``(n, covariates)``; an F-ordered ``X`` (the transpose of a ``(covariate, pixel)`` block)
-    is read without a copy.
+    ``X`` is ``(n, covariates)``; an F-ordered float32 ``X`` (the transpose of a ``(covariate, pixel)``
+    block) is read without a copy. Releases the GIL, so Dask threads predict blocks in parallel.
     """
     XT = np.ascontiguousarray(np.asarray(X).T, dtype="float32")
     if XT.shape[0] != compiled.n_features:
@@ -299,7 +226,7 @@ def predict_forest(
     lo, hi, frac = order_positions(compiled.root.size, quantiles)
     out = np.empty((5, XT.shape[1]), dtype="float32")
     kernel()(
-        XT, compiled.feature, compiled.threshold, compiled.child, compiled.value, compiled.root, compiled.depth,
+        XT, compiled.node, compiled.value, compiled.root, compiled.depth, compiled.shift,
         network, lo, hi, frac, float(margin), 1.0 / (2.0 * z), out,
     )  # fmt: skip
     return out

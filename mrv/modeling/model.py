@@ -158,15 +158,45 @@ class SOCModel:
         y_train = np.asarray(f.forest_.y_train)[0]
         return np.where(idx > 0, y_train[np.maximum(idx, 1) - 1], np.nan).astype("float32")
 
+    def _compiled(self) -> tuple[Any, np.ndarray] | None:
+        """The forest flattened for the compiled walk and its selection network, or ``None`` (unsupported).
+
+        Built once per fitted forest and process (:func:`mrv.modeling.forest_walk.cached_forest`);
+        never pickled with the model.
+        """
+        from mrv.modeling import forest_walk
+
+        try:
+            import mrv.modeling._forest_kernel  # noqa: F401  (numba)
+        except ImportError:  # pragma: no cover - numba is a dependency; keep the numpy path usable without it
+            return None
+        lo, hi, _ = forest_walk.order_positions(len(self.forest.estimators_), self.quantiles)
+        wanted = tuple(sorted({*lo.tolist(), *hi.tolist()}))
+        compiled, network = forest_walk.cached_forest(self.forest, self._leaf_values, wanted)
+        return None if compiled is None else (compiled, network)
+
     def predict(self, X: np.ndarray, *, batch: int = 65_536) -> np.ndarray:
         """``(n, 5)`` float32: mean, p05, p50, p95 (calibrated) and sd (t C/ha); NaN rows stay NaN.
 
         sd is the Gaussian-equivalent SD of the calibrated interval: (p95 - p05) / (2 z_0.95).
-        With the default forest each tree is walked once per pixel: the leaf's stored training
-        value is looked up and the mean and the quantiles (linear interpolation, as
-        quantile-forest computes them) come from the same per-pixel sample of tree values.
-        Rows are processed in batches so memory does not depend on the block size.
+        With the default forest (one training value per leaf) every tree gives one value per pixel;
+        the mean and the quantiles (linear interpolation between order statistics, as quantile-forest
+        computes them with equal weights) come from those values. The compiled walk
+        (:mod:`mrv.modeling.forest_walk`, numba) computes them without a sort and returns a view of a
+        ``(5, n)`` array (F-ordered ``(n, 5)``), so a block's transpose is free; without numba the
+        numpy path below does the same in row batches (``batch``); other forests use
+        quantile-forest's own predict.
         """
+        fast = self._compiled()
+        if fast is not None:
+            from mrv.modeling.forest_walk import predict_forest
+
+            z = norm.ppf(0.5 + self.confidence / 2.0)
+            return predict_forest(fast[0], fast[1], X, self.quantiles, margin=self.margin_t_ha, z=z).T
+        return self._predict_numpy(X, batch=batch)
+
+    def _predict_numpy(self, X: np.ndarray, *, batch: int = 65_536) -> np.ndarray:
+        """:meth:`predict` with one ``tree_.apply`` per tree and a full sort (the reference path)."""
         out = np.full((X.shape[0], len(OUTPUTS)), np.nan, dtype="float32")
         ok = np.flatnonzero(np.all(np.isfinite(X), axis=1))
         z = norm.ppf(0.5 + self.confidence / 2.0)

@@ -19,9 +19,9 @@ from mrv.modeling.model import OUTPUTS, SOCPredictor
 def predict_block(block: np.ndarray, model: SOCPredictor) -> np.ndarray:
     """``(covariate, y, x)`` block to ``(output, y, x)`` predictions; NaN where any covariate is NaN."""
     n_cov, ny, nx = block.shape
-    X = block.reshape(n_cov, -1).T.astype("float32")
-    out = model.predict(X)
-    return out.T.reshape(len(OUTPUTS), ny, nx)
+    X = np.asarray(block, dtype="float32").reshape(n_cov, -1).T  # a view: (pixel, covariate), F-ordered
+    out = model.predict(X)  # the compiled QRF path returns a transposed (5, pixel) array: .T below is free
+    return np.ascontiguousarray(out.T).reshape(len(OUTPUTS), ny, nx)
 
 
 def predict_map(stack: xr.DataArray, model: SOCPredictor, *, client: Any | None = None, chunk_px: int = 256) -> xr.DataArray:

@@ -198,6 +198,21 @@ def _cross_conformal_bounds(
     return lower, upper
 
 
+def cross_validated_intervals(
+    X: np.ndarray,
+    y: np.ndarray,
+    w: np.ndarray,
+    folds: list[tuple[np.ndarray, np.ndarray]],
+    cfg: ModelConfig,
+    covariates: tuple[str, ...],
+) -> dict[str, np.ndarray]:
+    """Out-of-fold ``mean``, raw ``lo``/``hi`` quantiles, cross-conformal ``lower``/``upper`` (each fold calibrated
+    on the other folds) and the training-mean ``base`` for given folds (e.g. a data set's predefined ones)."""
+    mean, lo, hi, base, fold_id = _cross_validate(X, y, w, folds, cfg, covariates)
+    lower, upper = _cross_conformal_bounds(y, lo, hi, fold_id, cfg.confidence, np.ones(y.size, bool))
+    return {"mean": mean, "lo": lo, "hi": hi, "lower": lower, "upper": upper, "base": base, "fold": fold_id}
+
+
 def _cross_conformal_metrics(
     y: np.ndarray, mean: np.ndarray, lo: np.ndarray, hi: np.ndarray, base: np.ndarray, fold_id: np.ndarray, confidence: float
 ) -> Metrics:

@@ -18,10 +18,10 @@ which also sizes blocks by the fitted range)::
 
 The floor follows the region and the sampling: a configured minimum (500 m by default) larger than a
 third of the sampled extent would leave a field of 250 m in one block, and blocks narrower than
-twice the sample spacing hold single points (leave-one-out, not blocked CV). The size is then capped
-so that the blocks can be dealt to ``n_folds`` folds of balanced size (the smallest fold holds at
-least half of n / n_folds points, :func:`mrv.modeling.validation.balanced_block_folds`); the cap, and
-a range the fit could not resolve, are recorded.
+twice the sample spacing hold single points (leave-one-out, not blocked CV). The size is then reduced
+(by 10 % steps) until the blocks deal into ``n_folds`` folds of balanced size (the smallest fold holds
+at least half of n / n_folds points, :func:`mrv.modeling.validation.balanced_block_folds`); the
+reduction (``capped``), and a range the fit could not resolve, are recorded.
 
 The residual range is estimated from the per-point mean of several random-CV repetitions (passed in
 by :mod:`mrv.modeling.train`), and the ranges of the single repetitions are kept as its spread, so
@@ -144,14 +144,19 @@ def _smallest_fold(x: np.ndarray, y: np.ndarray, size: float, n_folds: int) -> i
     return int(np.bincount(balanced_block_folds(groups, n_folds, seed=0), minlength=n_folds).min())
 
 
-def max_block_for_folds(x: np.ndarray, y: np.ndarray, n_folds: int) -> float:
-    """Largest block size (the sampled extent divided by 1.25 until it fits) whose blocks deal into ``n_folds``
-    folds the smallest of which holds at least half of ``n / n_folds`` points."""
+def balanced_block_size(x: np.ndarray, y: np.ndarray, n_folds: int, start_m: float) -> float:
+    """``start_m``, or the first smaller size (dividing by 1.1, rounded down to 10 m while above 10 m) whose blocks
+    deal into ``n_folds`` folds the smallest of which holds at least half of ``n / n_folds`` points.
+
+    Balance is not monotone in the block size (the grid's alignment changes), so the size actually used is
+    checked, not a cap computed from above.
+    """
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     need = max(1, int(0.5 * x.size / n_folds))
-    size = max(float(np.ptp(x)), float(np.ptp(y)), 10.0)
+    size = float(start_m)
     while size > 1.0 and _smallest_fold(x, y, size, n_folds) < need:
-        size /= 1.25
+        smaller = size / 1.1
+        size = math.floor(smaller / 10.0) * 10.0 if smaller > 20.0 else smaller
     return size
 
 
@@ -193,15 +198,12 @@ def choose_block_size(
     # An unresolved fit is either no structure (range 0: the floor applies) or a range beyond the
     # cutoff (the fit returns 3x the largest lag: the cap below applies).
     floor = block_floor(x, y, min_block_m)
-    size = max(vg.range_m, floor)
-    size = math.ceil(size / 10.0) * 10.0
-    cap = max_block_for_folds(x, y, n_folds)
-    capped = size > cap
-    if capped:
-        size = math.floor(cap / 10.0) * 10.0 or cap
+    wanted = math.ceil(max(vg.range_m, floor) / 10.0) * 10.0
+    size = balanced_block_size(x, y, n_folds, wanted)
+    capped = size < wanted
     rule = (
         f"max(practical range of an exponential variogram of {what}, floor {floor:,.0f} m = max(2 x sample "
-        f"spacing, min({min_block_m:g} m, extent / 3))), rounded up to 10 m, capped so {n_folds} size-balanced "
+        f"spacing, min({min_block_m:g} m, extent / 3))), rounded up to 10 m, reduced until {n_folds} size-balanced "
         "folds of whole blocks remain (Roberts et al. 2017; Valavi et al. 2019)"
     )
     return BlockSizeChoice(

@@ -184,3 +184,38 @@ def design_accounting(
         confidence=cfg.accounting.confidence, pair_distance_m=cfg.accounting.pair_distance_m,
         estimator=cfg.accounting.change_estimator,
     )  # fmt: skip
+
+
+def credit_basis(accounting: dict[str, Any]) -> dict[str, Any] | None:
+    """The project change the deductions are computed on, in t CO2e, with its SE and design df.
+
+    The design-based change (``design_based.change``) when it exists and the configured estimator is not
+    ``map``; otherwise the maps' Monte Carlo change (not design-based: normal limit, ``df`` None).
+    """
+    design = _as_dict(_as_dict(accounting.get("design_based")).get("change"))
+    project = _as_dict(design.get("project"))
+    if project and "note" not in design:
+        co2 = project["co2e"]
+        return {
+            "estimate": float(co2["mean"]),
+            "se": float(co2["se"]),
+            "df": float(project["df"]) if project.get("df") else None,
+            "units": "t CO2e",
+            "basis": design.get("estimator", "design-based change"),
+            "significant": bool(project.get("significant")),
+        }
+    mc = _as_dict(_as_dict(accounting.get("project")).get("change")).get("co2e_t")
+    if not mc:
+        return None
+    return {
+        "estimate": float(mc["mean"]),
+        "se": float(mc["sd"]),
+        "df": None,
+        "units": "t CO2e",
+        "basis": "Monte Carlo change of the maps (not design-based; normal limit)",
+        "significant": bool(mc["lower_90"] > 0 or mc["upper_90"] < 0),
+    }
+
+
+def _as_dict(v: Any) -> dict[str, Any]:
+    return v if isinstance(v, dict) else {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from pathlib import Path
@@ -12,10 +13,12 @@ import pandas as pd
 
 from mrv.accounting.deductions import deduction_for
 from mrv.accounting.methodology import Evidence, check_methodology, load_methodology
+from mrv.accounting.vt0014 import vt0014_section
 from mrv.config import RunConfig
 from mrv.errors import MRVError, VerificationError
 from mrv.fields import read_fields
 from mrv.identity import identity
+from mrv.pipeline.change_step import credit_basis
 from mrv.pipeline.layout import RunLayout
 from mrv.pipeline.steps import write_json
 from mrv.raster import read_raster, write_cog
@@ -46,6 +49,25 @@ def _min_sites_per_field(features: Path, field_ids: list[str]) -> int | None:
     return min(int(counts.get((rnd, fid), 0)) for rnd in table["round"].dropna().unique() for fid in field_ids)
 
 
+def _esm_used(cfg: RunConfig, layout: RunLayout) -> bool:
+    """Every round's lab sites got equivalent-soil-mass stocks (``stocks_esm`` in its samples.json)."""
+    for rnd in cfg.rounds:
+        esm = _read_json(layout.samples_summary(rnd.name)).get("stocks_esm") or {}
+        if not esm.get("esm_sites"):
+            return False
+    return True
+
+
+def _esm_increments(cfg: RunConfig, layout: RunLayout) -> int | None:
+    """Fewest depth increments of an ESM site in any round; ``None`` without ESM stocks."""
+    counts = [
+        (_read_json(layout.samples_summary(r.name)).get("stocks_esm") or {}).get("min_depth_increments")
+        for r in cfg.rounds
+    ]
+    ints = [c for c in counts if isinstance(c, int) and c > 0]
+    return min(ints) if ints and len(ints) == len(counts) else None
+
+
 def _methodology_section(
     cfg: RunConfig, layout: RunLayout, accounting: dict[str, Any], card: dict[str, Any], n_samples: int
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -54,13 +76,14 @@ def _methodology_section(
     Strata are the fields: ``min_samples_per_stratum`` is the fewest located training sites in a field.
     """
     profile = cfg.accounting.methodology_profile or load_methodology(cfg.accounting.methodology, config_path=cfg.source_path)
-    change = accounting["project"].get("change", {}).get("delta_soc_total_t")
+    basis = credit_basis(accounting)
     years = None
     if len(cfg.rounds) > 1:
         years = (cfg.rounds[-1].start - cfg.rounds[0].start).days / 365.25
     evidence = Evidence(
         sampling_depth_cm=cfg.depth_cm,
-        uses_equivalent_soil_mass=False,
+        uses_equivalent_soil_mass=cfg.stocks.method == "esm" and _esm_used(cfg, layout),
+        n_depth_increments=_esm_increments(cfg, layout),
         remeasurement_interval_years=years,
         min_samples_per_stratum=_min_sites_per_field(
             layout.model_dir / "features.csv", [str(f["field_id"]) for f in accounting["fields"]]
@@ -69,14 +92,23 @@ def _methodology_section(
         uncertainty_fraction=None,
         spatial_cross_validation=True,
         interval_coverage_90=card["cv"]["picp_90"],
+        n_monte_carlo_draws=cfg.accounting.n_simulations,
     )
+    vt0014 = vt0014_section(
+        layout.model_dir / "cv_predictions.csv", baseline_round=cfg.rounds[0].name, confidence=cfg.model.confidence,
+        config_path=cfg.source_path,
+    )  # fmt: skip
+    evidence = dataclasses.replace(evidence, vt0014_validation_passed=vt0014.get("passed"))
     checks = [c.to_dict() for c in check_methodology(profile, evidence)]
     deductions = []
-    if change is not None:
+    if basis is not None:  # on the project change in t CO2e, df from the sampling design
         for mid in ("verra_vm0042_v2", "gold_standard_soc"):
-            d = deduction_for(mid, change["mean"], change["sd"], df=max(n_samples - 1, 1))
-            deductions.append(d.to_dict())
-    section = {"id": profile.id, "name": profile.name, "version": profile.version, "reference": profile.reference, "checks": checks}
+            d = deduction_for(mid, basis["estimate"], basis["se"], df=basis["df"], units=basis["units"])
+            deductions.append({**d.to_dict(), "basis": basis["basis"], "change_significant": basis["significant"]})
+    section: dict[str, Any] = {
+        "id": profile.id, "name": profile.name, "version": profile.version, "reference": profile.reference, "checks": checks,
+        "vt0014": vt0014,
+    }  # fmt: skip
     return section, deductions
 
 
@@ -86,7 +118,7 @@ def input_summaries(cfg: RunConfig, layout: RunLayout) -> tuple[dict[str, dict[s
     imagery_rounds = {}
     for rnd in cfg.rounds:
         for source, entry in _read_json(layout.samples_summary(rnd.name)).items():
-            if source == "incomplete_sites":
+            if source in ("incomplete_sites", "stocks_esm"):
                 continue
             agg = samples.setdefault(source, {"submitted": 0, "accepted": 0, "rejected": 0, "flagged": 0})
             for k in agg:
@@ -134,6 +166,7 @@ def build_report(cfg: RunConfig, layout: RunLayout) -> Path:
         },
         "project": accounting["project"],
         "fields": accounting["fields"],
+        "design_based": accounting.get("design_based"),
         "uncertainty": _uncertainty_section(accounting),
         "model": card,
         "samples": samples,

@@ -49,6 +49,7 @@ from mrv.modeling.registry import MODEL_FILE, read_card
 from mrv.modeling.registry import register as register_model
 from mrv.modeling.train import train
 from mrv.pipeline.change_step import covariate_norm_stats, design_accounting
+from mrv.pipeline.esm_step import esm_for_round
 from mrv.pipeline.layout import RunLayout
 from mrv.raster import mosaic_to_cog, read_raster, read_raster_lazy, write_cog, write_cogs_by_strips
 from mrv.samples.formats import load_format
@@ -63,6 +64,7 @@ from mrv.samples.qa import (
     flag_position_jitter,
 )
 from mrv.samples.sites import site_stocks
+from mrv.textsafe import write_csv
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +175,9 @@ def prepare_imagery_tile(
             "source": source.name,
             "items": list(loaded.items),
             "dropped": [{"item": i, "reason": r} for i, r in loaded.dropped],
+            # the per-scene data check (mrv.imagery.scene_check): offsets corrected, suspicious scenes kept
+            "corrected": [{"item": i, "reason": r} for i, r in loaded.corrected],
+            "flagged": [{"item": i, "reason": r} for i, r in loaded.flagged],
             "covariates": names,
             "dem": terrain_sources,
             "computed_by": {"host": socket.gethostname(), "pid": os.getpid()},
@@ -208,6 +213,7 @@ def mosaic_imagery(cfg: RunConfig, rnd: RoundConfig, layout: RunLayout) -> Path:
         counts.update(dict(zip(values.astype(int).tolist(), n.tolist(), strict=True)))
     n_on = sum(counts.values())
     dropped = list({d["item"]: d for s in summaries for d in s["dropped"]}.values())  # an item may span tiles
+    checked = {key: _by_item(summaries, key) for key in ("corrected", "flagged")}  # judged per tile
     write_json(
         layout.imagery_summary(rnd.name),
         {
@@ -215,6 +221,9 @@ def mosaic_imagery(cfg: RunConfig, rnd: RoundConfig, layout: RunLayout) -> Path:
             "items": list(dict.fromkeys(i for s in summaries for i in s["items"])),
             "dropped": dropped,
             "n_dropped": len(dropped),
+            "corrected": checked["corrected"],
+            "n_corrected": len(checked["corrected"]),
+            "flagged": checked["flagged"],
             "covariates": summaries[0]["covariates"],
             "dem": list(dict.fromkeys(d for s in summaries for d in s["dem"])),
             "tiles": len(parts),
@@ -224,6 +233,15 @@ def mosaic_imagery(cfg: RunConfig, rnd: RoundConfig, layout: RunLayout) -> Path:
         },
     )
     return path
+
+
+def _by_item(summaries: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
+    """Entries ``{"item", "reason"}`` of the tile summaries under ``key``, one per item, with the tiles they came from."""
+    merged: dict[str, dict[str, Any]] = {}
+    for summary in summaries:
+        for entry in summary.get(key, []):  # tile summaries written before the data check have none
+            merged.setdefault(entry["item"], {**entry, "tiles": []})["tiles"].append(summary["tile"])
+    return list(merged.values())
 
 
 def median_of_counts(counts: Mapping[int, int]) -> float:
@@ -288,6 +306,9 @@ def prepare_samples(cfg: RunConfig, rnd: RoundConfig, layout: RunLayout) -> Path
         if len(all_records)
         else (pd.DataFrame(), {})
     )
+    esm_summary = None
+    if cfg.stocks.method == "esm" and len(sites):  # equivalent soil mass (VM0042 v2.2 Sect. 8.2.1.6)
+        sites, esm_summary = esm_for_round(cfg, rnd.name, all_records, sites, grid.bounds)
     sites = flag_duplicates(sites, tolerance_m=samples_cfg.duplicate_tolerance_m)  # starts qa_flag afresh
     if len(sites):
         sites = carry_sample_flags(sites, all_records)  # the samples' GPS flags onto their site
@@ -310,8 +331,8 @@ def prepare_samples(cfg: RunConfig, rnd: RoundConfig, layout: RunLayout) -> Path
         sites = add_weights(sites, process_sd_t_ha=cfg.model.process_sd_t_ha)
         weights = source_weights(sites, process_sd_t_ha=cfg.model.process_sd_t_ha)
     layout.work(rnd.name).mkdir(parents=True, exist_ok=True)
-    sites.to_csv(layout.sites(rnd.name), index=False)
-    pd.concat(rejected, ignore_index=True).to_csv(layout.rejected(rnd.name), index=False)
+    write_csv(sites, layout.sites(rnd.name))
+    write_csv(pd.concat(rejected, ignore_index=True), layout.rejected(rnd.name))
     for source, entry in summary.items():
         entry["sites"] = int((sites["source"] == source).sum()) if len(sites) else 0
         entry["flagged"] = int(((sites["source"] == source) & (sites["qa_flag"] != "")).sum()) if len(sites) else 0
@@ -322,6 +343,8 @@ def prepare_samples(cfg: RunConfig, rnd: RoundConfig, layout: RunLayout) -> Path
         if model is not None:
             entry["error_model"] = {"soc_rel_sd": model.soc_rel_sd, "bd_sd_g_cm3": model.bd_sd_g_cm3}
     summary["incomplete_sites"] = incomplete  # type: ignore[assignment]
+    if esm_summary is not None:
+        summary["stocks_esm"] = esm_summary
     write_json(layout.samples_summary(rnd.name), summary)
     return layout.sites(rnd.name)
 
@@ -356,20 +379,26 @@ def fit_model(cfg: RunConfig, layout: RunLayout) -> Path:
     model = result.model
     d = layout.model_dir
     d.mkdir(parents=True, exist_ok=True)
-    table.to_csv(d / "features.csv", index=False)
-    result.oof.to_csv(d / "cv_predictions.csv", index=False)
+    write_csv(table, d / "features.csv")
+    write_csv(result.oof, d / "cv_predictions.csv")
     block = result.block.to_dict()
     card = {
         "kind": MODEL_KIND_NAMES[model.kind],
         "n_train": model.metadata["n_train"],
         "params": {k: v for k, v in model.params().items() if isinstance(v, int | float | str)},
-        "calibration": {"method": "conformalized quantile regression (spatial CV)", "margin_t_ha": model.margin_t_ha},
+        "calibration": {
+            "method": "conformalized quantile regression (spatial CV)", "margin_t_ha": model.margin_t_ha,
+            **result.calibration,
+        },  # fmt: skip
         "cv_block_size_m": result.block.block_size_m,
         "autocorrelation_range_m": block.get("range_m"),
         "cv_block_rule": result.block.rule,
         "cv_block": block,
         "cv": {"scheme": "spatial_block", "block_size_m": result.block.block_size_m, **result.spatial_cv.to_dict()},
         "cv_random": {"scheme": "random_kfold (optimistic)", **result.random_cv.to_dict()},
+        "cv_by_source": {src: m.to_dict() for src, m in result.spatial_cv_by_source.items()},
+        "cv_coverage_by_decile": result.coverage_by_decile,
+        "cv_fold_sizes": result.fold_sizes,
     }
     registry_dir = cfg.model.registry_dir or layout.root / "models"
     where = register_model(model, card, registry_dir=registry_dir)

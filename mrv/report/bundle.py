@@ -37,7 +37,6 @@ from mrv.config import RunConfig, load_config, parse_config
 from mrv.errors import ConfigError, MRVError, VerificationError
 from mrv.report.manifest import (
     MANIFEST_NAME,
-    SIGNATURE_NAME,
     dump_manifest,
     load_manifest,
     manifest_entries,
@@ -206,13 +205,13 @@ def _stage(run_dir: Path, manifest: Mapping[str, Any], cfg: RunConfig, raw: Any,
 
     config_paths = []
     for key, path in _config_path_keys(raw, cfg):
-        rel = where.get(Path(path).resolve())
-        if rel is None:
+        found = where.get(Path(path).resolve())
+        if found is None:
             raise MRVError(
                 f"The config key {'.'.join(map(str, key))} names {path}, which the run's manifest does not list as an "
                 "input; re-run the pipeline so the manifest records it."
             )
-        config_paths.append({"key": key, "path": rel})
+        config_paths.append({"key": key, "path": found})
 
     local = cfg.imagery.source == "local"
     return {

@@ -201,6 +201,12 @@ def _headline(report: Mapping[str, Any]) -> list[dict[str, str]] | None:
     if not _has_interval(total):
         total = project.get("soc_total_t")
     change = _mapping(project.get("change"))
+    design = _mapping(_nested(report, "design_based", "change", "project"))
+    basis = "map Monte Carlo"
+    if design:  # the credited change: design-based, from the re-measured sites
+        basis = "design-based, re-measured sites"
+        change = {"delta_soc_stock_t_ha": design.get("per_ha"), "delta_soc_total_t": design.get("total"),
+                  "co2e_t": design.get("co2e")}  # fmt: skip
     suffix = f" ({_generic(latest)})" if latest else ""
     span = f" ({_generic(baseline)} to {_generic(latest)})" if baseline and latest else ""
 
@@ -218,6 +224,7 @@ def _headline(report: Mapping[str, Any]) -> list[dict[str, str]] | None:
         ("Change as CO2e" + span, _interval(change.get("co2e_t"), None, _CO2E)),
     ]
     out = [{"label": label, "value": iv["mean"], "note": f"90 % interval {iv['range']}"} for label, iv in items]
+    out.extend(_credit_headline(report, change, basis))
     out.append(
         {
             "label": "Project area",
@@ -225,6 +232,36 @@ def _headline(report: Mapping[str, Any]) -> list[dict[str, str]] | None:
             "note": f"{_generic(project.get('n_fields'))} fields",
         }
     )
+    return out
+
+
+def _credit_headline(report: Mapping[str, Any], change: Mapping[str, Any], basis: str) -> list[dict[str, str]]:
+    """Whether the change is significant (its 90 % interval excludes zero) and what each methodology credits."""
+    out: list[dict[str, str]] = []
+    co2 = _mapping(change.get("co2e_t"))
+    lo, hi = _as_float(co2.get("lower_90")), _as_float(co2.get("upper_90"))
+    if lo is not None and hi is not None:
+        if lo > 0:
+            verdict, note = "Significant gain", "the 90 % interval lies above zero"
+        elif hi < 0:
+            verdict, note = "Significant loss", "the 90 % interval lies below zero"
+        else:
+            verdict, note = "Not significant", "the 90 % interval spans zero"
+        out.append({"label": "Change significant?", "value": verdict, "note": f"{note} ({basis})"})
+    raw = report.get("deductions")
+    for item in raw if isinstance(raw, list) else []:
+        d = _mapping(item)
+        unit = str(d.get("units") or _CO2E)
+        credited = _as_float(d.get("credited"))
+        what = "emission" if d.get("reported_as") == "emission" else "credited"
+        out.append(
+            {
+                "label": f"{_generic(d.get('methodology'))} {what}",
+                "value": _num(credited, _total_decimals(credited), unit),
+                "note": f"estimate {_num(d.get('estimate'), _total_decimals(d.get('estimate')), unit)}, "
+                f"deduction {_num((_as_float(d.get('deduction_fraction')) or 0.0) * 100, 1, '%')}",
+            }
+        )
     return out
 
 
@@ -241,6 +278,9 @@ def _fields(report: Mapping[str, Any], rounds: list[str]) -> dict[str, Any] | No
         else:
             stocks = [_interval(f.get("soc_stock_t_ha"), 1, "")["cell"]]
         change = _mapping(f.get("change"))
+        design = _mapping(_nested(report, "design_based", "change", "fields", str(f.get("field_id"))))
+        if design:  # design-based field change (re-measured sites), as in the headline
+            change = {"delta_soc_stock_t_ha": design.get("per_ha"), "co2e_t": design.get("co2e")}
         rows.append(
             {
                 "field_id": _generic(f.get("field_id")),
@@ -294,6 +334,13 @@ def _model(report: Mapping[str, Any]) -> dict[str, Any] | None:
     for key, value in model.items():
         if key not in shown and _is_scalar(value):
             rows.append((str(key), _generic(value)))
+    deciles = model.get("cv_coverage_by_decile")
+    if isinstance(deciles, list) and deciles:
+        cells = [
+            f"{_generic(_mapping(d).get('decile'))}: {_num(_mapping(d).get('picp'), 2)} (n {_generic(_mapping(d).get('n'))})"
+            for d in deciles
+        ]
+        rows.append(("Spatial-CV 90 % coverage by decile of observed stock", "; ".join(cells)))
 
     schemes: list[tuple[str, Mapping[str, Any]]] = []
     cv = _mapping(model.get("cv"))
@@ -417,6 +464,29 @@ def _methodology(report: Mapping[str, Any]) -> dict[str, Any] | None:
             }
         )
     summary = ", ".join(f"{n} {label}" for label, n in counts.items())
+    vt = _mapping(meth.get("vt0014"))
+    vt_checks = vt.get("checks")
+    for raw in vt_checks if isinstance(vt_checks, list) else []:
+        c = _mapping(raw)
+        passed = c.get("passed")
+        status = "PASS" if passed is True else "FAIL" if passed is False else "not assessed"
+        rows.append(
+            {
+                "requirement_id": f"VT0014 {_generic(c.get('id'))}",
+                "description": _generic(c.get("description")),
+                "section": _generic(c.get("section")),
+                "evidence_name": "validation data",
+                "evidence_value": _generic(c.get("value")),
+                "threshold": _generic(c.get("threshold")),
+                "status": status,
+                "css": {"PASS": "pass", "FAIL": "fail"}.get(status, "na"),
+                "note": _generic(c.get("note")) if c.get("note") else "",
+            }
+        )
+    if vt:
+        passed_all = vt.get("passed")
+        verdict = "PASS" if passed_all is True else "FAIL" if passed_all is False else "not assessed"
+        summary += f"; VT0014 validation ({_generic(vt.get('n_validation'))} points: {_generic(vt.get('selection'))}): {verdict}"
     return {
         "id": _generic(meth.get("id")),
         "name": _generic(meth.get("name")),

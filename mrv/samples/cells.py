@@ -48,21 +48,73 @@ class Parsed:
     bad: pd.Series
 
 
+def _objects(text: pd.Series) -> np.ndarray:
+    return np.asarray(text, dtype=object)
+
+
+def _mask(flags: object, n: int) -> np.ndarray:
+    return np.fromiter(flags, dtype=bool, count=n)  # type: ignore[call-overload]
+
+
+_SEP = "\x1f"
+
+
+def _fast_numbers(a: np.ndarray, decimal: str) -> np.ndarray | None:
+    """All non-empty cells at once when every one is a plain number (the common case), else None.
+
+    One C-level pass: the cells joined must hold only digits, signs, exponent marks and the
+    decimal mark, and every cell must match the strict pattern's shape as ``float`` reads it.
+    """
+    joined = _SEP.join(a)
+    allowed = _FAST_CHARS[decimal]
+    if allowed.fullmatch(joined) is None:
+        return None
+    if decimal == ",":
+        joined = joined.replace(",", ".")
+    parts = joined.split(_SEP)
+    if len(parts) != len(a):
+        return None
+    try:
+        with np.errstate(over="ignore"):
+            return np.array(parts, dtype=object).astype(float)
+    except (ValueError, OverflowError):
+        return None
+
+
+_FAST_CHARS = {
+    ".": re.compile(r"(?:[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?(?:\x1f|$))*"),
+    ",": re.compile(r"(?:[+-]?(?:[0-9]+(?:,[0-9]*)?|,[0-9]+)(?:[eE][+-]?[0-9]+)?(?:\x1f|$))*"),
+}
+
+
+def _numbers(a: np.ndarray, decimal: str) -> tuple[np.ndarray, np.ndarray]:
+    """(values, bad) of an object array of stripped texts; ``""`` is missing, not bad."""
+    n = len(a)
+    present = a != ""
+    if present.all() and n:
+        fast = _fast_numbers(a, decimal)
+        if fast is not None:
+            ok = np.isfinite(fast)
+            return np.where(ok, fast, np.nan), ~ok
+    match = number_pattern(decimal).fullmatch
+    ok = _mask((v != "" and match(v) is not None for v in a), n)
+    values = np.full(n, np.nan)
+    if ok.any():
+        sub = a[ok]
+        if decimal == ",":
+            sub = np.array([v.replace(",", ".") for v in sub], dtype=object)
+        with np.errstate(over="ignore"):
+            values[ok] = sub.astype(float)
+    ok &= np.isfinite(values)
+    values[~ok] = np.nan
+    present = a != ""
+    return values, present & ~ok
+
+
 def parse_numbers(text: pd.Series, decimal: str) -> Parsed:
     """Strict ASCII numbers; ``bad`` marks non-empty cells that are not one (or not finite)."""
-    present = text != ""
-    ok = text.str.fullmatch(number_pattern(decimal)).fillna(False).astype(bool) & present
-    values = pd.Series(np.nan, index=text.index, dtype=float)
-    if ok.any():
-        sub = text[ok]
-        if decimal == ",":
-            sub = sub.str.replace(",", ".", regex=False)
-        with np.errstate(over="ignore"):
-            values[ok] = sub.astype(float).to_numpy()
-    finite = np.isfinite(values.to_numpy())
-    ok &= finite
-    values[~ok] = np.nan
-    return Parsed(values, present & ~ok)
+    values, bad = _numbers(_objects(text), decimal)
+    return Parsed(pd.Series(values, index=text.index), pd.Series(bad, index=text.index))
 
 
 @dataclass(frozen=True)
@@ -76,19 +128,24 @@ class Measured:
     above: pd.Series
 
 
-_LIMIT = re.compile(r"^\s*([<>])\s*(.*)$")
-
-
 def parse_measured(text: pd.Series, decimal: str) -> Measured:
     """Numbers that may carry a detection-limit prefix (``<0.1``, ``< 0,1``, ``>600``)."""
-    parts = text.str.extract(_LIMIT)
-    has_prefix = parts[0].notna()
-    plain = text.where(~has_prefix, parts[1].fillna("").str.strip())
-    parsed = parse_numbers(plain, decimal)
-    below = has_prefix & (parts[0] == "<") & parsed.values.notna()
-    above = has_prefix & (parts[0] == ">") & parsed.values.notna()
-    bad = parsed.bad | (has_prefix & parsed.values.isna())
-    return Measured(parsed.values, bad, below, above)
+    a = _objects(text)
+    n = len(a)
+    first = np.array([v[:1] for v in a], dtype=object)
+    lt, gt = first == "<", first == ">"
+    prefixed = lt | gt
+    if prefixed.any():
+        a = a.copy()
+        a[prefixed] = np.array([v[1:].strip() for v in a[prefixed]], dtype=object)
+    values, bad = _numbers(a, decimal)
+    got = np.isfinite(values)
+    bad = bad | (prefixed & ~got)
+    idx = text.index
+    return Measured(
+        pd.Series(values, index=idx), pd.Series(bad, index=idx),
+        pd.Series(lt & got, index=idx), pd.Series(gt & got, index=idx),
+    )  # fmt: skip
 
 
 _TIME_SUFFIX = re.compile(r"^(.*?)(?:[ T][0-9]{1,2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]+)?)?)?$")
@@ -96,8 +153,8 @@ _TIME_SUFFIX = re.compile(r"^(.*?)(?:[ T][0-9]{1,2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-
 
 @dataclass(frozen=True)
 class Dates:
-    values: pd.Series
-    """``datetime.date`` objects (None where missing or bad)."""
+    values: np.ndarray
+    """``datetime64[D]`` (NaT where missing, bad or implausible)."""
     bad: pd.Series
     """Non-empty cells that match none of the formats."""
     implausible: pd.Series
@@ -110,34 +167,34 @@ def parse_dates(text: pd.Series, formats: tuple[str, ...]) -> Dates:
     ``formats`` are ``strptime`` patterns or :data:`EXCEL` (serial day numbers). Non-ASCII cells are
     never dates (``strptime`` would read full-width digits).
     """
-    present = text != ""
-    ascii_ok = present & text.map(str.isascii, na_action="ignore").fillna(False).astype(bool)
-    result = pd.Series(pd.NaT, index=text.index, dtype="datetime64[s]")
-    todo = ascii_ok.copy()
+    a = _objects(text)
+    n = len(a)
+    present = a != ""
+    result = np.full(n, np.datetime64("NaT"), dtype="datetime64[D]")
+    todo = present & _mask((v.isascii() for v in a), n)
     for fmt in formats:
         if not todo.any():
             break
-        sub = text[todo]
+        sub = a[todo]
         if fmt == EXCEL:
-            serial = parse_numbers(sub, ".").values
-            ok = serial.notna() & (serial >= EXCEL_MIN_SERIAL) & (serial <= EXCEL_MAX_SERIAL)
-            days = np.floor(serial[ok].to_numpy()).astype("int64")
-            base = np.datetime64(EXCEL_EPOCH.isoformat(), "D")
-            result[ok[ok].index] = (base + days.astype("timedelta64[D]")).astype("datetime64[s]")
+            serial, _ = _numbers(sub, ".")
+            ok = np.isfinite(serial) & (serial >= EXCEL_MIN_SERIAL) & (serial <= EXCEL_MAX_SERIAL)
+            days = np.full(len(sub), np.datetime64("NaT"), dtype="datetime64[D]")
+            days[ok] = np.datetime64(EXCEL_EPOCH.isoformat(), "D") + np.floor(serial[ok]).astype("int64")
         else:
-            if "%H" not in fmt:
-                sub = sub.str.extract(_TIME_SUFFIX, expand=False).fillna(sub)
-            parsed = pd.to_datetime(sub, format=fmt, errors="coerce")
-            ok = parsed.notna()
-            result[ok[ok].index] = parsed[ok].astype("datetime64[s]")
-        todo &= result.isna()
-    got = result.notna()
-    dates = pd.Series(None, index=text.index, dtype=object)
-    if got.any():
-        dates[got] = [d.date() for d in result[got].dt.to_pydatetime()]
-    implausible = got & (result < pd.Timestamp(MIN_DATE))
-    dates[implausible] = None
-    return Dates(dates, present & ~got, implausible)
+            joined = _SEP.join(sub)
+            if "%H" not in fmt and (" " in joined or "T" in joined):
+                sub = np.array([_TIME_SUFFIX.match(v).group(1) for v in sub], dtype=object)  # type: ignore[union-attr]
+            parsed = pd.to_datetime(pd.Series(sub, dtype=object), format=fmt, errors="coerce")
+            days = parsed.to_numpy().astype("datetime64[D]")
+        where = np.flatnonzero(todo)
+        result[where] = days
+        todo &= np.isnat(result)
+    got = ~np.isnat(result)
+    implausible = got & (result < np.datetime64(MIN_DATE.isoformat(), "D"))
+    result[implausible] = np.datetime64("NaT")
+    idx = text.index
+    return Dates(result, pd.Series(present & ~got, index=idx), pd.Series(implausible, index=idx))
 
 
 _DEPTH_RANGE = r"^([0-9]+(?:{d}[0-9]+)?)\s*(?:-|‐|‑|–|—|−|to|bis)\s*([0-9]+(?:{d}[0-9]+)?)\s*(cm|mm|m)?$"
@@ -154,13 +211,21 @@ class DepthRanges:
 
 def parse_depth_ranges(text: pd.Series, decimal: str) -> DepthRanges:
     """``"0-30"``, ``"0–20 cm"`` (en dash), ``"30 - 60cm"``, ``"0,5-1 m"`` -> top, bottom (in the cell's unit)."""
-    present = text != ""
-    parts = text.str.extract(re.compile(_DEPTH_RANGE.format(d=re.escape(decimal)), re.IGNORECASE))
-    ok = parts[0].notna() & present
-    top = parse_numbers(parts[0].fillna(""), decimal).values.where(ok)
-    bottom = parse_numbers(parts[1].fillna(""), decimal).values.where(ok)
-    unit = parts[2].fillna("").str.lower()
-    return DepthRanges(top, bottom, unit, present & ~ok)
+    a = _objects(text)
+    n = len(a)
+    pat = re.compile(_DEPTH_RANGE.format(d=re.escape(decimal)), re.IGNORECASE)
+    matches = [pat.match(v) if v else None for v in a]
+    ok = _mask((m is not None for m in matches), n)
+    tops = np.array([m.group(1) if m else "" for m in matches], dtype=object)
+    bottoms = np.array([m.group(2) if m else "" for m in matches], dtype=object)
+    units = [(m.group(3) or "").lower() if m else "" for m in matches]
+    top, _ = _numbers(tops, decimal)
+    bottom, _ = _numbers(bottoms, decimal)
+    idx = text.index
+    return DepthRanges(
+        pd.Series(np.where(ok, top, np.nan), index=idx), pd.Series(np.where(ok, bottom, np.nan), index=idx),
+        pd.Series(units, index=idx, dtype=object), pd.Series((a != "") & ~ok, index=idx),
+    )  # fmt: skip
 
 
 _EPSG = re.compile(r"(?:EPSG:)?([0-9]{4,6})", re.IGNORECASE)
@@ -168,12 +233,17 @@ _EPSG = re.compile(r"(?:EPSG:)?([0-9]{4,6})", re.IGNORECASE)
 
 def parse_epsg(text: pd.Series) -> Parsed:
     """EPSG codes written ``32633`` or ``EPSG:32633``; ``32633.9`` or ``3.2633e4`` are not codes."""
-    present = text != ""
-    code = text.str.fullmatch(_EPSG).fillna(False).astype(bool) & present
-    values = pd.Series(np.nan, index=text.index, dtype=float)
-    if code.any():
-        values[code] = text[code].str.extract(_EPSG, expand=False).astype(float).to_numpy()
-    return Parsed(values, present & ~code)
+    a = _objects(text)
+    cache: dict[str, float] = {}
+    values = np.empty(len(a))
+    for i, v in enumerate(a):
+        got = cache.get(v)
+        if got is None:
+            m = _EPSG.fullmatch(v) if v else None
+            got = cache[v] = float(m.group(1)) if m else np.nan
+        values[i] = got
+    bad = (a != "") & np.isnan(values)
+    return Parsed(pd.Series(values, index=text.index), pd.Series(bad, index=text.index))
 
 
 _NUM = r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
@@ -216,11 +286,18 @@ def parse_points(text: pd.Series) -> Points:
     return Points(x.where(ok), y.where(ok), epsg.where(ok), present & ~ok)
 
 
+def missing_variants(codes: tuple[str, ...]) -> frozenset[str]:
+    """The codes as written, in lower and upper case and capitalised (``NA``, ``na``, ``Na``), and ``""``."""
+    out = {""}
+    for c in codes:
+        c = c.strip()
+        out |= {c, c.lower(), c.upper(), c.capitalize()}
+    return frozenset(out)
+
+
 def is_missing(text: pd.Series, codes: frozenset[str]) -> pd.Series:
-    """Cells equal (ignoring case) to one of the profile's missing-value codes; ``codes`` are casefolded."""
-    if not codes:
-        return text == ""
-    return text.str.casefold().isin(codes) | (text == "")
+    """Cells equal to one of ``codes`` (see :func:`missing_variants`); a hash lookup per cell, in C."""
+    return pd.Series(pd.Series(np.asarray(text, dtype=object)).isin(codes | {""}).to_numpy(), index=text.index)
 
 
 def finite(value: float | None) -> bool:

@@ -95,6 +95,16 @@ def source_crs(epsg: int, project: str) -> SourceCRS:
     return SourceCRS(epsg, to_project, lonlat, area, crs.name)
 
 
+@lru_cache(maxsize=16)
+def project_area(project: str) -> tuple[tuple[float, float, float, float], str]:
+    """Widened area of use (west, south, east, north, degrees) of the project CRS, and its name."""
+    crs = CRS.from_user_input(project)
+    aou = crs.area_of_use
+    west, south, east, north = aou.bounds if aou is not None else (-180.0, -90.0, 180.0, 90.0)
+    m = AREA_OF_USE_MARGIN_DEG
+    return (west - m, max(-90.0, south - m), east + m, min(90.0, north + m)), crs.name
+
+
 def inside_area(lon: np.ndarray, lat: np.ndarray, area: tuple[float, float, float, float]) -> np.ndarray:
     """True where lon/lat (degrees) lie in ``area`` (west, south, east, north; west > east crosses 180 degrees)."""
     west, south, east, north = area

@@ -212,7 +212,7 @@ class SampleFormat:
     constants: dict[str, Any] = field(default_factory=dict)
     """Role -> value for the whole file: floats for top/bottom, a date, an int EPSG code, else text."""
     missing_values: tuple[str, ...] = DEFAULT_MISSING
-    """Cell texts meaning "not measured" (compared ignoring case, after trimming)."""
+    """Cell texts meaning "not measured" (after trimming; as written, lower-, upper- or capitalised)."""
     below_detection: Literal["half_limit", "limit", "reject"] = "half_limit"
     """Policy for ``<L`` cells, see :data:`DETECTION_POLICIES`."""
     unit_columns: dict[str, UnitColumn] = field(default_factory=dict)
@@ -251,7 +251,10 @@ class SampleFormat:
 
     @property
     def missing_codes(self) -> frozenset[str]:
-        return frozenset(m.strip().casefold() for m in self.missing_values)
+        """Every cell text read as missing: each code as written, lower-, upper- or capitalised, and ``""``."""
+        from mrv.samples.cells import missing_variants
+
+        return missing_variants(self.missing_values)
 
 
 def load_format(

@@ -11,6 +11,14 @@ exactly one place: in an accepted record or in ``rejected``.
   first line for a bad date) and each of its other lines is rejected with a pointer to that line.
   ``IngestResult.accepted_lines + len(rejected) == submitted``; ``record_lines`` says which lines
   built which record.
+
+The file is checked and read in bounded chunks (:mod:`mrv.samples.reading`), every cell parsed
+strictly (:mod:`mrv.samples.cells`) and every sample validated vectorised
+(:mod:`mrv.samples.records`). A file whose header lacks a column the profile requires is
+rejected whole, in one message naming each column and the profile key that asks for it, before
+any row is read. Accepted records may carry notes (``IngestResult.notes``, also joined into the
+record's ``ingest_flag``): an implausible bulk density stored as missing, a value below the
+detection limit, ... ``IngestResult.summary`` counts lines and samples by outcome and reason.
 """
 
 from __future__ import annotations
@@ -18,51 +26,49 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-import math
-from collections.abc import Iterator
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
-from pyproj import CRS, Transformer
-from pyproj.exceptions import CRSError
 
-from mrv.errors import StockError, SubmissionRejected
-from mrv.samples.formats import MEASURED_ROLES, UNIT_FACTORS, LongLayout, SampleFormat
-from mrv.samples.stocks import VAN_BEMMELEN_FACTOR, som_to_soc
-
-#: Plausibility limits. SOC above 580 g/kg would exceed pure organic matter (van Bemmelen 0.58);
-#: mineral bulk density cannot exceed quartz particle density, 2.65 g/cm3.
-SOC_MAX_G_KG = 580.0
-SOM_MAX_G_KG = 1000.0
-BD_RANGE_G_CM3 = (0.1, 2.65)
-MAX_DEPTH_CM = 300.0
-
-#: Largest GPS accuracy (m) a file may report; beyond it the value is a typo (e.g. cm) or no fix.
-GPS_ACCURACY_MAX_M = 10_000.0
+from mrv.errors import SubmissionRejected
+from mrv.samples import cells, reading
+from mrv.samples.crs_checks import project_crs as check_project_crs
+from mrv.samples.formats import MEASURED_ROLES, LongLayout, SampleFormat
+from mrv.samples.reading import DEFAULT_MAX_BYTES, Chunk, Malformed
+from mrv.samples.records import (  # noqa: F401  (re-exported: the plausibility limits live with the checks)
+    BD_RANGE_G_CM3,
+    GPS_ACCURACY_MAX_M,
+    MAX_DEPTH_CM,
+    SOC_MAX_G_KG,
+    SOM_MAX_G_KG,
+    Context,
+    validate,
+)
 
 #: Columns of an accepted record, all stored in the sample store (:mod:`mrv.samples.store`).
 #:
-#: ``soc_sd_g_kg``: SD (g/kg) that a conversion added to the SOC value (SOM -> SOC, see
-#: :func:`mrv.samples.stocks.som_to_soc`); NaN when SOC was measured.
-#: :func:`mrv.samples.sites.site_stocks` adds it to the source's analytical error.
+#: ``soc_sd_g_kg``: SD (g/kg) that a conversion (SOM -> SOC, see :func:`mrv.samples.stocks.som_to_soc`)
+#: or a detection limit added to the SOC value; NaN when SOC was measured.
+#: ``coarse_fragments_vol_pct``: NaN when not measured (never 0: stone-free is not assumed here;
+#: :func:`mrv.samples.sites.site_stocks` applies a stated default with its uncertainty and a flag).
 #: ``gps_accuracy_m``: horizontal position accuracy the device reported (m, the radius of ~68 %
 #: confidence of Android's ``Location.getAccuracy()`` / iOS ``horizontalAccuracy``); NaN when the
 #: file has no such column or the cell is empty or 0 (Android reports 0 when it has no estimate).
-#: :func:`mrv.samples.qa.flag_gps_accuracy` flags values above the tolerance.
 CANONICAL_COLUMNS = [
     "row", "sample_id", "site_id", "source", "submitter", "field_id", "x", "y", "crs", "lon", "lat",
     "sampling_date", "top_cm", "bottom_cm", "soc_g_kg", "bulk_density_g_cm3", "coarse_fragments_vol_pct", "method",
     "soc_sd_g_kg", "gps_accuracy_m",
 ]  # fmt: skip
+#: Extra column of ``IngestResult.accepted``: the notes on the record joined with "; " ("" if none).
+FLAG_COLUMN = "ingest_flag"
 
-_DEFAULT_UNITS = {"bulk_density": "g_cm3", "coarse_fragments": "vol_percent"}
-_ROLE_LABELS = {
-    "soc": "SOC",
-    "som": "organic matter",
-    "bulk_density": "bulk density",
-    "coarse_fragments": "coarse fragments",
-}
+_ROLE_LABELS = {"soc": "SOC", "som": "organic matter", "bulk_density": "bulk density", "coarse_fragments": "coarse fragments"}  # noqa: E501
+_OPTIONAL_ROLES = {
+    "site_id", "field_id", "submitter", "bulk_density", "coarse_fragments", "method", "soc", "som", "gps_accuracy",
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -71,6 +77,43 @@ class Rejection:
     column: str
     value: str
     reason: str
+    code: str = ""
+    """Machine-readable reason (``not_a_number``, ``outside_crs_area``, ...), counted in the summary."""
+    sample_id: str = ""
+
+
+@dataclass(frozen=True)
+class IngestSummary:
+    """Counts of one submission by outcome and by reason (issue 15.7)."""
+
+    layout: str
+    lines_submitted: int
+    lines_accepted: int
+    lines_rejected: int
+    samples_accepted: int
+    samples_rejected: int
+    samples_flagged: int
+    rejected_by_reason: dict[str, int]
+    """Reason code -> rejected lines."""
+    flagged_by_reason: dict[str, int]
+    """Note code -> accepted samples carrying it."""
+
+    def text(self) -> str:
+        """One paragraph for a terminal or a log (no user text in it)."""
+        head = (
+            f"{self.samples_accepted} samples accepted from {self.lines_accepted} lines, "
+            f"{self.samples_rejected} samples rejected ({self.lines_rejected} lines), "
+            f"{self.samples_flagged} accepted samples with notes; {self.lines_submitted} lines submitted."
+            if self.layout == "long"
+            else f"{self.lines_submitted} rows submitted: {self.samples_accepted} accepted, "
+            f"{self.lines_rejected} rejected, {self.samples_flagged} accepted with notes."
+        )
+        parts = [head]
+        if self.rejected_by_reason:
+            parts.append("Rejected by reason: " + ", ".join(f"{k} {v}" for k, v in self.rejected_by_reason.items()) + ".")
+        if self.flagged_by_reason:
+            parts.append("Notes by reason: " + ", ".join(f"{k} {v}" for k, v in self.flagged_by_reason.items()) + ".")
+        return " ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -78,10 +121,13 @@ class IngestResult:
     submitted: int
     """Number of data lines in the file (header excluded)."""
     accepted: pd.DataFrame
-    """``CANONICAL_COLUMNS``, one row per sample; x/y in the project CRS; ``row`` = first line of the sample."""
+    """``CANONICAL_COLUMNS`` + ``ingest_flag``, one row per sample; x/y in the project CRS; ``row`` = first line."""
     rejected: tuple[Rejection, ...]
     record_lines: tuple[tuple[int, ...], ...] = field(default=())
     """File lines each accepted record was built from, in ``accepted`` order (one line each in a wide file)."""
+    notes: tuple[Rejection, ...] = ()
+    """Notes on accepted records (``row`` = the line of the value), e.g. a bulk density stored as missing."""
+    layout: str = "wide"
 
     @property
     def accepted_lines(self) -> int:
@@ -93,20 +139,46 @@ class IngestResult:
         return {lines[0]: lines for lines in self.record_lines if lines}
 
     def rejected_frame(self) -> pd.DataFrame:
-        return pd.DataFrame([r.__dict__ for r in self.rejected], columns=["row", "column", "value", "reason"])
+        cols = ["row", "column", "value", "reason", "code"]
+        return pd.DataFrame([{c: getattr(r, c) for c in cols} for r in self.rejected], columns=cols)
+
+    def notes_frame(self) -> pd.DataFrame:
+        cols = ["row", "column", "value", "reason", "code", "sample_id"]
+        return pd.DataFrame([{c: getattr(r, c) for c in cols} for r in self.notes], columns=cols)
+
+    @property
+    def summary(self) -> IngestSummary:
+        accepted_ids = set(self.accepted["sample_id"].astype(str)) if len(self.accepted) else set()
+        if self.layout == "long":
+            ids = {r.sample_id for r in self.rejected if r.sample_id}
+            loose = sum(1 for r in self.rejected if not r.sample_id and r.code != "empty_line")
+            samples_rejected = len(ids - accepted_ids) + loose
+        else:
+            samples_rejected = sum(1 for r in self.rejected if r.code != "empty_line")
+        flagged: Counter[str] = Counter()
+        for code in {(r.sample_id, r.code) for r in self.notes}:
+            flagged[code[1]] += 1
+        return IngestSummary(
+            layout=self.layout,
+            lines_submitted=self.submitted,
+            lines_accepted=self.accepted_lines,
+            lines_rejected=len(self.rejected),
+            samples_accepted=len(self.accepted),
+            samples_rejected=samples_rejected,
+            samples_flagged=len({r.sample_id for r in self.notes}),
+            rejected_by_reason=dict(Counter(r.code or "other" for r in self.rejected).most_common()),
+            flagged_by_reason=dict(flagged.most_common()),
+        )
 
 
-class _RowError(Exception):
-    def __init__(self, column: str, value: str, reason: str, line: int | None = None) -> None:
-        super().__init__(reason)
-        self.column, self.value, self.reason, self.line = column, value, reason, line
+# ----------------------------------------------------------------------------------- header helpers
 
 
 def decode(raw: bytes, name: str, *, fallback: str = "latin-1") -> str:
     """UTF-8 (with or without BOM), else ``fallback`` (Latin-1: common in agency exports from spreadsheets)."""
     if not raw.strip():
         raise SubmissionRejected(f"{name} is empty. Export the samples as CSV with a header row and resubmit.")
-    if b"\x00" in raw[:4096]:
+    if b"\x00" in raw[: reading.SNIFF_BYTES]:
         raise SubmissionRejected(f"{name} is not a text CSV file (it contains binary data). Export it as CSV.")
     try:
         return raw.decode("utf-8-sig")
@@ -123,12 +195,12 @@ def decode(raw: bytes, name: str, *, fallback: str = "latin-1") -> str:
 def read_table(
     text: str, name: str, *, delimiter: str | None = None, decimal: str | None = None
 ) -> tuple[list[str], list[list[str]], str]:
-    """Header, rows and the decimal separator; ``;``-separated files use decimal commas unless told otherwise."""
+    """Header, rows and the decimal separator of an in-memory text (small files, header checks)."""
     if delimiter is None:
         first = text.splitlines()[0] if text else ""
         delimiter = ";" if first.count(";") > first.count(",") else ","
     try:
-        rows = list(csv.reader(io.StringIO(text), delimiter=delimiter))
+        rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
     except csv.Error as exc:
         raise SubmissionRejected(f"{name} cannot be parsed as CSV: {exc}. Check quoting and resubmit.") from exc
     if not rows:
@@ -137,84 +209,49 @@ def read_table(
     return header, rows[1:], decimal or ("," if delimiter == ";" else ".")
 
 
-class _Row:
-    """The texts of one sample by role, with the column and file line each came from."""
-
-    def __init__(
-        self,
-        values: dict[str, str],
-        *,
-        columns: dict[str, str],
-        lines: dict[str, int],
-        units: dict[str, str],
-        decimal: str,
-        line: int,
-        missing: dict[str, str] | None = None,
-    ) -> None:
-        self.values, self.columns, self.lines, self.units = values, columns, lines, units
-        self.decimal, self.line, self.missing = decimal, line, missing or {}
-
-    def column(self, role: str) -> str:
-        return self.columns.get(role, role)
-
-    def line_of(self, role: str) -> int:
-        return self.lines.get(role, self.line)
-
-    def has(self, role: str) -> bool:
-        return bool(self.values.get(role, "").strip())
-
-    def text(self, role: str, *, required: bool = True) -> str:
-        value = self.values.get(role, "").strip()
-        if required and not value:
-            reason = self.missing.get(role) or f"'{self.column(role)}' is empty; fill it in"
-            raise _RowError(self.column(role), value, reason, self.line_of(role))
-        return value
-
-    def number(self, role: str, *, required: bool = True) -> float | None:
-        value = self.text(role, required=required)
-        if not value:
-            return None
-        num = _parse_number(value, self.decimal)
-        if num is None:
-            raise _RowError(self.column(role), value, f"'{value}' is not a number", self.line_of(role))
-        if not math.isfinite(num):
-            raise _RowError(self.column(role), value, f"'{value}' is not a finite number", self.line_of(role))
-        return num
-
-    def measured(self, role: str) -> float | None:
-        """A measured value converted to its canonical unit (see ``UNIT_FACTORS``), or None if absent."""
-        num = self.number(role, required=False)
-        if num is None:
-            return None
-        return num * UNIT_FACTORS[role][self.units.get(role, _DEFAULT_UNITS.get(role, ""))]
+def required_columns(fmt: SampleFormat) -> list[str]:
+    """File columns that ``fmt`` maps to a required role (and a long layout's parameter/value/unit columns)."""
+    needed = [col for role, col in fmt.columns.items() if role not in _OPTIONAL_ROLES or (fmt.sites and role == fmt.sites.on)]  # noqa: E501
+    if fmt.long is not None:
+        needed += [fmt.long.parameter_column, fmt.long.value_column, fmt.long.unit_column]
+    return needed
 
 
-def _parse_number(value: str, decimal: str) -> float | None:
-    try:
-        return float(value.replace(",", ".") if decimal == "," else value)
-    except ValueError:
-        return None
+def header_problems(header: list[str], fmt: SampleFormat) -> list[str]:
+    """Each missing column with the profile key that asks for it (empty when the header is complete)."""
+    have = set(header)
+    problems = [
+        f"'{col}' (columns.{role})"
+        for role, col in fmt.columns.items()
+        if col not in have and (role not in _OPTIONAL_ROLES or (fmt.sites is not None and role == fmt.sites.on))
+    ]
+    if fmt.long is not None:
+        for key, col in (("parameter", fmt.long.parameter_column), ("value", fmt.long.value_column),
+                         ("unit", fmt.long.unit_column)):  # fmt: skip
+            if col not in have:
+                problems.append(f"'{col}' (long.{key})")
+    else:
+        carbon = [(r, c) for r in ("soc", "som") if r in fmt.columns for c in (fmt.columns[r], *fmt.alternatives.get(r, ()))]  # noqa: E501
+        if carbon and not any(c in have for _, c in carbon):
+            problems.append(" or ".join(f"'{c}' (columns.{r})" for r, c in carbon))
+        for role, spec in fmt.unit_columns.items():
+            if role in fmt.columns and fmt.columns[role] in have and spec.column not in have:
+                problems.append(f"'{spec.column}' (units.{role}.column)")
+    return problems
 
 
-def _check(ok: bool, row: _Row, role: str, value: object, reason: str) -> None:
-    if not ok:
-        raise _RowError(row.column(role), str(value), reason, row.line_of(role))
+def _reject_header(header: list[str], fmt: SampleFormat, name: str) -> None:
+    problems = header_problems(header, fmt)
+    if problems:
+        shown = ", ".join(header[:30]) + (", ..." if len(header) > 30 else "")
+        raise SubmissionRejected(
+            f"{name} lacks column(s) {', '.join(problems)} required by sample format '{fmt.name}' (its header has: "
+            f"{shown}). Rename the columns in the file or in the profile, or choose the matching --format profile; "
+            "nothing was stored."
+        )
 
 
-@dataclass
-class _Context:
-    fmt: SampleFormat
-    project_crs: str
-    region_bounds: tuple[float, float, float, float] | None
-    today: dt.date
-    source: str
-    submitter: str
-    transformers: dict[int, Transformer] = field(default_factory=dict)
-
-    def record(self, row: _Row) -> dict[str, object]:
-        rec = _validate(row, self.fmt, self.project_crs, self.region_bounds, self.today, self.transformers)
-        rec.update(source=self.source, submitter=rec.get("submitter") or self.submitter)
-        return rec
+# ----------------------------------------------------------------------------------- ingest
 
 
 def ingest(
@@ -226,102 +263,259 @@ def ingest(
     project_crs: str,
     region_bounds: tuple[float, float, float, float] | None = None,
     today: dt.date | None = None,
+    sites: Path | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> IngestResult:
-    """Validate ``path`` line by line against ``fmt``.
+    """Validate ``path`` against ``fmt``.
 
-    Coordinates are transformed from the row's EPSG code to ``project_crs``; rows outside
-    ``region_bounds`` (in ``project_crs``) are rejected. SOC is converted to g/kg; soil organic
-    matter (SOM, loss on ignition) is converted to SOC with :func:`~mrv.samples.stocks.som_to_soc`
-    (van Bemmelen factor 0.58) and the conversion SD is kept in ``soc_sd_g_kg``.
+    Coordinates are transformed from the row's EPSG code to ``project_crs`` (checked: projected,
+    2-D, metres); positions outside the CRS's area of use, or outside ``region_bounds`` (in
+    ``project_crs``) are rejected. SOC is converted to g/kg; soil organic matter (SOM, loss on
+    ignition) to SOC with :func:`~mrv.samples.stocks.som_to_soc` (van Bemmelen factor 0.58), the
+    conversion SD kept in ``soc_sd_g_kg``. ``sites`` is the site table of a profile with
+    ``sites:`` (default: its ``sites.file`` next to ``path``). Files larger than ``max_bytes``,
+    and anything that is not a regular file, are rejected whole.
+
+    Raises:
+        SubmissionRejected: the file (or its site table) cannot be used at all.
+        ConfigError: ``project_crs`` is not a usable project CRS.
     """
-    name = Path(path).name
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        raise SubmissionRejected(f"Cannot read {path}: {exc.strerror}.") from exc
-    text = decode(raw, name, fallback=fmt.encoding or "latin-1")
-    header, rows, decimal = read_table(text, name, delimiter=fmt.delimiter, decimal=fmt.decimal)
-    missing = [col for col in required_columns(fmt) if col not in header]
-    if missing:
-        raise SubmissionRejected(
-            f"{name} lacks column(s) {missing} required by sample format '{fmt.name}' (found {header}). "
-            "Rename the columns or choose the matching --format profile."
-        )
-    ctx = _Context(fmt, project_crs, region_bounds, today or dt.date.today(), source, submitter)
+    crs_text = str(project_crs)
+    check_project_crs(crs_text)
+    path = Path(path)
+    name = path.name
+    table = reading.open_table(path, name, delimiter=fmt.delimiter, fallback_encoding=fmt.encoding or "latin-1",
+                               max_bytes=max_bytes)  # fmt: skip
+    _reject_header(table.header, fmt, name)
+    decimal = fmt.decimal or ("," if table.delimiter == ";" else ".")
+    site_frame, site_label = _site_table(fmt, path, sites, decimal, max_bytes)
+    ctx = Context(fmt, crs_text, region_bounds, today or dt.date.today(), source, submitter, decimal, site_label)
     if fmt.long is not None:
-        accepted, record_lines, rejected = _ingest_long(header, rows, fmt.long, decimal, ctx)
-    else:
-        accepted, record_lines, rejected = _ingest_wide(header, rows, decimal, ctx)
-    frame = pd.DataFrame(accepted, columns=CANONICAL_COLUMNS)
-    frame["soc_sd_g_kg"] = frame["soc_sd_g_kg"].astype(float)
-    frame["gps_accuracy_m"] = frame["gps_accuracy_m"].astype(float)
+        return _ingest_long(path, table, fmt.long, ctx, site_frame)
+    return _ingest_wide(path, table, ctx, site_frame)
+
+
+def _structural(bad: list[Malformed], chunk: Chunk | None, out: list[Rejection]) -> None:
+    for m in bad:
+        if m.cells == 0:
+            out.append(Rejection(m.line, "", "", "empty line", "empty_line"))
+        else:
+            out.append(Rejection(m.line, "", m.text, f"has {m.cells} cells but the header has a different number", "cell_count"))  # noqa: E501
+    if chunk is not None and chunk.control.any():
+        pos = np.flatnonzero(chunk.control.to_numpy())
+        for i in pos:
+            out.append(
+                Rejection(int(chunk.lines[i]), str(chunk.control_column.iloc[i]), "",
+                          "a cell contains a control character (NUL, escape, tab or a line break inside a cell); "
+                          "remove it and resubmit the row", "control_character")
+            )  # fmt: skip
+
+
+def _role_text(cells_: pd.DataFrame, column: str, missing: frozenset[str]) -> pd.Series:
+    if column not in cells_.columns:
+        return pd.Series("", index=cells_.index, dtype=object)
+    text = cells_[column]
+    return text.where(~cells.is_missing(text, missing), "")
+
+
+def _wide_role_frame(chunk: Chunk, fmt: SampleFormat, site_frame: pd.DataFrame | None, ctx: Context) -> pd.DataFrame:
+    keep = ~chunk.control.to_numpy()
+    cells_ = chunk.cells[keep].reset_index(drop=True)
+    missing = fmt.missing_codes
+    rf = pd.DataFrame(index=cells_.index)
+    for role, column in fmt.columns.items():
+        text = _role_text(cells_, column, missing)
+        alts = fmt.alternatives.get(role, ())
+        if alts:
+            label = pd.Series(column, index=cells_.index, dtype=object)
+            for alt in alts:
+                empty = text == ""
+                other = _role_text(cells_, alt, missing)
+                use = empty & (other != "")
+                text = text.where(~use, other)
+                label = label.where(~use, alt)
+            rf[f"_label:{role}"] = label
+        rf[role] = text
+    for role, spec in fmt.unit_columns.items():
+        rf[f"_unittext:{role}"] = _role_text(cells_, spec.column, frozenset())
+    rf["_line"] = chunk.lines[keep]
+    if site_frame is not None:
+        rf = _join_sites(rf, fmt, site_frame, ctx)
+    return rf
+
+
+def _join_sites(rf: pd.DataFrame, fmt: SampleFormat, site_frame: pd.DataFrame, ctx: Context) -> pd.DataFrame:
+    assert fmt.sites is not None
+    key = rf[fmt.sites.on]
+    found = key.isin(site_frame.index)
+    for role in site_frame.columns:
+        if role in fmt.columns:  # the sample file's own column wins
+            continue
+        rf[role] = key.map(site_frame[role]).where(found, "").fillna("")
+    rf["_site_problem"] = np.where(
+        (key != "") & ~found, "site '" + key.astype(str) + f"' is not in the site table {ctx.site_label}; add it there", ""
+    )
+    return rf
+
+
+def _site_table(
+    fmt: SampleFormat, path: Path, given: Path | None, decimal: str, max_bytes: int
+) -> tuple[pd.DataFrame | None, str]:
+    """The site table as text per role, indexed by its key (missing codes applied, duplicates checked)."""
+    spec = fmt.sites
+    if spec is None:
+        if given is not None:
+            raise SubmissionRejected(f"A site table was given, but sample format '{fmt.name}' has no 'sites:' block saying how to join it.")  # noqa: E501
+        return None, ""
+    site_path = Path(given) if given is not None else (path.parent / spec.file if spec.file else None)
+    if site_path is None:
+        raise SubmissionRejected(
+            f"Sample format '{fmt.name}' takes positions from a site table; give it with the submission (--sites FILE)."
+        )
+    sname = site_path.name
+    table = reading.open_table(site_path, sname, delimiter=spec.delimiter,
+                               fallback_encoding=spec.encoding or fmt.encoding or "latin-1", max_bytes=max_bytes)  # fmt: skip
+    need = {"key": spec.key, **{f"columns.{r}": c for r, c in spec.columns.items()}}
+    absent = [f"'{c}' (sites.{k})" for k, c in need.items() if c not in table.header]
+    if absent:
+        raise SubmissionRejected(
+            f"The site table {sname} lacks column(s) {', '.join(absent)} required by sample format '{fmt.name}' "
+            f"(its header has: {', '.join(table.header[:30])}). Nothing was stored."
+        )
+    frames = []
+    for chunk, bad in reading.iter_chunks(site_path, table, sname):
+        if bad or (chunk is not None and chunk.control.any()):
+            line = bad[0].line if bad else int(chunk.lines[np.flatnonzero(chunk.control.to_numpy())[0]])  # type: ignore[union-attr]
+            if not (bad and all(b.cells == 0 for b in bad)):
+                raise SubmissionRejected(f"The site table {sname} has an unreadable line {line} (wrong number of cells or a control character); correct it and resubmit.")  # noqa: E501
+        if chunk is not None:
+            frames.append(chunk.cells)
+    cells_ = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=table.header)
+    missing = fmt.missing_codes
+    out = pd.DataFrame({role: _role_text(cells_, col, missing) for role, col in spec.columns.items()})
+    site_dec = spec.decimal or ("," if table.delimiter == ";" else ".")
+    if site_dec != decimal:
+        for role in ("x", "y", "lon", "lat"):
+            if role in out.columns:
+                out[role] = out[role].str.replace(site_dec, decimal, regex=False)
+    keys = _role_text(cells_, spec.key, missing)
+    out.index = pd.Index(keys)
+    out = out[keys.to_numpy() != ""]
+    dup = out.index.duplicated(keep=False)
+    if dup.any():
+        clashes = out[dup].groupby(level=0).nunique()
+        differing = clashes[(clashes > 1).any(axis=1)].index.tolist()
+        if differing:
+            raise SubmissionRejected(
+                f"The site table {sname} lists site(s) {', '.join(map(str, differing[:5]))} more than once with different "
+                f"values (column '{spec.key}'); keep one row per site and resubmit."
+            )
+        out = out[~out.index.duplicated(keep="first")]
+    return out, sname
+
+
+def _ingest_wide(path: Path, table: reading.Table, ctx: Context, site_frame: pd.DataFrame | None) -> IngestResult:
+    fmt = ctx.fmt
+    rejected: list[Rejection] = []
+    notes: list[Rejection] = []
+    records: list[pd.DataFrame] = []
+    flags: list[pd.Series] = []
+    submitted = 0
+    for chunk, bad in reading.iter_chunks(path, table, path.name):
+        submitted += len(bad) + (len(chunk.lines) if chunk is not None else 0)
+        _structural(bad, chunk, rejected)
+        if chunk is None or not (~chunk.control).any():
+            continue
+        rf = _wide_role_frame(chunk, fmt, site_frame, ctx)
+        out = validate(rf, ctx)
+        ids = rf["sample_id"].to_numpy()
+        rejected += _rejections(out.failures, ids)
+        chunk_notes = _rejections(out.notes, ids)
+        notes += chunk_notes
+        records.append(out.records.reset_index(drop=True))
+        flags.append(_flag_text(out.records["row"], chunk_notes))
+    frame = pd.concat(records, ignore_index=True) if records else pd.DataFrame(columns=CANONICAL_COLUMNS)
+    flag = pd.concat(flags, ignore_index=True) if flags else pd.Series([], dtype=object)
+    frame[FLAG_COLUMN] = flag.to_numpy() if len(flag) == len(frame) else ""
+    frame, dup_rejections = _duplicates(frame, fmt)
+    rejected += dup_rejections
+    if dup_rejections:
+        gone = {r.row for r in dup_rejections}
+        notes = [n for n in notes if n.row not in gone]
+    frame = _typed(frame)
     return IngestResult(
-        submitted=len(rows),
+        submitted=submitted,
         accepted=frame,
         rejected=tuple(sorted(rejected, key=lambda r: r.row)),
-        record_lines=tuple(record_lines),
+        record_lines=tuple(zip(frame["row"].tolist())),
+        notes=tuple(sorted(notes, key=lambda r: r.row)),
+        layout="wide",
     )
 
 
-def required_columns(fmt: SampleFormat) -> list[str]:
-    """File columns that ``fmt`` maps to a required role (and a long layout's parameter/value/unit columns)."""
-    needed = [col for role, col in fmt.columns.items() if role not in _OPTIONAL_ROLES]
-    if fmt.long is not None:
-        needed += [fmt.long.parameter_column, fmt.long.value_column, fmt.long.unit_column]
-    return needed
+def _rejections(frame: pd.DataFrame, ids: np.ndarray) -> list[Rejection]:
+    if not len(frame):
+        return []
+    pos = frame["pos"].to_numpy(dtype=np.int64)
+    return [
+        Rejection(int(line), str(column), "" if value is None else str(value), str(reason), str(code), str(sid))
+        for line, column, value, reason, code, sid in zip(
+            frame["line"], frame["column"], frame["value"], frame["reason"], frame["code"], ids[pos], strict=True
+        )
+    ]
 
 
-_OPTIONAL_ROLES = {
-    "site_id", "field_id", "submitter", "bulk_density", "coarse_fragments", "method", "soc", "som", "gps_accuracy",
-}  # fmt: skip
+def _flag_text(rows: pd.Series, notes: list[Rejection]) -> pd.Series:
+    by_row: dict[int, list[str]] = {}
+    for n in notes:
+        by_row.setdefault(n.row, []).append(n.reason)
+    return pd.Series(["; ".join(by_row.get(int(r), [])) for r in rows], dtype=object)
 
 
-def _line_problem(cells: list[str], header: list[str], line: int) -> Rejection | None:
-    if not any(c.strip() for c in cells):
-        return Rejection(line, "", "", "empty line")
-    if len(cells) != len(header):
-        return Rejection(line, "", ";".join(cells)[:80], f"has {len(cells)} cells but the header has {len(header)}")
-    return None
+_SIGNATURE = ["site_id", "x", "y", "sampling_date", "top_cm", "bottom_cm", "soc_g_kg", "bulk_density_g_cm3",
+              "coarse_fragments_vol_pct"]  # fmt: skip
 
 
-def _well_formed_lines(
-    header: list[str], rows: list[list[str]], rejected: list[Rejection]
-) -> Iterator[tuple[int, dict[str, str]]]:
-    """``(file line, cells by column)`` of every row :func:`_line_problem` accepts; the others go to ``rejected``."""
-    for i, cells in enumerate(rows):
-        line = i + 2  # line 1 is the header
-        problem = _line_problem(cells, header, line)
-        if problem is not None:
-            rejected.append(problem)
-            continue
-        yield line, dict(zip(header, cells, strict=True))
+def _duplicates(frame: pd.DataFrame, fmt: SampleFormat) -> tuple[pd.DataFrame, list[Rejection]]:
+    """A sample id used twice in one file: exact repeats are dropped (the first kept), differing copies all rejected."""
+    if frame.empty:
+        return frame, []
+    dup = frame["sample_id"].duplicated(keep=False).to_numpy()
+    if not dup.any():
+        return frame, []
+    column = fmt.columns.get("sample_id", "sample_id")
+    drop = np.zeros(len(frame), dtype=bool)
+    out: list[Rejection] = []
+    sub = frame[dup]
+    for sid, grp in sub.groupby("sample_id", sort=False):
+        lines = [int(r) for r in grp["row"]]
+        sig = {repr(tuple(t)) for t in grp[_SIGNATURE].round(6).itertuples(index=False)}
+        if len(sig) == 1:
+            for line in lines[1:]:
+                out.append(Rejection(line, column, str(sid), f"duplicate sample id: repeats line {lines[0]} (same values)", "duplicate_id", str(sid)))  # noqa: E501
+            drop[frame.index.get_indexer(grp.index[1:])] = True
+        else:
+            where = ", ".join(map(str, lines))
+            for line in lines:
+                out.append(Rejection(line, column, str(sid), f"duplicate sample id '{sid}' on lines {where} with different values; give each sample its own id", "duplicate_id", str(sid)))  # noqa: E501
+            drop[frame.index.get_indexer(grp.index)] = True
+    return frame[~drop].reset_index(drop=True), out
 
 
-def _ingest_wide(
-    header: list[str], rows: list[list[str]], decimal: str, ctx: _Context
-) -> tuple[list[dict[str, object]], list[tuple[int, ...]], list[Rejection]]:
-    fmt = ctx.fmt
-    units: dict[str, str] = {"soc": fmt.soc_unit, "som": fmt.som_unit}
-    accepted: list[dict[str, object]] = []
-    lines: list[tuple[int, ...]] = []
-    rejected: list[Rejection] = []
-    seen_ids: set[str] = set()
-    for line, by_col in _well_formed_lines(header, rows, rejected):
-        values = {role: by_col.get(col, "") for role, col in fmt.columns.items()}
-        row = _Row(values, columns=fmt.columns, lines={}, units=units, decimal=decimal, line=line)
-        try:
-            rec = ctx.record(row)
-            _check(
-                rec["sample_id"] not in seen_ids, row, "sample_id", rec["sample_id"], "duplicate sample id in this file"
-            )
-        except _RowError as err:
-            rejected.append(Rejection(line, err.column, err.value, err.reason))
-            continue
-        seen_ids.add(str(rec["sample_id"]))
-        rec["row"] = line
-        accepted.append(rec)
-        lines.append((line,))
-    return accepted, lines, rejected
+def _typed(frame: pd.DataFrame) -> pd.DataFrame:
+    cols = [*CANONICAL_COLUMNS, FLAG_COLUMN]
+    for c in cols:
+        if c not in frame.columns:
+            frame[c] = pd.Series(dtype=object)
+    frame = frame[cols].reset_index(drop=True)
+    for c in ("x", "y", "lon", "lat", "top_cm", "bottom_cm", "soc_g_kg", "bulk_density_g_cm3",
+              "coarse_fragments_vol_pct", "soc_sd_g_kg", "gps_accuracy_m"):  # fmt: skip
+        frame[c] = frame[c].astype(float)
+    frame["row"] = frame["row"].astype(np.int64)
+    return frame
+
+
+# ----------------------------------------------------------------------------------- long layout
 
 
 @dataclass
@@ -331,69 +525,128 @@ class _Param:
     value: str
     number: float
     unit: str
+    method: str = ""
 
 
 @dataclass
 class _Sample:
     sample_id: str
-    cells: dict[int, dict[str, str]] = field(default_factory=dict)
-    """line -> cells of every line that belongs to the sample (parameter and ignored lines)."""
+    cells: dict[int, tuple[str, ...]] = field(default_factory=dict)
+    """line -> sample-column cells of every line that belongs to the sample (parameter and ignored lines)."""
     params: dict[str, list[_Param]] = field(default_factory=dict)
     bad: dict[str, int] = field(default_factory=dict)
     """role -> a line of this sample with that role that was rejected on its own."""
+    unused: list[tuple[int, str, str]] = field(default_factory=list)
+    """(line, column, reason) of lines kept with the sample but not used (a less preferred method)."""
+
+
+class _LineError(Exception):
+    def __init__(self, column: str, value: str, reason: str, code: str, line: int | None = None) -> None:
+        super().__init__(reason)
+        self.column, self.value, self.reason, self.code, self.line = column, value, reason, code, line
 
 
 def _ingest_long(
-    header: list[str], rows: list[list[str]], long: LongLayout, decimal: str, ctx: _Context
-) -> tuple[list[dict[str, object]], list[tuple[int, ...]], list[Rejection]]:
+    path: Path, table: reading.Table, long: LongLayout, ctx: Context, site_frame: pd.DataFrame | None
+) -> IngestResult:
     fmt = ctx.fmt
     id_col = fmt.columns["sample_id"]
+    sample_cols = list(fmt.columns.values())
+    missing = fmt.missing_codes
+    number = cells.number_pattern(ctx.decimal)
     rejected: list[Rejection] = []
     samples: dict[str, _Sample] = {}
-    for line, by_col in _well_formed_lines(header, rows, rejected):
-        sid = by_col[id_col].strip()
-        if not sid:
-            rejected.append(Rejection(line, id_col, "", f"'{id_col}' is empty; fill it in"))
+    submitted = 0
+    method_col = fmt.columns.get("method")
+    for chunk, bad in reading.iter_chunks(path, table, path.name):
+        submitted += len(bad) + (len(chunk.lines) if chunk is not None else 0)
+        _structural(bad, chunk, rejected)
+        if chunk is None:
             continue
-        sample = samples.setdefault(sid, _Sample(sid))
-        param = " ".join(by_col[long.parameter_column].split())
-        role = long.role_of(param)
-        if role is None:
-            if param and long.is_ignored(param):
-                sample.cells[line] = by_col
-            else:
-                rejected.append(_unknown_parameter(line, param, long, fmt.name))
-            continue
-        try:
-            entry = _read_parameter(by_col, line, param, role, long, decimal)
-        except _RowError as err:
-            rejected.append(Rejection(line, err.column, err.value, err.reason))
-            sample.bad.setdefault(role, line)
-            continue
-        sample.cells[line] = by_col
-        sample.params.setdefault(role, []).append(entry)
+        frame = chunk.cells
+        keep = ~chunk.control.to_numpy()
+        params = frame[long.parameter_column].to_numpy()
+        values = frame[long.value_column].to_numpy()
+        units = frame[long.unit_column].to_numpy()
+        own = np.stack([frame[c].to_numpy() for c in sample_cols], axis=1) if sample_cols else None
+        ids = frame[id_col].to_numpy()
+        methods = frame[method_col].to_numpy() if method_col else None
+        for i in np.flatnonzero(keep):
+            line = int(chunk.lines[i])
+            sid = str(ids[i])
+            if sid in missing:
+                rejected.append(Rejection(line, id_col, "", f"'{id_col}' is empty; fill it in", "missing_value"))
+                continue
+            sample = samples.setdefault(sid, _Sample(sid))
+            param = " ".join(str(params[i]).split())
+            role = long.role_of(param)
+            row_cells = tuple(own[i]) if own is not None else ()
+            if role is None:
+                if param and long.is_ignored(param):
+                    sample.cells[line] = row_cells
+                else:
+                    rejected.append(_unknown_parameter(line, param, long, fmt.name, sid))
+                continue
+            value = str(values[i])
+            if value in missing and role in ("bulk_density", "coarse_fragments"):
+                sample.cells[line] = row_cells  # not measured: the line stays with its sample, nothing to use
+                continue
+            try:
+                entry = _read_parameter(value, str(units[i]), line, param, role, long, number, ctx.decimal, missing)
+            except _LineError as err:
+                rejected.append(Rejection(line, err.column, err.value, err.reason, err.code, sid))
+                sample.bad.setdefault(role, line)
+                continue
+            entry.method = str(methods[i]) if methods is not None else ""
+            sample.cells[line] = row_cells
+            sample.params.setdefault(role, []).append(entry)
 
-    accepted: list[dict[str, object]] = []
-    record_lines: list[tuple[int, ...]] = []
-    for sample in sorted((s for s in samples.values() if s.cells), key=lambda s: min(s.cells)):
+    ordered = sorted((s for s in samples.values() if s.cells), key=lambda s: min(s.cells))
+    usable: list[_Sample] = []
+    for sample in ordered:
         try:
-            _drop_repeats(sample, long, rejected)
-            _check_consistent(sample, fmt)
-            row = _long_row(sample, fmt, long, decimal)
-            rec = ctx.record(row)
-        except _RowError as err:
+            _choose(sample, long, rejected)
+            _check_consistent(sample, fmt, sample_cols)
+        except _LineError as err:
             rejected += _reject_sample(sample, err, id_col)
             continue
-        first = min(sample.cells)
-        rec["row"] = first
-        accepted.append(rec)
-        record_lines.append(tuple(sorted(sample.cells)))
-    return accepted, record_lines, rejected
+        usable.append(sample)
+    rf = _long_role_frame(usable, fmt, long, sample_cols, missing)
+    if site_frame is not None and len(rf):
+        rf = _join_sites(rf, fmt, site_frame, ctx)
+    out = validate(rf, ctx) if len(rf) else None
+    notes: list[Rejection] = []
+    record_lines: list[tuple[int, ...]] = []
+    frame = pd.DataFrame(columns=CANONICAL_COLUMNS)
+    if out is not None:
+        for f in out.failures.itertuples(index=False):
+            sample = usable[int(f.pos)]
+            err = _LineError(str(f.column), "" if f.value is None else str(f.value), str(f.reason), str(f.code), int(f.line))
+            rejected += _reject_sample(sample, err, id_col)
+        frame = out.records.copy()
+        pos = out.records.index.to_numpy()
+        record_lines = [tuple(sorted(usable[p].cells)) for p in pos]
+        ids = np.array([s.sample_id for s in usable], dtype=object)
+        notes = _rejections(out.notes, ids)
+        for p in pos:
+            s = usable[p]
+            notes += [Rejection(line, column, "", reason, "not_preferred", s.sample_id) for line, column, reason in s.unused]
+        frame = frame.reset_index(drop=True)
+        frame[FLAG_COLUMN] = _flag_text(frame["row"], [n for n in notes if n.code != "not_preferred"]).to_numpy()
+    frame = _typed(frame)
+    return IngestResult(
+        submitted=submitted,
+        accepted=frame,
+        rejected=tuple(sorted(rejected, key=lambda r: r.row)),
+        record_lines=tuple(record_lines),
+        notes=tuple(sorted(notes, key=lambda r: r.row)),
+        layout="long",
+    )
 
 
-def _unknown_parameter(line: int, param: str, long: LongLayout, fmt_name: str) -> Rejection:
+def _unknown_parameter(line: int, param: str, long: LongLayout, fmt_name: str, sid: str) -> Rejection:
     if not param:
-        return Rejection(line, long.parameter_column, "", f"'{long.parameter_column}' is empty; name the parameter")
+        return Rejection(line, long.parameter_column, "", f"'{long.parameter_column}' is empty; name the parameter", "missing_value", sid)  # noqa: E501
     known = sorted({*long.parameters, *long.ignore})
     return Rejection(
         line,
@@ -401,257 +654,149 @@ def _unknown_parameter(line: int, param: str, long: LongLayout, fmt_name: str) -
         param,
         f"parameter '{param}' is unknown to sample format '{fmt_name}' (known: {', '.join(known)}); "
         "correct the name or add it to the format profile",
+        "unknown_parameter",
+        sid,
     )
 
 
-def _read_parameter(by_col: dict[str, str], line: int, param: str, role: str, long: LongLayout, decimal: str) -> _Param:
-    unit_text = " ".join(by_col[long.unit_column].split())
+def _read_parameter(
+    value: str, unit_cell: str, line: int, param: str, role: str, long: LongLayout, number: object,
+    decimal: str, missing: frozenset[str],
+) -> _Param:  # fmt: skip
+    unit_text = " ".join(unit_cell.split())
     known = ", ".join(repr(u) for u in long.units[role])
     if not unit_text:
-        raise _RowError(long.unit_column, "", f"the unit of '{param}' is empty; write one of {known}")
+        raise _LineError(long.unit_column, "", f"the unit of '{param}' is empty; write one of {known}", "unknown_unit")
     code = long.unit_code(role, unit_text)
     if code is None:
-        raise _RowError(
-            long.unit_column, unit_text, f"unit '{unit_text}' is not known for '{param}'; use one of {known}"
-        )
-    value = by_col[long.value_column].strip()
-    if not value:
-        raise _RowError(long.value_column, "", f"the value of '{param}' is empty; fill it in or remove the line")
-    num = _parse_number(value, decimal)
-    if num is None or not math.isfinite(num):
-        raise _RowError(long.value_column, value, f"'{value}' ({param}) is not a number")
-    return _Param(line, param, value, num * UNIT_FACTORS[role][code], code)
+        raise _LineError(long.unit_column, unit_text, f"unit '{unit_text}' is not known for '{param}'; use one of {known}", "unknown_unit")  # noqa: E501
+    if value in missing:
+        raise _LineError(long.value_column, value, f"the value of '{param}' is empty; fill it in or remove the line", "missing_value")  # noqa: E501
+    plain = value.lstrip("<>").strip() if value[:1] in "<>" else value
+    if not number.fullmatch(plain):  # type: ignore[attr-defined]
+        raise _LineError(long.value_column, value, f"'{value}' ({param}) is not a number", "not_a_number")
+    num = float(plain.replace(",", ".") if decimal == "," else plain)
+    if not np.isfinite(num):
+        raise _LineError(long.value_column, value, f"'{value}' ({param}) is not a finite number", "not_a_number")
+    return _Param(line, param, value, num, code)
 
 
-def _drop_repeats(sample: _Sample, long: LongLayout, out: list[Rejection]) -> None:
-    """Lines repeating an earlier value of the same parameter are rejected (into ``out``); different
-    values reject the sample."""
+def _choose(sample: _Sample, long: LongLayout, out: list[Rejection]) -> None:
+    """One value per role: the most preferred parameter/method (``long.prefer``); repeats of the same
+    value are rejected (into ``out``); different values at the same preference reject the sample."""
     for role, entries in sample.params.items():
-        first = entries[0]
-        for other in entries[1:]:
-            if math.isclose(other.number, first.number, rel_tol=1e-9, abs_tol=1e-12):
+        ranks = [long.rank(role, e.name, e.method) for e in entries]
+        best = min(ranks)
+        top = [e for e, r in zip(entries, ranks, strict=True) if r == best]
+        first = top[0]
+        for e, r in zip(entries, ranks, strict=True):
+            if r != best:
+                sample.unused.append((e.line, long.value_column,
+                                      f"{e.name} ({e.method or 'no method'}) not used: {first.name} ({first.method or 'no method'}) "  # noqa: E501
+                                      f"on line {first.line} is preferred by the profile"))  # fmt: skip
+        for other in top[1:]:
+            if np.isclose(other.number, first.number, rtol=1e-9, atol=1e-12) and other.unit == first.unit:
                 out.append(
                     Rejection(other.line, long.value_column, other.value,
-                              f"repeats the {first.name} value of line {first.line} for sample {sample.sample_id}")
+                              f"repeats the {first.name} value of line {first.line} for sample {sample.sample_id}",
+                              "repeated_line", sample.sample_id)
                 )  # fmt: skip
                 del sample.cells[other.line]
                 continue
-            raise _RowError(
+            raise _LineError(
                 long.value_column,
                 other.value,
                 f"sample {sample.sample_id} has two different {_ROLE_LABELS[role]} values "
-                f"({first.value} {first.unit} on line {first.line}, {other.value} {other.unit} here); keep one",
+                f"({first.value} {first.unit} on line {first.line}, {other.value} {other.unit} here); keep one, "
+                "or list the preferred parameter or method under long.prefer in the profile",
+                "conflicting_values",
                 other.line,
             )
         sample.params[role] = [first]
 
 
-def _check_consistent(sample: _Sample, fmt: SampleFormat) -> None:
+def _check_consistent(sample: _Sample, fmt: SampleFormat, sample_cols: list[str]) -> None:
     """Every line of a sample must repeat the same sample columns (site, coordinates, date, depths; not the method)."""
     lines = sorted(sample.cells)
     base = sample.cells[lines[0]]
+    roles = list(fmt.columns)
+    check = [i for i, r in enumerate(roles) if r != "method"]
     for line in lines[1:]:
-        cells = sample.cells[line]
-        for role, col in fmt.columns.items():
-            if role == "method":  # each parameter has its own method
-                continue
-            a, b = base.get(col, "").strip(), cells.get(col, "").strip()
+        cells_ = sample.cells[line]
+        for i in check:
+            a, b = base[i], cells_[i]
             if a != b:
-                raise _RowError(
-                    col,
-                    b,
+                col = sample_cols[i]
+                raise _LineError(
+                    col, b,
                     f"'{col}' is '{b}' here but '{a}' on line {lines[0]} for the same sample {sample.sample_id}; "
                     "all lines of a sample must agree",
-                    line,
-                )
+                    "inconsistent_sample", line,
+                )  # fmt: skip
 
 
-def _long_row(sample: _Sample, fmt: SampleFormat, long: LongLayout, decimal: str) -> _Row:
-    first = min(sample.cells)
-    base = sample.cells[first]
-    values = {role: base.get(col, "") for role, col in fmt.columns.items()}
-    columns = dict(fmt.columns)
-    lines: dict[str, int] = {}
-    units: dict[str, str] = {}
-    missing: dict[str, str] = {}
-    carbon = sample.params.get("soc") or sample.params.get("som")
-    if carbon and "method" in fmt.columns:  # the method of the carbon measurement
-        values["method"] = sample.cells[carbon[0].line].get(fmt.columns["method"], "")
+def _long_role_frame(
+    samples: list[_Sample], fmt: SampleFormat, long: LongLayout, sample_cols: list[str], missing: frozenset[str]
+) -> pd.DataFrame:
+    roles = list(fmt.columns)
+    data: dict[str, list[object]] = {r: [] for r in roles}
+    extra: dict[str, list[object]] = {"_line": []}
     for role in MEASURED_ROLES:
-        entries = sample.params.get(role)
-        if entries:
-            p = entries[0]
-            values[role] = p.value
-            columns[role] = f"{long.value_column} ({p.name})"
-            lines[role] = p.line
-            units[role] = p.unit
-        elif role in sample.bad:
-            missing[role] = f"the {_ROLE_LABELS[role]} line of this sample (line {sample.bad[role]}) was rejected"
-            lines[role] = sample.bad[role]
-    if "soc" not in values and "som" not in values:
-        names = [p for p, r in long.parameters.items() if r in ("soc", "som")]
-        bad = sample.bad.get("soc") or sample.bad.get("som")
-        missing["soc"] = f"sample {sample.sample_id} has no usable {' or '.join(names)} line" + (
-            f" (line {bad} was rejected)" if bad else "; add one"
-        )
-        lines.setdefault("soc", bad or first)
-        columns["soc"] = long.parameter_column
-    return _Row(values, columns=columns, lines=lines, units=units, decimal=decimal, line=first, missing=missing)
+        for prefix in ("_label:", "_lineof:", "_unit:", "_missing:"):
+            extra[prefix + role] = []
+        data[role] = []
+    for s in samples:
+        first = min(s.cells)
+        base = s.cells[first]
+        for i, r in enumerate(roles):
+            v = base[i]
+            data[r].append("" if v in missing else v)
+        carbon = s.params.get("soc") or s.params.get("som")
+        if carbon and "method" in fmt.columns:
+            mi = roles.index("method")
+            data["method"][-1] = s.cells.get(carbon[0].line, base)[mi]
+        extra["_line"].append(first)
+        for role in MEASURED_ROLES:
+            entries = s.params.get(role)
+            miss = ""
+            if entries:
+                p = entries[0]
+                data[role].append(p.value)
+                extra["_label:" + role].append(f"{long.value_column} ({p.name})")
+                extra["_lineof:" + role].append(p.line)
+                extra["_unit:" + role].append(p.unit)
+            else:
+                data[role].append("")
+                extra["_label:" + role].append(long.parameter_column if role in ("soc", "som") else role)
+                extra["_lineof:" + role].append(s.bad.get(role, np.nan))
+                extra["_unit:" + role].append("")
+                if role in s.bad:
+                    miss = f"the {_ROLE_LABELS[role]} line of this sample (line {s.bad[role]}) was rejected"
+            if role == "soc" and not entries and not s.params.get("som"):
+                names = [p for p, r in long.parameters.items() if r in ("soc", "som")]
+                bad = s.bad.get("soc") or s.bad.get("som")
+                miss = f"sample {s.sample_id} has no usable {' or '.join(names)} line" + (
+                    f" (line {bad} was rejected)" if bad else "; add one"
+                )
+                extra["_lineof:soc"][-1] = bad if bad else first
+            extra["_missing:" + role].append(miss)
+    frame = pd.DataFrame({**data, **extra})
+    for role in MEASURED_ROLES:
+        frame["_lineof:" + role] = pd.to_numeric(frame["_lineof:" + role], errors="coerce")
+    if "soc" not in fmt.columns:
+        pass
+    return frame
 
 
-def _reject_sample(sample: _Sample, err: _RowError, id_col: str) -> list[Rejection]:
+def _reject_sample(sample: _Sample, err: _LineError, id_col: str) -> list[Rejection]:
     """The cause on its own line; every other line of the sample points to it."""
     cause = err.line if err.line in sample.cells else min(sample.cells)
-    out = [Rejection(cause, err.column, err.value, err.reason)]
+    out = [Rejection(cause, err.column, err.value, err.reason, err.code, sample.sample_id)]
     for line in sorted(sample.cells):
         if line != cause:
             out.append(
                 Rejection(line, id_col, sample.sample_id,
-                          f"sample {sample.sample_id} is rejected because of line {cause}: {err.reason}")
+                          f"sample {sample.sample_id} is rejected because of line {cause}: {err.reason}",
+                          "sample_rejected", sample.sample_id)
             )  # fmt: skip
     return out
-
-
-def _parse_date(text: str, fmt: SampleFormat) -> dt.date | None:
-    try:
-        if fmt.date_format == "%Y-%m-%d":
-            return dt.date.fromisoformat(text[:10])
-        return dt.datetime.strptime(text.split()[0] if text.split() else text, fmt.date_format).date()
-    except ValueError:
-        return None
-
-
-def _validate(
-    row: _Row,
-    fmt: SampleFormat,
-    project_crs: str,
-    region_bounds: tuple[float, float, float, float] | None,
-    today: dt.date,
-    transformers: dict[int, Transformer],
-) -> dict[str, object]:
-    sample_id = row.text("sample_id")
-    date_text = row.text("sampling_date")
-    date = _parse_date(date_text, fmt)
-    if date is None:
-        raise _RowError(row.column("sampling_date"), date_text, f"date must be written {fmt.date_pattern}", row.line)
-    _check(date <= today, row, "sampling_date", date_text, "sampling date is in the future")
-
-    f = fmt.depth_factor_cm
-    top, bottom = row.number("top"), row.number("bottom")
-    assert top is not None
-    assert bottom is not None
-    top, bottom = top * f, bottom * f
-    _check(top >= 0, row, "top", top, "top depth must be 0 or more")
-    _check(bottom > top, row, "bottom", bottom, f"bottom depth {bottom:g} cm is not below top depth {top:g} cm")
-    _check(
-        bottom <= MAX_DEPTH_CM, row, "bottom", bottom, f"bottom depth {bottom:g} cm is deeper than {MAX_DEPTH_CM:g} cm"
-    )
-
-    soc_g_kg, soc_sd, conversion = _soc(row)
-
-    bd = row.measured("bulk_density")
-    if bd is not None:
-        lo, hi = BD_RANGE_G_CM3
-        _check(lo <= bd <= hi, row, "bulk_density", bd, f"bulk density {bd:g} g/cm3 is outside {lo}-{hi} g/cm3")
-    cf = row.measured("coarse_fragments")
-    if cf is not None:
-        _check(0 <= cf < 100, row, "coarse_fragments", cf, "coarse fragments must be 0-99 volume %")
-
-    x, y, lon, lat, epsg = _coordinates(row, fmt)
-    tr = transformers.get(epsg)
-    if tr is None:
-        try:
-            src = CRS.from_epsg(epsg)
-        except CRSError:
-            raise _RowError(row.column("epsg"), str(epsg), f"EPSG:{epsg} is not a known CRS", row.line) from None
-        tr = transformers[epsg] = Transformer.from_crs(src, project_crs, always_xy=True)
-    px, py = tr.transform(x, y)
-    if not (math.isfinite(px) and math.isfinite(py)):
-        raise _RowError("coordinates", f"{x}, {y}", f"coordinates cannot be placed in EPSG:{epsg}", row.line)
-    if region_bounds is not None:
-        inside = region_bounds[0] <= px <= region_bounds[2] and region_bounds[1] <= py <= region_bounds[3]
-        _check(inside, row, "x" if "x" in fmt.columns else "lon", f"{x}, {y}", "point lies outside the project region")
-    gps_accuracy = row.number("gps_accuracy", required=False)
-    if gps_accuracy is not None:
-        _check(
-            0 <= gps_accuracy <= GPS_ACCURACY_MAX_M,
-            row,
-            "gps_accuracy",
-            row.text("gps_accuracy"),
-            f"GPS accuracy must be between 0 and {GPS_ACCURACY_MAX_M:g} m",
-        )
-    method = row.text("method", required=False)
-    if conversion:
-        method = f"{method}; {conversion}" if method else conversion
-    return {
-        "sample_id": sample_id,
-        "site_id": row.text("site_id", required=False) or sample_id,
-        "submitter": row.text("submitter", required=False),
-        "field_id": row.text("field_id", required=False) or None,
-        "x": px,
-        "y": py,
-        "crs": project_crs,
-        "lon": lon,
-        "lat": lat,
-        "sampling_date": date.isoformat(),
-        "top_cm": top,
-        "bottom_cm": bottom,
-        "soc_g_kg": soc_g_kg,
-        "soc_sd_g_kg": soc_sd,
-        "bulk_density_g_cm3": bd,
-        "coarse_fragments_vol_pct": cf if cf is not None else 0.0,
-        "method": method,
-        "gps_accuracy_m": gps_accuracy if gps_accuracy else math.nan,  # 0 = no estimate (Android)
-    }
-
-
-def _soc(row: _Row) -> tuple[float, float, str]:
-    """SOC (g/kg), the SD a conversion added (NaN if measured) and a note on the conversion.
-
-    Measured SOC wins; otherwise SOM (e.g. loss on ignition) is converted with
-    :func:`~mrv.samples.stocks.som_to_soc`: ``SOC = 0.58 x SOM`` (van Bemmelen factor), with the
-    SD ``0.08 x SOM`` for the uncertain carbon fraction of organic matter (Pribyl 2010,
-    Geoderma 156:75-83).
-    """
-    if row.has("soc"):
-        soc = row.measured("soc")
-        assert soc is not None
-        raw = row.text("soc")
-        _check(soc > 0, row, "soc", raw, "SOC must be greater than 0")
-        _check(soc <= SOC_MAX_G_KG, row, "soc", raw, f"SOC of {soc:g} g/kg is impossible (max {SOC_MAX_G_KG:g} g/kg)")
-        return soc, math.nan, ""
-    if not row.has("som"):
-        row.text("som" if "som" in row.columns and "soc" not in row.columns else "soc")  # raises: say what is empty
-    som = row.measured("som")
-    assert som is not None
-    raw = row.text("som")
-    _check(som > 0, row, "som", raw, "organic matter must be greater than 0")
-    _check(som <= SOM_MAX_G_KG, row, "som", raw, f"organic matter of {som:g} g/kg is impossible (max 1000 g/kg)")
-    try:
-        soc_arr, sd_arr = som_to_soc(som)
-    except StockError as exc:  # pragma: no cover - som is checked above
-        raise _RowError(row.column("som"), str(som), str(exc), row.line_of("som")) from None
-    return float(soc_arr), float(sd_arr), f"SOC = {VAN_BEMMELEN_FACTOR:g} x organic matter (van Bemmelen)"
-
-
-def _coordinates(row: _Row, fmt: SampleFormat) -> tuple[float, float, float | None, float | None, int]:
-    if "epsg" in fmt.columns:
-        code = row.text("epsg").upper().removeprefix("EPSG:")
-        try:
-            epsg = int(float(code))
-        except (ValueError, OverflowError):
-            raise _RowError(row.column("epsg"), code, f"'{code}' is not an EPSG code like 32633", row.line) from None
-    else:
-        assert fmt.epsg is not None
-        epsg = fmt.epsg
-    if "lon" in fmt.columns:
-        lon, lat = row.number("lon"), row.number("lat")
-        assert lon is not None
-        assert lat is not None
-        _check(-180 <= lon <= 180, row, "lon", lon, "longitude must be between -180 and 180")
-        _check(-90 <= lat <= 90, row, "lat", lat, "latitude must be between -90 and 90")
-        return lon, lat, lon, lat, epsg
-    x, y = row.number("x"), row.number("y")
-    assert x is not None
-    assert y is not None
-    return x, y, None, None, epsg

@@ -19,6 +19,7 @@ from __future__ import annotations
 import codecs
 import csv
 import os
+import re
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,6 +38,10 @@ CHUNK_ROWS = 50_000
 SNIFF_BYTES = 4096
 _READ_BLOCK = 1 << 20
 CONTROL_CHARACTERS = r"[\x00-\x1f\x7f-\x9f]"
+_CONTROL = re.compile(CONTROL_CHARACTERS)
+_SEP = "\x1f"
+_CONTROL_NO_SEP = re.compile(r"[\x00-\x1e\x7f-\x9f]")
+_EDGE_SPACE = re.compile(r"(?:^|\x1f)\s|\s(?:\x1f|$)")
 
 
 def check_regular_file(path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> int:
@@ -63,6 +68,20 @@ def check_regular_file(path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> int
     return int(st.st_size)
 
 
+#: Leading bytes of files that are not CSV text: zip (xlsx, ods), OLE2 (xls), PDF, gzip.
+BINARY_SIGNATURES = (b"PK\x03\x04", b"\xd0\xcf\x11\xe0", b"%PDF", b"\x1f\x8b")
+
+
+def looks_binary(head: bytes) -> bool:
+    """A spreadsheet, archive or binary dump rather than CSV text: a known signature, a NUL in the header
+    line, or more NUL bytes than 8 and 1 % of the first bytes. A stray NUL in a data row is not
+    binary: that row is rejected on its own."""
+    if head.startswith(BINARY_SIGNATURES):
+        return True
+    first_line = head.split(b"\n", 1)[0].split(b"\r", 1)[0]
+    return b"\x00" in first_line or head.count(b"\x00") > max(8, len(head) // 100)
+
+
 def detect_encoding(path: Path, name: str, *, fallback: str, max_bytes: int) -> str:
     """``utf-8-sig`` when the whole file is UTF-8, else ``fallback``; one streaming pass, bounded."""
     decoder = codecs.getincrementaldecoder("utf-8")()
@@ -71,7 +90,7 @@ def detect_encoding(path: Path, name: str, *, fallback: str, max_bytes: int) -> 
     nonblank = False
     with open(path, "rb") as fh:
         head = fh.read(SNIFF_BYTES)
-        if b"\x00" in head or head.startswith(b"PK\x03\x04"):
+        if looks_binary(head):
             raise SubmissionRejected(
                 f"{name} is not a text CSV file (it contains binary data, e.g. a spreadsheet or archive). "
                 "Export it as CSV."
@@ -160,8 +179,6 @@ def open_table(
 
 
 def _check_header(header: list[str], name: str) -> None:
-    import re
-
     seen: dict[str, int] = {}
     for i, col in enumerate(header, start=1):
         if re.search(CONTROL_CHARACTERS, col):
@@ -188,9 +205,13 @@ def iter_chunks(
             lines: list[int] = []
             bad: list[Malformed] = []
             start = reader.line_num + 1
+            control_rows: list[int] = []
             for cells in reader:
                 if len(cells) == width:
-                    rows.append(cells)
+                    joined = _SEP.join(cells)
+                    if _CONTROL_NO_SEP.search(joined) or joined.count(_SEP) != width - 1:
+                        control_rows.append(len(rows))
+                    rows.append([c.strip() for c in cells] if _EDGE_SPACE.search(joined) else cells)
                     lines.append(start)
                 elif not any(c.strip() for c in cells):
                     bad.append(Malformed(start, 0, ""))
@@ -198,26 +219,24 @@ def iter_chunks(
                     bad.append(Malformed(start, len(cells), table.delimiter.join(cells)[:80]))
                 start = reader.line_num + 1
                 if len(rows) >= rows_per_chunk:
-                    yield _chunk(rows, lines, table.header), bad
-                    rows, lines, bad = [], [], []
+                    yield _chunk(rows, lines, table.header, control_rows), bad
+                    rows, lines, bad, control_rows = [], [], [], []
         except csv.Error as exc:
             raise SubmissionRejected(
                 f"{name} cannot be parsed as CSV near line {reader.line_num}: {exc}. Check quoting and resubmit."
             ) from exc
-    yield (_chunk(rows, lines, table.header) if rows else None), bad
+    yield (_chunk(rows, lines, table.header, control_rows) if rows else None), bad
 
 
-def _chunk(rows: list[list[str]], lines: list[int], header: list[str]) -> Chunk:
+def _chunk(rows: list[list[str]], lines: list[int], header: list[str], control_rows: list[int]) -> Chunk:
+    """Cells are stripped; a row whose raw cells held a control character is marked (its first such column named)."""
     frame = pd.DataFrame(rows, columns=range(len(header)), dtype=object)
-    control = pd.Series(False, index=frame.index)
-    control_column = pd.Series("", index=frame.index, dtype=object)
-    for i in range(len(header)):
-        col = frame[i].astype(str)
-        hit = col.str.contains(CONTROL_CHARACTERS, regex=True)
-        if hit.any():
-            new = hit & ~control
-            control_column[new] = header[i]
-            control |= hit
-        frame[i] = col.str.strip()
+    control = np.zeros(len(rows), dtype=bool)
+    control_column = np.full(len(rows), "", dtype=object)
+    for i in control_rows:
+        control[i] = True
+        control_column[i] = next((header[j] or f"<column {j + 1}>" for j, c in enumerate(rows[i]) if _CONTROL.search(c)), "")  # noqa: E501
+    control_s = pd.Series(control, index=frame.index)
+    column_s = pd.Series(control_column, index=frame.index, dtype=object)
     frame.columns = pd.Index([h or f"<column {i + 1}>" for i, h in enumerate(header)])
-    return Chunk(frame, np.asarray(lines, dtype=np.int64), control, control_column)
+    return Chunk(frame, np.asarray(lines, dtype=np.int64), control_s, column_s)

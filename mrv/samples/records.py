@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from mrv.samples import cells
-from mrv.samples.crs_checks import UnusableCRS, inside_area, source_crs
+from mrv.samples.crs_checks import UnusableCRS, inside_area, project_area, source_crs
 from mrv.samples.formats import DEPTH_UNITS, UNIT_FACTORS, SampleFormat
 from mrv.samples.stocks import VAN_BEMMELEN_FACTOR, VAN_BEMMELEN_FACTOR_SD
 
@@ -94,7 +94,12 @@ class _Collector:
         pos = np.flatnonzero(mask)
         if not len(pos):
             return None
-        vals = value.to_numpy()[pos] if isinstance(value, pd.Series) else value
+        if callable(value):
+            vals = value(pos)
+        elif isinstance(value, (pd.Series, np.ndarray)):
+            vals = np.asarray(value, dtype=object)[pos]
+        else:
+            vals = value
         why = reason(pos) if callable(reason) else reason
         return pd.DataFrame(
             {"pos": pos, "line": self.line(role, pos), "column": self.label(role, pos), "value": vals,
@@ -146,7 +151,7 @@ def _missing_reason(rf: pd.DataFrame, col: _Collector, role: str) -> Callable[[n
 
 
 def _quoted(template: str, values: pd.Series) -> Callable[[np.ndarray], Any]:
-    arr = values.astype(str).to_numpy()
+    arr = np.asarray(values, dtype=object)
     return lambda pos: [template.format(v=arr[i]) for i in pos]
 
 
@@ -175,7 +180,7 @@ def validate(rf: pd.DataFrame, ctx: Context) -> Outcome:
     idx = np.flatnonzero(ok)
     method = _text(rf, "method").to_numpy()[idx]
     conv = conversion[idx]
-    method = np.where(conv == "", method, np.where(method == "", conv, np.char.add(np.char.add(method.astype(str), "; "), conv.astype(str))))  # noqa: E501
+    method = np.array([m if not c else (c if not m else f"{m}; {c}") for m, c in zip(method, conv, strict=True)], dtype=object)
     site = _text(rf, "site_id").to_numpy()[idx]
     sid = sample_id.to_numpy()[idx]
     submitter = _text(rf, "submitter").to_numpy()[idx]
@@ -193,7 +198,7 @@ def validate(rf: pd.DataFrame, ctx: Context) -> Outcome:
             "crs": ctx.project_crs,
             "lon": lon[idx],
             "lat": lat[idx],
-            "sampling_date": [d.isoformat() for d in date[idx]],
+            "sampling_date": np.datetime_as_string(date[idx], unit="D").astype(object),
             "top_cm": top[idx],
             "bottom_cm": bottom[idx],
             "soc_g_kg": soc[idx],
@@ -215,12 +220,13 @@ def validate(rf: pd.DataFrame, ctx: Context) -> Outcome:
 
 
 def _dates(rf: pd.DataFrame, ctx: Context, col: _Collector) -> np.ndarray:
+    """Sampling dates as ``datetime64[D]`` (NaT where the row failed)."""
     fmt = ctx.fmt
     n = len(rf)
+    today = np.datetime64(ctx.today.isoformat(), "D")
     if "sampling_date" in fmt.constants and "sampling_date" not in rf.columns:
         value = fmt.constants["sampling_date"]
-        out = np.empty(n, dtype=object)
-        out[:] = value
+        out = np.full(n, np.datetime64(value.isoformat(), "D"))
         if value > ctx.today:
             col.fail(np.ones(n, bool), "sampling_date", value.isoformat(), "sampling date is in the future", "future_date")  # noqa: E501
         return out
@@ -230,12 +236,14 @@ def _dates(rf: pd.DataFrame, ctx: Context, col: _Collector) -> np.ndarray:
     col.fail(parsed.bad, "sampling_date", text, f"date must be written {fmt.date_pattern}", "bad_date")
     col.fail(parsed.implausible, "sampling_date", text,
              f"date is before {cells.MIN_DATE.isoformat()}; check the year", "implausible_date")  # fmt: skip
-    values = parsed.values.to_numpy()
-    got = np.array([d is not None for d in values])
-    future = got.copy()
-    future[got] = np.array([d > ctx.today for d in values[got]], dtype=bool)
+    values = parsed.values
+    future = ~np.isnat(values) & (values > today)
     col.fail(future, "sampling_date", text, "sampling date is in the future", "future_date")
     return values
+
+
+def _fmt_g(values: np.ndarray) -> Callable[[np.ndarray], list[str]]:
+    return lambda pos: [f"{values[i]:g}" for i in pos]
 
 
 def _depths(rf: pd.DataFrame, ctx: Context, col: _Collector) -> tuple[np.ndarray, np.ndarray]:
@@ -265,12 +273,12 @@ def _depths(rf: pd.DataFrame, ctx: Context, col: _Collector) -> tuple[np.ndarray
         top, bottom = values
         roles = ("top", "bottom")
     with np.errstate(invalid="ignore"):
-        col.fail(top < 0, roles[0], pd.Series(top).map("{:g}".format), "top depth must be 0 or more", "bad_depth")
+        col.fail(top < 0, roles[0], _fmt_g(top), "top depth must be 0 or more", "bad_depth")
         col.fail(
-            ~(bottom > top) & np.isfinite(top) & np.isfinite(bottom), roles[1], pd.Series(bottom).map("{:g}".format),
+            ~(bottom > top) & np.isfinite(top) & np.isfinite(bottom), roles[1], _fmt_g(bottom),
             lambda pos: [f"bottom depth {bottom[i]:g} cm is not below top depth {top[i]:g} cm" for i in pos], "bad_depth",
         )  # fmt: skip
-        col.fail(bottom > MAX_DEPTH_CM, roles[1], pd.Series(bottom).map("{:g}".format),
+        col.fail(bottom > MAX_DEPTH_CM, roles[1], _fmt_g(bottom),
                  lambda pos: [f"bottom depth {bottom[i]:g} cm is deeper than {MAX_DEPTH_CM:g} cm" for i in pos], "bad_depth")  # noqa: E501
     return top, bottom
 
@@ -435,16 +443,19 @@ def _positions(rf: pd.DataFrame, ctx: Context, col: _Collector) -> tuple[np.ndar
         x, y = values
         if geographic:
             with np.errstate(invalid="ignore"):
-                col.fail(np.abs(x) > 180, "lon", pd.Series(x).map("{:g}".format), "longitude must be between -180 and 180", "bad_coordinates")  # noqa: E501
-                col.fail(np.abs(y) > 90, "lat", pd.Series(y).map("{:g}".format), "latitude must be between -90 and 90", "bad_coordinates")  # noqa: E501
+                col.fail(np.abs(x) > 180, "lon", _fmt_g(x), "longitude must be between -180 and 180", "bad_coordinates")  # noqa: E501
+                col.fail(np.abs(y) > 90, "lat", _fmt_g(y), "latitude must be between -90 and 90", "bad_coordinates")  # noqa: E501
             lon, lat = x.copy(), y.copy()
     col.fail(~np.isfinite(epsg) & ~col.failed, "epsg", "",
              "no CRS for this position: add an epsg column, an 'epsg:' in the profile or an SRID", "missing_value")  # fmt: skip
 
     px = np.full(n, np.nan)
     py = np.full(n, np.nan)
-    xy_text = pd.Series([f"{a:g}, {b:g}" for a, b in zip(x, y, strict=True)], index=rf.index) if n else pd.Series([], dtype=object)  # noqa: E501
+    def xy_text(pos: np.ndarray) -> list[str]:
+        return [f"{x[i]:g}, {y[i]:g}" for i in pos]
+
     live = ~col.failed
+    parea, pname = project_area(ctx.project_crs)
     for code in np.unique(epsg[live & np.isfinite(epsg)]):
         rows = live & (epsg == code)
         try:
@@ -464,6 +475,11 @@ def _positions(rf: pd.DataFrame, ctx: Context, col: _Collector) -> tuple[np.ndar
         col.fail(bad, role_xy, xy_text,
                  f"position lies outside the area of use of EPSG:{int(code)} ({src.name}: {w:g} to {e:g} E, {s:g} to {nn:g} N); "  # noqa: E501
                  "check the coordinates, their order and the CRS (an easting without its zone prefix?)", "outside_crs_area")  # fmt: skip
+        pbad = rows & ~bad
+        pbad[rows] &= ~inside_area(glon, glat, parea)
+        col.fail(pbad, role_xy, xy_text,
+                 f"position lies outside the area of use of the project CRS {ctx.project_crs} ({pname}: "
+                 f"{parea[0]:g} to {parea[2]:g} E, {parea[1]:g} to {parea[3]:g} N); it cannot be placed in the project", "outside_crs_area")  # noqa: E501
         tx, ty = src.to_project.transform(x[rows], y[rows], errcheck=False)
         px[rows], py[rows] = tx, ty
         unplaced = rows & ~(np.isfinite(px) & np.isfinite(py))

@@ -33,10 +33,13 @@ Tables:
 ``samples``
     the samples in use: accepted rows of ``stored`` submissions in canonical form
     (``CANONICAL_COLUMNS``) + ``submission_id``, ``agency``, ``qa_flag`` (``""`` when fine:
-    flagged samples are kept) and the grid cell ``gx``/``gy``; ``(agency, sample_id)`` is unique.
+    flagged samples are kept), ``ingest_flag`` (notes of the ingest on a kept value, e.g. an
+    implausible bulk density stored as missing: not a QA flag, the sample is used) and the grid
+    cell ``gx``/``gy``; ``(agency, sample_id)`` is unique.
 ``retired_samples``
-    the samples of superseded and withdrawn submissions, moved here unchanged (same ``id``) with
-    ``retired_utc`` and ``retired_reason``: kept, reported, never used by QA or runs.
+    the samples of superseded and withdrawn submissions, moved here unchanged (their ``id`` in
+    ``samples`` kept; SQLite may give a later sample the same ``id``, so the key is ``retired_id``)
+    with ``retired_utc`` and ``retired_reason``: kept, reported, never used by QA or runs.
 ``rejections``
     rejected rows of stored submissions (row, column, value, reason).
 ``raw_files``
@@ -190,6 +193,7 @@ samples = sa.Table(
     sa.Column("agency", sa.Text, nullable=False),
     *[_canonical_column(c) for c in CANONICAL_COLUMNS],
     sa.Column("qa_flag", sa.Text, nullable=False, server_default=""),
+    sa.Column("ingest_flag", sa.Text, nullable=False, server_default=""),
     sa.Column("gx", sa.Integer, nullable=True),
     sa.Column("gy", sa.Integer, nullable=True),
     sa.UniqueConstraint("agency", "sample_id", name="uq_samples_agency_sample_id"),
@@ -205,11 +209,13 @@ SAMPLE_TABLE_COLUMNS = [c.name for c in samples.columns]
 retired_samples = sa.Table(
     "retired_samples",
     metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("retired_id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.Integer, nullable=False),
     sa.Column("submission_id", sa.Integer, sa.ForeignKey("submissions.submission_id"), nullable=False, index=True),
     sa.Column("agency", sa.Text, nullable=False),
     *[_canonical_column(c) for c in CANONICAL_COLUMNS],
     sa.Column("qa_flag", sa.Text, nullable=False, server_default=""),
+    sa.Column("ingest_flag", sa.Text, nullable=False, server_default=""),
     sa.Column("gx", sa.Integer, nullable=True),
     sa.Column("gy", sa.Integer, nullable=True),
     sa.Column("retired_utc", sa.Text, nullable=False),
@@ -225,6 +231,7 @@ rejections = sa.Table(
     sa.Column("column", sa.Text, nullable=False),
     sa.Column("value", sa.Text, nullable=False),
     sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("code", sa.Text, nullable=True),
 )
 
 raw_files = sa.Table(
@@ -342,7 +349,7 @@ class SampleStore:
                 "database driver it names (PostgreSQL: pip install 'psycopg[binary]')."
             ) from None
         if is_sqlite:
-            _configure_sqlite(engine, lock_timeout_s, on_wait)
+            _configure_sqlite(engine)
         store = cls(url=text, engine=engine, lock_timeout_s=lock_timeout_s, on_wait=on_wait)
         try:
             migrated_from = store._create_schema()
@@ -381,7 +388,7 @@ class SampleStore:
         :class:`StoreBusy`.
         """
         with self.engine.connect() as conn:
-            conn.execution_options(mrv_write=True)
+            conn.execution_options(mrv_write=True, mrv_lock_timeout_s=self.lock_timeout_s, mrv_on_wait=self.on_wait)
             with conn.begin():
                 if conn.dialect.name == "postgresql":
                     self._advisory_lock(conn)
@@ -430,7 +437,7 @@ class SampleStore:
             if sqlite:  # the ledger rebuild needs foreign keys off, which SQLite allows only outside a transaction
                 conn.connection.dbapi_connection.execute("PRAGMA foreign_keys=OFF")  # type: ignore[union-attr]
             try:
-                conn.execution_options(mrv_write=True)
+                conn.execution_options(mrv_write=True, mrv_lock_timeout_s=self.lock_timeout_s, mrv_on_wait=self.on_wait)
                 with conn.begin():
                     if not sqlite:
                         self._advisory_lock(conn)
@@ -507,7 +514,9 @@ def _migrate(conn: Connection, version: int) -> None:
     ``withdrawn_reason`` and ``summary``, and its status check admits ``superseded``, ``withdrawn``
     and ``failed`` (PostgreSQL: the constraint is replaced; SQLite: the table is rebuilt, foreign
     keys off, as SQLite's ALTER TABLE documentation prescribes). Samples gain their grid cell
-    ``gx``/``gy``; ``retired_samples`` and the neighbourhood indexes are created by the caller.
+    ``gx``/``gy`` and ``ingest_flag`` (notes of the ingest, e.g. a bulk density stored as missing),
+    rejections their reason ``code``; ``retired_samples`` and the neighbourhood indexes are created
+    by the caller.
     Both SQLite and PostgreSQL run DDL transactionally, so a failed upgrade leaves the old version intact.
     """
     double = sa.Double().compile(dialect=conn.dialect)
@@ -545,6 +554,10 @@ def _migrate(conn: Connection, version: int) -> None:
         for name in ("gx", "gy"):
             if name not in have:
                 conn.exec_driver_sql(f"ALTER TABLE samples ADD COLUMN {name} INTEGER")
+        if "ingest_flag" not in have:
+            conn.exec_driver_sql("ALTER TABLE samples ADD COLUMN ingest_flag TEXT NOT NULL DEFAULT ''")
+        if "code" not in {c["name"] for c in sa.inspect(conn).get_columns("rejections")}:
+            conn.exec_driver_sql("ALTER TABLE rejections ADD COLUMN code TEXT")
         rows = conn.execute(sa.select(samples.c.id, samples.c.x, samples.c.y)).all()
         if rows:
             ids = np.array([r[0] for r in rows], dtype=np.int64)
@@ -559,7 +572,7 @@ def _migrate(conn: Connection, version: int) -> None:
                                                        gy[lo:lo + 20_000], strict=True)])  # fmt: skip
 
 
-def _configure_sqlite(engine: Engine, lock_timeout_s: float, on_wait: Callable[[float], None] | None) -> None:
+def _configure_sqlite(engine: Engine) -> None:
     """Foreign keys and WAL on every connection; explicit BEGIN (pysqlite's own is unreliable); writers queue."""
 
     @sa.event.listens_for(engine, "connect")
@@ -572,9 +585,12 @@ def _configure_sqlite(engine: Engine, lock_timeout_s: float, on_wait: Callable[[
 
     @sa.event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        if not conn.get_execution_options().get("mrv_write", False):
+        options = conn.get_execution_options()
+        if not options.get("mrv_write", False):
             conn.exec_driver_sql("BEGIN")
             return
+        lock_timeout_s = float(options.get("mrv_lock_timeout_s", LOCK_TIMEOUT_S))
+        on_wait = options.get("mrv_on_wait")
         # Each attempt waits up to the connection's busy timeout (WAIT_NOTE_S); retried until lock_timeout_s.
         start = time.monotonic()
         while True:
@@ -639,6 +655,8 @@ class AcceptedRow:
     sample_id: str
     qa_flag: str = ""
     """Why the QA flagged the sample (kept in the store), ``""`` when fine."""
+    note: str = ""
+    """Notes of the ingest on the record (e.g. a bulk density stored as missing), ``""`` when none."""
 
 
 @dataclass(frozen=True)
@@ -666,8 +684,8 @@ class SubmissionReport:
     def lines(self) -> list[tuple[int, str, str]]:
         """``(row, sample id or column, result)`` sorted by row; result is ``ACCEPTED``,
         ``ACCEPTED, FLAGGED: reason`` or ``REJECTED: reason``."""
-        out = [(a.row, a.sample_id, f"ACCEPTED, FLAGGED: {a.qa_flag}" if a.qa_flag else "ACCEPTED")
-               for a in self.accepted_rows]  # fmt: skip
+        out = [(a.row, a.sample_id, (f"ACCEPTED, FLAGGED: {a.qa_flag}" if a.qa_flag else "ACCEPTED")
+                + (f", NOTE: {a.note}" if a.note else "")) for a in self.accepted_rows]  # fmt: skip
         out += [(r.row, r.column or "(whole row)", f"REJECTED: {r.reason}") for r in self.rejections]
         return sorted(out, key=lambda t: t[0])
 
@@ -703,24 +721,26 @@ def _report(
         )
     table = samples if row._mapping["status"] == STORED else retired_samples
     acc = conn.execute(
-        sa.select(table.c.row, table.c.sample_id, table.c.qa_flag)
+        sa.select(table.c.row, table.c.sample_id, table.c.qa_flag, table.c.ingest_flag)
         .where(table.c.submission_id == submission_id)
         .order_by(table.c.row)
     )
     rej = conn.execute(
-        sa.select(rejections.c.row, rejections.c.column, rejections.c.value, rejections.c.reason)
+        sa.select(rejections.c.row, rejections.c.column, rejections.c.value, rejections.c.reason, rejections.c.code)
         .where(rejections.c.submission_id == submission_id)
         .order_by(rejections.c.row, rejections.c.id)
     )
     return SubmissionReport(
         submission=_submission(row),
-        accepted_rows=tuple(AcceptedRow(int(r.row), str(r.sample_id), str(r.qa_flag or "")) for r in acc),
-        rejections=tuple(Rejection(int(r.row), r.column, r.value, r.reason) for r in rej),
+        accepted_rows=tuple(
+            AcceptedRow(int(r.row), str(r.sample_id), str(r.qa_flag or ""), str(r.ingest_flag or "")) for r in acc
+        ),
+        rejections=tuple(Rejection(int(r.row), r.column, r.value, r.reason, r.code or "") for r in rej),
         duplicate_of=duplicate_of,
     )
 
 
-SAMPLE_FRAME_COLUMNS = [*CANONICAL_COLUMNS, "submission_id", "agency", "qa_flag"]
+SAMPLE_FRAME_COLUMNS = [*CANONICAL_COLUMNS, "submission_id", "agency", "qa_flag", "ingest_flag"]
 
 
 @dataclass(frozen=True)

@@ -97,7 +97,7 @@ def _temp_table(conn: Connection, name: str, columns: list[sa.Column[object]], r
     conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
     table = sa.Table(name, sa.MetaData(), *columns, prefixes=["TEMPORARY"])
     table.create(conn)
-    records = rows.to_dict("records")
+    records = [{str(k): v for k, v in r.items()} for r in rows.to_dict("records")]
     for lo in range(0, len(records), 20_000):
         conn.execute(table.insert(), records[lo : lo + 20_000])
     return table

@@ -70,11 +70,13 @@ from mrv.samples.store import (
 from mrv.samples.store_qa import apply_qa
 
 SOURCES = ("lab", "crowd")
+#: Column of ``IngestResult.accepted`` with the ingest's notes on a record (stored in ``samples.ingest_flag``).
+INGEST_FLAG = str(getattr(ingest_mod, "FLAG_COLUMN", "ingest_flag"))
 #: How often a submission is retried when a concurrent writer stored a conflicting row first.
 _ATTEMPTS = 3
 #: Largest file accepted (bytes) unless the ingest module sets its own limit.
 MAX_FILE_BYTES = int(getattr(ingest_mod, "MAX_FILE_BYTES", 1 << 30))
-#: Wait for the lock (s) when recording that a submission failed for want of it.
+#: Wait for the lock (s) when recording that a submission failed for want of it (once more, whatever the timeout).
 _FAILED_RECORD_WAIT_S = 60.0
 #: Rows per INSERT batch (bounds the memory of the parameter lists).
 _BATCH = 10_000
@@ -170,11 +172,13 @@ def submit_file(
                     found = _stored_submission_in(conn, agency, sha)
                     if found is not None and found[1] == phash and replaces is None:
                         return _report(conn, found[0], duplicate_of=found[0], store_url=store.safe_url)
-                    new_id = _insert_submission(conn, meta, counts=(0, 0, 0), status=STORED, reason=None)
-                    for old in {i for i in (found[0] if found else None, replaces) if i is not None}:
+                    # The replaced submissions are retired first: the new one may reuse their sample ids.
+                    olds = sorted({i for i in (found[0] if found else None, replaces) if i is not None})
+                    for old in olds:
                         _check_replaceable(conn, old, agency, store.safe_url)
-                        _retire(conn, old, reason=f"superseded by submission {new_id}", new_id=new_id)
-                    # The new samples are inserted after the old ones are retired: ids may repeat.
+                        _retire(conn, old, reason="superseded")
+                    new_id = _insert_submission(conn, meta, counts=(0, 0, 0), status=STORED, reason=None)
+                    _link_superseded(conn, olds, new_id)
                     rejected = _store_rows(conn, new_id, result, meta=meta, raw=raw)
                     apply_qa(conn, checks, submission_id=new_id)
                     _write_summary(conn, new_id, result, rejected)
@@ -185,16 +189,12 @@ def submit_file(
                     raise
     except StoreBusy as exc:
         try:
-            failed = replace_timeout(store, min(_FAILED_RECORD_WAIT_S, store.lock_timeout_s))
+            failed = dataclasses.replace(store, lock_timeout_s=_FAILED_RECORD_WAIT_S)
             submission_id = _record(failed, meta, status=FAILED, reason=str(exc))
         except StoreBusy:
             raise StoreBusy(f"{exc} The failure could not be recorded in the ledger either.") from exc
         raise StoreBusy(f"{exc} (Recorded as failed submission {submission_id}.)") from exc
     raise AssertionError("unreachable")  # pragma: no cover
-
-
-def replace_timeout(store: SampleStore, lock_timeout_s: float) -> SampleStore:
-    return dataclasses.replace(store, lock_timeout_s=lock_timeout_s)
 
 
 def withdraw(store: SampleStore, submission_id: int, *, reason: str) -> SubmissionReport:
@@ -231,9 +231,7 @@ def _check_replaceable(conn: Connection, submission_id: int, agency: str, shown:
         )
 
 
-def _retire(
-    conn: Connection, submission_id: int, *, reason: str, new_id: int | None = None, withdrawn: str | None = None
-) -> None:
+def _retire(conn: Connection, submission_id: int, *, reason: str, withdrawn: str | None = None) -> None:
     """Move a submission's samples to ``retired_samples`` and mark it superseded or withdrawn."""
     when = utc_now()
     cols = [samples.c[c] for c in SAMPLE_TABLE_COLUMNS]
@@ -247,9 +245,22 @@ def _retire(
     values: dict[str, Any] = (
         {"status": WITHDRAWN, "withdrawn_utc": when, "withdrawn_reason": withdrawn}
         if withdrawn is not None
-        else {"status": SUPERSEDED, "superseded_by": new_id}
+        else {"status": SUPERSEDED}
     )
     conn.execute(submissions.update().where(submissions.c.submission_id == submission_id).values(**values))
+
+
+def _link_superseded(conn: Connection, olds: Sequence[int], new_id: int) -> None:
+    if not olds:
+        return
+    conn.execute(
+        submissions.update().where(submissions.c.submission_id.in_(list(olds))).values(superseded_by=new_id)
+    )
+    conn.execute(
+        retired_samples.update()
+        .where(retired_samples.c.submission_id.in_(list(olds)), retired_samples.c.retired_reason == "superseded")
+        .values(retired_reason=f"superseded by submission {new_id}")
+    )
 
 
 def _ingest_bytes(
@@ -317,7 +328,7 @@ def _store_rows(
     accepted, id_clashes = _split_known_ids(conn, result.accepted, agency=meta["agency"], fmt=meta["fmt"])
     # Counts are file lines: a long-layout record spans several lines (IngestResult.record_lines).
     lines = result.lines_by_row()
-    id_clashes = [Rejection(n, r.column, r.value, r.reason) for r in id_clashes for n in lines.get(r.row, (r.row,))]
+    id_clashes = [dataclasses.replace(r, row=n) for r in id_clashes for n in lines.get(r.row, (r.row,))]
     n_accepted = sum(len(lines.get(int(row), (row,))) for row in accepted["row"])
     rejected = tuple(sorted((*result.rejected, *id_clashes), key=lambda r: r.row))
     if n_accepted + len(rejected) != result.submitted:  # pragma: no cover - guards ingest's contract
@@ -355,6 +366,7 @@ def _split_known_ids(
             str(sid),
             f"sample id '{sid}' was already stored by {agency} in submission {known[str(sid)]}; "
             "give each sample its own id (or correct the earlier submission: mrv samples submit --replaces)",
+            *(("id_already_stored", str(sid)) if "code" in Rejection.__dataclass_fields__ else ()),
         )
         for row, sid in zip(accepted.loc[clash, "row"], accepted.loc[clash, "sample_id"], strict=True)
     ]
@@ -372,13 +384,14 @@ def _insert_samples(conn: Connection, submission_id: int, agency: str, accepted:
     for lo in range(0, len(accepted), _BATCH):
         part = accepted.iloc[lo : lo + _BATCH]
         gx, gy = cells(part["x"]), cells(part["y"])
-        qa = part["qa_flag"] if "qa_flag" in part.columns else pd.Series("", index=part.index)
+        notes = part[INGEST_FLAG] if INGEST_FLAG in part.columns else pd.Series("", index=part.index)
         columns = {c: part[c].tolist() for c in CANONICAL_COLUMNS}
         records = [
             {
                 "submission_id": submission_id,
                 "agency": agency,
-                "qa_flag": str(qa.iloc[i] or ""),
+                "qa_flag": "",
+                "ingest_flag": str(notes.iloc[i] or ""),
                 "gx": int(gx[i]),
                 "gy": int(gy[i]),
                 **{c: db_value(columns[c][i]) for c in CANONICAL_COLUMNS},
@@ -393,7 +406,8 @@ def _insert_rejections(conn: Connection, submission_id: int, rejected: Sequence[
         conn.execute(
             rejections.insert(),
             [
-                {"submission_id": submission_id, "row": r.row, "column": r.column, "value": r.value, "reason": r.reason}
+                {"submission_id": submission_id, "row": r.row, "column": r.column, "value": r.value, "reason": r.reason,
+                 "code": getattr(r, "code", "") or None}
                 for r in rejected[lo : lo + _BATCH]
             ],  # fmt: skip
         )
@@ -426,7 +440,7 @@ def summarise(
     records); ``by_reason`` maps :func:`reason_key` to the number of rejected lines. A
     ``summary`` (or ``counts``) mapping the ingest result carries is kept under ``ingest``.
     """
-    by_reason = Counter(reason_key(r.column, r.reason) for r in rejected)
+    by_reason = Counter(getattr(r, "code", "") or reason_key(r.column, r.reason) for r in rejected)
     out: dict[str, Any] = {
         "lines": {"submitted": result.submitted, "accepted": accepted_lines, "rejected": len(rejected)},
         "samples": {"accepted": accepted_samples, "flagged": flagged, "clean": accepted_samples - flagged},

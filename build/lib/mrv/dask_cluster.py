@@ -1,0 +1,66 @@
+"""Connect to the configured Dask cluster, or start a local one for the duration of a step."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from distributed import Client, LocalCluster
+
+from mrv.config import DaskConfig
+from mrv.errors import ConfigError
+
+
+@contextmanager
+def dask_client(cfg: DaskConfig, *, connect_timeout_s: float = 20.0, worker_timeout_s: float = 60.0) -> Iterator[Client]:
+    """A ``distributed.Client`` on ``cfg.address`` or on a LocalCluster of worker processes.
+
+    On an existing cluster the client waits up to ``worker_timeout_s`` for at least one worker, so
+    a scheduler without workers fails with a clear message instead of hanging. Computations
+    survive the loss of workers as long as one remains (Dask reschedules their tasks; the model
+    is broadcast to every worker). Workers of an existing cluster must have this package
+    installed in the same version.
+
+    LocalCluster workers run single-threaded BLAS/OpenMP (``OMP_NUM_THREADS=1``) so model
+    prediction does not oversubscribe the cores Dask already parallelises over; start the
+    workers of an existing cluster with the same environment.
+    """
+    if cfg.address:
+        try:
+            client = Client(cfg.address, timeout=f"{connect_timeout_s:g}s", set_as_default=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"Cannot reach the Dask scheduler at {cfg.address}: {exc}. Start it or unset dask.address."
+            ) from exc
+        with client:
+            try:
+                client.wait_for_workers(1, timeout=worker_timeout_s)
+            except TimeoutError as exc:
+                raise ConfigError(
+                    f"The Dask scheduler at {cfg.address} has no workers after {worker_timeout_s:g} s. "
+                    f"Start workers with 'dask worker {cfg.address} --nthreads 1' or unset dask.address."
+                ) from exc
+            yield client
+        return
+    env = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)  # inherited by spawned worker processes
+    try:
+        with (
+            LocalCluster(
+                n_workers=cfg.n_workers,
+                threads_per_worker=cfg.threads_per_worker,
+                processes=True,
+                dashboard_address=None,
+                host="127.0.0.1",
+            ) as cluster,
+            Client(cluster) as client,
+        ):
+            yield client
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

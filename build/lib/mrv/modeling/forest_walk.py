@@ -1,0 +1,221 @@
+"""Compiled prediction of a quantile regression forest whose leaves each keep one training value.
+
+quantile-forest with ``max_samples_leaf=1`` (the default) keeps one training value per leaf. For a pixel
+x, tree t gives the value v_t(x) of the leaf x falls in; every tree's leaf has weight 1, so the forest's
+conditional distribution (Meinshausen 2006, JMLR 7:983-999, Eq. 4 with one value per leaf) is the
+empirical distribution of v_1(x) .. v_T(x). Its mean is their average and its quantile tau is the
+linear interpolation between order statistics v_(k) and v_(k+1) at k = tau (T - 1) (0-based; the same
+positions quantile-forest's ``predict(quantiles=...)`` interpolates when all weights are equal).
+
+This module computes that without one ``tree_.apply`` call per tree and without a full sort:
+
+* :func:`compile_forest` flattens scikit-learn's tree arrays (``tree_.children_left/right``,
+  ``feature``, ``threshold``) into one node table. Leaves point to themselves, so a pixel walks each
+  tree for exactly ``max_depth`` steps with no data-dependent branch (``node = child[2 node + (x >
+  thr)]``). Thresholds are stored as the largest float32 not above scikit-learn's float64 threshold:
+  for a float32 covariate x, ``x <= t64`` exactly when ``x <= t32``, so leaves are those of ``apply``.
+* the order statistics come from a sorting network (Batcher's odd-even merge sort, Knuth TAOCP vol.
+  3, 5.3.4, Algorithm M) pruned to the comparators that reach the needed positions, applied to
+  blocks of pixels at once, so each compare-exchange is a vector min/max over pixels.
+
+Outputs are float32; :func:`predict_forest` writes them into a ``(5, n)`` array (mean, p05, p50, p95,
+sd of the calibrated interval), so a ``(covariate, y, x)`` block maps to ``(output, y, x)`` without
+a transpose copy.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class CompiledForest:
+    """A forest as flat arrays for :func:`predict_forest` (global node ids over all trees).
+
+    Nodes are renumbered breadth-first per tree so that the two children of a node are adjacent:
+    the right child is the left child + 1, and one step of the walk is ``k = left(k) + (x > thr(k))``.
+    """
+
+    packed: np.ndarray
+    """uint32 ``(nodes,)``: ``left child << shift | covariate`` (a leaf: ``itself << shift``)."""
+    threshold: np.ndarray
+    """float32 ``(nodes,)``: go right when x > threshold (float32-exact form of scikit-learn's
+    ``x <= t`` test); +inf at leaves, so a walk that reached a leaf stays there."""
+    value: np.ndarray
+    """float32 ``(nodes,)``: the training value kept at each leaf (NaN at internal nodes)."""
+    root: np.ndarray
+    """uint32 ``(trees,)``: node id of each tree's root."""
+    depth: np.ndarray
+    """int32 ``(trees,)``: steps from the root to the deepest leaf of each tree."""
+    shift: int
+    """Bits of ``packed`` holding the covariate index."""
+    n_features: int
+
+
+def float32_threshold(t: np.ndarray) -> np.ndarray:
+    """The largest float32 <= each float64 threshold: for float32 x, ``x <= t`` iff ``x <= result``."""
+    t32 = t.astype("float32")
+    above = t32.astype("float64") > t
+    t32[above] = np.nextafter(t32[above], np.float32(-np.inf))
+    return t32
+
+
+def _breadth_first(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Old node ids in the new order: root first, then the children of each node, left before right."""
+    order = [0]
+    i = 0
+    while i < len(order):
+        k = order[i]
+        if left[k] >= 0:
+            order += (int(left[k]), int(right[k]))
+        i += 1
+    return np.asarray(order, dtype=np.int64)
+
+
+def compile_forest(estimators: list[Any], leaf_values: np.ndarray, n_features: int) -> CompiledForest | None:
+    """Flatten fitted scikit-learn trees; ``leaf_values`` is ``(trees, max_nodes)`` float32 (NaN off-leaf).
+
+    ``None`` when the forest does not fit the 32-bit packed layout (then the caller falls back).
+    """
+    shift = max(1, int(n_features - 1).bit_length())
+    total = sum(int(e.tree_.node_count) for e in estimators)
+    if total >= 2 ** (32 - shift):
+        return None
+    packs, thrs, vals, roots, depths = [], [], [], [], []
+    offset = 0
+    for t, est in enumerate(estimators):
+        tree = est.tree_
+        left = np.asarray(tree.children_left, dtype=np.int64)
+        right = np.asarray(tree.children_right, dtype=np.int64)
+        order = _breadth_first(left, right)
+        new_id = np.empty(order.size, dtype=np.int64)
+        new_id[order] = np.arange(order.size)
+        leaf = left[order] < 0
+        own = np.arange(order.size, dtype=np.int64)
+        child = np.where(leaf, own, new_id[np.maximum(left[order], 0)]) + offset
+        feature = np.where(leaf, 0, np.asarray(tree.feature, dtype=np.int64)[order])
+        packs.append((child << shift) | feature)
+        t32 = float32_threshold(np.asarray(tree.threshold, dtype="float64")[order])
+        thrs.append(np.where(leaf, np.float32(np.inf), t32).astype("float32"))
+        vals.append(np.where(leaf, leaf_values[t, order], np.nan).astype("float32"))
+        roots.append(offset)
+        depths.append(int(tree.max_depth))
+        offset += order.size
+    return CompiledForest(
+        packed=np.concatenate(packs).astype("uint32"),
+        threshold=np.concatenate(thrs),
+        value=np.concatenate(vals),
+        root=np.asarray(roots, dtype="uint32"),
+        depth=np.asarray(depths, dtype="int32"),
+        shift=shift,
+        n_features=n_features,
+    )
+
+
+def _batcher_pairs(n: int) -> list[tuple[int, int]]:
+    """Comparators (i < j, min to i) of Batcher's odd-even merge sort for ``n`` a power of two."""
+    pairs: list[tuple[int, int]] = []
+    p = 1
+    while p < n:
+        k = p
+        while k >= 1:
+            for j in range(k % p, n - k, 2 * k):
+                for i in range(min(k, n - j - k)):
+                    if (i + j) // (2 * p) == (i + j + k) // (2 * p):
+                        pairs.append((i + j, i + j + k))
+            k //= 2
+        p *= 2
+    return pairs
+
+
+def selection_network(n: int, wanted: tuple[int, ...]) -> np.ndarray:
+    """``(comparators, 2)`` int32 network that puts the order statistics ``wanted`` of ``n`` values in place.
+
+    Batcher's network for the next power of two with the inputs beyond ``n`` taken as +inf: a
+    comparator (i, j) with j >= n never moves anything (position j keeps +inf), so it is dropped.
+    Then, from the outputs back, only comparators that feed a wanted position are kept.
+    """
+    size = 1 << max(0, math.ceil(math.log2(max(n, 1))))
+    pairs = [(i, j) for i, j in _batcher_pairs(size) if j < n]
+    need = set(wanted)
+    kept: list[tuple[int, int]] = []
+    for i, j in reversed(pairs):
+        if i in need or j in need:
+            kept.append((i, j))
+            need.update((i, j))
+    kept.reverse()
+    return np.asarray(kept, dtype="int32").reshape(-1, 2)
+
+
+_CACHE: weakref.WeakKeyDictionary[Any, tuple[CompiledForest | None, np.ndarray]] = weakref.WeakKeyDictionary()
+_CACHE_LOCK = threading.Lock()
+
+
+def cached_forest(
+    forest: Any, leaf_values: Callable[[], np.ndarray | None], wanted: tuple[int, ...]
+) -> tuple[CompiledForest | None, np.ndarray]:
+    """:func:`compile_forest` and :func:`selection_network` once per fitted forest object (per process).
+
+    ``leaf_values()`` gives the ``(trees, max_nodes)`` values or ``None`` when the forest keeps more
+    than one value per leaf; the layout is ``None`` then, and when a leaf has no value.
+    """
+    with _CACHE_LOCK:
+        hit = _CACHE.get(forest)
+        if hit is None:
+            values = leaf_values()
+            compiled = None
+            if values is not None:
+                compiled = compile_forest(list(forest.estimators_), values, int(forest.n_features_in_))
+            if compiled is not None and bool(np.isnan(compiled.value[np.isinf(compiled.threshold)]).any()):
+                compiled = None
+            hit = (compiled, selection_network(len(forest.estimators_), wanted))
+            _CACHE[forest] = hit
+        return hit
+
+
+def kernel() -> Any:
+    """The compiled kernel (numba; compiled, or loaded from numba's on-disk cache, on first use per process)."""
+    from mrv.modeling._forest_kernel import predict_kernel
+
+    return predict_kernel
+
+
+def order_positions(n_trees: int, quantiles: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """0-based order statistics (k, k + 1) and interpolation weights of ``quantiles`` among ``n_trees`` values."""
+    pos = np.asarray(quantiles, dtype="float64") * (n_trees - 1)
+    lo = np.floor(pos).astype("int32")
+    hi = np.minimum(lo + 1, n_trees - 1).astype("int32")
+    return lo, hi, (pos - lo).astype("float64")
+
+
+def predict_forest(
+    compiled: CompiledForest,
+    network: np.ndarray,
+    X: np.ndarray,
+    quantiles: tuple[float, float, float],
+    *,
+    margin: float,
+    z: float,
+) -> np.ndarray:
+    """``(5, n)`` float32 mean, q_lo - margin, q_50, q_hi + margin, sd = width / (2 z); NaN where X has NaN.
+
+    ``X`` is ``(n, covariates)``; an F-ordered float32 ``X`` (the transpose of a ``(covariate, pixel)``
+    block) is read without a copy. Releases the GIL, so Dask threads predict blocks in parallel.
+    """
+    XT = np.ascontiguousarray(np.asarray(X).T, dtype="float32")
+    if XT.shape[0] != compiled.n_features:
+        raise ValueError(f"X has {XT.shape[0]} covariates, the forest {compiled.n_features}")
+    lo, hi, frac = order_positions(compiled.root.size, quantiles)
+    out = np.empty((5, XT.shape[1]), dtype="float32")
+    kernel()(
+        XT, compiled.packed, compiled.threshold, compiled.value, compiled.root, compiled.depth, compiled.shift,
+        network, lo, hi, frac, float(margin), 1.0 / (2.0 * z), out,
+    )  # fmt: skip
+    return out

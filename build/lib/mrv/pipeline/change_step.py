@@ -1,0 +1,221 @@
+"""Run-directory glue of the design-based estimates (:mod:`mrv.accounting.change`) and the round normalisation.
+
+Reads the out-of-fold predictions (``model/cv_predictions.csv``), the fields and the round maps the
+accounting step already holds, and returns the ``design_based`` section of ``accounting.json``:
+each round's stock and the change between the first and last round, per field and for the project,
+from the lab sites (re-measured sites for the change) with the maps as auxiliary data.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mrv.accounting.aggregate import RoundMaps
+from mrv.accounting.change import DesignEstimate, design_change, design_stock, pair_sites
+from mrv.config import RunConfig
+from mrv.errors import AccountingError
+from mrv.fields import Field, field_index_raster, read_fields
+from mrv.modeling.features import NORMALISATION, round_normalisation
+from mrv.pipeline.layout import RunLayout
+from mrv.raster import read_raster
+
+__all__ = ["covariate_norm_stats", "design_accounting", "design_section"]
+
+
+def covariate_norm_stats(cfg: RunConfig, layout: RunLayout, round_name: str) -> dict[str, tuple[float, float]]:
+    """Per-covariate (median, IQR) of a round's composite over the field pixels, cached beside the composite.
+
+    The cache (``work/<round>/covariate_norm.json``) records the composite's size and modification time
+    and is recomputed when they change.
+    """
+    cov = layout.covariates(round_name)
+    st = cov.stat()
+    key = {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+    cache = layout.work(round_name) / "covariate_norm.json"
+    if cache.is_file():
+        stored = json.loads(cache.read_text(encoding="utf-8"))
+        if stored.get("composite") == key:
+            return {k: (float(v[0]), float(v[1])) for k, v in stored["stats"].items()}
+    arr, grid, names = read_raster(cov)
+    keep = [i for i, n in enumerate(names) if n != "n_bare"]
+    mask = field_index_raster(read_fields(cfg.region.fields, crs=cfg.region.crs), grid) >= 0
+    stats = round_normalisation(arr[keep], [names[i] for i in keep], mask)
+    tmp = cache.with_suffix(".tmp")
+    tmp.write_text(
+        json.dumps({"method": NORMALISATION, "composite": key, "stats": {k: list(v) for k, v in stats.items()}}, indent=1),
+        encoding="utf-8",
+    )
+    tmp.replace(cache)
+    return stats
+
+
+def _zone_means(m: np.ndarray, zones: np.ndarray, n: int) -> np.ndarray:
+    ok = (zones >= 0) & np.isfinite(m)
+    s = np.bincount(zones[ok], weights=m[ok], minlength=n)
+    c = np.bincount(zones[ok], minlength=n)
+    return np.divide(s, c, out=np.full(n, np.nan), where=c > 0)
+
+
+def _zone_of(x: np.ndarray, y: np.ndarray, zones: np.ndarray, transform: Any) -> np.ndarray:
+    inv = ~transform
+    col, row = inv * (np.asarray(x, float), np.asarray(y, float))
+    col, row = np.floor(col).astype(int), np.floor(row).astype(int)
+    inside = (row >= 0) & (row < zones.shape[0]) & (col >= 0) & (col < zones.shape[1])
+    out = np.full(len(col), -1)
+    out[inside] = zones[row[inside], col[inside]]
+    return out
+
+
+def _section(
+    est: tuple[dict[str, DesignEstimate], DesignEstimate, dict[str, Any]], area: dict[str, float]
+) -> dict[str, Any]:
+    fields, project, info = est
+    return {
+        "project": project.to_dict(area_ha=sum(area.values())),
+        "fields": {z: e.to_dict(area_ha=area[z]) for z, e in fields.items()},
+        "info": info,
+    }
+
+
+def design_section(
+    oof: pd.DataFrame,
+    fields: Sequence[Field],
+    maps: Sequence[RoundMaps],
+    zones: np.ndarray,
+    transform: Any,
+    *,
+    confidence: float,
+    pair_distance_m: float,
+    estimator: str,
+) -> dict[str, Any]:
+    """The ``design_based`` section from the out-of-fold lab predictions (pure; see the module docstring).
+
+    ``oof`` needs ``x, y, observed, predicted, round`` (and ``source``: only ``lab`` rows are used,
+    crowd samples being biased). Stocks per round use all that round's lab sites; the change uses the
+    sites of the last round that re-measure a first-round site (:func:`pair_sites`).
+    """
+    ids = [f.field_id for f in fields]
+    area = {f.field_id: float(f.area_ha) for f in fields}
+    lab = oof if "source" not in oof.columns else oof[oof["source"].astype(str) == "lab"]
+    lab = lab.assign(zone=_zone_of(lab["x"].to_numpy(), lab["y"].to_numpy(), zones, transform))
+    lab = lab[lab["zone"] >= 0]
+    lab = lab.assign(field_id=np.asarray(ids, dtype=object)[lab["zone"].to_numpy(int)])
+    means = {m.name: _zone_means(m.mean, zones, len(ids)) for m in maps}
+    out: dict[str, Any] = {
+        "unit_note": "per_ha in t C/ha, total in t C, co2e in t CO2e (44/12 x t C)",
+        "confidence": confidence,
+        "stock": {},
+    }
+    for m in maps:
+        sites = lab[lab["round"].astype(str) == m.name].rename(
+            columns={"observed": "soc_stock_t_ha", "predicted": "predicted_t_ha"}
+        )
+        try:
+            est = design_stock(
+                sites, zones=ids, zone_map_mean_t_ha=dict(zip(ids, means[m.name], strict=True)), area_ha=area,
+                confidence=confidence,
+            )  # fmt: skip
+        except AccountingError as exc:
+            out["stock"][m.name] = {"error": str(exc)}
+            continue
+        out["stock"][m.name] = {
+            "estimator": "difference estimator: map mean + mean out-of-fold residual of the lab sites",
+            **_section(est, area),
+        }
+    if len(maps) < 2:
+        return out
+    first, last = maps[0].name, maps[-1].name
+    a = lab[lab["round"].astype(str) == first].reset_index(drop=True)
+    b = lab[lab["round"].astype(str) == last].reset_index(drop=True)
+    pairs = pair_sites(
+        a.rename(columns={"observed": "soc_stock_t_ha"}), b.rename(columns={"observed": "soc_stock_t_ha"}),
+        max_distance_m=pair_distance_m,
+    )  # fmt: skip
+    pairs["map_change_t_ha"] = (
+        b["predicted"].to_numpy(float)[pairs["i_last"].to_numpy(int)]
+        - a["predicted"].to_numpy(float)[pairs["i_first"].to_numpy(int)]
+    )
+    zone_change = dict(zip(ids, means[last] - means[first], strict=True))
+    change: dict[str, Any] = {"from_round": first, "to_round": last, "n_pairs": len(pairs)}
+    if estimator == "map":
+        change["note"] = "accounting.change_estimator is 'map': the credited change is the maps' Monte Carlo change"
+    try:
+        method = "difference" if estimator == "difference" else "regression"
+        est = design_change(
+            pairs, zones=ids, zone_map_change_t_ha=zone_change, area_ha=area, confidence=confidence,
+            method=method,  # type: ignore[arg-type]
+        )  # fmt: skip
+        change.update(
+            estimator=(
+                f"model-assisted {method} estimator over {len(pairs)} re-measured sites "
+                "(stratified by field; VM0042 v2.2 Eqs. 70-71; Saerndal et al. 1992)"
+            ),
+            **_section(est, area),
+        )
+    except AccountingError as exc:
+        change["error"] = str(exc)
+    out["change"] = change
+    return out
+
+
+def design_accounting(
+    cfg: RunConfig,
+    layout: RunLayout,
+    fields: Sequence[Field],
+    maps: Sequence[RoundMaps],
+    zones: np.ndarray,
+    grid: Any,
+) -> dict[str, Any]:
+    """:func:`design_section` for a run directory (reads ``model/cv_predictions.csv``)."""
+    cv = Path(layout.model_dir / "cv_predictions.csv")
+    if not cv.is_file():
+        return {"error": "no cross-validation predictions (model/cv_predictions.csv); re-run the training step"}
+    oof = pd.read_csv(cv, dtype={"round": str})
+    if "round" not in oof.columns:
+        return {"error": "model/cv_predictions.csv has no round column; re-run the training step"}
+    return design_section(
+        oof, fields, maps, zones, grid.transform,
+        confidence=cfg.accounting.confidence, pair_distance_m=cfg.accounting.pair_distance_m,
+        estimator=cfg.accounting.change_estimator,
+    )  # fmt: skip
+
+
+def credit_basis(accounting: dict[str, Any]) -> dict[str, Any] | None:
+    """The project change the deductions are computed on, in t CO2e, with its SE and design df.
+
+    The design-based change (``design_based.change``) when it exists and the configured estimator is not
+    ``map``; otherwise the maps' Monte Carlo change (not design-based: normal limit, ``df`` None).
+    """
+    design = _as_dict(_as_dict(accounting.get("design_based")).get("change"))
+    project = _as_dict(design.get("project"))
+    if project and "note" not in design:
+        co2 = project["co2e"]
+        return {
+            "estimate": float(co2["mean"]),
+            "se": float(co2["se"]),
+            "df": float(project["df"]) if project.get("df") else None,
+            "units": "t CO2e",
+            "basis": design.get("estimator", "design-based change"),
+            "significant": bool(project.get("significant")),
+        }
+    mc = _as_dict(_as_dict(accounting.get("project")).get("change")).get("co2e_t")
+    if not mc:
+        return None
+    return {
+        "estimate": float(mc["mean"]),
+        "se": float(mc["sd"]),
+        "df": None,
+        "units": "t CO2e",
+        "basis": "Monte Carlo change of the maps (not design-based; normal limit)",
+        "significant": bool(mc["lower_90"] > 0 or mc["upper_90"] < 0),
+    }
+
+
+def _as_dict(v: Any) -> dict[str, Any]:
+    return v if isinstance(v, dict) else {}

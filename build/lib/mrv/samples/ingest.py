@@ -1,0 +1,802 @@
+"""Read a submitted sample CSV into canonical records, rejecting bad rows with a reason.
+
+Row numbers are line numbers in the file (the header being line 1). Every data line ends in
+exactly one place: in an accepted record or in ``rejected``.
+
+* Wide layout (one line per sample): ``len(accepted) + len(rejected) == submitted``.
+* Long layout (one line per measured parameter, see :mod:`mrv.samples.formats`): lines are
+  pivoted to one record per sample id. A line that cannot be read (unknown parameter or unit,
+  value not a number, ...) is rejected on its own; a sample that fails validation is rejected
+  with the reason on the line that caused it (e.g. the SOC line for an impossible SOC, the
+  first line for a bad date) and each of its other lines is rejected with a pointer to that line.
+  ``IngestResult.accepted_lines + len(rejected) == submitted``; ``record_lines`` says which lines
+  built which record.
+
+The file is checked and read in bounded chunks (:mod:`mrv.samples.reading`), every cell parsed
+strictly (:mod:`mrv.samples.cells`) and every sample validated vectorised
+(:mod:`mrv.samples.records`). A file whose header lacks a column the profile requires is
+rejected whole, in one message naming each column and the profile key that asks for it, before
+any row is read. Accepted records may carry notes (``IngestResult.notes``, also joined into the
+record's ``ingest_flag``): an implausible bulk density stored as missing, a value below the
+detection limit, ... ``IngestResult.summary`` counts lines and samples by outcome and reason.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mrv.errors import SubmissionRejected
+from mrv.samples import cells, reading
+from mrv.samples.crs_checks import project_crs as check_project_crs
+from mrv.samples.formats import MEASURED_ROLES, LongLayout, SampleFormat
+from mrv.samples.reading import DEFAULT_MAX_BYTES, Chunk, Malformed
+from mrv.samples.records import (  # noqa: F401  (re-exported: the plausibility limits live with the checks)
+    BD_RANGE_G_CM3,
+    GPS_ACCURACY_MAX_M,
+    MAX_DEPTH_CM,
+    SOC_MAX_G_KG,
+    SOM_MAX_G_KG,
+    Context,
+    validate,
+)
+
+#: Columns of an accepted record, all stored in the sample store (:mod:`mrv.samples.store`).
+#:
+#: ``soc_sd_g_kg``: SD (g/kg) that a conversion (SOM -> SOC, see :func:`mrv.samples.stocks.som_to_soc`)
+#: or a detection limit added to the SOC value; NaN when SOC was measured.
+#: ``coarse_fragments_vol_pct``: NaN when not measured (never 0: stone-free is not assumed here;
+#: :func:`mrv.samples.sites.site_stocks` applies a stated default with its uncertainty and a flag).
+#: ``gps_accuracy_m``: horizontal position accuracy the device reported (m, the radius of ~68 %
+#: confidence of Android's ``Location.getAccuracy()`` / iOS ``horizontalAccuracy``); NaN when the
+#: file has no such column or the cell is empty or 0 (Android reports 0 when it has no estimate).
+CANONICAL_COLUMNS = [
+    "row", "sample_id", "site_id", "source", "submitter", "field_id", "x", "y", "crs", "lon", "lat",
+    "sampling_date", "top_cm", "bottom_cm", "soc_g_kg", "bulk_density_g_cm3", "coarse_fragments_vol_pct", "method",
+    "soc_sd_g_kg", "gps_accuracy_m",
+]  # fmt: skip
+#: Extra column of ``IngestResult.accepted``: the notes on the record joined with "; " ("" if none).
+FLAG_COLUMN = "ingest_flag"
+
+_ROLE_LABELS = {"soc": "SOC", "som": "organic matter", "bulk_density": "bulk density", "coarse_fragments": "coarse fragments"}  # noqa: E501
+_OPTIONAL_ROLES = {
+    "site_id", "field_id", "submitter", "bulk_density", "coarse_fragments", "method", "soc", "som", "gps_accuracy",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Rejection:
+    row: int
+    column: str
+    value: str
+    reason: str
+    code: str = ""
+    """Machine-readable reason (``not_a_number``, ``outside_crs_area``, ...), counted in the summary."""
+    sample_id: str = ""
+
+
+@dataclass(frozen=True)
+class IngestSummary:
+    """Counts of one submission by outcome and by reason (issue 15.7)."""
+
+    layout: str
+    lines_submitted: int
+    lines_accepted: int
+    lines_rejected: int
+    samples_accepted: int
+    samples_rejected: int
+    samples_flagged: int
+    rejected_by_reason: dict[str, int]
+    """Reason code -> rejected lines."""
+    flagged_by_reason: dict[str, int]
+    """Note code -> accepted samples carrying it."""
+
+    def text(self) -> str:
+        """One paragraph for a terminal or a log (no user text in it)."""
+        head = (
+            f"{self.samples_accepted} samples accepted from {self.lines_accepted} lines, "
+            f"{self.samples_rejected} samples rejected ({self.lines_rejected} lines), "
+            f"{self.samples_flagged} accepted samples with notes; {self.lines_submitted} lines submitted."
+            if self.layout == "long"
+            else f"{self.lines_submitted} rows submitted: {self.samples_accepted} accepted, "
+            f"{self.lines_rejected} rejected, {self.samples_flagged} accepted with notes."
+        )
+        parts = [head]
+        if self.rejected_by_reason:
+            parts.append("Rejected by reason: " + ", ".join(f"{k} {v}" for k, v in self.rejected_by_reason.items()) + ".")
+        if self.flagged_by_reason:
+            parts.append("Notes by reason: " + ", ".join(f"{k} {v}" for k, v in self.flagged_by_reason.items()) + ".")
+        return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    submitted: int
+    """Number of data lines in the file (header excluded)."""
+    accepted: pd.DataFrame
+    """``CANONICAL_COLUMNS`` + ``ingest_flag``, one row per sample; x/y in the project CRS; ``row`` = first line."""
+    rejected: tuple[Rejection, ...]
+    record_lines: tuple[tuple[int, ...], ...] = field(default=())
+    """File lines each accepted record was built from, in ``accepted`` order (one line each in a wide file)."""
+    notes: tuple[Rejection, ...] = ()
+    """Notes on accepted records (``row`` = the line of the value), e.g. a bulk density stored as missing."""
+    layout: str = "wide"
+
+    @property
+    def accepted_lines(self) -> int:
+        """Number of data lines that went into accepted records."""
+        return sum(len(lines) for lines in self.record_lines)
+
+    def lines_by_row(self) -> dict[int, tuple[int, ...]]:
+        """Record ``row`` (its first line) -> every file line the record was built from."""
+        return {lines[0]: lines for lines in self.record_lines if lines}
+
+    def rejected_frame(self) -> pd.DataFrame:
+        cols = ["row", "column", "value", "reason", "code"]
+        return pd.DataFrame([{c: getattr(r, c) for c in cols} for r in self.rejected], columns=cols)
+
+    def notes_frame(self) -> pd.DataFrame:
+        cols = ["row", "column", "value", "reason", "code", "sample_id"]
+        return pd.DataFrame([{c: getattr(r, c) for c in cols} for r in self.notes], columns=cols)
+
+    @property
+    def summary(self) -> IngestSummary:
+        accepted_ids = set(self.accepted["sample_id"].astype(str)) if len(self.accepted) else set()
+        if self.layout == "long":
+            ids = {r.sample_id for r in self.rejected if r.sample_id}
+            loose = sum(1 for r in self.rejected if not r.sample_id and r.code != "empty_line")
+            samples_rejected = len(ids - accepted_ids) + loose
+        else:
+            samples_rejected = sum(1 for r in self.rejected if r.code != "empty_line")
+        flagged: Counter[str] = Counter()
+        for code in {(r.sample_id, r.code) for r in self.notes}:
+            flagged[code[1]] += 1
+        return IngestSummary(
+            layout=self.layout,
+            lines_submitted=self.submitted,
+            lines_accepted=self.accepted_lines,
+            lines_rejected=len(self.rejected),
+            samples_accepted=len(self.accepted),
+            samples_rejected=samples_rejected,
+            samples_flagged=len({r.sample_id for r in self.notes}),
+            rejected_by_reason=dict(Counter(r.code or "other" for r in self.rejected).most_common()),
+            flagged_by_reason=dict(flagged.most_common()),
+        )
+
+
+# ----------------------------------------------------------------------------------- header helpers
+
+
+def decode(raw: bytes, name: str, *, fallback: str = "latin-1") -> str:
+    """UTF-8 (with or without BOM), else ``fallback`` (Latin-1: common in agency exports from spreadsheets)."""
+    if not raw.strip():
+        raise SubmissionRejected(f"{name} is empty. Export the samples as CSV with a header row and resubmit.")
+    if b"\x00" in raw[: reading.SNIFF_BYTES]:
+        raise SubmissionRejected(f"{name} is not a text CSV file (it contains binary data). Export it as CSV.")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        pass
+    try:
+        return raw.decode(fallback)
+    except UnicodeDecodeError as exc:
+        raise SubmissionRejected(
+            f"{name} is neither UTF-8 nor {fallback} text (byte {exc.start} cannot be read). Export it as UTF-8 CSV."
+        ) from exc
+
+
+def read_table(
+    text: str, name: str, *, delimiter: str | None = None, decimal: str | None = None
+) -> tuple[list[str], list[list[str]], str]:
+    """Header, rows and the decimal separator of an in-memory text (small files, header checks)."""
+    if delimiter is None:
+        first = text.splitlines()[0] if text else ""
+        delimiter = ";" if first.count(";") > first.count(",") else ","
+    try:
+        rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
+    except csv.Error as exc:
+        raise SubmissionRejected(f"{name} cannot be parsed as CSV: {exc}. Check quoting and resubmit.") from exc
+    if not rows:
+        raise SubmissionRejected(f"{name} has no header row.")
+    header = [h.strip() for h in rows[0]]
+    return header, rows[1:], decimal or ("," if delimiter == ";" else ".")
+
+
+def required_columns(fmt: SampleFormat) -> list[str]:
+    """File columns that ``fmt`` maps to a required role (and a long layout's parameter/value/unit columns)."""
+    needed = [col for role, col in fmt.columns.items() if role not in _OPTIONAL_ROLES or (fmt.sites and role == fmt.sites.on)]  # noqa: E501
+    if fmt.long is not None:
+        needed += [fmt.long.parameter_column, fmt.long.value_column, fmt.long.unit_column]
+    return needed
+
+
+def header_problems(header: list[str], fmt: SampleFormat) -> list[str]:
+    """Each missing column with the profile key that asks for it (empty when the header is complete)."""
+    have = set(header)
+    problems = [
+        f"'{col}' (columns.{role})"
+        for role, col in fmt.columns.items()
+        if col not in have and (role not in _OPTIONAL_ROLES or (fmt.sites is not None and role == fmt.sites.on))
+    ]
+    if fmt.long is not None:
+        for key, col in (("parameter", fmt.long.parameter_column), ("value", fmt.long.value_column),
+                         ("unit", fmt.long.unit_column)):  # fmt: skip
+            if col not in have:
+                problems.append(f"'{col}' (long.{key})")
+    else:
+        carbon = [(r, c) for r in ("soc", "som") if r in fmt.columns for c in (fmt.columns[r], *fmt.alternatives.get(r, ()))]  # noqa: E501
+        if carbon and not any(c in have for _, c in carbon):
+            problems.append(" or ".join(f"'{c}' (columns.{r})" for r, c in carbon))
+        for role, spec in fmt.unit_columns.items():
+            if role in fmt.columns and fmt.columns[role] in have and spec.column not in have:
+                problems.append(f"'{spec.column}' (units.{role}.column)")
+    return problems
+
+
+def _reject_header(header: list[str], fmt: SampleFormat, name: str) -> None:
+    problems = header_problems(header, fmt)
+    if problems:
+        shown = ", ".join(header[:30]) + (", ..." if len(header) > 30 else "")
+        raise SubmissionRejected(
+            f"{name} lacks column(s) {', '.join(problems)} required by sample format '{fmt.name}' (its header has: "
+            f"{shown}). Rename the columns in the file or in the profile, or choose the matching --format profile; "
+            "nothing was stored."
+        )
+
+
+# ----------------------------------------------------------------------------------- ingest
+
+
+def ingest(
+    path: Path,
+    fmt: SampleFormat,
+    *,
+    source: str,
+    submitter: str,
+    project_crs: str,
+    region_bounds: tuple[float, float, float, float] | None = None,
+    today: dt.date | None = None,
+    sites: Path | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> IngestResult:
+    """Validate ``path`` against ``fmt``.
+
+    Coordinates are transformed from the row's EPSG code to ``project_crs`` (checked: projected,
+    2-D, metres); positions outside the CRS's area of use, or outside ``region_bounds`` (in
+    ``project_crs``) are rejected. SOC is converted to g/kg; soil organic matter (SOM, loss on
+    ignition) to SOC with :func:`~mrv.samples.stocks.som_to_soc` (van Bemmelen factor 0.58), the
+    conversion SD kept in ``soc_sd_g_kg``. ``sites`` is the site table of a profile with
+    ``sites:`` (default: its ``sites.file`` next to ``path``). Files larger than ``max_bytes``,
+    and anything that is not a regular file, are rejected whole.
+
+    Raises:
+        SubmissionRejected: the file (or its site table) cannot be used at all.
+        ConfigError: ``project_crs`` is not a usable project CRS.
+    """
+    crs_text = str(project_crs)
+    check_project_crs(crs_text)
+    path = Path(path)
+    name = path.name
+    table = reading.open_table(path, name, delimiter=fmt.delimiter, fallback_encoding=fmt.encoding or "latin-1",
+                               max_bytes=max_bytes)  # fmt: skip
+    _reject_header(table.header, fmt, name)
+    decimal = fmt.decimal or ("," if table.delimiter == ";" else ".")
+    site_frame, site_label = _site_table(fmt, path, sites, decimal, max_bytes)
+    ctx = Context(fmt, crs_text, region_bounds, today or dt.date.today(), source, submitter, decimal, site_label)
+    if fmt.long is not None:
+        return _ingest_long(path, table, fmt.long, ctx, site_frame)
+    return _ingest_wide(path, table, ctx, site_frame)
+
+
+def _structural(bad: list[Malformed], chunk: Chunk | None, out: list[Rejection]) -> None:
+    for m in bad:
+        if m.cells == 0:
+            out.append(Rejection(m.line, "", "", "empty line", "empty_line"))
+        else:
+            out.append(Rejection(m.line, "", m.text, f"has {m.cells} cells but the header has a different number", "cell_count"))  # noqa: E501
+    if chunk is not None and chunk.control.any():
+        pos = np.flatnonzero(chunk.control.to_numpy())
+        for i in pos:
+            out.append(
+                Rejection(int(chunk.lines[i]), str(chunk.control_column.iloc[i]), "",
+                          "a cell contains a control character (NUL, escape, tab or a line break inside a cell); "
+                          "remove it and resubmit the row", "control_character")
+            )  # fmt: skip
+
+
+def _role_text(cells_: pd.DataFrame, column: str, missing: frozenset[str]) -> pd.Series:
+    if column not in cells_.columns:
+        return pd.Series("", index=cells_.index, dtype=object)
+    text = cells_[column]
+    return text.where(~cells.is_missing(text, missing), "")
+
+
+def _wide_role_frame(chunk: Chunk, fmt: SampleFormat, site_frame: pd.DataFrame | None, ctx: Context) -> pd.DataFrame:
+    keep = ~chunk.control.to_numpy()
+    cells_ = chunk.cells[keep].reset_index(drop=True)
+    missing = fmt.missing_codes
+    rf = pd.DataFrame(index=cells_.index)
+    for role, column in fmt.columns.items():
+        text = _role_text(cells_, column, missing)
+        alts = fmt.alternatives.get(role, ())
+        if alts:
+            label = pd.Series(column, index=cells_.index, dtype=object)
+            for alt in alts:
+                empty = text == ""
+                other = _role_text(cells_, alt, missing)
+                use = empty & (other != "")
+                text = text.where(~use, other)
+                label = label.where(~use, alt)
+            rf[f"_label:{role}"] = label
+        rf[role] = text
+    for role, spec in fmt.unit_columns.items():
+        rf[f"_unittext:{role}"] = _role_text(cells_, spec.column, frozenset())
+    rf["_line"] = chunk.lines[keep]
+    if site_frame is not None:
+        rf = _join_sites(rf, fmt, site_frame, ctx)
+    return rf
+
+
+def _join_sites(rf: pd.DataFrame, fmt: SampleFormat, site_frame: pd.DataFrame, ctx: Context) -> pd.DataFrame:
+    assert fmt.sites is not None
+    key = rf[fmt.sites.on]
+    found = key.isin(site_frame.index)
+    for role in site_frame.columns:
+        if role in fmt.columns:  # the sample file's own column wins
+            continue
+        rf[role] = key.map(site_frame[role]).where(found, "").fillna("")
+    rf["_site_problem"] = np.where(
+        (key != "") & ~found, "site '" + key.astype(str) + f"' is not in the site table {ctx.site_label}; add it there", ""
+    )
+    return rf
+
+
+def _site_table(
+    fmt: SampleFormat, path: Path, given: Path | None, decimal: str, max_bytes: int
+) -> tuple[pd.DataFrame | None, str]:
+    """The site table as text per role, indexed by its key (missing codes applied, duplicates checked)."""
+    spec = fmt.sites
+    if spec is None:
+        if given is not None:
+            raise SubmissionRejected(f"A site table was given, but sample format '{fmt.name}' has no 'sites:' block saying how to join it.")  # noqa: E501
+        return None, ""
+    site_path = Path(given) if given is not None else (path.parent / spec.file if spec.file else None)
+    if site_path is None:
+        raise SubmissionRejected(
+            f"Sample format '{fmt.name}' takes positions from a site table; give it with the submission (--sites FILE)."
+        )
+    sname = site_path.name
+    table = reading.open_table(site_path, sname, delimiter=spec.delimiter,
+                               fallback_encoding=spec.encoding or fmt.encoding or "latin-1", max_bytes=max_bytes)  # fmt: skip
+    need = {"key": spec.key, **{f"columns.{r}": c for r, c in spec.columns.items()}}
+    absent = [f"'{c}' (sites.{k})" for k, c in need.items() if c not in table.header]
+    if absent:
+        raise SubmissionRejected(
+            f"The site table {sname} lacks column(s) {', '.join(absent)} required by sample format '{fmt.name}' "
+            f"(its header has: {', '.join(table.header[:30])}). Nothing was stored."
+        )
+    frames = []
+    for chunk, bad in reading.iter_chunks(site_path, table, sname):
+        if bad or (chunk is not None and chunk.control.any()):
+            line = bad[0].line if bad else int(chunk.lines[np.flatnonzero(chunk.control.to_numpy())[0]])  # type: ignore[union-attr]
+            if not (bad and all(b.cells == 0 for b in bad)):
+                raise SubmissionRejected(f"The site table {sname} has an unreadable line {line} (wrong number of cells or a control character); correct it and resubmit.")  # noqa: E501
+        if chunk is not None:
+            frames.append(chunk.cells)
+    cells_ = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=table.header)
+    missing = fmt.missing_codes
+    out = pd.DataFrame({role: _role_text(cells_, col, missing) for role, col in spec.columns.items()})
+    site_dec = spec.decimal or ("," if table.delimiter == ";" else ".")
+    if site_dec != decimal:
+        for role in ("x", "y", "lon", "lat"):
+            if role in out.columns:
+                out[role] = out[role].str.replace(site_dec, decimal, regex=False)
+    keys = _role_text(cells_, spec.key, missing)
+    out.index = pd.Index(keys)
+    out = out[keys.to_numpy() != ""]
+    dup = out.index.duplicated(keep=False)
+    if dup.any():
+        clashes = out[dup].groupby(level=0).nunique()
+        differing = clashes[(clashes > 1).any(axis=1)].index.tolist()
+        if differing:
+            raise SubmissionRejected(
+                f"The site table {sname} lists site(s) {', '.join(map(str, differing[:5]))} more than once with different "
+                f"values (column '{spec.key}'); keep one row per site and resubmit."
+            )
+        out = out[~out.index.duplicated(keep="first")]
+    return out, sname
+
+
+def _ingest_wide(path: Path, table: reading.Table, ctx: Context, site_frame: pd.DataFrame | None) -> IngestResult:
+    fmt = ctx.fmt
+    rejected: list[Rejection] = []
+    notes: list[Rejection] = []
+    records: list[pd.DataFrame] = []
+    flags: list[pd.Series] = []
+    submitted = 0
+    for chunk, bad in reading.iter_chunks(path, table, path.name):
+        submitted += len(bad) + (len(chunk.lines) if chunk is not None else 0)
+        _structural(bad, chunk, rejected)
+        if chunk is None or not (~chunk.control).any():
+            continue
+        rf = _wide_role_frame(chunk, fmt, site_frame, ctx)
+        out = validate(rf, ctx)
+        ids = rf["sample_id"].to_numpy()
+        rejected += _rejections(out.failures, ids)
+        chunk_notes = _rejections(out.notes, ids)
+        notes += chunk_notes
+        records.append(out.records.reset_index(drop=True))
+        flags.append(_flag_text(out.records["row"], chunk_notes))
+    frame = pd.concat(records, ignore_index=True) if records else pd.DataFrame(columns=CANONICAL_COLUMNS)
+    flag = pd.concat(flags, ignore_index=True) if flags else pd.Series([], dtype=object)
+    frame[FLAG_COLUMN] = flag.to_numpy() if len(flag) == len(frame) else ""
+    frame, dup_rejections = _duplicates(frame, fmt)
+    rejected += dup_rejections
+    if dup_rejections:
+        gone = {r.row for r in dup_rejections}
+        notes = [n for n in notes if n.row not in gone]
+    frame = _typed(frame)
+    return IngestResult(
+        submitted=submitted,
+        accepted=frame,
+        rejected=tuple(sorted(rejected, key=lambda r: r.row)),
+        record_lines=tuple((int(r),) for r in frame["row"]),
+        notes=tuple(sorted(notes, key=lambda r: r.row)),
+        layout="wide",
+    )
+
+
+def _rejections(frame: pd.DataFrame, ids: np.ndarray) -> list[Rejection]:
+    if not len(frame):
+        return []
+    pos = frame["pos"].to_numpy(dtype=np.int64)
+    return [
+        Rejection(int(line), str(column), "" if value is None else str(value), str(reason), str(code), str(sid))
+        for line, column, value, reason, code, sid in zip(
+            frame["line"], frame["column"], frame["value"], frame["reason"], frame["code"], ids[pos], strict=True
+        )
+    ]
+
+
+def _flag_text(rows: pd.Series, notes: list[Rejection]) -> pd.Series:
+    by_row: dict[int, list[str]] = {}
+    for n in notes:
+        by_row.setdefault(n.row, []).append(n.reason)
+    return pd.Series(["; ".join(by_row.get(int(r), [])) for r in rows], dtype=object)
+
+
+_SIGNATURE = ["site_id", "x", "y", "sampling_date", "top_cm", "bottom_cm", "soc_g_kg", "bulk_density_g_cm3",
+              "coarse_fragments_vol_pct"]  # fmt: skip
+
+
+def _duplicates(frame: pd.DataFrame, fmt: SampleFormat) -> tuple[pd.DataFrame, list[Rejection]]:
+    """A sample id used twice in one file: exact repeats are dropped (the first kept), differing copies all rejected."""
+    if frame.empty:
+        return frame, []
+    dup = frame["sample_id"].duplicated(keep=False).to_numpy()
+    if not dup.any():
+        return frame, []
+    column = fmt.columns.get("sample_id", "sample_id")
+    drop = np.zeros(len(frame), dtype=bool)
+    out: list[Rejection] = []
+    sub = frame[dup]
+    for sid, grp in sub.groupby("sample_id", sort=False):
+        lines = [int(r) for r in grp["row"]]
+        sig = {repr(tuple(t)) for t in grp[_SIGNATURE].round(6).itertuples(index=False)}
+        if len(sig) == 1:
+            for line in lines[1:]:
+                out.append(Rejection(line, column, str(sid), f"duplicate sample id: repeats line {lines[0]} (same values)", "duplicate_id", str(sid)))  # noqa: E501
+            drop[frame.index.get_indexer(grp.index[1:])] = True
+        else:
+            where = ", ".join(map(str, lines))
+            for line in lines:
+                out.append(Rejection(line, column, str(sid), f"duplicate sample id '{sid}' on lines {where} with different values; give each sample its own id", "duplicate_id", str(sid)))  # noqa: E501
+            drop[frame.index.get_indexer(grp.index)] = True
+    return frame[~drop].reset_index(drop=True), out
+
+
+def _typed(frame: pd.DataFrame) -> pd.DataFrame:
+    cols = [*CANONICAL_COLUMNS, FLAG_COLUMN]
+    for c in cols:
+        if c not in frame.columns:
+            frame[c] = pd.Series(dtype=object)
+    frame = frame[cols].reset_index(drop=True)
+    for c in ("x", "y", "lon", "lat", "top_cm", "bottom_cm", "soc_g_kg", "bulk_density_g_cm3",
+              "coarse_fragments_vol_pct", "soc_sd_g_kg", "gps_accuracy_m"):  # fmt: skip
+        frame[c] = frame[c].astype(float)
+    frame["row"] = frame["row"].astype(np.int64)
+    return frame
+
+
+# ----------------------------------------------------------------------------------- long layout
+
+
+@dataclass
+class _Param:
+    line: int
+    name: str
+    value: str
+    number: float
+    unit: str
+    method: str = ""
+
+
+@dataclass
+class _Sample:
+    sample_id: str
+    cells: dict[int, tuple[str, ...]] = field(default_factory=dict)
+    """line -> sample-column cells of every line that belongs to the sample (parameter and ignored lines)."""
+    params: dict[str, list[_Param]] = field(default_factory=dict)
+    bad: dict[str, int] = field(default_factory=dict)
+    """role -> a line of this sample with that role that was rejected on its own."""
+    unused: list[tuple[int, str, str]] = field(default_factory=list)
+    """(line, column, reason) of lines kept with the sample but not used (a less preferred method)."""
+
+
+class _LineError(Exception):
+    def __init__(self, column: str, value: str, reason: str, code: str, line: int | None = None) -> None:
+        super().__init__(reason)
+        self.column, self.value, self.reason, self.code, self.line = column, value, reason, code, line
+
+
+def _ingest_long(
+    path: Path, table: reading.Table, long: LongLayout, ctx: Context, site_frame: pd.DataFrame | None
+) -> IngestResult:
+    fmt = ctx.fmt
+    id_col = fmt.columns["sample_id"]
+    sample_cols = list(fmt.columns.values())
+    missing = fmt.missing_codes
+    number = cells.number_pattern(ctx.decimal)
+    rejected: list[Rejection] = []
+    samples: dict[str, _Sample] = {}
+    submitted = 0
+    method_col = fmt.columns.get("method")
+    for chunk, bad in reading.iter_chunks(path, table, path.name):
+        submitted += len(bad) + (len(chunk.lines) if chunk is not None else 0)
+        _structural(bad, chunk, rejected)
+        if chunk is None:
+            continue
+        frame = chunk.cells
+        keep = ~chunk.control.to_numpy()
+        params = frame[long.parameter_column].to_numpy()
+        values = frame[long.value_column].to_numpy()
+        units = frame[long.unit_column].to_numpy()
+        own = np.stack([frame[c].to_numpy() for c in sample_cols], axis=1) if sample_cols else None
+        ids = frame[id_col].to_numpy()
+        methods = frame[method_col].to_numpy() if method_col else None
+        for i in np.flatnonzero(keep):
+            line = int(chunk.lines[i])
+            sid = str(ids[i])
+            if not sid or sid.casefold() in missing:
+                rejected.append(Rejection(line, id_col, "", f"'{id_col}' is empty; fill it in", "missing_value"))
+                continue
+            sample = samples.setdefault(sid, _Sample(sid))
+            param = " ".join(str(params[i]).split())
+            role = long.role_of(param)
+            row_cells = tuple(own[i]) if own is not None else ()
+            if role is None:
+                if param and long.is_ignored(param):
+                    sample.cells[line] = row_cells
+                else:
+                    rejected.append(_unknown_parameter(line, param, long, fmt.name, sid))
+                continue
+            value = str(values[i])
+            if value.casefold() in missing and role in ("bulk_density", "coarse_fragments"):
+                sample.cells[line] = row_cells  # not measured: the line stays with its sample, nothing to use
+                continue
+            try:
+                entry = _read_parameter(value, str(units[i]), line, param, role, long, number, ctx.decimal, missing)
+            except _LineError as err:
+                rejected.append(Rejection(line, err.column, err.value, err.reason, err.code, sid))
+                sample.bad.setdefault(role, line)
+                continue
+            entry.method = str(methods[i]) if methods is not None else ""
+            sample.cells[line] = row_cells
+            sample.params.setdefault(role, []).append(entry)
+
+    ordered = sorted((s for s in samples.values() if s.cells), key=lambda s: min(s.cells))
+    usable: list[_Sample] = []
+    for sample in ordered:
+        try:
+            _choose(sample, long, rejected)
+            _check_consistent(sample, fmt, sample_cols)
+        except _LineError as err:
+            rejected += _reject_sample(sample, err, id_col)
+            continue
+        usable.append(sample)
+    rf = _long_role_frame(usable, fmt, long, sample_cols, missing)
+    if site_frame is not None and len(rf):
+        rf = _join_sites(rf, fmt, site_frame, ctx)
+    out = validate(rf, ctx) if len(rf) else None
+    notes: list[Rejection] = []
+    record_lines: list[tuple[int, ...]] = []
+    frame = pd.DataFrame(columns=CANONICAL_COLUMNS)
+    if out is not None:
+        for f in out.failures.itertuples(index=False):
+            sample = usable[int(f.pos)]
+            err = _LineError(str(f.column), "" if f.value is None else str(f.value), str(f.reason), str(f.code), int(f.line))
+            rejected += _reject_sample(sample, err, id_col)
+        frame = out.records.copy()
+        pos = out.records.index.to_numpy()
+        record_lines = [tuple(sorted(usable[p].cells)) for p in pos]
+        ids = np.array([s.sample_id for s in usable], dtype=object)
+        notes = _rejections(out.notes, ids)
+        for p in pos:
+            s = usable[p]
+            notes += [Rejection(line, column, "", reason, "not_preferred", s.sample_id) for line, column, reason in s.unused]
+        frame = frame.reset_index(drop=True)
+        frame[FLAG_COLUMN] = _flag_text(frame["row"], [n for n in notes if n.code != "not_preferred"]).to_numpy()
+    frame = _typed(frame)
+    return IngestResult(
+        submitted=submitted,
+        accepted=frame,
+        rejected=tuple(sorted(rejected, key=lambda r: r.row)),
+        record_lines=tuple(record_lines),
+        notes=tuple(sorted(notes, key=lambda r: r.row)),
+        layout="long",
+    )
+
+
+def _unknown_parameter(line: int, param: str, long: LongLayout, fmt_name: str, sid: str) -> Rejection:
+    if not param:
+        return Rejection(line, long.parameter_column, "", f"'{long.parameter_column}' is empty; name the parameter", "missing_value", sid)  # noqa: E501
+    known = sorted({*long.parameters, *long.ignore})
+    return Rejection(
+        line,
+        long.parameter_column,
+        param,
+        f"parameter '{param}' is unknown to sample format '{fmt_name}' (known: {', '.join(known)}); "
+        "correct the name or add it to the format profile",
+        "unknown_parameter",
+        sid,
+    )
+
+
+def _read_parameter(
+    value: str, unit_cell: str, line: int, param: str, role: str, long: LongLayout, number: object,
+    decimal: str, missing: frozenset[str],
+) -> _Param:  # fmt: skip
+    unit_text = " ".join(unit_cell.split())
+    known = ", ".join(repr(u) for u in long.units[role])
+    if not unit_text:
+        raise _LineError(long.unit_column, "", f"the unit of '{param}' is empty; write one of {known}", "unknown_unit")
+    code = long.unit_code(role, unit_text)
+    if code is None:
+        raise _LineError(long.unit_column, unit_text, f"unit '{unit_text}' is not known for '{param}'; use one of {known}", "unknown_unit")  # noqa: E501
+    if not value or value.casefold() in missing:
+        raise _LineError(long.value_column, value, f"the value of '{param}' is empty; fill it in or remove the line", "missing_value")  # noqa: E501
+    plain = value.lstrip("<>").strip() if value[:1] in "<>" else value
+    if not number.fullmatch(plain):  # type: ignore[attr-defined]
+        raise _LineError(long.value_column, value, f"'{value}' ({param}) is not a number", "not_a_number")
+    num = float(plain.replace(",", ".") if decimal == "," else plain)
+    if not np.isfinite(num):
+        raise _LineError(long.value_column, value, f"'{value}' ({param}) is not a finite number", "not_a_number")
+    return _Param(line, param, value, num, code)
+
+
+def _choose(sample: _Sample, long: LongLayout, out: list[Rejection]) -> None:
+    """One value per role: the most preferred parameter/method (``long.prefer``); repeats of the same
+    value are rejected (into ``out``); different values at the same preference reject the sample."""
+    for role, entries in sample.params.items():
+        ranks = [long.rank(role, e.name, e.method) for e in entries]
+        best = min(ranks)
+        top = [e for e, r in zip(entries, ranks, strict=True) if r == best]
+        first = top[0]
+        for e, r in zip(entries, ranks, strict=True):
+            if r != best:
+                sample.unused.append((e.line, long.value_column,
+                                      f"{e.name} ({e.method or 'no method'}) not used: {first.name} ({first.method or 'no method'}) "  # noqa: E501
+                                      f"on line {first.line} is preferred by the profile"))  # fmt: skip
+        for other in top[1:]:
+            if np.isclose(other.number, first.number, rtol=1e-9, atol=1e-12) and other.unit == first.unit:
+                out.append(
+                    Rejection(other.line, long.value_column, other.value,
+                              f"repeats the {first.name} value of line {first.line} for sample {sample.sample_id}",
+                              "repeated_line", sample.sample_id)
+                )  # fmt: skip
+                del sample.cells[other.line]
+                continue
+            raise _LineError(
+                long.value_column,
+                other.value,
+                f"sample {sample.sample_id} has two different {_ROLE_LABELS[role]} values "
+                f"({first.value} {first.unit} on line {first.line}, {other.value} {other.unit} here); keep one, "
+                "or list the preferred parameter or method under long.prefer in the profile",
+                "conflicting_values",
+                other.line,
+            )
+        sample.params[role] = [first]
+
+
+def _check_consistent(sample: _Sample, fmt: SampleFormat, sample_cols: list[str]) -> None:
+    """Every line of a sample must repeat the same sample columns (site, coordinates, date, depths; not the method)."""
+    lines = sorted(sample.cells)
+    base = sample.cells[lines[0]]
+    roles = list(fmt.columns)
+    check = [i for i, r in enumerate(roles) if r != "method"]
+    for line in lines[1:]:
+        cells_ = sample.cells[line]
+        for i in check:
+            a, b = base[i], cells_[i]
+            if a != b:
+                col = sample_cols[i]
+                raise _LineError(
+                    col, b,
+                    f"'{col}' is '{b}' here but '{a}' on line {lines[0]} for the same sample {sample.sample_id}; "
+                    "all lines of a sample must agree",
+                    "inconsistent_sample", line,
+                )  # fmt: skip
+
+
+def _long_role_frame(
+    samples: list[_Sample], fmt: SampleFormat, long: LongLayout, sample_cols: list[str], missing: frozenset[str]
+) -> pd.DataFrame:
+    roles = list(fmt.columns)
+    data: dict[str, list[object]] = {r: [] for r in roles}
+    extra: dict[str, list[object]] = {"_line": []}
+    for role in MEASURED_ROLES:
+        for prefix in ("_label:", "_lineof:", "_unit:", "_missing:"):
+            extra[prefix + role] = []
+        data[role] = []
+    for s in samples:
+        first = min(s.cells)
+        base = s.cells[first]
+        for i, r in enumerate(roles):
+            v = base[i]
+            data[r].append("" if v.casefold() in missing else v)
+        carbon = s.params.get("soc") or s.params.get("som")
+        if carbon and "method" in fmt.columns:
+            mi = roles.index("method")
+            data["method"][-1] = s.cells.get(carbon[0].line, base)[mi]
+        extra["_line"].append(first)
+        for role in MEASURED_ROLES:
+            entries = s.params.get(role)
+            miss = ""
+            if entries:
+                p = entries[0]
+                data[role].append(p.value)
+                extra["_label:" + role].append(f"{long.value_column} ({p.name})")
+                extra["_lineof:" + role].append(p.line)
+                extra["_unit:" + role].append(p.unit)
+            else:
+                data[role].append("")
+                extra["_label:" + role].append(long.parameter_column if role in ("soc", "som") else role)
+                extra["_lineof:" + role].append(s.bad.get(role, np.nan))
+                extra["_unit:" + role].append("")
+                if role in s.bad:
+                    miss = f"the {_ROLE_LABELS[role]} line of this sample (line {s.bad[role]}) was rejected"
+            if role == "soc" and not entries and not s.params.get("som"):
+                names = [p for p, r in long.parameters.items() if r in ("soc", "som")]
+                bad = s.bad.get("soc") or s.bad.get("som")
+                miss = f"sample {s.sample_id} has no usable {' or '.join(names)} line" + (
+                    f" (line {bad} was rejected)" if bad else "; add one"
+                )
+                extra["_lineof:soc"][-1] = bad if bad else first
+            extra["_missing:" + role].append(miss)
+    frame = pd.DataFrame({**data, **extra})
+    for role in MEASURED_ROLES:
+        frame["_lineof:" + role] = pd.to_numeric(frame["_lineof:" + role], errors="coerce")
+    if "soc" not in fmt.columns:
+        pass
+    return frame
+
+
+def _reject_sample(sample: _Sample, err: _LineError, id_col: str) -> list[Rejection]:
+    """The cause on its own line; every other line of the sample points to it."""
+    cause = err.line if err.line in sample.cells else min(sample.cells)
+    out = [Rejection(cause, err.column, err.value, err.reason, err.code, sample.sample_id)]
+    for line in sorted(sample.cells):
+        if line != cause:
+            out.append(
+                Rejection(line, id_col, sample.sample_id,
+                          f"sample {sample.sample_id} is rejected because of line {cause}: {err.reason}",
+                          "sample_rejected", sample.sample_id)
+            )  # fmt: skip
+    return out

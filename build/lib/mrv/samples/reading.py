@@ -1,0 +1,223 @@
+"""Bounded, streaming reading of a submitted CSV into chunks of text cells with their file line numbers.
+
+* Only regular files are read (``os.stat`` before opening: FIFOs, devices such as ``/dev/zero``
+  and directories are refused) and only up to a maximum size (:data:`DEFAULT_MAX_BYTES`,
+  configurable per call); the size is checked again while reading, in case the file grows.
+* The encoding is found in one streaming pass (UTF-8 with or without BOM, else the profile's
+  fallback, Latin-1 by default); then the file is read record by record with :mod:`csv` and
+  handed on in chunks of :data:`CHUNK_ROWS` rows, so memory follows the chunk, not the file.
+* ``\\n``, ``\\r\\n`` and old spreadsheet exports' CR-only line ends, also mixed, are all line ends
+  (``open(newline="")`` hands the csv module every line end unchanged).
+* Line numbers are physical lines of the file (the header is line 1); a quoted cell spanning
+  lines keeps the line its record starts on.
+* Cells holding control characters (C0, DEL, C1: NUL, ESC, a newline inside a quoted cell, ...)
+  are found per row anywhere in the file; the caller rejects those rows.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mrv.errors import SubmissionRejected
+
+#: Largest submission read by default (bytes); 200,000 rows of a wide lab file are about 25 MB.
+DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+#: Rows per chunk handed to the validation.
+CHUNK_ROWS = 50_000
+#: Leading bytes inspected for binary content (a spreadsheet or archive instead of a CSV).
+SNIFF_BYTES = 4096
+_READ_BLOCK = 1 << 20
+CONTROL_CHARACTERS = r"[\x00-\x1f\x7f-\x9f]"
+
+
+def check_regular_file(path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> int:
+    """Size of ``path`` in bytes after checking it is a regular file no larger than ``max_bytes``."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise SubmissionRejected(f"Cannot read {path}: {exc.strerror}. Check the file name and path.") from exc
+    mode = st.st_mode
+    if not stat.S_ISREG(mode):
+        kind = (
+            "a directory" if stat.S_ISDIR(mode)
+            else "a named pipe (FIFO)" if stat.S_ISFIFO(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "a socket" if stat.S_ISSOCK(mode)
+            else "not a regular file"
+        )  # fmt: skip
+        raise SubmissionRejected(f"{path} is {kind}, not a regular file. Submit a CSV file saved on disk.")
+    if st.st_size > max_bytes:
+        raise SubmissionRejected(
+            f"{path} is {st.st_size:,} bytes, more than the limit of {max_bytes:,} bytes. Split the file "
+            "into smaller submissions, or raise the limit (max_bytes) if the file is really this large."
+        )
+    return int(st.st_size)
+
+
+def detect_encoding(path: Path, name: str, *, fallback: str, max_bytes: int) -> str:
+    """``utf-8-sig`` when the whole file is UTF-8, else ``fallback``; one streaming pass, bounded."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    seen = 0
+    utf8 = True
+    nonblank = False
+    with open(path, "rb") as fh:
+        head = fh.read(SNIFF_BYTES)
+        if b"\x00" in head or head.startswith(b"PK\x03\x04"):
+            raise SubmissionRejected(
+                f"{name} is not a text CSV file (it contains binary data, e.g. a spreadsheet or archive). "
+                "Export it as CSV."
+            )
+        block = head
+        while block:
+            seen += len(block)
+            if seen > max_bytes:
+                raise SubmissionRejected(f"{name} grew beyond the limit of {max_bytes:,} bytes while being read.")
+            nonblank = nonblank or bool(block.strip())
+            if utf8:
+                try:
+                    decoder.decode(block)
+                except UnicodeDecodeError:
+                    utf8 = False
+            block = fh.read(_READ_BLOCK)
+        if utf8:
+            try:
+                decoder.decode(b"", final=True)
+            except UnicodeDecodeError:
+                utf8 = False
+    if not nonblank:
+        raise SubmissionRejected(f"{name} is empty. Export the samples as CSV with a header row and resubmit.")
+    if utf8:
+        return "utf-8-sig"
+    try:
+        with open(path, encoding=fallback) as fh:
+            while fh.read(_READ_BLOCK):
+                pass
+    except UnicodeDecodeError as exc:
+        raise SubmissionRejected(
+            f"{name} is neither UTF-8 nor {fallback} text (byte {exc.start} cannot be read). Export it as UTF-8 CSV."
+        ) from exc
+    return fallback
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Well-formed rows of one chunk: ``cells`` (text, stripped, columns = header) and their file ``lines``."""
+
+    cells: pd.DataFrame
+    lines: np.ndarray
+    control: pd.Series
+    """True where a cell of the row holds a control character (its column in ``control_column``)."""
+    control_column: pd.Series
+
+
+@dataclass(frozen=True)
+class Malformed:
+    line: int
+    cells: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Table:
+    header: list[str]
+    delimiter: str
+    encoding: str
+
+
+def open_table(
+    path: Path, name: str, *, delimiter: str | None, fallback_encoding: str, max_bytes: int
+) -> Table:
+    """Check the file, find its encoding and delimiter and read the header (duplicate names rejected)."""
+    check_regular_file(path, max_bytes=max_bytes)
+    encoding = detect_encoding(path, name, fallback=fallback_encoding, max_bytes=max_bytes)
+    with open(path, encoding=encoding, newline="") as fh:
+        try:
+            first = next(csv.reader(fh, delimiter=delimiter or ","), None)
+        except csv.Error as exc:
+            raise SubmissionRejected(f"{name} cannot be parsed as CSV: {exc}. Check quoting and resubmit.") from exc
+    if first is None:
+        raise SubmissionRejected(f"{name} has no header row.")
+    if delimiter is None:
+        with open(path, encoding=encoding, newline="") as fh:
+            line = fh.readline()
+        delimiter = ";" if line.count(";") > line.count(",") else ","
+        with open(path, encoding=encoding, newline="") as fh:
+            first = next(csv.reader(fh, delimiter=delimiter), [])
+    header = [h.strip() for h in first]
+    if not any(header):
+        raise SubmissionRejected(f"{name} has an empty header row; the first line must name the columns.")
+    _check_header(header, name)
+    return Table(header, delimiter, encoding)
+
+
+def _check_header(header: list[str], name: str) -> None:
+    import re
+
+    seen: dict[str, int] = {}
+    for i, col in enumerate(header, start=1):
+        if re.search(CONTROL_CHARACTERS, col):
+            raise SubmissionRejected(f"{name}: header column {i} contains a control character; rename it.")
+        key = col.casefold()
+        if col and key in seen:
+            raise SubmissionRejected(
+                f"{name}: columns {seen[key]} and {i} are both named '{col}' in the header; a value could be "
+                "read from either. Rename or remove one of them."
+            )
+        seen.setdefault(key, i)
+
+
+def iter_chunks(
+    path: Path, table: Table, name: str, *, rows_per_chunk: int = CHUNK_ROWS
+) -> Iterator[tuple[Chunk | None, list[Malformed]]]:
+    """Chunks of well-formed rows and the malformed ones (empty line, wrong number of cells) by line."""
+    width = len(table.header)
+    with open(path, encoding=table.encoding, newline="") as fh:
+        reader = csv.reader(fh, delimiter=table.delimiter)
+        try:
+            next(reader)
+            rows: list[list[str]] = []
+            lines: list[int] = []
+            bad: list[Malformed] = []
+            start = reader.line_num + 1
+            for cells in reader:
+                if len(cells) == width:
+                    rows.append(cells)
+                    lines.append(start)
+                elif not any(c.strip() for c in cells):
+                    bad.append(Malformed(start, 0, ""))
+                else:
+                    bad.append(Malformed(start, len(cells), table.delimiter.join(cells)[:80]))
+                start = reader.line_num + 1
+                if len(rows) >= rows_per_chunk:
+                    yield _chunk(rows, lines, table.header), bad
+                    rows, lines, bad = [], [], []
+        except csv.Error as exc:
+            raise SubmissionRejected(
+                f"{name} cannot be parsed as CSV near line {reader.line_num}: {exc}. Check quoting and resubmit."
+            ) from exc
+    yield (_chunk(rows, lines, table.header) if rows else None), bad
+
+
+def _chunk(rows: list[list[str]], lines: list[int], header: list[str]) -> Chunk:
+    frame = pd.DataFrame(rows, columns=range(len(header)), dtype=object)
+    control = pd.Series(False, index=frame.index)
+    control_column = pd.Series("", index=frame.index, dtype=object)
+    for i in range(len(header)):
+        col = frame[i].astype(str)
+        hit = col.str.contains(CONTROL_CHARACTERS, regex=True)
+        if hit.any():
+            new = hit & ~control
+            control_column[new] = header[i]
+            control |= hit
+        frame[i] = col.str.strip()
+    frame.columns = pd.Index([h or f"<column {i + 1}>" for i, h in enumerate(header)])
+    return Chunk(frame, np.asarray(lines, dtype=np.int64), control, control_column)

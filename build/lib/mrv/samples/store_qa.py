@@ -1,0 +1,221 @@
+"""QA of the samples in the store: flags written into ``samples.qa_flag``, never deletions.
+
+:func:`apply_qa` runs :func:`mrv.samples.qa.check_samples` inside the caller's write transaction:
+
+* at submission time (``submission_id`` given, called by :func:`mrv.samples.submit.submit_file`)
+  only the new submission's flags are written, and only the stored samples that can matter are
+  read (:func:`neighbourhood`): those of the same sampling date in the grid cells within the
+  duplicate tolerance of a new sample, those of the same agency and site id (jitter), and --
+  for new crowd samples -- the lab samples in the cells within the outlier radius. The cells are
+  the store's indexed ``gx``/``gy`` columns (1 km), queried through a temporary table of the new
+  samples' cells joined on the index, so the cost grows with the new samples and their
+  neighbourhoods, not with the store: a submission next to 1,000,000 stored samples elsewhere
+  reads none of them. Stored samples are the reference (the earlier record of a duplicate or
+  site is kept, their own flags are kept), and crowd outliers are judged for the new samples only;
+* for ``mrv samples qa`` (``submission_id=None``) every flag is recomputed and the changed ones
+  are written, e.g. after new lab data made a crowd sample an outlier (or cleared it).
+
+Either way a sample id used on several lines of one file is reported on every line: the
+later lines are rejected by the ingest, and the kept record is flagged with those lines.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from mrv.samples.qa import SampleChecks, check_samples
+from mrv.samples.store import CELL_M, SampleStore, cells, rejections, samples
+
+#: Columns the checks read.
+QA_COLUMNS = [
+    "id", "submission_id", "row", "agency", "source", "submitter", "sample_id", "site_id", "x", "y",
+    "sampling_date", "top_cm", "bottom_cm", "soc_g_kg", "soc_sd_g_kg", "bulk_density_g_cm3", "gps_accuracy_m",
+    "qa_flag",
+]  # fmt: skip
+_FLOATS = ["x", "y", "top_cm", "bottom_cm", "soc_g_kg", "soc_sd_g_kg", "bulk_density_g_cm3", "gps_accuracy_m"]
+_CHUNK = 500
+
+
+@dataclass(frozen=True)
+class QAOutcome:
+    """What :func:`apply_qa` found and changed."""
+
+    checked: int
+    """Samples whose flags were (re)computed."""
+    flagged: int
+    """Of those, samples with a flag now."""
+    newly_flagged: int
+    """Samples that had no flag before and have one now."""
+    cleared: int
+    """Samples that had a flag before and have none now."""
+    changed: int
+    """Samples whose flag text changed (including the two above)."""
+    neighbours: int = 0
+    """Stored samples read as the new samples' neighbourhood (submission time only)."""
+
+
+def _frame(rows: Iterable[sa.Row[object]]) -> pd.DataFrame:
+    frame = pd.DataFrame([tuple(r) for r in rows], columns=QA_COLUMNS)
+    for col in _FLOATS:
+        frame[col] = pd.to_numeric(frame[col], errors="coerce").astype(float)
+    frame["qa_flag"] = frame["qa_flag"].fillna("").astype(str)
+    return frame
+
+
+def _select() -> sa.Select[tuple[object, ...]]:
+    return sa.select(*[samples.c[c] for c in QA_COLUMNS])
+
+
+def qa_frame(conn: Connection) -> pd.DataFrame:
+    """Every stored sample's QA columns, oldest first (submission, then file row)."""
+    return _frame(conn.execute(_select().order_by(samples.c.submission_id, samples.c.row)))
+
+
+def _cell_keys(x: np.ndarray, y: np.ndarray, margin_m: float) -> pd.DataFrame:
+    """Distinct ``(gy, gx)`` cells overlapping the squares ``x ± margin_m``, ``y ± margin_m``, with the row they came from."""
+    x0, x1 = cells(x - margin_m), cells(x + margin_m)
+    y0, y1 = cells(y - margin_m), cells(y + margin_m)
+    reach = int(max(1, math.ceil(2 * margin_m / CELL_M) + 1))
+    parts = []
+    pos = np.arange(len(x))
+    for dy in range(reach):
+        for dx in range(reach):
+            gy, gx = y0 + dy, x0 + dx
+            keep = (gy <= y1) & (gx <= x1)
+            parts.append(pd.DataFrame({"pos": pos[keep], "gy": gy[keep], "gx": gx[keep]}))
+    return pd.concat(parts, ignore_index=True)
+
+
+def _temp_table(conn: Connection, name: str, columns: list[sa.Column[object]], rows: pd.DataFrame) -> sa.Table:
+    conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
+    table = sa.Table(name, sa.MetaData(), *columns, prefixes=["TEMPORARY"])
+    table.create(conn)
+    records = [{str(k): v for k, v in r.items()} for r in rows.to_dict("records")]
+    for lo in range(0, len(records), 20_000):
+        conn.execute(table.insert(), records[lo : lo + 20_000])
+    return table
+
+
+def neighbourhood(conn: Connection, new: pd.DataFrame, checks: SampleChecks) -> pd.DataFrame:
+    """Stored samples (not in ``new``) that the checks of ``new`` can involve; see the module docstring."""
+    submission_ids = {int(s) for s in new["submission_id"].unique()}
+    not_new = samples.c.submission_id.notin_(sorted(submission_ids))
+    x, y = new["x"].to_numpy(dtype=float), new["y"].to_numpy(dtype=float)
+    parts: list[pd.DataFrame] = []
+
+    # Duplicates: the same date in the cells within the tolerance.
+    keys = _cell_keys(x, y, checks.duplicate_tolerance_m)
+    keys["sampling_date"] = new["sampling_date"].astype(str).to_numpy()[keys["pos"].to_numpy()]
+    keys = keys.drop(columns="pos").drop_duplicates()
+    dup = _temp_table(conn, "mrv_qa_dup_cells", [sa.Column("sampling_date", sa.Text), sa.Column("gy", sa.Integer),
+                                                  sa.Column("gx", sa.Integer)], keys)  # fmt: skip
+    parts.append(_frame(conn.execute(
+        _select().join(dup, sa.and_(samples.c.sampling_date == dup.c.sampling_date, samples.c.gy == dup.c.gy,
+                                    samples.c.gx == dup.c.gx)).where(not_new)
+    )))  # fmt: skip
+    dup.drop(conn)
+
+    # Jitter: the earlier records of the same sites.
+    for agency, group in new.groupby("agency", sort=False):
+        sites = sorted({str(s) for s in group["site_id"] if str(s).strip()})
+        for lo in range(0, len(sites), _CHUNK):
+            parts.append(_frame(conn.execute(
+                _select().where(samples.c.agency == agency, samples.c.site_id.in_(sites[lo : lo + _CHUNK]), not_new)
+            )))  # fmt: skip
+
+    # Outliers: lab samples within the radius of new crowd samples (any date).
+    crowd = (new["source"] == "crowd").to_numpy()
+    if crowd.any():
+        ck = _cell_keys(x[crowd], y[crowd], checks.outlier_radius_m).drop(columns="pos").drop_duplicates()
+        lab = _temp_table(conn, "mrv_qa_lab_cells", [sa.Column("gy", sa.Integer), sa.Column("gx", sa.Integer)], ck)
+        parts.append(_frame(conn.execute(
+            _select().join(lab, sa.and_(samples.c.gy == lab.c.gy, samples.c.gx == lab.c.gx))
+            .where(samples.c.source == "lab", not_new)
+        )))  # fmt: skip
+        lab.drop(conn)
+    if not parts:
+        return _frame([])
+    return pd.concat(parts, ignore_index=True).drop_duplicates(subset="id")
+
+
+def apply_qa(conn: Connection, checks: SampleChecks | None = None, *, submission_id: int | None = None) -> QAOutcome:
+    """Recompute flags and write the changed ones (see the module docstring); call inside a write transaction."""
+    c = checks or SampleChecks()
+    n_neighbours = 0
+    if submission_id is None:
+        frame = qa_frame(conn)
+    else:
+        new = _frame(conn.execute(_select().where(samples.c.submission_id == submission_id)))
+        if new.empty:
+            return QAOutcome(0, 0, 0, 0, 0)
+        near = neighbourhood(conn, new, c)
+        n_neighbours = len(near)
+        frame = pd.concat([near, new], ignore_index=True) if len(near) else new
+        frame = frame.sort_values(["submission_id", "row"], kind="stable").reset_index(drop=True)
+    if frame.empty:
+        return QAOutcome(0, 0, 0, 0, 0)
+    target = (
+        (frame["submission_id"] == submission_id).to_numpy()
+        if submission_id is not None
+        else np.ones(len(frame), dtype=bool)
+    )
+    checked = check_samples(frame, c, site_by=("agency", "site_id"), evaluate=target)
+    new_flags = checked["qa_flag"].to_numpy(dtype=object).copy()
+    _note_reused_ids(conn, frame, new_flags, target, submission_id)
+    old = frame["qa_flag"].to_numpy(dtype=object)
+    write = target & (old != new_flags)
+    if write.any():
+        stmt = samples.update().where(samples.c.id == sa.bindparam("sample_pk")).values(qa_flag=sa.bindparam("flag"))
+        pks, flags = frame["id"].to_numpy()[write], new_flags[write]
+        for lo in range(0, len(pks), 20_000):
+            conn.execute(stmt, [{"sample_pk": int(pk), "flag": str(f)}
+                                for pk, f in zip(pks[lo : lo + 20_000], flags[lo : lo + 20_000], strict=True)])  # fmt: skip
+    return QAOutcome(
+        checked=int(target.sum()),
+        flagged=int((target & (new_flags != "")).sum()),
+        newly_flagged=int((write & (old == "")).sum()),
+        cleared=int((write & (new_flags == "")).sum()),
+        changed=int(write.sum()),
+        neighbours=n_neighbours,
+    )
+
+
+def _note_reused_ids(
+    conn: Connection, frame: pd.DataFrame, flags: np.ndarray, target: np.ndarray, submission_id: int | None
+) -> None:
+    """Flag the kept record of a sample id that the file used on further (rejected) lines."""
+    query = sa.select(rejections.c.submission_id, rejections.c.value, rejections.c.row).where(
+        rejections.c.reason.like("%duplicate sample id%")
+    )
+    if submission_id is not None:
+        query = query.where(rejections.c.submission_id == submission_id)
+    lines: dict[tuple[int, str], list[int]] = {}
+    for sub, value, row in conn.execute(query):
+        lines.setdefault((int(sub), str(value)), []).append(int(row))
+    if not lines:
+        return
+    subs = frame["submission_id"].to_numpy()
+    ids = frame["sample_id"].astype(str).to_numpy()
+    rows = frame["row"].to_numpy()
+    for i in np.flatnonzero(target):
+        more = lines.get((int(subs[i]), ids[i]))
+        if not more:
+            continue
+        note = (
+            f"sample id {ids[i]} (line {int(rows[i])}) is used again on line(s) "
+            f"{', '.join(str(r) for r in sorted(more))} of the same file (rejected there); check which record is right"
+        )
+        flags[i] = f"{flags[i]}; {note}" if flags[i] else note
+
+
+def rerun_qa(store: SampleStore, checks: SampleChecks | None = None) -> QAOutcome:
+    """Recompute every sample's flags in one transaction (``mrv samples qa``)."""
+    with store.transaction() as conn:
+        return apply_qa(conn, checks)

@@ -1,0 +1,144 @@
+"""numba kernels of :mod:`mrv.modeling.forest_walk` (imported on first use: importing numba takes ~0.3 s).
+
+The walk keeps 16 pixels' node ids in scalar locals (registers) rather than an array, so the
+16 independent walks interleave in the CPU's out-of-order window; written out lane by lane because
+numba has no fixed-size register arrays. ``cache=True`` stores the machine code in ``__pycache__``,
+so each process compiles once per installed version (a few seconds) and later loads it (~0.1 s).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+#: Pixels per block: two groups of 16 walked lanes; the selection network runs over all 32 at once
+#: (one vectorised min/max over 32 float32 per compare-exchange).
+BLOCK = 32
+_LOW = np.uint64(0xFFFFFFFF)
+_HIGH = np.uint64(32)
+
+
+@njit(cache=True, nogil=True, boundscheck=False)
+def _step(k, node, xk, lane, shift, mask):  # type: ignore[no-untyped-def]  # pragma: no cover
+    """One level down: left child + 1 when the pixel's covariate key exceeds the node's threshold key."""
+    c = node[k]
+    low = np.uint32(c & _LOW)
+    return (low >> shift) + np.uint32(xk[(low & mask) * np.uint32(BLOCK) + lane] > np.uint32(c >> _HIGH))
+
+
+@njit(cache=True, nogil=True, boundscheck=False)
+def _walk16(node, value, r, d, xk, base, shift, mask, vals, t):  # type: ignore[no-untyped-def]  # pragma: no cover
+    """Leaf values of tree ``t`` (root ``r``, depth ``d``) for lanes ``base .. base + 15`` into ``vals[t]``."""
+    k0 = r
+    k1 = r
+    k2 = r
+    k3 = r
+    k4 = r
+    k5 = r
+    k6 = r
+    k7 = r
+    k8 = r
+    k9 = r
+    k10 = r
+    k11 = r
+    k12 = r
+    k13 = r
+    k14 = r
+    k15 = r
+    for _ in range(d):
+        k0 = _step(k0, node, xk, base + 0, shift, mask)
+        k1 = _step(k1, node, xk, base + 1, shift, mask)
+        k2 = _step(k2, node, xk, base + 2, shift, mask)
+        k3 = _step(k3, node, xk, base + 3, shift, mask)
+        k4 = _step(k4, node, xk, base + 4, shift, mask)
+        k5 = _step(k5, node, xk, base + 5, shift, mask)
+        k6 = _step(k6, node, xk, base + 6, shift, mask)
+        k7 = _step(k7, node, xk, base + 7, shift, mask)
+        k8 = _step(k8, node, xk, base + 8, shift, mask)
+        k9 = _step(k9, node, xk, base + 9, shift, mask)
+        k10 = _step(k10, node, xk, base + 10, shift, mask)
+        k11 = _step(k11, node, xk, base + 11, shift, mask)
+        k12 = _step(k12, node, xk, base + 12, shift, mask)
+        k13 = _step(k13, node, xk, base + 13, shift, mask)
+        k14 = _step(k14, node, xk, base + 14, shift, mask)
+        k15 = _step(k15, node, xk, base + 15, shift, mask)
+    vals[t, base + 0] = value[k0]
+    vals[t, base + 1] = value[k1]
+    vals[t, base + 2] = value[k2]
+    vals[t, base + 3] = value[k3]
+    vals[t, base + 4] = value[k4]
+    vals[t, base + 5] = value[k5]
+    vals[t, base + 6] = value[k6]
+    vals[t, base + 7] = value[k7]
+    vals[t, base + 8] = value[k8]
+    vals[t, base + 9] = value[k9]
+    vals[t, base + 10] = value[k10]
+    vals[t, base + 11] = value[k11]
+    vals[t, base + 12] = value[k12]
+    vals[t, base + 13] = value[k13]
+    vals[t, base + 14] = value[k14]
+    vals[t, base + 15] = value[k15]
+
+
+@njit(cache=True, nogil=True, boundscheck=False)
+def predict_kernel(  # type: ignore[no-untyped-def]  # pragma: no cover
+    XT, node, value, root, depth, shift, net, k_lo, k_hi, frac, margin, inv_2z, out
+):
+    """Fill ``out`` (5, n) from ``XT`` (covariates, n); see :func:`mrv.modeling.forest_walk.predict_forest`."""
+    n_feat, n = XT.shape
+    n_trees = root.shape[0]
+    sh = np.uint32(shift)
+    mask = np.uint32((1 << shift) - 1)
+    xb = np.zeros(n_feat * BLOCK, dtype=np.float32)
+    xu = xb.view(np.uint32)
+    xk = np.zeros(n_feat * BLOCK, dtype=np.uint32)
+    vals = np.empty((n_trees, BLOCK), dtype=np.float32)
+    acc = np.empty(BLOCK, dtype=np.float64)
+    good = np.empty(BLOCK, dtype=np.bool_)
+    for p0 in range(0, n, BLOCK):
+        m = min(BLOCK, n - p0)
+        for b in range(BLOCK):
+            good[b] = b < m
+        for f in range(n_feat):
+            for b in range(BLOCK):
+                x = XT[f, p0 + b] if b < m else np.float32(0.0)
+                if not np.isfinite(x):
+                    good[b] = False
+                    x = np.float32(0.0)  # walked like any pixel (never off the tree), output NaN
+                xb[f * BLOCK + b] = x + np.float32(0.0)  # -0.0 -> +0.0
+        for i in range(n_feat * BLOCK):  # order keys (mrv.modeling.forest_walk.order_key)
+            u = xu[i]
+            xk[i] = ~u if u >> np.uint32(31) else u | np.uint32(0x80000000)
+        for t in range(n_trees):
+            _walk16(node, value, root[t], depth[t], xk, np.uint32(0), sh, mask, vals, t)
+            _walk16(node, value, root[t], depth[t], xk, np.uint32(16), sh, mask, vals, t)
+        for b in range(BLOCK):
+            acc[b] = 0.0
+        for t in range(n_trees):
+            for b in range(BLOCK):
+                acc[b] += vals[t, b]
+        for c in range(net.shape[0]):
+            i = net[c, 0]
+            j = net[c, 1]
+            for b in range(BLOCK):
+                u = vals[i, b]
+                v = vals[j, b]
+                vals[i, b] = min(u, v)
+                vals[j, b] = max(u, v)
+        for b in range(m):
+            p = p0 + b
+            if not good[b]:
+                for o in range(5):
+                    out[o, p] = np.nan
+                continue
+            a = vals[k_lo[0], b]
+            lo90 = a + frac[0] * (vals[k_hi[0], b] - a) - margin
+            a = vals[k_lo[1], b]
+            med = a + frac[1] * (vals[k_hi[1], b] - a)
+            a = vals[k_lo[2], b]
+            hi90 = a + frac[2] * (vals[k_hi[2], b] - a) + margin
+            out[0, p] = acc[b] / n_trees
+            out[1, p] = lo90
+            out[2, p] = med
+            out[3, p] = hi90
+            out[4, p] = (hi90 - lo90) * inv_2z

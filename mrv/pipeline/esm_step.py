@@ -1,0 +1,138 @@
+"""Equivalent-soil-mass site stocks in a run (``stocks: {method: esm}``).
+
+Compaction or loosening between rounds changes how much soil a fixed 0-30 cm depth holds, so a
+fixed-depth comparison books the moved soil as SOC change. VM0042 v2.2 (Sect. 8.2.1.3 item 7,
+Sect. 8.2.1.6) requires comparing stocks in an equivalent soil mass: per site, cumulative SOC is
+interpolated against cumulative fine-earth mass through the measured increments (at least two,
+e.g. 0-30 and 30-50 cm) and read at one reference mass for every round (Wendt & Hauser 2013, Eur.
+J. Soil Sci. 64:58-65; :func:`mrv.samples.esm.esm_stock`). The reference mass is the mean
+0-``depth_cm`` fine-earth mass of the first round's sites (``baseline_mean``) unless configured.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mrv.config import RunConfig
+from mrv.errors import StockError
+from mrv.resources import profile_dirs
+from mrv.samples.esm import (
+    CumulativeProfile,
+    cumulative_profile,
+    esm_stock,
+    reference_mass_mg_ha,
+    soil_mass_from_bulk_density_mg_ha,
+)
+from mrv.samples.formats import load_format
+from mrv.samples.ingest import ingest
+
+__all__ = ["apply_esm", "baseline_reference_mass", "esm_for_round", "esm_profiles"]
+
+
+def esm_for_round(
+    cfg: RunConfig, round_name: str, records: pd.DataFrame, sites: pd.DataFrame, region_bounds: Any
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """ESM stocks for one round's sites; the reference mass comes from the first round's lab files."""
+    first = cfg.rounds[0]
+    if round_name == first.name:
+        baseline = records
+    else:
+        fmt_dirs = profile_dirs("sample_formats", config_path=cfg.source_path)
+        parts = []
+        for sf in first.samples:
+            res = ingest(
+                sf.path, load_format(sf.format, search_dirs=fmt_dirs), source=sf.source, submitter=sf.submitter,
+                project_crs=cfg.region.crs, region_bounds=region_bounds,
+            )  # fmt: skip
+            parts.append(res.accepted)
+        baseline = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    if "source" in baseline.columns:
+        baseline = baseline[baseline["source"].astype(str) == "lab"]
+    return apply_esm(sites, records, baseline_reference_mass(cfg, baseline))
+
+
+def esm_profiles(records: pd.DataFrame) -> dict[str, CumulativeProfile]:
+    """Cumulative mass/SOC profile of every site whose layers all have a measured bulk density.
+
+    ``records`` are accepted sample records (``site_id, top_cm, bottom_cm, soc_g_kg, bulk_density_g_cm3``
+    and optionally ``coarse_fragments_vol_pct``); sites with a missing or estimated bulk density, or
+    with a single increment (no mass below the reference to interpolate), are left out.
+    """
+    out: dict[str, CumulativeProfile] = {}
+    if len(records) == 0:
+        return out
+    for site, lay in records.groupby("site_id", sort=False):
+        bd = lay["bulk_density_g_cm3"].to_numpy(float)
+        if len(lay) < 2 or not np.isfinite(bd).all():
+            continue
+        cf = lay["coarse_fragments_vol_pct"].to_numpy(float) / 100 if "coarse_fragments_vol_pct" in lay else 0.0
+        cf = np.nan_to_num(cf, nan=0.0)
+        top, bottom = lay["top_cm"].to_numpy(float), lay["bottom_cm"].to_numpy(float)
+        mass = soil_mass_from_bulk_density_mg_ha(bd, bottom - top, cf)
+        try:
+            out[str(site)] = cumulative_profile(top, bottom, mass, lay["soc_g_kg"].to_numpy(float), profile_id=str(site))
+        except StockError:
+            continue  # geometry problems: the fixed-depth path reports them
+    return out
+
+
+def baseline_reference_mass(cfg: RunConfig, baseline_records: pd.DataFrame) -> float:
+    """The configured reference mass, or the mean 0-depth mass of the first round's profiles."""
+    ref = cfg.stocks.reference_mass_mg_ha
+    if ref != "baseline_mean":
+        return float(ref)
+    profiles = [p for p in esm_profiles(baseline_records).values() if p.depth_cm[-1] >= cfg.depth_cm]
+    if not profiles:
+        raise StockError(
+            f"stocks.method is 'esm' but no site of the first round has at least two layers with measured bulk density "
+            f"down to {cfg.depth_cm:g} cm; sample in increments (e.g. 0-30 and 30-50 cm) with bulk density, or use "
+            "stocks.method: fixed."
+        )
+    return reference_mass_mg_ha(profiles, rule="baseline_mean", depth_cm=cfg.depth_cm)
+
+
+def apply_esm(sites: pd.DataFrame, records: pd.DataFrame, reference_mass: float) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Replace ``soc_stock_t_ha`` of every site with a usable profile by its ESM stock at ``reference_mass``.
+
+    Adds ``stock_basis`` (``esm`` or ``fixed_depth``) and ``equivalent_depth_cm``; the stock SD is kept
+    (the fixed-depth propagation, a close approximation for the same layers). Returns the table and a
+    summary for ``samples.json``.
+    """
+    sites = sites.copy()
+    sites["stock_basis"] = "fixed_depth"
+    sites["equivalent_depth_cm"] = np.nan
+    profiles = esm_profiles(records)
+    failed: dict[str, str] = {}
+    pchip: list[str] = []
+    for i, site in zip(sites.index, sites["site_id"].astype(str), strict=True):
+        prof = profiles.get(site)
+        if prof is None:
+            continue
+        try:
+            res = esm_stock(prof, reference_mass)  # natural cubic spline, VM0042 v2.2 Figure 3
+        except StockError:
+            try:  # the spline overshoots (decreasing cumulative SOC): monotone PCHIP instead, recorded
+                res = esm_stock(prof, reference_mass, interpolation="pchip")
+                pchip.append(site)
+            except StockError as exc:
+                failed[site] = str(exc)
+                continue
+        sites.loc[i, "soc_stock_t_ha"] = res.soc_stock_t_ha
+        sites.loc[i, "equivalent_depth_cm"] = res.equivalent_depth_cm
+        sites.loc[i, "stock_basis"] = "esm"
+    summary = {
+        "method": "equivalent soil mass (Wendt & Hauser 2013): natural cubic spline of cumulative SOC on cumulative mass",
+        "pchip_sites": pchip,
+        "reference_mass_mg_ha": reference_mass,
+        "esm_sites": int((sites["stock_basis"] == "esm").sum()),
+        "min_depth_increments": min(
+            (len(profiles[s].depth_cm) - 1 for s in sites.loc[sites["stock_basis"] == "esm", "site_id"].astype(str)),
+            default=0,
+        ),
+        "fixed_depth_sites": int((sites["stock_basis"] != "esm").sum()),
+        "failed": failed,
+    }
+    return sites, summary
