@@ -1,4 +1,13 @@
-"""Connect to the configured Dask cluster, or start a local one for the duration of a step."""
+"""Connect to the configured Dask cluster, or start a local one; open it once per run (``predict_maps``).
+
+What a client costs to open (benchmarks/README.md, "Fixed costs"): a LocalCluster of worker
+*processes* took 6-13 s (interpreters, imports of distributed/sklearn/quantile-forest/numba in each
+worker, the numba kernel load) and its workers then paid ~2.6x the CPU of the same prediction in one
+process (task results pickled back to the client, heartbeats, and two processes sharing 2 cores
+with the client that writes the COGs). The compiled QRF walk releases the GIL, so the local cluster
+is now one in-process worker with ``n_workers x threads_per_worker`` threads: it starts in well
+under a second and the maps are the same (the model is still scattered once, as on a real cluster).
+"""
 
 from __future__ import annotations
 
@@ -22,9 +31,11 @@ def dask_client(cfg: DaskConfig, *, connect_timeout_s: float = 20.0, worker_time
     is broadcast to every worker). Workers of an existing cluster must have this package
     installed in the same version.
 
-    LocalCluster workers run single-threaded BLAS/OpenMP (``OMP_NUM_THREADS=1``) so model
-    prediction does not oversubscribe the cores Dask already parallelises over; start the
-    workers of an existing cluster with the same environment.
+    Without ``cfg.address`` the LocalCluster is one worker in this process with
+    ``n_workers x threads_per_worker`` threads (see the module docstring for why not processes).
+    BLAS/OpenMP are set to one thread (``OMP_NUM_THREADS=1``) so model prediction does not
+    oversubscribe the cores Dask already parallelises over; start the workers of an existing
+    cluster with the same environment.
     """
     if cfg.address:
         try:
@@ -45,13 +56,13 @@ def dask_client(cfg: DaskConfig, *, connect_timeout_s: float = 20.0, worker_time
         return
     env = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)  # inherited by spawned worker processes
+    os.environ.update(env)  # for BLAS/OpenMP pools started from here on (threads already share the cores)
     try:
         with (
             LocalCluster(
-                n_workers=cfg.n_workers,
-                threads_per_worker=cfg.threads_per_worker,
-                processes=True,
+                n_workers=1,
+                threads_per_worker=max(1, cfg.n_workers * cfg.threads_per_worker),
+                processes=False,
                 dashboard_address=None,
                 host="127.0.0.1",
             ) as cluster,

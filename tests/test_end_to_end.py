@@ -75,3 +75,22 @@ def test_intervals_cover_held_out_truth(small_run: Path) -> None:
     t, lo, hi = truth[0].ravel()[idx], p05[0].ravel()[idx], p95[0].ravel()[idx]
     coverage = float(np.mean((t >= lo) & (t <= hi)))
     assert 0.80 <= coverage <= 0.99, coverage
+
+
+def test_python_api_opens_the_run(small_run: Path) -> None:
+    """``mrv.open_run`` gives the report and CRS-aware maps equal to the COGs."""
+    import mrv
+
+    result = mrv.open_run(small_run / "run")
+    assert result.rounds == ["2021", "2024"]
+    assert result.project["soc_stock_t_ha"]["mean"] > 0
+    arr = result.map("p95", round="2024")
+    assert arr.odc.crs.epsg == 32633
+    assert arr.attrs["units"] == "t C/ha"
+    values, grid, _ = read_raster(small_run / "run" / "maps" / "2024" / "soc_stock_p95.tif")
+    np.testing.assert_array_equal(arr.values, values[0])
+    assert float(arr.x[0]) == pytest.approx(grid.bounds[0] + grid.resolution_m / 2)
+    from mrv.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="No map 'p99'"):
+        result.map("p99")

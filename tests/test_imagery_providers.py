@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -173,6 +175,63 @@ def test_cdse_assets_are_jpeg2000_with_stac_11_scaling_and_scl_without_band_entr
     assert "s2:processing_baseline" not in item.properties
 
 
+@pytest.fixture
+def s3_server() -> Iterator[str]:
+    """A real S3 API on 127.0.0.1 (moto's threaded server); yields ``host:port``."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"{host}:{port}"
+    finally:
+        server.stop()
+
+
+def test_cdse_item_loads_from_jpeg2000_on_an_s3_store(
+    s3_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The CDSE item's own s3://eodata/... hrefs, served by an S3 API, read by GDAL with settings from the env."""
+    import boto3
+
+    (item_dict,) = _items("cdse")
+    local, grid = localise(item_dict, tmp_path / "files", "raw_with_offset", seed=3)
+    secret = "cdse-secret-key-do-not-log"
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=f"http://{s3_server}",
+        aws_access_key_id="cdse-key",
+        aws_secret_access_key=secret,
+        region_name="us-east-1",
+    )
+    s3.create_bucket(Bucket="eodata")
+    d = copy.deepcopy(item_dict)
+    for key, asset in local.assets.items():
+        original = item_dict["assets"][key]["href"]
+        if asset.href.startswith("file://"):  # a file written by localise: upload it under the item's own key
+            s3.upload_file(asset.href.removeprefix("file://"), "eodata", original.removeprefix("s3://eodata/"))
+            d["assets"][key] = {**asset.to_dict(), "href": original}
+    item = pystac.Item.from_dict(d)
+    assert item.assets["B04_10m"].href.startswith("s3://eodata/Sentinel-2/MSI/L2A/2025/03/30/")
+    for name, value in {
+        "AWS_S3_ENDPOINT": s3_server,
+        "AWS_HTTPS": "NO",
+        "AWS_VIRTUAL_HOSTING": "FALSE",
+        "AWS_ACCESS_KEY_ID": "cdse-key",
+        "AWS_SECRET_ACCESS_KEY": secret,
+    }.items():
+        monkeypatch.setenv(name, value)
+    caplog.set_level(logging.DEBUG)
+    loaded = load_reflectance([item], BANDS, grid, chunk_px=16)
+    assert loaded.dropped == () and loaded.corrected == ()
+    ds = loaded.reflectance.compute()
+    clear = np.isin(np.repeat(np.repeat(_scl20(), 2, axis=0), 2, axis=1), (4, 5))
+    for band in BANDS:
+        np.testing.assert_allclose(ds[band].values[0][clear], _truth(band, 3 + BANDS.index(band))[clear], atol=2e-6)
+    assert secret not in caplog.text
+
+
 def test_cdse_s3_assets_need_the_gdal_s3_settings(tmp_path: Path) -> None:
     (item_dict,) = _items("cdse")
     item = pystac.Item.from_dict(item_dict)
@@ -189,7 +248,11 @@ def test_cdse_s3_assets_need_the_gdal_s3_settings(tmp_path: Path) -> None:
     assert secret not in str(err.value)
     check_s3_settings(
         hrefs,
-        env={"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": secret, "AWS_S3_ENDPOINT": "eodata.dataspace.copernicus.eu"},
+        env={
+            "AWS_ACCESS_KEY_ID": "k",
+            "AWS_SECRET_ACCESS_KEY": secret,
+            "AWS_S3_ENDPOINT": "eodata.dataspace.copernicus.eu",
+        },
     )
     check_s3_settings(["file:///x.tif", "https://example.org/y.tif"], env={})  # nothing on S3: nothing needed
 

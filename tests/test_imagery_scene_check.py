@@ -18,12 +18,28 @@ from mrv.imagery.scene_check import CheckConfig, SceneStats, judge, scene_stats
 
 #: Reflectance ranges (uniform) of the two clear land classes (typical Sentinel-2 L2A values of green
 #: vegetation and arable soil, e.g. the bare-soil spectra of Castaldi et al. 2019).
-VEGETATION = {"blue": (0.01, 0.05), "green": (0.03, 0.09), "red": (0.02, 0.07), "nir": (0.25, 0.45), "swir16": (0.15, 0.25), "swir22": (0.07, 0.15)}
-SOIL = {"blue": (0.04, 0.10), "green": (0.06, 0.13), "red": (0.08, 0.18), "nir": (0.15, 0.28), "swir16": (0.20, 0.35), "swir22": (0.15, 0.30)}
+VEGETATION = {
+    "blue": (0.01, 0.05),
+    "green": (0.03, 0.09),
+    "red": (0.02, 0.07),
+    "nir": (0.25, 0.45),
+    "swir16": (0.15, 0.25),
+    "swir22": (0.07, 0.15),
+}
+SOIL = {
+    "blue": (0.04, 0.10),
+    "green": (0.06, 0.13),
+    "red": (0.08, 0.18),
+    "nir": (0.15, 0.28),
+    "swir16": (0.20, 0.35),
+    "swir22": (0.15, 0.30),
+}
 SHAPE = (64, 64)
 
 
-def _scene(rng: np.random.Generator, soil_share: float, *, brighten: float = 0.0) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def _scene(
+    rng: np.random.Generator, soil_share: float, *, brighten: float = 0.0
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """True reflectance and SCL of one date: vegetation (4) and soil (5), a cloud (9), sensor noise."""
     soil = rng.random(SHAPE) < soil_share
     scl = np.where(soil, 5, 4).astype("uint8")

@@ -50,7 +50,9 @@ def _field(raw: dict[str, Any], key: str, kind: type, source: Path, default: Any
     if key not in raw:
         if default is not None:
             return default
-        raise ConfigError(f"Provider profile {source} lacks '{key}'. Add it (see mrv/profiles/providers/earth_search.yaml).")
+        raise ConfigError(
+            f"Provider profile {source} lacks '{key}'. Add it (see mrv/profiles/providers/earth_search.yaml)."
+        )
     value = raw[key]
     if not isinstance(value, kind):
         raise ConfigError(
