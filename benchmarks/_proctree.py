@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -22,10 +23,8 @@ def tree_rss() -> int:
     """Resident bytes of this process and its descendants now."""
     total = 0
     for p in _tree():
-        try:
+        with contextlib.suppress(psutil.Error):
             total += int(p.memory_info().rss)
-        except psutil.Error:
-            pass
     return total
 
 

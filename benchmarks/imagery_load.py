@@ -24,13 +24,18 @@ Methods, each in its own fresh process (so peak RSS is its own), over the same f
              pipeline's ``prepare_imagery_tile`` does for each tile.
 ``cluster``  the same on a LocalCluster of ``--workers`` single-threaded processes (this benchmark's
              method before the pipeline switched to threads per tile).
+``check``    the per-scene data check alone (:mod:`mrv.imagery.scene_check`): every item's decimated
+             sample (:func:`mrv.imagery.load.sample_scene`, reads through the overviews), its statistics and
+             the verdicts; part of ``threads``.
+``nocheck``  ``threads`` with ``load_reflectance(check=False)``: same code, same run, without the check.
 
 ``--before-tree DIR`` also runs ``threads`` and ``cluster`` with ``DIR`` first on PYTHONPATH (e.g.
 ``git archive <commit> mrv | tar -x -C DIR``), so before/after figures come from the same run.
 
 MB/s is the decoded volume of the assets at native resolution (what ``naive`` reads, in MiB)
 divided by the wall time, for every method. Peak MB is the process's peak RSS above its RSS after
-imports (``ru_maxrss``); for ``cluster`` the sum of each worker's peak RSS (absolute, sampled every
+imports (``VmHWM`` of ``/proc/self/status``: ``ru_maxrss`` is no good here, Linux carries the parent's
+high-water mark into a forked child, so every method showed the region generator's peak); for ``cluster`` the sum of each worker's peak RSS (absolute, sampled every
 0.1 s) plus the client's increase.
 """
 
@@ -60,7 +65,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 BANDS = ("blue", "green", "red", "nir", "swir16", "swir22")
 COLLECTION = "sentinel-2-l2a"
-METHODS = ("naive", "warp", "threads", "cluster")
+METHODS = ("naive", "warp", "check", "nocheck", "threads", "cluster")
 
 
 def spec_for(size: int) -> Any:
@@ -124,6 +129,16 @@ def native_mib(items: list[pystac.Item], grid: Any) -> float:
 # --------------------------------------------------------------------------- methods (child processes)
 def _rss() -> int:
     return int(psutil.Process().memory_info().rss)
+
+
+def _peak_rss() -> int:
+    """This process's peak RSS in bytes: ``VmHWM`` (per address space, so reset by exec), else ``ru_maxrss``."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def run_naive(items: list[pystac.Item], grid: Any) -> dict[str, Any]:
@@ -212,26 +227,42 @@ def _search(url: str, grid: Any) -> list[pystac.Item]:
     return source.search(request)
 
 
-def _load_and_composite(url: str, grid: Any, chunk: int) -> tuple[np.ndarray, int]:
+def _load_and_composite(url: str, grid: Any, chunk: int, *, check: bool = True) -> tuple[np.ndarray, int]:
     from mrv.config import BareSoilConfig
     from mrv.imagery.composite import bare_soil_composite
     from mrv.imagery.load import load_reflectance
 
     items = _search(url, grid)
-    loaded = load_reflectance(items, BANDS, grid, chunk_px=chunk)
+    loaded = load_reflectance(items, BANDS, grid, chunk_px=chunk, **({} if check else {"check": False}))
     composite = bare_soil_composite(loaded.reflectance, BANDS, BareSoilConfig()).compute()
     red = composite["red"].values
     assert red.shape == grid.shape
     return red, len(items)
 
 
-def run_threads(url: str, grid: Any, chunk: int, workdir: Path, label: str) -> dict[str, Any]:
+def run_check(items: list[pystac.Item], grid: Any) -> dict[str, Any]:
+    from mrv.imagery.bands import SCL, resolve_assets
+    from mrv.imagery.load import sample_scene
+    from mrv.imagery.scene_check import judge, scene_stats
+
+    t0 = time.perf_counter()
+    stats = []
+    for item in items:
+        keys = resolve_assets(item, [*BANDS, SCL])
+        refl, scl = sample_scene(item, keys, BANDS, grid)
+        stats.append(scene_stats(item.id, refl, scl))
+    verdicts = judge(stats)
+    seconds = time.perf_counter() - t0
+    return {"seconds": seconds, "verdicts": [v.action for v in verdicts]}
+
+
+def run_threads(url: str, grid: Any, chunk: int, workdir: Path, label: str, *, check: bool = True) -> dict[str, Any]:
     import dask
 
     __import__("odc.stac")
     t0 = time.perf_counter()
     with dask.config.set(scheduler="threads"):
-        red, n_items = _load_and_composite(url, grid, chunk)
+        red, n_items = _load_and_composite(url, grid, chunk, check=check)
     seconds = time.perf_counter() - t0
     np.save(_composite_path(workdir, f"threads_{label}"), red)
     return {"seconds": seconds, "items": n_items, "finite": int(np.isfinite(red).sum())}
@@ -272,11 +303,15 @@ def child(args: argparse.Namespace) -> None:
         out = run_naive(items, grid)
     elif args.child == "warp":
         out = run_warp(items, grid, args.workdir)
+    elif args.child == "check":
+        out = run_check(items, grid)
+    elif args.child == "nocheck":
+        out = run_threads(args.url, grid, args.chunk, args.workdir, "nocheck", check=False)
     elif args.child == "threads":
         out = run_threads(args.url, grid, args.chunk, args.workdir, args.label)
     else:
         out = run_cluster(args.url, grid, args.chunk, args.workers)
-    out.setdefault("peak_mb", (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base) / 2**20)
+    out.setdefault("peak_mb", (_peak_rss() - base) / 2**20)
     out["load"] = os.getloadavg()[0]
     print(json.dumps(out))
 
@@ -350,6 +385,8 @@ def main() -> None:
     names = {
         "naive": "plain rasterio window reads, native resolution (lower bound)",
         "warp": "rasterio.warp to the 10 m grid + same composite, numpy (equivalent)",
+        "check": "per-scene data check alone (decimated samples + verdicts)",
+        "nocheck": "pipeline (threads) without the data check",
         "threads": "STAC API + load_reflectance + bare_soil_composite, Dask threads (pipeline)",
         "cluster": f"same, Dask LocalCluster {args.workers} x 1 process",
     }
@@ -371,6 +408,8 @@ def main() -> None:
             f"{int((np.isfinite(a) != np.isfinite(b)).sum())} with data in only one, "
             f"max |difference| {float(np.abs(a[both] - b[both]).max()) if both.any() else 0.0:.2e}"
         )
+    if ("check", "after") in by:
+        print(f"Data check verdicts: {', '.join(by[('check', 'after')]['verdicts'])}.")
     if ("cluster", "after") in by:
         print(f"Cluster peak MB includes the workers' idle RSS ({by[('cluster', 'after')]['idle_mb']:.0f} MB).")
 

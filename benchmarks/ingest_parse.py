@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-HEADER = "sample_id,site_id,farm_id,field_id,x,y,epsg,sampling_date,top_cm,bottom_cm,soc_g_kg,bulk_density_g_cm3,coarse_fragments_vol_pct,method"  # noqa: E501
+HEADER = "sample_id,site_id,farm_id,field_id,x,y,epsg,sampling_date,top_cm,bottom_cm,soc_g_kg,bulk_density_g_cm3,coarse_fragments_vol_pct,method"
 
 
 def write_rows(path: Path, n: int, seed: int = 0) -> None:
@@ -39,6 +39,23 @@ def write_rows(path: Path, n: int, seed: int = 0) -> None:
                      f"{soc[i]:.2f},{bd[i]:.2f},{cf[i]:.1f},dry combustion\n")  # fmt: skip
 
 
+LONG_HEADER = "Probennummer;Standort;Schlag;Rechtswert;Hochwert;Probenahmedatum;Tiefe_von_cm;Tiefe_bis_cm;Parameter;Messwert;Einheit;Methode"
+
+
+def write_long(path: Path, n: int, seed: int = 0) -> None:
+    """``n`` lines of the agency_long_de layout: SOC, bulk density and pH lines per sample (n/3 samples)."""
+    rng = np.random.default_rng(seed)
+    with open(path, "w", encoding="latin-1") as fh:
+        fh.write(LONG_HEADER + "\n")
+        for i in range(n // 3):
+            x = f"{rng.uniform(580000, 585000):.1f}".replace(".", ",")
+            y = f"{rng.uniform(5355000, 5360000):.1f}".replace(".", ",")
+            head = f"P{i};S{i // 2};F1;{x};{y};14.09.2021;0;30"
+            soc = f"{rng.lognormal(0.6, 0.3):.2f}".replace(".", ",")
+            bd = f"{rng.normal(1.35, 0.1):.2f}".replace(".", ",")
+            fh.write(f"{head};Corg;{soc};M%;DIN EN 15936\n{head};Lagerungsdichte;{bd};g/cm3;Ring\n{head};pH;6,5;-;CaCl2\n")
+
+
 def run_one(path: Path, module: str) -> None:
     if module != "mrv.samples.ingest":
         sys.path.insert(0, str(Path(module).parent))
@@ -47,7 +64,7 @@ def run_one(path: Path, module: str) -> None:
         import mrv.samples.ingest as mod
     from mrv.samples.formats import load_format
 
-    fmt = load_format("lab_wide")
+    fmt = load_format("agency_long_de" if path.stem == "long" else "lab_wide")
     t0 = time.perf_counter()
     res = mod.ingest(path, fmt, source="lab", submitter="a", project_crs="EPSG:32633", today=dt.date(2025, 1, 1))
     wall = time.perf_counter() - t0
@@ -59,16 +76,17 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=200_000)
     ap.add_argument("--baseline", default=None)
+    ap.add_argument("--layout", choices=("wide", "long"), default="wide")
     ap.add_argument("--one", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
         run_one(Path(args.one[0]), args.one[1])
         return
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "lab.csv"
-        write_rows(path, args.rows)
+        path = Path(tmp) / ("long.csv" if args.layout == "long" else "lab.csv")
+        (write_long if args.layout == "long" else write_rows)(path, args.rows)
         size_mb = path.stat().st_size / 1e6
-        print(f"{args.rows:,} rows, {size_mb:.1f} MB, loadavg {os.getloadavg()[0]:.2f}")
+        print(f"{args.rows:,} {args.layout} rows, {size_mb:.1f} MB, loadavg {os.getloadavg()[0]:.2f}")
         print(f"{'parser':<12} {'time_s':>8} {'peak_rss_mb':>12} {'accepted':>9} {'rejected':>9}")
         results = {}
         for label, module in (("new", "mrv.samples.ingest"), ("baseline", args.baseline)):

@@ -13,7 +13,7 @@ after another on the same machine:
               strip (``write_cogs_by_strips``) on a LocalCluster of 2 single-threaded workers, started
               once; the cluster start and the first round on fresh workers (imports, numba cache load)
               are reported separately.
-``threads``   the same on Dask's threaded scheduler (no cluster; the compiled walk releases the GIL).
+``processes`` the same on the LocalCluster this project used before: 2 single-threaded worker processes.
 ``qf``        quantile-forest's own ``predict`` (quantiles [0.05, 0.5, 0.95], then ``"mean"``) of the
               same fitted forest, in chunks of 100k pixels, ``n_jobs=2``; no COG writing (flatters it).
 ``ranger``    R ``ranger`` (``quantreg=TRUE``, same trees, ``min.node.size`` and ``mtry`` share) fitted on
@@ -235,6 +235,42 @@ def ranger_predict(scene: Path, model: SOCModel, work: Path) -> tuple[float, str
     return seconds, f"ranger {ver[0]}, terra {ver[1]}" if len(ver) == 2 else ""
 
 
+def run_cluster(scene: Path, model: SOCModel, out: Path, repeat: int, *, processes: bool) -> list[Row]:
+    """Open the cluster once, one round on it fresh, then ``repeat`` rounds (best kept), then close it."""
+    from distributed import Client, LocalCluster
+
+    from mrv.config import DaskConfig
+    from mrv.dask_cluster import dask_client
+
+    with TreeMeter() as m:
+        if processes:  # the LocalCluster of mrv.dask_cluster before: 2 single-threaded worker processes
+            cm: Any = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+            client = Client(cm)
+        else:
+            cm = dask_client(DaskConfig(n_workers=2, threads_per_worker=1))
+            client = cm.__enter__()
+    start = m.span
+    try:
+        with TreeMeter() as m:
+            project_to_cogs(scene, model, out, client=client)
+        first = m.span
+        span = best_of(repeat, lambda: project_to_cogs(scene, model, out, client=client))
+    finally:
+        with TreeMeter() as m:
+            if processes:
+                client.close()
+                cm.close()
+            else:
+                cm.__exit__(None, None, None)
+    name = "2 worker processes (before)" if processes else "in-process, 2 threads"
+    return [
+        Row(f"this project, LocalCluster {name}, + 5 COGs", span, f"cluster started once, best of {repeat}"),
+        Row("  cluster start (once per run)", start),
+        Row("  first round on the fresh cluster", first, "worker imports, numba kernel load, model scatter"),
+        Row("  cluster close", m.span),
+    ]
+
+
 def best_of(n: int, fn: Callable[[], object]) -> Span:
     """The run with the least wall time out of ``n`` (each measured over the whole process tree)."""
     spans = []
@@ -247,15 +283,14 @@ def best_of(n: int, fn: Callable[[], object]) -> Span:
 
 # --------------------------------------------------------------------------- main
 def main() -> None:
-    from mrv.config import DaskConfig, ModelConfig
-    from mrv.dask_cluster import dask_client
+    from mrv.config import ModelConfig
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mpx", type=float, default=1.0, help="scene size in Mpx (square)")
     ap.add_argument("--trees", type=int, default=ModelConfig.n_estimators)
     ap.add_argument("--min-samples-leaf", type=int, default=ModelConfig.min_samples_leaf)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--systems", default="floor,project,threads,qf,ranger")
+    ap.add_argument("--systems", default="floor,project,processes,qf,ranger")
     args = ap.parse_args()
     systems = args.systems.split(",")
     side = round(math.sqrt(args.mpx * 1e6))
@@ -276,32 +311,11 @@ def main() -> None:
         if "floor" in systems:
             rows.append(Row("reading the covariates (floor)", best_of(args.repeat, lambda: read_floor(scene))))
             print(rows[-1], flush=True)
-        if "threads" in systems:
-            out = work / "threads"
-            model.predict(np.zeros((1, N_COV), "float32"))  # numba load in this process, not timed
-            span = best_of(args.repeat, lambda: project_to_cogs(scene, model, out, client=None))
-            rows.append(Row("this project, Dask threads, + 5 COGs", span, "no cluster"))
-            print(rows[-1], flush=True)
+        model.predict(np.zeros((1, N_COV), "float32"))  # numba kernel load in this process, reported above
         if "project" in systems:
-            with TreeMeter() as m:
-                cm = dask_client(DaskConfig(n_workers=2, threads_per_worker=1))
-                client = cm.__enter__()
-            start = m.span
-            try:
-                out = work / "project"
-                with TreeMeter() as m:
-                    project_to_cogs(scene, model, out, client=client)
-                first = m.span
-                span = best_of(args.repeat, lambda: project_to_cogs(scene, model, out, client=client))
-            finally:
-                with TreeMeter() as m:
-                    cm.__exit__(None, None, None)
-            rows.append(Row("this project, LocalCluster 2x1, + 5 COGs", span, "cluster started once"))
-            rows.append(Row("  LocalCluster start (once per run)", start, "scheduler + 2 worker processes"))
-            rows.append(Row("  first round on fresh workers", first, "imports, numba cache load, model scatter"))
-            rows.append(Row("  LocalCluster close", m.span))
-            for r in rows[-4:]:
-                print(r, flush=True)
+            rows += run_cluster(scene, model, work / "project", args.repeat, processes=False)
+        if "processes" in systems:
+            rows += run_cluster(scene, model, work / "processes", args.repeat, processes=True)
         if "qf" in systems:
             n = 1 if mpx * args.trees > 400 else args.repeat
             rows.append(Row("quantile-forest predict, chunks of 100k px", best_of(n, lambda: qf_predict(scene, model)),
@@ -335,7 +349,7 @@ def print_table(rows: list[Row], mpx: float, args: argparse.Namespace) -> None:
         s = r.span
         print(f"| {r.system} | {s.wall_s:.2f} | {s.wall_s / mpx:.2f} | {s.cpu_s:.2f} | {s.peak_mb:.0f} | {s.load:.2f} | {r.note} |")
     by = {r.system: r.span for r in rows if r.span is not None}
-    ours = by.get("this project, LocalCluster 2x1, + 5 COGs") or by.get("this project, Dask threads, + 5 COGs")
+    ours = by.get("this project, LocalCluster in-process, 2 threads, + 5 COGs")
     if ours is None:
         return
     spm = ours.wall_s / mpx

@@ -21,6 +21,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -54,7 +55,7 @@ def _old_width(y: np.ndarray, lo: np.ndarray, hi: np.ndarray, fold: np.ndarray, 
     return float(widths.mean())
 
 
-def run_dataset(name: str) -> dict[str, object]:
+def run_dataset(name: str) -> dict[str, Any]:
     import LimeSoDa  # type: ignore[import-untyped]
 
     d = LimeSoDa.load_dataset(name)
@@ -116,14 +117,14 @@ def main(argv: list[str] | None = None) -> int:
     print("-" * len(hdr))
     d_r2, ratio = [], []
     for r in rows:
-        p = r["pre"]  # type: ignore[index]
+        p = r["pre"]
         rf, cb = authors.loc[(r["name"], "RF")], authors.loc[(r["name"], "CatBoost")]
         d_r2.append(p["r2"] - rf["r2"])
         ratio.append(p["rmse"] / rf["rmse"])
         print(f"{r['name']:8} {r['n']:>4} | {p['r2']:6.3f} {p['rmse']:6.3f} {p['picp']:5.3f} {p['width']:6.3f} "
               f"{p['width_old_rank']:6.3f} {p['width_old_rank'] / p['width']:7.3f} | {rf['r2']:6.3f} {rf['rmse']:7.3f} "
               f"{cb['r2']:6.3f} | {d_r2[-1]:+6.3f} {ratio[-1]:7.3f}")  # fmt: skip
-    picp = np.array([r["pre"]["picp"] for r in rows])  # type: ignore[index]
+    picp = np.array([r["pre"]["picp"] for r in rows])
     n = np.array([r["n"] for r in rows])
     print(f"mean dR2 vs RF {np.mean(d_r2):+.3f}, mean RMSE ratio {np.mean(ratio):.3f}, pooled PICP "
           f"{np.sum(picp * n) / n.sum():.3f}\n")  # fmt: skip
@@ -135,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     print("-" * len(hdr2))
     yes = {True: "pass", False: "FAIL", None: "n/a"}
     for r in rows:
-        s, v = r["spatial"], r["vt0014"]  # type: ignore[index]
+        s, v = r["spatial"], r["vt0014"]
         runs = ",".join(f"{x:.0f}" for x in s["range_runs_m"])
         rng = f"{s['range_m']:.0f} ({runs})" if s["range_m"] is not None else "n/a"
         print(f"{r['name']:8} {s['block_m']:7.0f} {s['floor_m']:5.0f} {rng:>22} {str(s['folds']):>22} | {s['r2']:6.3f} "

@@ -170,8 +170,8 @@ def summarise(results: list[dict[str, Any]], label: str) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", default="11,23,37,41,59")
-    ap.add_argument("--zero-change-seeds", default="71,83,97")
+    ap.add_argument("--seeds", default="11,23,37,41,59,61,73,89,103,127")
+    ap.add_argument("--zero-change-seeds", default="71,83,97,101")
     ap.add_argument("--size", type=int, default=200, help="region edge in 10 m pixels")
     ap.add_argument("--fields", type=int, default=12)
     ap.add_argument("--sites-per-field", type=int, default=6)

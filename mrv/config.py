@@ -179,6 +179,57 @@ class RoundConfig:
     """Last day of the imagery period (YYYY-MM-DD)."""
     samples: tuple[SampleFileConfig, ...] = ()
     """Sample files of the round, each with its source, format profile and submitter."""
+    store: StoreSamplesConfig | None = None
+    """Samples taken from the sample store (``mrv samples submit``) as well as, or instead of, the files."""
+
+
+@dataclass(frozen=True)
+class StoreSamplesConfig:
+    """Which stored samples a round takes from the sample store (``rounds[].store``, ``round_schedule.store``).
+
+    Only samples of submissions in use (stored, not superseded or withdrawn) are taken. A run's
+    sample step is keyed on the submissions matching this selection, so a scheduled run
+    recomputes when a submission arrived, was corrected or withdrawn, and skips otherwise.
+    """
+
+    url: str = field(metadata={"optional": True})
+    """Database URL without a password, or ``env:NAME`` (the URL in environment variable NAME; use it for
+    PostgreSQL with a password); default ``env:MRV_SAMPLES_DB``."""
+    start: dt.date | None = None
+    """First sampling date taken (YYYY-MM-DD); default the round's start."""
+    end: dt.date | None = None
+    """Last sampling date taken (YYYY-MM-DD); default the round's end."""
+    sources: tuple[SampleSource, ...] = ()
+    """Only these sources (``lab``, ``crowd``); default all."""
+    agencies: tuple[str, ...] = ()
+    """Only these agencies; default all."""
+
+
+@dataclass(frozen=True)
+class RoundSchedule:
+    """Rounds generated from a calendar (``round_schedule:``): one round per ``every_years`` years from ``first_year``.
+
+    Each round's imagery period and sampling window is ``season_start``..``season_end`` of its
+    year; its samples come from the store. Only rounds whose period has ended (by ``until``,
+    default the day the config is loaded) are generated: a round's imagery is then final, and a
+    monthly deployment does work only when a period ends or the store's submissions for a round
+    change (late lab results, corrections), and skips otherwise.
+    """
+
+    first_year: int
+    """Year of the first (baseline) round."""
+    store: StoreSamplesConfig = field(metadata={"optional": True})
+    """Where the rounds' samples come from; its ``start``/``end`` are set per round."""
+    every_years: int = 1
+    """Years between rounds."""
+    season_start: str = "01-01"
+    """First day (MM-DD) of each round's period."""
+    season_end: str = "12-31"
+    """Last day (MM-DD) of each round's period."""
+    name: str = "{year}"
+    """Round name pattern; ``{year}`` is replaced by the round's year."""
+    until: dt.date | None = None
+    """Generate rounds ending on or before this date (YYYY-MM-DD); default the day the config is loaded."""
 
 
 @dataclass(frozen=True)
@@ -274,6 +325,8 @@ class RunConfig:
     accounting: AccountingConfig = field(default_factory=AccountingConfig)
     samples: SamplesConfig = field(default_factory=SamplesConfig)
     stocks: StocksConfig = field(default_factory=lambda: StocksConfig())
+    round_schedule: RoundSchedule | None = None
+    """Rounds generated from a calendar, with samples from the store; added after ``rounds``."""
 
 
 @dataclass(frozen=True)
@@ -522,10 +575,18 @@ def parse_config(raw: Any, *, source_path: Path, output_dir: str | Path | None =
             f"imagery.source '{imagery.source}' needs imagery.provider (a profile in mrv/profiles/providers/) or imagery.url."
         )
 
-    rounds_raw = top.get("rounds", kind=list)
-    if not rounds_raw:
+    rounds_raw = top.get("rounds", [], list)
+    schedule = _parse_schedule(top.get("round_schedule", None, dict), base)
+    if not rounds_raw and schedule is None:
         raise ConfigError("rounds: give at least one monitoring round with its dates and sample files.")
     rounds = tuple(_parse_round(r, f"rounds[{i}]", base, source_path) for i, r in enumerate(rounds_raw))
+    if schedule is not None:
+        rounds += scheduled_rounds(schedule)
+        if not rounds:
+            raise ConfigError(
+                f"round_schedule: no round has ended yet (first_year {schedule.first_year}, until "
+                f"{schedule.until or dt.date.today()}); the first round appears when its period ends."
+            )
     names = [r.name for r in rounds]
     if len(set(names)) != len(names):
         raise ConfigError(f"rounds: round names must be unique, got {names}.")
@@ -631,6 +692,7 @@ def parse_config(raw: Any, *, source_path: Path, output_dir: str | Path | None =
         accounting=accounting,
         samples=samples,
         stocks=stocks,
+        round_schedule=schedule,
     )
     top.close()
     return cfg
@@ -729,5 +791,96 @@ def _parse_round(raw: Any, where: str, base: Path, source_path: Path) -> RoundCo
         )
         samples[-1] = replace(samples[-1], format_profile=load_format(samples[-1].format, config_path=source_path))
         ss.close()
+    store = _parse_store(sec.get("store", None, (dict, str)), f"{where}.store", base)
     sec.close()
-    return RoundConfig(name=name, start=start, end=end, samples=tuple(samples))
+    if store is not None:
+        store = replace(store, start=store.start or start, end=store.end or end)
+    return RoundConfig(name=name, start=start, end=end, samples=tuple(samples), store=store)
+
+
+def _parse_store(raw: Any, where: str, base: Path) -> StoreSamplesConfig | None:
+    """``store: env:NAME`` | ``store: {url, start, end, sources, agencies}``."""
+    if raw is None:
+        return None
+    if isinstance(raw, str):
+        raw = {"url": raw}
+    sec = _Section(raw, where, base)
+    url = str(sec.get("url", "env:MRV_SAMPLES_DB", str))
+    if "://" in url:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            has_password = bool(make_url(url).password)
+        except (ArgumentError, ValueError):
+            raise ConfigError(f"{where}.url is not a database URL; use e.g. sqlite:///out/samples.db or env:NAME.") from None
+        if has_password:
+            raise ConfigError(
+                f"{where}.url carries a password; put the URL in an environment variable and write url: env:NAME."
+            )
+    start = sec.get("start", None)
+    end = sec.get("end", None)
+    sources = tuple(str(v) for v in sec.get("sources", [], list))
+    bad = [v for v in sources if v not in ("lab", "crowd")]
+    if bad:
+        raise ConfigError(f"{where}.sources: unknown source(s) {bad}; use lab and/or crowd.")
+    cfg = StoreSamplesConfig(
+        url=url,
+        start=_date(start, f"{where}.start") if start is not None else None,
+        end=_date(end, f"{where}.end") if end is not None else None,
+        sources=sources,  # type: ignore[arg-type]
+        agencies=tuple(str(v) for v in sec.get("agencies", [], list)),
+    )
+    sec.close()
+    if cfg.start and cfg.end and cfg.end < cfg.start:
+        raise ConfigError(f"{where}: end {cfg.end} is before start {cfg.start}; swap them.")
+    return cfg
+
+
+def _parse_schedule(raw: Any, base: Path) -> RoundSchedule | None:
+    if raw is None:
+        return None
+    sec = _Section(raw, "round_schedule", base)
+    store = _parse_store(sec.get("store", "env:MRV_SAMPLES_DB", (dict, str)), "round_schedule.store", base)
+    until = sec.get("until", None)
+    sched = RoundSchedule(
+        first_year=int(sec.get("first_year", kind=int)),
+        store=store,  # type: ignore[arg-type]
+        every_years=int(sec.get("every_years", 1, int)),
+        season_start=str(sec.get("season_start", "01-01", str)),
+        season_end=str(sec.get("season_end", "12-31", str)),
+        name=str(sec.get("name", "{year}", str)),
+        until=_date(until, "round_schedule.until") if until is not None else None,
+    )
+    sec.close()
+    if sched.every_years < 1:
+        raise ConfigError(f"round_schedule.every_years must be at least 1, got {sched.every_years}.")
+    if "{year}" not in sched.name:
+        raise ConfigError("round_schedule.name must contain {year} (e.g. '{year}' or 'round-{year}').")
+    for key in ("season_start", "season_end"):
+        try:
+            dt.date.fromisoformat(f"2001-{getattr(sched, key)}")
+        except ValueError:
+            raise ConfigError(f"round_schedule.{key} must be a day written MM-DD, got {getattr(sched, key)!r}.") from None
+    if sched.first_year < SENTINEL2_START.year:
+        raise ConfigError(f"round_schedule.first_year {sched.first_year} is before Sentinel-2 ({SENTINEL2_START.year}).")
+    return sched
+
+
+def scheduled_rounds(schedule: RoundSchedule, *, today: dt.date | None = None) -> tuple[RoundConfig, ...]:
+    """The rounds of ``schedule`` whose period has ended by ``schedule.until`` (or ``today``)."""
+    last = schedule.until or today or dt.date.today()
+    rounds = []
+    year = schedule.first_year
+    while True:
+        start = dt.date.fromisoformat(f"{year}-{schedule.season_start}")
+        end = dt.date.fromisoformat(f"{year}-{schedule.season_end}")
+        if end < start:  # a season across the new year ends in the next one
+            end = end.replace(year=year + 1)
+        if end > last:
+            break
+        name = _safe_name(schedule.name.replace("{year}", str(year)), "round_schedule.name")
+        rounds.append(RoundConfig(name=name, start=start, end=end, store=replace(schedule.store, start=start, end=end)))
+        year += schedule.every_years
+    return tuple(rounds)
+

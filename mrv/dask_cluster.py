@@ -62,9 +62,8 @@ def dask_client(cfg: DaskConfig, *, connect_timeout_s: float = 20.0, worker_time
             LocalCluster(
                 n_workers=1,
                 threads_per_worker=max(1, cfg.n_workers * cfg.threads_per_worker),
-                processes=False,
+                processes=False,  # in-process transport: no ports opened
                 dashboard_address=None,
-                host="127.0.0.1",
             ) as cluster,
             Client(cluster) as client,
         ):

@@ -125,9 +125,14 @@ def write_cogs_by_strips(
                     dst.write(values[i], 1, window=window)
                 if on_strip is not None:
                     on_strip(values.shape[1])
-    finally:
+    except BaseException:
         for dst in outs:
             dst.close()
+        for p in staging:
+            p.unlink(missing_ok=True)
+        raise
+    for dst in outs:
+        dst.close()
     for src, final in zip(staging, paths, strict=True):
         _finish_cog(src, final)
 

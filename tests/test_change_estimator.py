@@ -74,32 +74,42 @@ def test_pairs_are_the_remeasured_sites() -> None:
 
 
 def test_hand_computed_single_stratum() -> None:
-    """One field, b fixed at 0: the paired-difference mean, SE = s_d / sqrt(n), df n - 1 (VM0042 Eq. 71 with the
-    covariance estimated from the pairs); the difference estimator adds the map's mean change minus its site mean."""
-    d = np.array([1.0, 3.0, -1.0, 2.0, 5.0])
-    aux = np.array([0.5, 0.5, 0.0, 1.0, 1.0])
-    pairs = pd.DataFrame(
-        {"field_id": "F1", "stock_first_t_ha": 50.0, "stock_last_t_ha": 50.0 + d, "map_change_t_ha": aux}
-    )
-    f, p, _ = design_change(pairs, zones=["F1"], zone_map_change_t_ha={"F1": 0.2}, area_ha={"F1": 10.0}, method="none")
-    assert p.mean_t_ha == pytest.approx(2.0)
-    assert p.se_t_ha == pytest.approx(np.std(d, ddof=1) / math.sqrt(5))
-    assert p.df == pytest.approx(4)
+    """One field, b fixed at 0: the paired-difference mean with VM0042 v2.2 Eq. 71's variance
+    (s_f^2 + s_s^2 - 2 COV) / n, the covariance estimated from the pairs, t with n - 1 df; the difference
+    estimator adds the map's mean change minus its mean at the sites."""
+    first = np.array([48.0, 52, 55, 47, 60, 51, 49, 58, 53, 50])
+    d = np.array([1.0, 3, -1, 2, 5, 0, 4, 2, 1, 3])
+    last = first + d
+    aux = np.array([0.5, 0.5, 0, 1, 1, 0, 0.5, 0.5, 1, 0])
+    pairs = pd.DataFrame({"field_id": "F1", "stock_first_t_ha": first, "stock_last_t_ha": last, "map_change_t_ha": aux})
+    kw = {"zones": ["F1"], "zone_map_change_t_ha": {"F1": 0.2}, "area_ha": {"F1": 10.0}}
+    f, p, _ = design_change(pairs, **kw, method="none")  # type: ignore[arg-type]
+    n = len(d)
+    eq71 = (np.var(last, ddof=1) + np.var(first, ddof=1) - 2 * np.cov(first, last)[0, 1]) / n
+    assert p.mean_t_ha == pytest.approx(d.mean())
+    assert p.se_t_ha**2 == pytest.approx(eq71)
+    assert p.df == pytest.approx(n - 1)
     lo, hi = p.interval()
-    assert hi - 2.0 == pytest.approx(stats.t.ppf(0.95, 4) * p.se_t_ha)
-    f, p, _ = design_change(pairs, zones=["F1"], zone_map_change_t_ha={"F1": 0.2}, area_ha={"F1": 10.0}, method="difference")
+    assert hi - p.mean_t_ha == pytest.approx(stats.t.ppf(0.95, n - 1) * p.se_t_ha)
+    f, p, _ = design_change(pairs, **kw, method="difference")  # type: ignore[arg-type]
     assert p.mean_t_ha == pytest.approx(0.2 + np.mean(d - aux))
-    assert p.se_t_ha == pytest.approx(np.std(d - aux, ddof=1) / math.sqrt(5))
+    assert p.se_t_ha == pytest.approx(np.std(d - aux, ddof=1) / math.sqrt(n))
     assert p.to_dict(area_ha=10.0)["co2e"]["mean"] == pytest.approx(10.0 * p.mean_t_ha * 44 / 12)
 
 
-def test_design_stock_is_map_mean_plus_mean_residual() -> None:
+def test_design_stock_difference_and_direct() -> None:
     sites = pd.DataFrame({"field_id": ["A"] * 4 + ["B"] * 4, "soc_stock_t_ha": [50, 52, 48, 54, 40, 42, 41, 39.0],
                           "predicted_t_ha": [49, 50, 50, 51, 44, 43, 42, 43.0]})  # fmt: skip
-    f, p, _ = design_stock(sites, zones=["A", "B"], zone_map_mean_t_ha={"A": 50.0, "B": 43.0}, area_ha={"A": 3.0, "B": 1.0})
+    kw = {"zones": ["A", "B"], "zone_map_mean_t_ha": {"A": 50.0, "B": 43.0}, "area_ha": {"A": 3.0, "B": 1.0}}
+    f, p, _ = design_stock(sites, **kw, method="difference")  # type: ignore[arg-type]
     assert f["A"].mean_t_ha == pytest.approx(50.0 + 1.0)
     assert f["B"].mean_t_ha == pytest.approx(43.0 - 2.5)
     assert p.mean_t_ha == pytest.approx(0.75 * 51.0 + 0.25 * 40.5)
+    f, p, _ = design_stock(sites, **kw)  # type: ignore[arg-type]  # direct: area-weighted field means
+    assert p.mean_t_ha == pytest.approx(0.75 * 51.0 + 0.25 * 40.5)
+    # stratum variances (Cochran Eq. 5.6): sum W_h^2 s_h^2 / n_h
+    s2a, s2b = np.var([50, 52, 48, 54], ddof=1), np.var([40, 42, 41, 39], ddof=1)
+    assert p.se_t_ha == pytest.approx(math.sqrt(0.75**2 * s2a / 4 + 0.25**2 * s2b / 4))
 
 
 @pytest.mark.parametrize("shift", [0.0, 4.0])
@@ -138,11 +148,21 @@ def test_zero_true_change_covers_zero_without_shift() -> None:
 
 
 def test_field_without_remeasured_sites_is_not_design_based() -> None:
-    pairs = pd.DataFrame({"field_id": ["A"] * 3 + ["B"] * 3, "stock_first_t_ha": 50.0,
-                          "stock_last_t_ha": [51, 52, 50, 49, 50, 51.0], "map_change_t_ha": 0.0})  # fmt: skip
+    pairs = pd.DataFrame({"field_id": ["A"] * 6 + ["B"] * 6, "stock_first_t_ha": 50.0,
+                          "stock_last_t_ha": [51, 52, 50, 49, 50, 51.0] * 2, "map_change_t_ha": 0.0})  # fmt: skip
     f, p, info = design_change(
         pairs, zones=["A", "B", "C"], zone_map_change_t_ha={"A": 0, "B": 0, "C": 0}, area_ha={"A": 1, "B": 1, "C": 1}
     )
-    assert not f["C"].design_based and math.isnan(f["C"].interval()[0])
-    assert f["A"].design_based and info["strata_without_sites"] == ["C"]
+    assert not f["C"].design_based
+    assert math.isnan(f["C"].interval()[0])
+    assert f["A"].design_based
+    assert info["strata_without_sites"] == ["C"]
     assert math.isfinite(p.se_t_ha)
+
+
+def test_too_few_pairs_is_an_error_that_says_what_to_do() -> None:
+    from mrv.errors import AccountingError
+
+    pairs = pd.DataFrame({"field_id": ["A"] * 3, "stock_first_t_ha": 50.0, "stock_last_t_ha": [51, 52, 50.0]})
+    with pytest.raises(AccountingError, match="re-sample the baseline sites"):
+        design_change(pairs, zones=["A"], zone_map_change_t_ha={"A": 0.0}, area_ha={"A": 1.0})

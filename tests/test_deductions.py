@@ -132,7 +132,8 @@ def test_vm0042_loss_is_an_emission_inflated_by_unc() -> None:
 
 def test_gold_standard_loss_reported_in_full() -> None:
     d = gold_standard_deduction(-3.0, 1.0, df=10)
-    assert d.credited == -3.0 and d.reported_as == "emission"
+    assert d.credited == -3.0
+    assert d.reported_as == "emission"
     assert "loss" in d.note
 
 

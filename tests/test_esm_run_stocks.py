@@ -18,8 +18,8 @@ from mrv.synthetic import SceneSpec
 from tests.regions import region_config
 
 SPEC = SceneSpec(
-    seed=13, width_px=96, height_px=96, n_fields=4, n_lab_sites=40, n_crowd=10,
-    bd_change_sd_g_cm3=0.12, lab_layers_cm=((0.0, 15.0), (15.0, 30.0), (30.0, 50.0)),
+    seed=13, width_px=96, height_px=96, n_fields=4, n_lab_sites=160, n_crowd=10,
+    bd_change_sd_g_cm3=0.15, lab_layers_cm=((0.0, 15.0), (15.0, 30.0), (30.0, 50.0)),
 )  # fmt: skip
 
 
@@ -57,7 +57,13 @@ def test_esm_removes_the_compaction_artefact(region: tuple[Path, Path], tmp_path
     esm = _paired_change(cfg_path, "esm", tmp_path / "esm")
     err_fixed = (fixed - true_mass_change).abs()
     err_esm = (esm - true_mass_change).abs()
-    assert err_esm.mean() < 0.5 * err_fixed.mean()
+    # ESM follows the soil mass: where the 0-30 cm material was compacted the fixed depth took in deep soil
+    # (more carbon), where it was loosened it lost some; ESM books neither
+    assert (np.sign(fixed - esm)[artefact.abs() > 1] == np.sign(artefact[artefact.abs() > 1])).all()
+    assert err_esm.mean() < 0.7 * err_fixed.mean()
+    # what is left of ESM's error is interpolation across the moved plough-layer boundary (SOC drops at the old
+    # 30 cm; two increments cannot resolve it): it stays below the artefact it removes
+    assert err_esm.max() < artefact.abs().max()
     summary = json.loads((tmp_path / "esm" / "work" / "2024" / "samples.json").read_text())
     esm_info = summary["stocks_esm"]
     assert esm_info["esm_sites"] >= 0.9 * SPEC.n_lab_sites
@@ -66,12 +72,11 @@ def test_esm_removes_the_compaction_artefact(region: tuple[Path, Path], tmp_path
     assert 3000 < ref < 5000  # ~0-30 cm of fine earth at BD ~1.4 with ~5 % coarse fragments
 
 
-def test_esm_without_bulk_density_profiles_says_what_to_do(tmp_path: Path) -> None:
+def test_esm_without_bulk_density_profiles_says_what_to_do(region: tuple[Path, Path]) -> None:
     from mrv.errors import StockError
     from mrv.pipeline.esm_step import baseline_reference_mass
 
-    cfg_path, _ = region_config(tmp_path, replace(SPEC, lab_layers_cm=((0.0, 30.0),)), name="one", output_dir=tmp_path / "r")
-    cfg = replace(load_config(cfg_path), stocks=StocksConfig(method="esm"))
+    cfg = replace(load_config(region[0]), stocks=StocksConfig(method="esm"))
     one_layer = pd.DataFrame({"site_id": ["s"], "top_cm": [0.0], "bottom_cm": [30.0], "soc_g_kg": [15.0],
                               "bulk_density_g_cm3": [1.3]})  # fmt: skip
     with pytest.raises(StockError, match="increments"):

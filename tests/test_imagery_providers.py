@@ -143,7 +143,9 @@ def test_real_items_read_at_the_right_reflectance(provider: str, item_id: str, e
     item, grid = localise(item_dict, tmp_path / item_id, encoding, seed=7)
     loaded = load_reflectance([item], BANDS, grid, chunk_px=16)
     assert loaded.items == (item_id,)
-    assert loaded.dropped == () and loaded.corrected == () and loaded.flagged == ()
+    assert loaded.dropped == ()
+    assert loaded.corrected == ()
+    assert loaded.flagged == ()
     ds = loaded.reflectance.compute()
     scl10 = np.repeat(np.repeat(_scl20(), 2, axis=0), 2, axis=1)
     np.testing.assert_array_equal(ds["scl"].values[0], scl10)  # SCL untouched: classes, nearest neighbour
@@ -224,7 +226,8 @@ def test_cdse_item_loads_from_jpeg2000_on_an_s3_store(
         monkeypatch.setenv(name, value)
     caplog.set_level(logging.DEBUG)
     loaded = load_reflectance([item], BANDS, grid, chunk_px=16)
-    assert loaded.dropped == () and loaded.corrected == ()
+    assert loaded.dropped == ()
+    assert loaded.corrected == ()
     ds = loaded.reflectance.compute()
     clear = np.isin(np.repeat(np.repeat(_scl20(), 2, axis=0), 2, axis=1), (4, 5))
     for band in BANDS:

@@ -14,7 +14,7 @@ import pytest
 from test_imagery_providers import BANDS, _items, _scl20, _truth, localise
 
 from mrv.imagery.load import load_reflectance
-from mrv.imagery.scene_check import CheckConfig, SceneStats, judge, scene_stats
+from mrv.imagery.scene_check import CheckConfig, SceneStats, Verdict, judge, scene_stats
 
 #: Reflectance ranges (uniform) of the two clear land classes (typical Sentinel-2 L2A values of green
 #: vegetation and arable soil, e.g. the bare-soil spectra of Castaldi et al. 2019).
@@ -75,10 +75,12 @@ def test_mislabelled_scenes_are_corrected_in_both_directions_and_truthful_ones_k
     }
     verdicts = {v.item_id: v for v in judge([_stats(k, s) for k, s in scenes.items()])}
     for ok in ("ok-1", "ok-2", "ok-3"):
-        assert verdicts[ok].action == "keep" and verdicts[ok].reason == "", verdicts[ok]
-    assert verdicts["twice"].action == "correct" and verdicts["twice"].offset_shift == pytest.approx(0.1)
+        assert verdicts[ok] == Verdict(ok, "keep"), verdicts[ok]
+    assert verdicts["twice"].action == "correct"
+    assert verdicts["twice"].offset_shift == pytest.approx(0.1)
     assert "subtracted twice" in verdicts["twice"].reason
-    assert verdicts["never"].action == "correct" and verdicts["never"].offset_shift == pytest.approx(-0.1)
+    assert verdicts["never"].action == "correct"
+    assert verdicts["never"].offset_shift == pytest.approx(-0.1)
     assert "as if the 1000 DN BOA offset were still in the data" in verdicts["never"].reason
 
 
@@ -91,14 +93,15 @@ def test_a_truly_bright_bare_soil_scene_is_never_shifted(seed: int) -> None:
     stats = [_stats("bright", bright), *(_stats(f"crop-{i}", c) for i, c in enumerate(crops))]
     verdicts = {v.item_id: v for v in judge(stats)}
     assert verdicts["bright"].action == "keep"
-    assert all(verdicts[f"crop-{i}"] == verdicts[f"crop-{i}"].__class__(f"crop-{i}", "keep") for i in range(3))
+    assert all(verdicts[f"crop-{i}"] == Verdict(f"crop-{i}", "keep") for i in range(3))
 
 
 def test_too_bright_without_a_darker_neighbour_is_kept_and_flagged() -> None:
     rng = np.random.default_rng(5)
     refl, scl = _scene(rng, soil_share=0.5)
     (verdict,) = judge([scene_stats("alone", _shifted(refl, 0.1), scl)])
-    assert verdict.action == "keep" and verdict.offset_shift == 0.0
+    assert verdict.action == "keep"
+    assert verdict.offset_shift == 0.0
     assert "no other date of the same area is darker in every band" in verdict.reason
 
 
@@ -116,7 +119,8 @@ def test_scenes_with_too_few_clear_pixels_are_not_judged() -> None:
     scl[:] = 9
     scl[0, :10] = 4
     (verdict,) = judge([scene_stats("cloudy", _shifted(refl, -0.1), scl)], CheckConfig(min_clear_pixels=50))
-    assert verdict.action == "keep" and verdict.reason == ""
+    assert verdict.action == "keep"
+    assert verdict.reason == ""
 
 
 # ---------------------------------------------------------------------------------------------

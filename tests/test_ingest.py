@@ -68,7 +68,8 @@ def test_good_and_bad_rows_are_all_accounted_for(tmp_path: Path) -> None:
     assert "EPSG:99999 is not a known CRS" in reasons[9][1]
     assert "impossible" in reasons[10][1]
     s9 = res.accepted.set_index("sample_id").loc["S9"]
-    assert np.isnan(s9["bulk_density_g_cm3"]) and s9["soc_g_kg"] == 10.0
+    assert np.isnan(s9["bulk_density_g_cm3"])
+    assert s9["soc_g_kg"] == 10.0
     assert "bulk density 3.9 g/cm3 is outside 0.1-2.65 g/cm3" in s9["ingest_flag"]
     assert [(n.row, n.code) for n in res.notes] == [(11, "bulk_density_implausible")]
 
@@ -280,3 +281,14 @@ def test_wide_file_with_som_column_and_depths_in_metres(tmp_path: Path) -> None:
     assert res.rejected[0].row == 3
     assert res.rejected[0].column == "loi"
     assert "empty" in res.rejected[0].reason
+
+
+def test_agency_long_de_prefers_dry_combustion_over_wet_oxidation(tmp_path: Path) -> None:
+    lines = [
+        f"P1-A;P1;S1;{AT};0;15;Corg;1,2;M%;DIN ISO 14235",  # 2: wet oxidation, not used
+        f"P1-A;P1;S1;{AT};0;15;Corg;1,8;M%;DIN EN 15936",  # 3: dry combustion, used
+    ]
+    res = _run(_long_de(tmp_path, lines), fmt="agency_long_de")
+    assert res.accepted["soc_g_kg"].tolist() == pytest.approx([18.0])
+    assert res.record_lines == ((2, 3),)
+    assert [(n.row, n.code) for n in res.notes] == [(2, "not_preferred")]

@@ -322,5 +322,7 @@ def test_identity_from_git_or_build(monkeypatch: pytest.MonkeyPatch) -> None:
     identity_mod.identity.cache_clear()
     monkeypatch.undo()
     real = identity_mod.identity()
-    assert real.revision_source == "git" and real.revision is not None and len(real.revision) == 40
+    assert real.revision_source == "git"
+    assert real.revision is not None
+    assert len(real.revision) == 40
     identity_mod.identity.cache_clear()

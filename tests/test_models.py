@@ -233,9 +233,27 @@ def test_model_config_parsing(tmp_path: Path) -> None:
         parse_config(_raw_config(cv_block_size_m="big"), source_path=src)
     with pytest.raises(ConfigError, match="gbm_quantile"):
         parse_config(_raw_config(kind="svm"), source_path=src)
+    # one interval level drives the lower_90/upper_90 keys, p05/p95 files and "90 %" labels: others are refused
+    assert parse_config(_raw_config(confidence=0.9), source_path=src).model.confidence == 0.9
+    with pytest.raises(ConfigError, match=r"model.confidence is 0.8, but only 0.9 is supported"):
+        parse_config(_raw_config(confidence=0.8), source_path=src)
 
 
 # --------------------------------------------------------------------------- pipeline: registry + covariate check
+def _write_field(path: Path, grid: Grid) -> None:
+    """One field polygon (GeoJSON, lon/lat) over the grid, 300 m inside its edges."""
+    import json
+
+    from pyproj import Transformer
+
+    tr = Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True)
+    x0, y0, x1, y1 = grid.bounds
+    ring = [tr.transform(x, y) for x, y in ((x0 + 300, y0 + 300), (x1 - 300, y0 + 300), (x1 - 300, y1 - 300),
+                                            (x0 + 300, y1 - 300), (x0 + 300, y0 + 300))]  # fmt: skip
+    feature = {"type": "Feature", "properties": {"field_id": "F1"}, "geometry": {"type": "Polygon", "coordinates": [ring]}}
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": [feature]}))
+
+
 def _write_round(layout: RunLayout, grid: Grid, names: list[str], *, n_sites: int = 160) -> None:
     xs, ys = np.asarray(grid.x_coords()), np.asarray(grid.y_coords())
     gx, gy = np.meshgrid(xs, ys)
@@ -264,6 +282,7 @@ def run(tmp_path: Path) -> tuple[RunConfig, RunLayout, Grid]:
     layout = RunLayout(tmp_path / "run")
     layout.work("r1").mkdir(parents=True)
     _write_round(layout, grid, COVS)
+    _write_field(tmp_path / "fields.geojson", grid)
     cfg = RunConfig(
         name="t",
         source_path=tmp_path / "cfg.yaml",
@@ -338,3 +357,16 @@ def test_load_model_refuses_non_models(tmp_path: Path) -> None:
 def test_qrf_is_an_soc_predictor() -> None:
     assert SOCModel.kind == "qrf"
     assert GBMQuantileModel.kind == "gbm_quantile"
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_auto_block_size_always_gives_balanced_folds(seed: int) -> None:
+    # clustered sampling with a long-range signal (the MG.112 case gave folds of 33/30/26/21/2 before)
+    rng = np.random.default_rng(seed)
+    centres = rng.uniform(0, 1200, size=(5, 2))
+    xy = centres[rng.integers(0, 5, 110)] + rng.normal(0, 120, size=(110, 2))
+    z = 40 + 5 * gaussian_field(xy, practical_range_m=2000.0, rng=rng)
+    choice = choose_block_size(xy[:, 0], xy[:, 1], z, n_folds=5)
+    sizes = fold_sizes(fold_indices(xy[:, 0], xy[:, 1], n_folds=5, block_size_m=choice.block_size_m, seed=0))
+    assert len(sizes) == 5
+    assert min(sizes) >= int(0.5 * 110 / 5), (choice.block_size_m, sizes)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import dask.array as da
 import numpy as np
+import pytest
 import rasterio
 
 from mrv.grid import Grid
@@ -38,3 +39,39 @@ def test_strip_writer_and_lazy_reader_round_trip(tmp_path: Path) -> None:
             assert ds.tags()["units"] == "t C/ha"
             assert ds.overviews(1)  # a real COG with overviews
         assert not p.with_suffix(".strips.tif").exists()
+
+
+def test_strip_writer_compresses_once_into_a_valid_cog_and_fails_cleanly(tmp_path: Path) -> None:
+    grid = Grid(crs="EPSG:32633", bounds=(580000.0, 5355000.0, 586000.0, 5359000.0), resolution_m=10.0)
+    yy, xx = np.mgrid[0 : grid.height, 0 : grid.width].astype("float32")
+    data = np.stack([np.sin(xx / 40) * 10 + 50, np.cos(yy / 30) * 5 + 20]).astype("float32")
+    data[0, :7, :9] = np.nan
+    paths = [tmp_path / "a.tif", tmp_path / "b.tif"]
+    seen: list[int] = []
+    write_cogs_by_strips(paths, da.from_array(data, chunks=(2, 96, 128)), grid, tags=[{}, {}],
+                         band_names=["a", "b"], strip_px=96, on_strip=seen.append)  # fmt: skip
+    assert sum(seen) == grid.height
+    assert seen[0] == 96
+    for i, p in enumerate(paths):
+        with rasterio.open(p) as ds:
+            assert ds.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+            assert ds.compression is not None
+            assert ds.compression.value == "DEFLATE"
+            assert ds.block_shapes == [(256, 256)]
+            assert len(ds.overviews(1)) >= 1
+            np.testing.assert_array_equal(ds.read(1, masked=True).filled(np.nan), data[i])
+    assert not list(tmp_path.glob("*.strips.tif"))
+    assert not list(tmp_path.glob("*.tmp.tif"))
+
+    def boom(block: np.ndarray, block_info: dict[object, object] | None = None) -> np.ndarray:
+        assert block_info is not None
+        if block_info[0]["array-location"][1][0] >= 192:  # a later strip fails while an earlier one is written
+            raise RuntimeError("worker lost")
+        return block
+
+    bad = da.from_array(data, chunks=(2, 96, 128)).map_blocks(boom, dtype="float32")
+    failed = [tmp_path / "c.tif", tmp_path / "d.tif"]
+    with pytest.raises(RuntimeError, match="worker lost"):
+        write_cogs_by_strips(failed, bad, grid, tags=[{}, {}], band_names=["c", "d"], strip_px=96)
+    assert not any(p.exists() for p in failed)  # no half-written map under a final name
+    assert not list(tmp_path.glob("*.strips.tif"))

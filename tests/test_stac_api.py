@@ -475,7 +475,8 @@ def test_shipped_profiles_load() -> None:
     cdse = load_profile("cdse")
     assert cdse.url == "https://stac.dataspace.copernicus.eu/v1"
     assert cdse.default_collection == "sentinel-2-l2a"
-    assert cdse.auth == "s3_credentials" and "AWS_S3_ENDPOINT" in cdse.notes
+    assert cdse.auth == "s3_credentials"
+    assert "AWS_S3_ENDPOINT" in cdse.notes
 
 
 def test_profile_errors(tmp_path: Path) -> None:

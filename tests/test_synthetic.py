@@ -378,14 +378,16 @@ def test_zero_change_and_compaction_knobs() -> None:
     spec = replace(SMALL, bd_change_sd_g_cm3=0.1, lab_layers_cm=((0, 15), (15, 30), (30, 50)))
     truth = make_truth(spec)
     k = truth.states["2024"].compaction
-    assert k is not None and np.ptp(k) > 0.05
+    assert k is not None
+    assert np.ptp(k) > 0.05
     base = make_truth(replace(spec, bd_change_sd_g_cm3=0.0))
     np.testing.assert_allclose(
         truth.field_mean_stock("2024", basis="baseline_mass"), base.field_mean_stock("2024", basis="baseline_mass")
     )
     fixed_d = np.subtract(truth.field_mean_stock("2024"), base.field_mean_stock("2024"))
     compacted = np.array([k[truth.fields.field_index == i + 1].mean() for i in range(truth.fields.n)]) > 1
-    assert (fixed_d[compacted] > 0).all() and (fixed_d[~compacted] < 0).all()
+    assert (fixed_d[compacted] > 0).all()
+    assert (fixed_d[~compacted] < 0).all()
     # mass conservation: the 0-50 cm increment of a compacted soil holds the 0-30 cm material plus deep soil
     st = truth.states["2024"]
     soc, bd = st.layer(0.0, 30.0)

@@ -16,7 +16,6 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pytest
 import rasterio
 from regions import region_config
@@ -55,7 +54,9 @@ def run_pipeline(config: Path) -> Path:
                 cache.imagery_tile_step(cfg, rnd, layout, t),
                 lambda rnd=rnd, t=t: steps.prepare_imagery_tile(cfg, rnd, layout, t),
             )
-        cache.run_cached(cache.mosaic_step(cfg, rnd, layout, tiles), lambda rnd=rnd: steps.mosaic_imagery(cfg, rnd, layout))
+        cache.run_cached(
+            cache.mosaic_step(cfg, rnd, layout, tiles), lambda rnd=rnd: steps.mosaic_imagery(cfg, rnd, layout)
+        )
     cache.run_cached(cache.model_step(cfg, layout), lambda: steps.fit_model(cfg, layout))
     for rnd in cfg.rounds:
         cache.run_cached(cache.predict_step(cfg, rnd, layout), lambda rnd=rnd: steps.predict_round(cfg, rnd, layout))
@@ -76,7 +77,14 @@ def operator(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     shutil.copy(root / "keys" / "operator.pub", handover / "operator.pub")
     signed = make_bundle(run, handover / "run.zip", sign_key=root / "keys" / "operator.key")
     unsigned_dir = make_bundle(run, handover / "unsigned")
-    return {"root": root, "run": run, "config": config, "signed": signed, "unsigned": unsigned_dir, "pub": handover / "operator.pub"}
+    return {
+        "root": root,
+        "run": run,
+        "config": config,
+        "signed": signed,
+        "unsigned": unsigned_dir,
+        "pub": handover / "operator.pub",
+    }
 
 
 @pytest.fixture
@@ -141,7 +149,8 @@ def _fails(root: Path, *patterns: str, capsys: pytest.CaptureFixture[str]) -> st
     """``mrv report verify`` exits 2 with one message matching every pattern, and no traceback."""
     assert main(["report", "verify", str(root)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and "Traceback" not in err, err
+    assert err.startswith("error: "), err
+    assert "Traceback" not in err, err
     for pattern in patterns:
         assert pattern in err, f"{pattern!r} not in:\n{err}"
     return err
@@ -172,8 +181,11 @@ def test_clean_signed_bundle_verifies_elsewhere_with_another_home(operator: dict
     out = proc.stdout
     assert "signature valid (SHA256:" in out
     for link in ("samples[2021]", "imagery[2024]", "model", "maps[2024]", "accounting", "report", "rendering"):
-        assert f"  {link} " in out and "re-derived" in out
+        assert f"  {link} " in out
+        assert "re-derived" in out
     assert "refitted byte for byte" in out
+    assert "  outputs" in out
+    assert "hashed only" in out
     assert "operator.key" not in out
 
 
@@ -183,7 +195,11 @@ def test_bundle_is_portable_and_lists_every_file(operator: dict[str, Path]) -> N
         manifest = json.loads(zf.read(MANIFEST_NAME))
         key_text = (operator["root"] / "keys" / "operator.key").read_bytes()
         assert not any(key_text in zf.read(n) for n in names), "the private key must never enter the bundle"
-    listed = {manifest["config"]["path"], *(e["path"] for e in manifest["inputs"]), *(e["path"] for e in manifest["outputs"])}
+    listed = {
+        manifest["config"]["path"],
+        *(e["path"] for e in manifest["inputs"]),
+        *(e["path"] for e in manifest["outputs"]),
+    }
     assert names == listed | {MANIFEST_NAME, "manifest.sig"}
     assert manifest["kind"] == "bundle"
     assert not any(p.startswith(("/", "..")) for p in listed)
@@ -197,7 +213,9 @@ def test_bundle_is_portable_and_lists_every_file(operator: dict[str, Path]) -> N
 # ----------------------------------------------------------------------------- signatures
 
 
-def test_signature_unsigned_wrong_key_and_changed_manifest(operator: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_signature_unsigned_wrong_key_and_changed_manifest(
+    operator: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     _fails_key = ["report", "verify", "--hash-only", "--key", str(operator["pub"])]
     assert main([*_fails_key, str(operator["unsigned"])]) == 2
     assert "is unsigned" in capsys.readouterr().err
@@ -231,7 +249,10 @@ def test_02_report_edited_without_rehash(bundle: Path, capsys: pytest.CaptureFix
 
 
 def test_03_forged_project_number_rehashed(bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    _edit_json(bundle / "report.json", lambda r: r["project"]["soc_total_t"].update(mean=r["project"]["soc_total_t"]["mean"] * 1.01))
+    _edit_json(
+        bundle / "report.json",
+        lambda r: r["project"]["soc_total_t"].update(mean=r["project"]["soc_total_t"]["mean"] * 1.01),
+    )
     _rehash(bundle)
     _fails(bundle, "report.json does not follow from", "link 'report'", "project.soc_total_t.mean", capsys=capsys)
 
@@ -259,12 +280,14 @@ def test_06_credited_deduction_rerendered_with_build(bundle: Path, capsys: pytes
     _fails(bundle, "report.json does not follow from", "deductions[0].credited", capsys=capsys)
 
 
-def test_07_mean_maps_scaled_and_accounting_redone_with_project_code(bundle: Path, operator: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+def test_07_mean_maps_scaled_and_accounting_redone_with_project_code(
+    bundle: Path, operator: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
     from mrv.pipeline import steps
+    from mrv.pipeline.layout import RunLayout
     from mrv.pipeline.report_step import build_report
     from mrv.report.bundle import bundle_config
     from mrv.report.manifest import load_manifest
-    from mrv.pipeline.layout import RunLayout
 
     cfg = bundle_config(bundle, load_manifest(bundle))
     before = json.loads((bundle / "accounting.json").read_text())["project"]["soc_total_t"]["mean"]
@@ -277,7 +300,13 @@ def test_07_mean_maps_scaled_and_accounting_redone_with_project_code(bundle: Pat
     _forge(bundle)
     after = json.loads((bundle / "accounting.json").read_text())["project"]["soc_total_t"]["mean"]
     assert after == pytest.approx(1.2 * before, rel=0.05)
-    _fails(bundle, "maps/2021/soc_stock_mean.tif does not follow from", "link 'maps[2021]'", "band 'soc_stock_mean'", capsys=capsys)
+    _fails(
+        bundle,
+        "maps/2021/soc_stock_mean.tif does not follow from",
+        "link 'maps[2021]'",
+        "band 'soc_stock_mean'",
+        capsys=capsys,
+    )
 
 
 def test_08_cv_metrics_edited_in_card_and_report(bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -292,7 +321,9 @@ def test_08_cv_metrics_edited_in_card_and_report(bundle: Path, capsys: pytest.Ca
 
 
 def test_09_sample_counts_edited(bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    _edit_json(bundle / "report.json", lambda r: r["samples"]["lab"].update(accepted=r["samples"]["lab"]["accepted"] + 40))
+    _edit_json(
+        bundle / "report.json", lambda r: r["samples"]["lab"].update(accepted=r["samples"]["lab"]["accepted"] + 40)
+    )
     _rehash(bundle)
     _fails(bundle, "report.json does not follow from", "samples.lab.accepted", capsys=capsys)
 
@@ -302,7 +333,9 @@ def test_10_sample_file_edited_with_its_input_hash(bundle: Path, capsys: pytest.
     lines = csv.read_text().splitlines(keepends=True)
     csv.write_text("".join(lines[:-3]))  # three inconvenient samples gone
     _rehash(bundle)
-    _fails(bundle, "Step prepare-samples[2021] consumed", csv.name, "the input was changed after the run", capsys=capsys)
+    _fails(
+        bundle, "Step prepare-samples[2021] consumed", csv.name, "the input was changed after the run", capsys=capsys
+    )
     _forge(bundle)  # the step record rewritten as well: the re-ingested sites give it away
     _fails(bundle, "work/2021/sites.csv does not follow from", "link 'samples[2021]'", capsys=capsys)
 
@@ -311,7 +344,12 @@ def test_11_file_deleted_with_its_manifest_entry(bundle: Path, capsys: pytest.Ca
     target = "work/2021/samples_rejected.csv"
     (bundle / target).unlink()
     _edit_json(bundle / MANIFEST_NAME, lambda m: m.update(outputs=[e for e in m["outputs"] if e["path"] != target]))
-    _fails(bundle, f"{target} is an output of step prepare-samples[2021]", "deleted together with its manifest entry", capsys=capsys)
+    _fails(
+        bundle,
+        f"{target} is an output of step prepare-samples[2021]",
+        "deleted together with its manifest entry",
+        capsys=capsys,
+    )
 
 
 def test_12_emptied_inputs(bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -365,12 +403,3 @@ def test_zip_bundle_with_path_traversal_is_refused(tmp_path: Path) -> None:
     with pytest.raises(VerificationError, match="outside the bundle"):
         verify(evil)
     assert not (tmp_path / "escaped.txt").exists()
-
-
-def test_clean_bundle_directory_verifies_with_numbers_and_timings(operator: dict[str, Path]) -> None:
-    result = verify(operator["unsigned"])
-    methods = {link.name: link.method for link in result.links}
-    assert methods["maps[2021]"] == methods["model"] == methods["accounting"] == "re-derived"
-    assert methods["outputs"] == "hashed only"
-    assert result.signature.status == "unsigned"
-    assert all(np.isfinite(link.seconds) for link in result.links)

@@ -77,47 +77,104 @@ VERIFY_CASES: dict[str, tuple[Callable[[Path], None], str, str]] = {
     "outputs a string": (_json(MANIFEST_NAME, _set([], "outputs", "report.json")), "none", "'outputs' must be a list"),
     "input sha256 a number": (
         _json(MANIFEST_NAME, lambda m: {**m, "inputs": [{**m["inputs"][0], "sha256": 5}, *m["inputs"][1:]]}),  # type: ignore[index,dict-item]
-        "none", "'inputs' must be a list of objects with string 'path' and 'sha256'",
+        "none",
+        "'inputs' must be a list of objects with string 'path' and 'sha256'",
     ),  # fmt: skip
     "steps not a list": (_json(MANIFEST_NAME, _set([], "steps", {"a": 1})), "none", "'steps' must be a list"),
     "config_paths damaged": (
         _json(MANIFEST_NAME, _set([], "config_paths", [{"key": ["region", "nope", "x"], "path": "inputs/fields/x"}])),
-        "none", "config_paths entry",
+        "none",
+        "config_paths entry",
     ),  # fmt: skip
-    "report.json binary": (_bytes("report.json", b"\x89PNG\r\n\x1a\n\x00\x00"), "rehash", "report.json cannot be read as JSON"),
+    "report.json binary": (
+        _bytes("report.json", b"\x89PNG\r\n\x1a\n\x00\x00"),
+        "rehash",
+        "report.json cannot be read as JSON",
+    ),
     "report.json fields a string": (_json("report.json", _set([], "fields", "F1")), "rehash", "'fields' is a str"),
     "report.json project a number": (_json("report.json", _set([], "project", 3)), "rehash", "'project' is a int"),
     "report.json a list": (_bytes("report.json", b"[1]"), "rehash", "report.json holds a JSON list"),
     "accounting without interval_confidence": (
-        _json("accounting.json", _pop(["error_model"], "interval_confidence")), "forge",
+        _json("accounting.json", _pop(["error_model"], "interval_confidence")),
+        "forge",
         "accounting.json does not follow from",
     ),  # fmt: skip
     "accounting negative n_simulations": (
-        _json("accounting.json", _set(["settings"], "n_simulations", -5)), "forge", "settings.n_simulations",
+        _json("accounting.json", _set(["settings"], "n_simulations", -5)),
+        "forge",
+        "settings.n_simulations",
     ),
     "config negative n_simulations": (
-        lambda root: [p.write_text(p.read_text().replace("n_simulations: 60", "n_simulations: -60")) for p in (root / "inputs" / "config").glob("*.yaml")] and None,
-        "rehash", "is not a valid run config",
+        lambda root: (
+            [
+                p.write_text(p.read_text().replace("n_simulations: 60", "n_simulations: -60"))
+                for p in (root / "inputs" / "config").glob("*.yaml")
+            ]
+            and None
+        ),
+        "rehash",
+        "Step account ran with other settings than the bundle's config",
     ),  # fmt: skip
     "config not YAML": (
-        lambda root: [p.write_text("rounds: [unclosed\n") for p in (root / "inputs" / "config").glob("*.yaml")] and None,
-        "rehash", "cannot be read as YAML",
+        lambda root: (
+            [p.write_text("rounds: [unclosed\n") for p in (root / "inputs" / "config").glob("*.yaml")] and None
+        ),
+        "rehash",
+        "cannot be read as YAML",
     ),  # fmt: skip
-    "garbage cv_predictions.csv": (_bytes("model/cv_predictions.csv", b'x,"y\n\x00\x01"\n1,2,3,4\n'), "forge", "Link 'model'"),
-    "garbage features.csv": (_bytes("model/features.csv", b"\xff\xfe\x00garbage"), "forge", "Link 'model'"),
-    "model card not JSON": (_bytes("model/model_card.json", b"{"), "forge", "model/model_card.json cannot be read as JSON"),
-    "truncated map": (_bytes("maps/2024/soc_stock_sd.tif", lambda b: b[: len(b) // 3]), "forge", "Link 'maps[2024]'"),
-    "truncated covariates": (_bytes("work/2021/covariates.tif", lambda b: b[:500]), "forge", "Link 'imagery[2021]'"),
-    "garbage sites.csv": (_bytes("work/2021/sites.csv", b"\x00\x00\x00"), "forge", "Link 'samples[2021]'"),
-    "samples.json a list": (_bytes("work/2024/samples.json", b"[]"), "forge", "work/2024/samples.json does not follow from"),
+    "garbage cv_predictions.csv": (
+        _bytes("model/cv_predictions.csv", b'x,"y\n\x00\x01"\n1,2,3,4\n'),
+        "forge",
+        "model/cv_predictions.csv does not follow from",
+    ),
+    "garbage features.csv": (
+        _bytes("model/features.csv", b"\xff\xfe\x00garbage"),
+        "forge",
+        "model/features.csv cannot be read as CSV",
+    ),
+    "model card not JSON": (
+        _bytes("model/model_card.json", b"{"),
+        "forge",
+        "model/model_card.json cannot be read as JSON",
+    ),
+    "truncated map": (
+        _bytes("maps/2024/soc_stock_sd.tif", lambda b: b[: len(b) // 3]),
+        "forge",
+        "maps/2024/soc_stock_sd.tif cannot be read as a GeoTIFF",
+    ),
+    "truncated covariates": (
+        _bytes("work/2021/covariates.tif", lambda b: b[:500]),
+        "forge",
+        "work/2021/covariates.tif cannot be read as a GeoTIFF",
+    ),
+    "garbage sites.csv": (
+        _bytes("work/2021/sites.csv", b"\x00\x00\x00"),
+        "forge",
+        "work/2021/sites.csv does not follow from",
+    ),
+    "samples.json a list": (
+        _bytes("work/2024/samples.json", b"[]"),
+        "forge",
+        "work/2024/samples.json does not follow from",
+    ),
     "imagery.json key removed": (_json("work/2024/imagery.json", _pop([], "items")), "forge", "imagery.json"),
-    "step record not JSON": (_bytes("accounting.json.done.json", b"\x00"), "rehash", "accounting.json.done.json cannot be read as JSON"),
-    "step record outputs a list": (_json("accounting.json.done.json", _set([], "outputs", [])), "rehash", "is not a step record"),
+    "step record not JSON": (
+        _bytes("accounting.json.done.json", b"\x00"),
+        "rehash",
+        "accounting.json.done.json cannot be read as JSON",
+    ),
+    "step record outputs a list": (
+        _json("accounting.json.done.json", _set([], "outputs", [])),
+        "rehash",
+        "is not a step record",
+    ),
 }
 
 
 @pytest.mark.parametrize("case", list(VERIFY_CASES))
-def test_verify_damaged_bundle_one_message(case: str, made: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_verify_damaged_bundle_one_message(
+    case: str, made: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     damage, cover, expected = VERIFY_CASES[case]
     root = tmp_path / "bundle"
     shutil.copytree(made["bundle"], root)
@@ -128,11 +185,14 @@ def test_verify_damaged_bundle_one_message(case: str, made: dict[str, Path], tmp
         _forge(root)
     assert main(["report", "verify", str(root)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and "Traceback" not in err
+    assert err.startswith("error: ")
+    assert "Traceback" not in err
     assert expected in err, err
 
 
-def test_verify_damaged_zip_and_signature(made: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_verify_damaged_zip_and_signature(
+    made: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     shutil.make_archive(str(tmp_path / "b"), "zip", made["bundle"])
     data = (tmp_path / "b.zip").read_bytes()
     (tmp_path / "cut.zip").write_bytes(data[: len(data) // 2] + data[-200:])
@@ -155,12 +215,17 @@ BUILD_CASES: dict[str, tuple[Callable[[Path], None], str]] = {
     "report.json a field is a list": (_json("report.json", _set([], "fields", [[1]])), "fields[0] is a list"),
     "report.json run.crs a number": (_json("report.json", _set(["run"], "crs", 32633)), "run.crs is 32633"),
     "report.json without run": (_json("report.json", _pop([], "run")), "report.json"),
-    "report.json project rounds a list": (_json("report.json", _set(["project"], "rounds", [1])), "report.json"),
+    "report.json deductions an object": (
+        _json("report.json", _set([], "deductions", {"credited": 1})),
+        "'deductions' is a dict",
+    ),
 }
 
 
 @pytest.mark.parametrize("case", list(BUILD_CASES))
-def test_build_damaged_run_one_message(case: str, made: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_build_damaged_run_one_message(
+    case: str, made: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     damage, expected = BUILD_CASES[case]
     root = tmp_path / "run"
     shutil.copytree(made["run"], root)
@@ -176,5 +241,6 @@ def test_build_damaged_run_one_message(case: str, made: dict[str, Path], tmp_pat
     code = main(["report", "build", str(root)])
     err = capsys.readouterr().err
     assert code == 2, err
-    assert err.startswith("error: ") and "Traceback" not in err
+    assert err.startswith("error: ")
+    assert "Traceback" not in err
     assert expected in err, err

@@ -36,8 +36,18 @@ assumed). With the regression adjustment the differences are replaced by the res
   re-measured sites gets the synthetic regression estimate ``d + b (A_h - a)`` (Rao & Molina 2015,
   *Small Area Estimation*, 2nd ed., Sect. 3.2.2) and no interval (``design_based: false``).
 
-The same difference estimator gives each round's stock (``stock_estimate``): map mean plus the mean
-out-of-fold residual of the round's lab sites, variance from the sites (Saerndal et al. Eq. 6.3.4).
+Why out-of-fold map values at the sites: the maps are fitted to these same sites, so the full map at
+a training site is pulled towards its observation (shrunk residuals, a slope biased towards the map).
+The field mean map change ``A_h`` is taken from the full map; the model cannot learn a field's change
+from covariates that are round-normalised and carry no change signal, so the mismatch is second
+order (it enters multiplied by ``b``, which is reported).
+
+Each round's stock (:func:`design_stock`) is by default the *direct* stratified estimator (field mean
+of the lab sites, ``method="none"``): a map-assisted stock (map mean plus mean residual) would count
+the sites twice when the map was fitted to them (the map mean has already learnt from the field's
+sites), and an honest version needs maps cross-fitted without each field's sites, which are not
+computed. ``method="difference"`` gives that estimator anyway (Saerndal et al. Eq. 6.3.4), for
+comparison.
 
 All amounts are t C/ha (means) or t C (totals); CO2e = 44/12 x C.
 """
@@ -58,6 +68,7 @@ from mrv.errors import AccountingError
 
 __all__ = [
     "CO2_PER_C",
+    "MIN_PAIRS",
     "MIN_PAIRS_FOR_OWN_VARIANCE",
     "DesignEstimate",
     "design_change",
@@ -68,6 +79,9 @@ __all__ = [
 CO2_PER_C = 44.0 / 12.0
 #: Fields with fewer re-measured sites than this use the pooled residual variance in the project variance.
 MIN_PAIRS_FOR_OWN_VARIANCE = 3
+#: Fewer re-measured sites than this in the project: no design-based change (a few sites that happen to lie
+#: close to a baseline site are not a re-measurement design).
+MIN_PAIRS = 10
 
 
 @dataclass(frozen=True)
@@ -263,6 +277,13 @@ def design_change(
     out-of-fold map change at the site). ``zone_map_change_t_ha`` is each field's mean map change and
     ``area_ha`` its area. Returns ``(fields, project, info)``; see the module docstring for the formulas.
     """
+    if len(pairs) < MIN_PAIRS:
+        raise AccountingError(
+            f"Only {len(pairs)} site(s) of the last round re-measure a first-round site (same field, within "
+            f"accounting.pair_distance_m); a design-based change needs at least {MIN_PAIRS}. VM0042 v2.2 Sect. 8.6.2 "
+            "visits the same sample points at both times: re-sample the baseline sites at their recorded coordinates, "
+            "or set accounting.change_estimator: map (not design-based)."
+        )
     d = pairs["stock_last_t_ha"].to_numpy(float) - pairs["stock_first_t_ha"].to_numpy(float)
     a = pairs["map_change_t_ha"].to_numpy(float) if "map_change_t_ha" in pairs else np.zeros(len(pairs))
     return _estimate(
@@ -278,15 +299,17 @@ def design_stock(
     zone_map_mean_t_ha: Mapping[str, float],
     area_ha: Mapping[str, float],
     confidence: float = 0.9,
+    method: Literal["none", "difference"] = "none",
 ) -> tuple[dict[str, DesignEstimate], DesignEstimate, dict[str, Any]]:
-    """One round's field and project mean stock (t C/ha): the difference estimator ``map mean + mean residual``.
+    """One round's field and project mean stock (t C/ha) from its lab sites, stratified by field.
 
-    ``sites`` needs ``field_id``, ``soc_stock_t_ha`` (observed) and ``predicted_t_ha`` (out-of-fold map
-    value at the site); the slope is fixed at 1 (Saerndal et al. 1992 Sect. 6.3).
+    ``sites`` needs ``field_id`` and ``soc_stock_t_ha`` (observed), and ``predicted_t_ha`` (out-of-fold
+    map value at the site) for ``method="difference"`` (``map mean + mean residual``, Saerndal et al.
+    1992 Sect. 6.3). The default ``none`` is the direct stratified mean (see the module docstring).
     """
     y = sites["soc_stock_t_ha"].to_numpy(float)
-    a = sites["predicted_t_ha"].to_numpy(float)
+    a = sites["predicted_t_ha"].to_numpy(float) if "predicted_t_ha" in sites else np.zeros(len(sites))
     return _estimate(
         y, a, sites["field_id"].astype(str).to_numpy(), zones, zone_map_mean_t_ha, area_ha,
-        confidence=confidence, method="difference",
+        confidence=confidence, method=method,
     )  # fmt: skip

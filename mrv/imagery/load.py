@@ -248,13 +248,15 @@ def load_reflectance(
     probe_threads: int = 8,
     check: bool = True,
     check_config: CheckConfig | None = None,
+    check_grid: Grid | None = None,
 ) -> LoadedScenes:
     """Stack every readable item along ``time`` (in the given order); unreadable items are dropped with a reason.
 
     Every asset is probed first (:func:`probe_asset`, ``probe_threads`` at a time, which matters for
     remote files): an item with a missing, truncated or corrupt asset is left out and listed in
     ``dropped`` instead of failing, or silently blanking part of, the composite later. With ``check``
-    each readable item's sample (:func:`sample_scene`) is judged against the other dates
+    each readable item's sample (:func:`sample_scene`, over ``check_grid``, default ``grid``: the whole region
+    when ``grid`` is one of its tiles, so every tile reaches the same verdict) is judged against the other dates
     (:func:`mrv.imagery.scene_check.judge`): corrected items are listed in ``corrected``, items the data
     contradict beyond repair in ``dropped``, suspicious ones kept as they are in ``flagged``. Items whose
     bands live under the same asset keys are loaded together (:func:`load_items`).
@@ -262,7 +264,7 @@ def load_reflectance(
     keyed = [(item, resolve_assets(item, [*bands, SCL])) for item in items]
     check_s3_settings([_href(item, key) for item, keys in keyed for key in keys.values()])
     with ThreadPoolExecutor(max_workers=max(1, probe_threads)) as pool:
-        probed = list(pool.map(lambda ik: _probe_and_sample(ik[0], ik[1], bands, grid, check), keyed))
+        probed = list(pool.map(lambda ik: _probe_and_sample(ik[0], ik[1], bands, check_grid or grid, check), keyed))
     stats = [st for reason, st in probed if reason is None and st is not None]
     verdicts = {v.item_id: v for v in judge(stats, check_config)}
     used: list[str] = []

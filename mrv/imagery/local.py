@@ -73,5 +73,13 @@ class LocalCatalogSource:
             )
         return sorted(found, key=lambda it: (it.datetime, it.id))
 
-    def load(self, items: Sequence[pystac.Item], bands: Sequence[str], grid: Grid, *, chunk_px: int) -> LoadedScenes:
-        return load_reflectance(items, bands, grid, chunk_px=chunk_px)
+    def load(
+        self,
+        items: Sequence[pystac.Item],
+        bands: Sequence[str],
+        grid: Grid,
+        *,
+        chunk_px: int,
+        check_grid: Grid | None = None,
+    ) -> LoadedScenes:
+        return load_reflectance(items, bands, grid, chunk_px=chunk_px, check_grid=check_grid)

@@ -335,8 +335,18 @@ class SentinelHubSource:
             config=self._config,
         )
 
-    def load(self, items: Sequence[pystac.Item], bands: Sequence[str], grid: Grid, *, chunk_px: int) -> LoadedScenes:
+    def load(
+        self,
+        items: Sequence[pystac.Item],
+        bands: Sequence[str],
+        grid: Grid,
+        *,
+        chunk_px: int,
+        check_grid: Grid | None = None,
+    ) -> LoadedScenes:
         """One Process API request per acquisition date; ``chunk_px`` is unused (responses are in memory).
+
+        The data check judges each date on the response itself (``check_grid`` is not requested separately).
 
         The request's time range spans the searched items of that date (plus a minute each side), not the
         whole day, so a same-day scene the search left out (e.g. for cloud cover) is not mosaicked in.

@@ -47,5 +47,14 @@ class ImagerySource(Protocol):
     def search(self, request: SearchRequest) -> list[pystac.Item]: ...
 
     def load(
-        self, items: Sequence[pystac.Item], bands: Sequence[str], grid: Grid, *, chunk_px: int
-    ) -> LoadedScenes: ...
+        self,
+        items: Sequence[pystac.Item],
+        bands: Sequence[str],
+        grid: Grid,
+        *,
+        chunk_px: int,
+        check_grid: Grid | None = None,
+    ) -> LoadedScenes:
+        """Reflectance on ``grid``; the per-scene data check samples ``check_grid`` (default ``grid``), so that
+        every tile of a region judges a scene on the same pixels and reaches the same verdict."""
+        ...

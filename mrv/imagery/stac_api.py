@@ -292,8 +292,16 @@ class StacApiSource:
             item.make_asset_hrefs_absolute()
         return sorted(items, key=lambda it: it.id)
 
-    def load(self, items: Sequence[pystac.Item], bands: Sequence[str], grid: Grid, *, chunk_px: int) -> LoadedScenes:
-        return load_reflectance(items, bands, grid, chunk_px=chunk_px)
+    def load(
+        self,
+        items: Sequence[pystac.Item],
+        bands: Sequence[str],
+        grid: Grid,
+        *,
+        chunk_px: int,
+        check_grid: Grid | None = None,
+    ) -> LoadedScenes:
+        return load_reflectance(items, bands, grid, chunk_px=chunk_px, check_grid=check_grid)
 
 
 def _cloud_ok(item: pystac.Item, max_cloud_pct: float) -> bool:

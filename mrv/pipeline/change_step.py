@@ -63,9 +63,9 @@ def _zone_means(m: np.ndarray, zones: np.ndarray, n: int) -> np.ndarray:
 
 
 def _zone_of(x: np.ndarray, y: np.ndarray, zones: np.ndarray, transform: Any) -> np.ndarray:
-    inv = ~transform
-    col, row = inv * (np.asarray(x, float), np.asarray(y, float))
-    col, row = np.floor(col).astype(int), np.floor(row).astype(int)
+    # north-up grid (mrv.grid.Grid): col = (x - x0) / a, row = (y - y0) / e
+    col = np.floor((np.asarray(x, float) - transform.c) / transform.a).astype(int)
+    row = np.floor((np.asarray(y, float) - transform.f) / transform.e).astype(int)
     inside = (row >= 0) & (row < zones.shape[0]) & (col >= 0) & (col < zones.shape[1])
     out = np.full(len(col), -1)
     out[inside] = zones[row[inside], col[inside]]
@@ -125,7 +125,7 @@ def design_section(
             out["stock"][m.name] = {"error": str(exc)}
             continue
         out["stock"][m.name] = {
-            "estimator": "difference estimator: map mean + mean out-of-fold residual of the lab sites",
+            "estimator": "direct stratified estimator: area-weighted field means of the lab sites (design-based)",
             **_section(est, area),
         }
     if len(maps) < 2:

@@ -143,7 +143,8 @@ def prepare_imagery_tile(
         collection=cfg.imagery.collection,
     )
     items = source.search(request)
-    loaded = source.load(items, cfg.imagery.bands, tile_grid, chunk_px=cfg.imagery.chunk_px)
+    # The data check samples the whole region, so every tile judges a scene alike (mrv.imagery.scene_check).
+    loaded = source.load(items, cfg.imagery.bands, tile_grid, chunk_px=cfg.imagery.chunk_px, check_grid=grid)
     composite = bare_soil_composite(loaded.reflectance, cfg.imagery.bands, cfg.imagery.bare_soil)
     stack = covariate_stack(composite, cfg.imagery.bands)
     try:

@@ -80,12 +80,24 @@ def _profiles(cfg: RunConfig) -> list[tuple[str, str, Path]]:
     found: list[tuple[str, str, Path]] = []
     for rnd in cfg.rounds:
         for sf in rnd.samples:
-            found.append(("sample_formats", sf.format, find_profile("sample_formats", sf.format, config_path=cfg.source_path)))
+            found.append(
+                ("sample_formats", sf.format, find_profile("sample_formats", sf.format, config_path=cfg.source_path))
+            )
     found.append(
-        ("methodologies", cfg.accounting.methodology, find_profile("methodologies", cfg.accounting.methodology, config_path=cfg.source_path))
+        (
+            "methodologies",
+            cfg.accounting.methodology,
+            find_profile("methodologies", cfg.accounting.methodology, config_path=cfg.source_path),
+        )
     )
     if cfg.imagery.provider:
-        found.append(("providers", cfg.imagery.provider, find_profile("providers", cfg.imagery.provider, config_path=cfg.source_path)))
+        found.append(
+            (
+                "providers",
+                cfg.imagery.provider,
+                find_profile("providers", cfg.imagery.provider, config_path=cfg.source_path),
+            )
+        )
     return found
 
 
@@ -112,7 +124,9 @@ def bundle_config(root: Path, manifest: Mapping[str, Any]) -> RunConfig:
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise VerificationError(f"The bundle's config {config['path']} cannot be read as YAML ({exc}); restore the bundle.") from exc
+        raise VerificationError(
+            f"The bundle's config {config['path']} cannot be read as YAML ({exc}); restore the bundle."
+        ) from exc
     if not isinstance(raw, dict):
         raise VerificationError(f"The bundle's config {config['path']} is not a YAML mapping; restore the bundle.")
     mapping = manifest.get("config_paths")
@@ -138,20 +152,22 @@ def bundle_config(root: Path, manifest: Mapping[str, Any]) -> RunConfig:
         raise VerificationError(f"The bundle's config {config['path']} is not a valid run config: {exc}") from exc
 
 
-def make_bundle(
-    run_dir: Path, out: Path, *, sign_key: Path | None = None, passphrase: bytes | None = None
-) -> Path:
+def make_bundle(run_dir: Path, out: Path, *, sign_key: Path | None = None, passphrase: bytes | None = None) -> Path:
     """Bundle ``run_dir`` into ``out`` (a ``.zip`` file, or a new directory); sign it with ``sign_key``."""
     run_dir = Path(run_dir).expanduser().resolve()
     out = Path(out).expanduser().resolve()
     if out.exists() and (out.is_file() or any(out.iterdir())):
-        raise MRVError(f"{out} already exists; choose a new file or directory for the bundle (bundles are never overwritten).")
+        raise MRVError(
+            f"{out} already exists; choose a new file or directory for the bundle (bundles are never overwritten)."
+        )
     if out.is_relative_to(run_dir):
         raise MRVError(f"{out} lies inside the run directory {run_dir}; write the bundle elsewhere.")
     raise_on_mismatch(verify_manifest(run_dir))
     manifest = load_manifest(run_dir)
     if manifest.get("kind") != "run" or manifest.get("schema_version") != 2:
-        raise MRVError(f"{run_dir / MANIFEST_NAME} is not a schema-2 run manifest; re-run the pipeline with this version.")
+        raise MRVError(
+            f"{run_dir / MANIFEST_NAME} is not a schema-2 run manifest; re-run the pipeline with this version."
+        )
     cfg = run_config(run_dir, manifest)
     raw = yaml.safe_load(resolve_entry(run_dir, manifest["config"]["path"], inside=False).read_text(encoding="utf-8"))
 
@@ -189,7 +205,9 @@ def _stage(run_dir: Path, manifest: Mapping[str, Any], cfg: RunConfig, raw: Any,
         role, member = str(e.get("role", "")), str(e.get("member", ""))
         parts = PurePosixPath(member).parts
         if not is_safe_component(role) or not parts or not all(is_safe_component(p) for p in parts):
-            raise MRVError(f"Input entry {e['path']!r} has an unsafe role or member name; re-run the pipeline with this version.")
+            raise MRVError(
+                f"Input entry {e['path']!r} has an unsafe role or member name; re-run the pipeline with this version."
+            )
         src = resolve_entry(run_dir, e["path"], inside=False)
         rel = f"{INPUTS_DIR}/{role}/{member}"
         _copy(src, stage / rel)
@@ -201,7 +219,16 @@ def _stage(run_dir: Path, manifest: Mapping[str, Any], cfg: RunConfig, raw: Any,
         if (stage / rel).exists():
             continue
         _copy(src, stage / rel)
-        inputs.append({"role": f"profile_{kind}", "path": rel, "member": src.name, "name": name, "sha256": sha256_file(src), "bytes": src.stat().st_size})
+        inputs.append(
+            {
+                "role": f"profile_{kind}",
+                "path": rel,
+                "member": src.name,
+                "name": name,
+                "sha256": sha256_file(src),
+                "bytes": src.stat().st_size,
+            }
+        )
 
     config_paths = []
     for key, path in _config_path_keys(raw, cfg):
@@ -253,14 +280,18 @@ def open_bundle(path: Path, *, max_bytes: int = MAX_EXTRACT_BYTES) -> Iterator[P
     if not path.is_file():
         raise VerificationError(f"{path} does not exist; pass a run directory, a bundle directory or a bundle .zip.")
     if not zipfile.is_zipfile(path):
-        raise VerificationError(f"{path} is neither a directory nor a zip archive; pass a bundle written by 'mrv report bundle'.")
+        raise VerificationError(
+            f"{path} is neither a directory nor a zip archive; pass a bundle written by 'mrv report bundle'."
+        )
     with tempfile.TemporaryDirectory(prefix="mrv-verify-") as tmp:
         root = Path(tmp) / "bundle"
         root.mkdir()
         try:
             _extract(path, root, max_bytes)
         except (zipfile.BadZipFile, OSError, EOFError) as exc:
-            raise VerificationError(f"{path} is a damaged zip archive ({exc}); ask the operator for the bundle again.") from exc
+            raise VerificationError(
+                f"{path} is a damaged zip archive ({exc}); ask the operator for the bundle again."
+            ) from exc
         yield root
 
 

@@ -45,9 +45,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
-import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -123,6 +123,8 @@ class Verification:
     steps: int
     links: tuple[Link, ...] = field(default_factory=tuple)
     seconds: float = 0.0
+    code_note: str = ""
+    """Set when the run was made by another version of this package than the verifier's."""
 
 
 # --------------------------------------------------------------------------- comparisons
@@ -141,19 +143,27 @@ def _same(a: Any, b: Any, rel: float = REL_TOLERANCE) -> bool:
     return bool(a == b)
 
 
-def diff_json(stored: Any, recomputed: Any, where: str, *, ignore: frozenset[str] = frozenset()) -> str | None:
-    """The first place where ``stored`` and ``recomputed`` differ (keys both ways), as a message; None if equal."""
+def diff_json(
+    stored: Any, recomputed: Any, where: str, *, ignore: frozenset[str] = frozenset(), absent_is_null: bool = False
+) -> str | None:
+    """The first place where ``stored`` and ``recomputed`` differ (keys both ways), as a message; None if equal.
+
+    With ``absent_is_null`` a key that one side lacks and the other holds as null is no difference
+    (a setting added to the code later, at its null default).
+    """
     if isinstance(recomputed, Mapping):
         if not isinstance(stored, Mapping):
             return f"{where}: stored {type(stored).__name__}, recomputed an object"
         for k in sorted(set(stored) | set(recomputed), key=str):
             if k in ignore:
                 continue
+            if absent_is_null and (stored.get(k) is None and recomputed.get(k) is None):
+                continue
             if k not in stored:
                 return f"{where}.{k}: missing from the stored file (recomputed {recomputed[k]!r})"
             if k not in recomputed:
                 return f"{where}.{k}: in the stored file ({stored[k]!r}) but not recomputed"
-            msg = diff_json(stored[k], recomputed[k], f"{where}.{k}", ignore=ignore)
+            msg = diff_json(stored[k], recomputed[k], f"{where}.{k}", ignore=ignore, absent_is_null=absent_is_null)
             if msg:
                 return msg
         return None
@@ -162,7 +172,7 @@ def diff_json(stored: Any, recomputed: Any, where: str, *, ignore: frozenset[str
             n = len(stored) if isinstance(stored, list) else type(stored).__name__
             return f"{where}: stored {n} entries, recomputed {len(recomputed)}"
         for i, (a, b) in enumerate(zip(stored, recomputed, strict=True)):
-            msg = diff_json(a, b, f"{where}[{i}]", ignore=ignore)
+            msg = diff_json(a, b, f"{where}[{i}]", ignore=ignore, absent_is_null=absent_is_null)
             if msg:
                 return msg
         return None
@@ -190,14 +200,26 @@ def _read_json(path: Path, label: str) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise VerificationError(f"{label} cannot be read as JSON ({exc}); restore it from the original run or bundle.") from exc
+        raise VerificationError(
+            f"{label} cannot be read as JSON ({exc}); restore it from the original run or bundle."
+        ) from exc
 
 
-def diff_csv(stored: Path, recomputed: Path) -> str | None:
+def _damaged(label: str, what: str, exc: BaseException) -> VerificationError:
+    return VerificationError(
+        f"{label} cannot be read as {what} ({type(exc).__name__}: {exc}); the file is damaged or was replaced. "
+        "Restore it from the original run or bundle."
+    )
+
+
+def diff_csv(stored: Path, recomputed: Path, label: str | None = None) -> str | None:
     """None when the two CSV files are equal (numbers within 1e-9 relative), else where they first differ."""
     if stored.read_bytes() == recomputed.read_bytes():
         return None
-    a = pd.read_csv(stored, dtype=str, keep_default_na=False)
+    try:
+        a = pd.read_csv(stored, dtype=str, keep_default_na=False)
+    except (ValueError, UnicodeDecodeError, OSError) as exc:
+        raise _damaged(label or stored.name, "CSV", exc) from exc
     b = pd.read_csv(recomputed, dtype=str, keep_default_na=False)
     if list(a.columns) != list(b.columns):
         return f"columns {list(a.columns)} stored, {list(b.columns)} recomputed"
@@ -217,11 +239,16 @@ def diff_csv(stored: Path, recomputed: Path) -> str | None:
     return None
 
 
-def diff_raster(stored: Path, recomputed: Path, *, atol: float) -> str | None:
+def diff_raster(stored: Path, recomputed: Path, *, atol: float, label: str | None = None) -> str | None:
     """None when grid, band names and every pixel agree within ``atol`` (NaN where NaN), else the difference."""
+    import rasterio
+
     from mrv.raster import read_raster
 
-    a, ga, na = read_raster(stored)
+    try:
+        a, ga, na = read_raster(stored)
+    except (rasterio.errors.RasterioError, OSError, ValueError) as exc:
+        raise _damaged(label or stored.name, "a GeoTIFF", exc) from exc
     b, gb, nb = read_raster(recomputed)
     if ga != gb or a.shape != b.shape:
         return f"grid {ga} {a.shape} stored, {gb} {b.shape} recomputed"
@@ -255,6 +282,31 @@ class _Layout(RunLayout):
     scratch: Path = Path(".")
     redirect: frozenset[str] = frozenset()
 
+    def work(self, round_name: str) -> Path:
+        # Caches a step keeps beside its inputs (e.g. covariate_norm.json) go to scratch: verify never writes
+        # into the bundle. The stored artefacts under work/ are still read from the bundle (below).
+        d = RunLayout(self.scratch).work(round_name)
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def covariates(self, round_name: str) -> Path:
+        return RunLayout(self.root).covariates(round_name)
+
+    def imagery_tile(self, round_name: str, tile_name: str) -> Path:
+        return RunLayout(self.root).imagery_tile(round_name, tile_name)
+
+    def imagery_summary(self, round_name: str) -> Path:
+        return RunLayout(self.root).imagery_summary(round_name)
+
+    def sites(self, round_name: str) -> Path:
+        return RunLayout(self.root).sites(round_name)
+
+    def samples_summary(self, round_name: str) -> Path:
+        return RunLayout(self.root).samples_summary(round_name)
+
+    def rejected(self, round_name: str) -> Path:
+        return RunLayout(self.root).rejected(round_name)
+
     @property
     def model_dir(self) -> Path:
         return RunLayout(self.scratch if "model_dir" in self.redirect else self.root).model_dir
@@ -280,7 +332,9 @@ def check_run_files(root: Path) -> dict[str, Any]:
         raise VerificationError(f"{root} has no report.json; pass a run directory written by 'mrv run'.")
     report = _read_json(path, str(path))
     if not isinstance(report, dict):
-        raise VerificationError(f"{path} holds a JSON {type(report).__name__}, not an object; restore it from the original run.")
+        raise VerificationError(
+            f"{path} holds a JSON {type(report).__name__}, not an object; restore it from the original run."
+        )
     kinds: dict[str, type | tuple[type, ...]] = {
         "run": dict, "project": dict, "fields": list, "model": dict, "samples": dict, "imagery": dict,
         "uncertainty": dict, "methodology": dict, "deductions": list, "maps": dict, "provenance": dict,
@@ -293,10 +347,14 @@ def check_run_files(root: Path) -> dict[str, Any]:
             )
     for i, f in enumerate(report.get("fields", [])):
         if not isinstance(f, dict):
-            raise VerificationError(f"{path}: fields[{i}] is a {type(f).__name__}, expected an object; restore the report.")
+            raise VerificationError(
+                f"{path}: fields[{i}] is a {type(f).__name__}, expected an object; restore the report."
+            )
     for i, d in enumerate(report.get("deductions", [])):
         if not isinstance(d, dict):
-            raise VerificationError(f"{path}: deductions[{i}] is a {type(d).__name__}, expected an object; restore the report.")
+            raise VerificationError(
+                f"{path}: deductions[{i}] is a {type(d).__name__}, expected an object; restore the report."
+            )
     run = report.get("run", {})
     for key in ("crs", "fields"):
         if key in run and not isinstance(run[key], str):
@@ -326,7 +384,9 @@ def _expected_steps(cfg: RunConfig, layout: RunLayout) -> list[Any]:
 def _normalise_config(value: Any) -> Any:
     """Step config values with machine-specific parts removed: absolute paths -> file name, no registry/output dir."""
     if isinstance(value, Mapping):
-        return {k: _normalise_config(v) for k, v in value.items() if k not in ("registry_dir", "output_dir", "source_path")}
+        return {
+            k: _normalise_config(v) for k, v in value.items() if k not in ("registry_dir", "output_dir", "source_path")
+        }
     if isinstance(value, list):
         return [_normalise_config(v) for v in value]
     if isinstance(value, str) and value.startswith("/"):
@@ -355,8 +415,14 @@ def check_step_chain(cfg: RunConfig, root: Path, manifest: Mapping[str, Any]) ->
                 "and its manifest entry were deleted). The run is incomplete; re-run the pipeline."
             )
         record = _read_json(root / sidecar, sidecar)
-        if not isinstance(record, dict) or not isinstance(record.get("outputs"), dict) or not isinstance(record.get("inputs"), list):
-            raise VerificationError(f"Step record {sidecar} is not a step record (outputs/inputs missing); the run is damaged.")
+        if (
+            not isinstance(record, dict)
+            or not isinstance(record.get("outputs"), dict)
+            or not isinstance(record.get("inputs"), list)
+        ):
+            raise VerificationError(
+                f"Step record {sidecar} is not a step record (outputs/inputs missing); the run is damaged."
+            )
         listed = chain.get(sidecar)
         if listed is None or listed.get("key") != record.get("key"):
             raise VerificationError(
@@ -394,7 +460,7 @@ def check_step_chain(cfg: RunConfig, root: Path, manifest: Mapping[str, Any]) ->
                 )
         recorded_cfg = _normalise_config(record.get("config"))
         implied_cfg = _normalise_config(json.loads(cache.canonical_json(spec.config)))
-        msg = diff_json(recorded_cfg, implied_cfg, "config")
+        msg = diff_json(recorded_cfg, implied_cfg, "config", absent_is_null=True)
         if msg:
             raise VerificationError(
                 f"Step {spec.name} ran with other settings than the bundle's config ({sidecar}): {msg}. The config was "
@@ -452,17 +518,32 @@ def _run_link(name: str, artefacts: Sequence[str], fn: Callable[[], str]) -> Lin
     """Run one re-derivation; any failure of the recomputation itself is reported as a damaged link."""
     t0 = time.perf_counter()
     try:
-        detail = fn()
+        with _quiet_gdal():
+            detail = fn()
     except VerificationError:
         raise
     except MRVError as exc:
-        raise VerificationError(f"Link '{name}' ({', '.join(artefacts)}) cannot be re-derived from the bundle: {exc}") from exc
+        raise VerificationError(
+            f"Link '{name}' ({', '.join(artefacts)}) cannot be re-derived from the bundle: {exc}"
+        ) from exc
     except Exception as exc:  # untrusted files can break any reader in any way: name the link, not a traceback
         raise VerificationError(
             f"Link '{name}': re-deriving {', '.join(artefacts)} from the bundle failed ({type(exc).__name__}: {exc}); "
             "one of its input files is damaged or was replaced. Restore the bundle from the original run."
         ) from exc
     return Link(name, "re-derived", tuple(artefacts), detail, time.perf_counter() - t0)
+
+
+@contextlib.contextmanager
+def _quiet_gdal() -> Iterator[None]:
+    """GDAL's warnings about a damaged file stay out of the terminal: verify names the file in its own message."""
+    logger = logging.getLogger("rasterio")
+    level = logger.level
+    logger.setLevel(logging.ERROR + 10)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _rel(root: Path, p: Path) -> str:
@@ -478,11 +559,15 @@ def _link_samples(cfg: RunConfig, rnd: Any, root: Path, scratch: Path) -> Callab
         b = RunLayout(root)
         sources = ", ".join(sf.path.name for sf in rnd.samples)
         for stored, new in ((b.sites(rnd.name), s.sites(rnd.name)), (b.rejected(rnd.name), s.rejected(rnd.name))):
-            msg = diff_csv(stored, new)
+            msg = diff_csv(stored, new, _rel(root, stored))
             if msg:
                 raise _mismatch(_rel(root, stored), f"samples[{rnd.name}]", sources, msg)
         stored_json = b.samples_summary(rnd.name)
-        msg = diff_json(_read_json(stored_json, _rel(root, stored_json)), _read_json(s.samples_summary(rnd.name), "recomputed"), "samples.json")
+        msg = diff_json(
+            _read_json(stored_json, _rel(root, stored_json)),
+            _read_json(s.samples_summary(rnd.name), "recomputed"),
+            "samples.json",
+        )
         if msg:
             raise _mismatch(_rel(root, stored_json), f"samples[{rnd.name}]", sources, msg)
         return f"{len(rnd.samples)} sample file(s) re-ingested"
@@ -501,7 +586,9 @@ def _link_imagery(cfg: RunConfig, rnd: Any, root: Path, scratch: Path) -> Callab
         for tile in tiles:
             steps.prepare_imagery_tile(cfg, rnd, s, tile, grid=grid)
             stored = b.imagery_tile(rnd.name, tile.name)
-            msg = diff_raster(stored, s.imagery_tile(rnd.name, tile.name), atol=COVARIATE_TOLERANCE)
+            msg = diff_raster(
+                stored, s.imagery_tile(rnd.name, tile.name), atol=COVARIATE_TOLERANCE, label=_rel(root, stored)
+            )
             if msg:
                 raise _mismatch(_rel(root, stored), f"imagery[{rnd.name}]", "the STAC catalog in the bundle", msg)
             msg = diff_json(
@@ -510,13 +597,22 @@ def _link_imagery(cfg: RunConfig, rnd: Any, root: Path, scratch: Path) -> Callab
                 "tile", ignore=frozenset({"computed_by"}),
             )  # fmt: skip
             if msg:
-                raise _mismatch(_rel(root, stored.with_suffix(".json")), f"imagery[{rnd.name}]", "the STAC catalog", msg)
+                raise _mismatch(
+                    _rel(root, stored.with_suffix(".json")), f"imagery[{rnd.name}]", "the STAC catalog", msg
+                )
         steps.mosaic_imagery(cfg, rnd, s)
-        msg = diff_raster(b.covariates(rnd.name), s.covariates(rnd.name), atol=COVARIATE_TOLERANCE)
+        msg = diff_raster(
+            b.covariates(rnd.name),
+            s.covariates(rnd.name),
+            atol=COVARIATE_TOLERANCE,
+            label=_rel(root, b.covariates(rnd.name)),
+        )
         if msg:
             raise _mismatch(_rel(root, b.covariates(rnd.name)), f"imagery[{rnd.name}]", "the round's tiles", msg)
         msg = diff_json(
-            _read_json(b.imagery_summary(rnd.name), "imagery.json"), _read_json(s.imagery_summary(rnd.name), "recomputed"), "imagery.json"
+            _read_json(b.imagery_summary(rnd.name), "imagery.json"),
+            _read_json(s.imagery_summary(rnd.name), "recomputed"),
+            "imagery.json",
         )
         if msg:
             raise _mismatch(_rel(root, b.imagery_summary(rnd.name)), f"imagery[{rnd.name}]", "the round's tiles", msg)
@@ -535,7 +631,7 @@ def _link_model(cfg: RunConfig, root: Path, scratch: Path) -> Callable[[], str]:
         stored_dir, new_dir = RunLayout(root).model_dir, m.model_dir
         sources = "work/<round>/sites.csv and covariates.tif (refit with the config's seed)"
         for name in ("features.csv", "cv_predictions.csv"):
-            msg = diff_csv(stored_dir / name, new_dir / name)
+            msg = diff_csv(stored_dir / name, new_dir / name, f"model/{name}")
             if msg:
                 raise _mismatch(f"model/{name}", "model", sources, msg)
         card = _read_json(stored_dir / "model_card.json", "model/model_card.json")
@@ -565,9 +661,11 @@ def _link_maps(cfg: RunConfig, rnd: Any, root: Path, scratch: Path) -> Callable[
         steps.predict_round(cfg, rnd, p, client=None)
         stored = RunLayout(root).round_maps(rnd.name)
         for kind, path in stored.items():
-            msg = diff_raster(path, p.round_maps(rnd.name)[kind], atol=MAP_TOLERANCE_T_HA)
+            msg = diff_raster(path, p.round_maps(rnd.name)[kind], atol=MAP_TOLERANCE_T_HA, label=_rel(root, path))
             if msg:
-                raise _mismatch(_rel(root, path), f"maps[{rnd.name}]", f"work/{rnd.name}/covariates.tif and the model", msg)
+                raise _mismatch(
+                    _rel(root, path), f"maps[{rnd.name}]", f"work/{rnd.name}/covariates.tif and the model", msg
+                )
         return f"{len(stored)} maps re-predicted (tolerance {MAP_TOLERANCE_T_HA:g} t C/ha)"
 
     return run
@@ -582,13 +680,20 @@ def _link_latest(cfg: RunConfig, root: Path) -> Callable[[], str]:
         for kind, path in b.latest_maps().items():
             src = b.round_maps(latest)[kind]
             if sha256_file(path) != sha256_file(src):
-                raise _mismatch(_rel(root, path), "maps[latest]", _rel(root, src), "the headline map is not a copy of the round's map")
+                raise _mismatch(
+                    _rel(root, path),
+                    "maps[latest]",
+                    _rel(root, src),
+                    "the headline map is not a copy of the round's map",
+                )
         p05, _, _ = read_raster(b.latest_maps()["p05"])
         p95, _, _ = read_raster(b.latest_maps()["p95"])
         width, _, _ = read_raster(root / "maps" / "soc_stock_width90.tif")
         ok = np.isclose(width, p95 - p05, atol=MAP_TOLERANCE_T_HA, equal_nan=True)
         if not ok.all():
-            raise _mismatch("maps/soc_stock_width90.tif", "maps[latest]", "p95 - p05", f"{int((~ok).sum())} pixels differ")
+            raise _mismatch(
+                "maps/soc_stock_width90.tif", "maps[latest]", "p95 - p05", f"{int((~ok).sum())} pixels differ"
+            )
         return "headline maps are the latest round's; width90 = p95 - p05"
 
     return run
@@ -607,14 +712,21 @@ def _link_accounting(cfg: RunConfig, root: Path, scratch: Path) -> Callable[[], 
                 d["inputs"].pop("fields", None)  # a machine-specific path
         msg = diff_json(stored, new, "accounting")
         if msg:
-            raise _mismatch("accounting.json", "accounting", "the maps, the field polygons, model/cv_predictions.csv and the config", msg)
+            raise _mismatch(
+                "accounting.json",
+                "accounting",
+                "the maps, the field polygons, model/cv_predictions.csv and the config",
+                msg,
+            )
         n = len(new.get("fields", [])) if isinstance(new, dict) else 0
         return f"Monte Carlo redone for {n} fields and the project ({cfg.accounting.n_simulations} simulations, seed {cfg.accounting.seed})"
 
     return run
 
 
-_REPORT_DERIVED = ("project", "fields", "uncertainty", "model", "samples", "imagery", "methodology", "deductions", "maps")
+_REPORT_DERIVED = (
+    "project", "fields", "uncertainty", "model", "samples", "imagery", "methodology", "deductions", "maps", "design_based",
+)  # fmt: skip
 _REPORT_RUN_KEYS = ("name", "crs", "resolution_m", "depth_cm", "rounds", "latest_round", "baseline_round", "confidence")
 
 
@@ -638,9 +750,12 @@ def _link_report(cfg: RunConfig, root: Path, report: dict[str, Any]) -> Callable
             "methodology": methodology,
             "deductions": deductions,
             "maps": {**latest, "width90": "maps/soc_stock_width90.tif"},
+            "design_based": acc.get("design_based"),  # the change estimator's section, as accounted
         }
         sources = "accounting.json, model/model_card.json, work/*/samples.json, work/*/imagery.json and the methodology profile"
         for key in _REPORT_DERIVED:
+            if key == "design_based" and key not in report:
+                continue
             msg = diff_json(report.get(key), _plain_json(expected[key]), key)
             if msg:
                 raise _mismatch("report.json", "report", sources, msg)
@@ -654,25 +769,27 @@ def _link_report(cfg: RunConfig, root: Path, report: dict[str, Any]) -> Callable
         if msg:
             raise _mismatch("report.json", "report", "the config", msg)
         unknown = sorted(set(report) - {*_REPORT_DERIVED, "run", "schema_version", "provenance"})
-        return "sections " + ", ".join(_REPORT_DERIVED) + " recomputed" + (f"; only hashed: {', '.join(unknown)}" if unknown else "")
+        return (
+            "sections "
+            + ", ".join(_REPORT_DERIVED)
+            + " recomputed"
+            + (f"; only hashed: {', '.join(unknown)}" if unknown else "")
+        )
 
     return run
 
 
-def _link_rendering(root: Path, scratch: Path, report: dict[str, Any], fields: Path) -> Callable[[], str]:
+def _link_rendering(root: Path, scratch: Path, report: dict[str, Any]) -> Callable[[], str]:
     def run() -> str:
         from mrv.pipeline import report_step
+        from mrv.report.html import render_report_html
 
-        r = scratch / "render"
-        r.mkdir(parents=True, exist_ok=True)
-        if (root / "figures").is_dir():
-            shutil.copytree(root / "figures", r / "figures")
-        local = json.loads(json.dumps(report))
-        local.setdefault("run", {})["fields"] = str(fields)  # the report records the operator's path
-        (r / "report.json").write_text(json.dumps(local), encoding="utf-8")
-        report_step.render_outputs(r)
-        if (root / "report.html").read_bytes() != (r / "report.html").read_bytes():
-            raise _mismatch("report.html", "rendering", "report.json and figures/", "the HTML rendered from report.json differs")
+        # As report_step.render_outputs renders it: report.json and the figures it embeds.
+        out = render_report_html(report, images=report_step._images(report, root), out_html=scratch / "report.html")
+        if (root / "report.html").read_bytes() != out.read_bytes():
+            raise _mismatch(
+                "report.html", "rendering", "report.json and figures/", "the HTML rendered from report.json differs"
+            )
         return "report.html re-rendered byte for byte"
 
     return run
@@ -709,9 +826,23 @@ def verify(path: Path, *, public_key: Path | None = None, rederive: bool = True)
             with _scratch() as scratch:
                 links += _rederive(cfg, root, scratch, report)
         return Verification(
+            code_note=_code_note(manifest),
             source=str(path), kind=str(manifest.get("kind")), signature=signature, files=result.checked,
             steps=n_steps, links=tuple(links), seconds=time.perf_counter() - t0,
         )  # fmt: skip
+
+
+def _code_note(manifest: Mapping[str, Any]) -> str:
+    from mrv.identity import identity
+
+    mine = identity()
+    run_version, run_rev = manifest.get("mrv_version"), manifest.get("source_revision")
+    if (run_version, run_rev) == (mine.version, mine.revision):
+        return ""
+    return (
+        f"the run was made with mrv {run_version} (revision {run_rev}), verified with mrv {mine.version} "
+        f"(revision {mine.revision}); a difference found by re-derivation may also come from the code"
+    )
 
 
 def _rederive(cfg: RunConfig, root: Path, scratch: Path, report: dict[str, Any]) -> list[Link]:
@@ -733,14 +864,27 @@ def _rederive(cfg: RunConfig, root: Path, scratch: Path, report: dict[str, Any])
                 f"imagery[{rnd.name}]", "hashed only", (_rel(root, b.covariates(rnd.name)),),
                 f"imagery from {cfg.imagery.source}: the assets are not in the bundle, so the composite is not recomputed",
             ))  # fmt: skip
-    links.append(_run_link("model", ["model/model.pkl", "model/model_card.json", "model/cv_predictions.csv"], _link_model(cfg, root, scratch)))
+    links.append(
+        _run_link(
+            "model",
+            ["model/model.pkl", "model/model_card.json", "model/cv_predictions.csv"],
+            _link_model(cfg, root, scratch),
+        )
+    )
     for rnd in cfg.rounds:
         links.append(_run_link(f"maps[{rnd.name}]", [f"maps/{rnd.name}/"], _link_maps(cfg, rnd, root, scratch)))
     links.append(_run_link("maps[latest]", ["maps/soc_stock_*.tif"], _link_latest(cfg, root)))
     links.append(_run_link("accounting", ["accounting.json"], _link_accounting(cfg, root, scratch)))
     links.append(_run_link("report", ["report.json"], _link_report(cfg, root, report)))
-    links.append(_run_link("rendering", ["report.html"], _link_rendering(root, scratch, report, cfg.region.fields)))
-    links.append(Link("outputs", "hashed only", ("report/report.pdf", "report/fields.gpkg", "figures/*.png", "models/"), "signed and hashed"))
+    links.append(_run_link("rendering", ["report.html"], _link_rendering(root, scratch, report)))
+    links.append(
+        Link(
+            "outputs",
+            "hashed only",
+            ("report/report.pdf", "report/fields.gpkg", "figures/*.png", "models/"),
+            "signed and hashed",
+        )
+    )
     return links
 
 
@@ -760,6 +904,8 @@ def format_verification(v: Verification) -> str:
         lines.append(f"  {link.name:<{width}}  {link.method:<11}  {link.seconds:6.2f} s  {link.detail}")
     if not v.links:
         lines.append("  re-derivation skipped (--hash-only)")
+    if v.code_note:
+        lines.append(f"  note: {v.code_note}")
     lines.append(f"  total {v.seconds:.1f} s")
     return "\n".join(lines)
 
@@ -786,4 +932,6 @@ def rebuild_checked(run_dir: Path) -> tuple[tuple[Path, ...], list[str]]:
             "type or is missing. Restore report.json from the original run."
         ) from exc
     except OSError as exc:
-        raise VerificationError(f"Rendering the report of {root} failed: {exc}. Check that the run directory is writable.") from exc
+        raise VerificationError(
+            f"Rendering the report of {root} failed: {exc}. Check that the run directory is writable."
+        ) from exc

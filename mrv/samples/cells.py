@@ -131,9 +131,12 @@ class Measured:
 def parse_measured(text: pd.Series, decimal: str) -> Measured:
     """Numbers that may carry a detection-limit prefix (``<0.1``, ``< 0,1``, ``>600``)."""
     a = _objects(text)
-    n = len(a)
-    first = np.array([v[:1] for v in a], dtype=object)
-    lt, gt = first == "<", first == ">"
+    joined = _SEP.join(a)
+    if "<" in joined or ">" in joined:
+        first = np.array([v[:1] for v in a], dtype=object)
+        lt, gt = first == "<", first == ">"
+    else:
+        lt = gt = np.zeros(len(a), dtype=bool)
     prefixed = lt | gt
     if prefixed.any():
         a = a.copy()

@@ -109,8 +109,5 @@ def inside_area(lon: np.ndarray, lat: np.ndarray, area: tuple[float, float, floa
     """True where lon/lat (degrees) lie in ``area`` (west, south, east, north; west > east crosses 180 degrees)."""
     west, south, east, north = area
     in_lat = (lat >= south) & (lat <= north)
-    if west <= east:
-        in_lon = (lon >= west) & (lon <= east)
-    else:
-        in_lon = (lon >= west) | (lon <= east)
+    in_lon = (lon >= west) & (lon <= east) if west <= east else (lon >= west) | (lon <= east)
     return np.asarray(in_lat & in_lon & np.isfinite(lon) & np.isfinite(lat))

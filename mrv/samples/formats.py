@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -158,11 +159,19 @@ class LongLayout:
 
     def rank(self, role: str, parameter: str, method: str) -> int:
         """Position of ``parameter`` or ``method`` in ``prefer[role]`` (lower is better; unlisted last)."""
-        order = [normalize_name(p) for p in self.prefer.get(role, ())]
-        for key in (normalize_name(parameter), normalize_name(method)):
-            if key and key in order:
-                return order.index(key)
-        return len(order)
+        order = self._prefer_order.get(role, {})
+        ranks = [order[k] for k in (normalize_name(parameter), normalize_name(method)) if k in order]
+        return min(ranks, default=len(order))
+
+    @cached_property
+    def _prefer_order(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        for role, names in self.prefer.items():
+            order: dict[str, int] = {}
+            for i, p in enumerate(names):
+                order.setdefault(normalize_name(p), i)
+            out[role] = order
+        return out
 
     def role_of(self, parameter: str) -> str | None:
         key = normalize_name(parameter)
@@ -304,9 +313,9 @@ def parse_format(raw: dict[str, Any], *, where: str, default_name: str) -> Sampl
     if "sample_id" not in cols:
         raise ConfigError(f"{where}: columns must map 'sample_id' to the column holding each sample's id.")
     if "depth" in cols and ({"top", "bottom"} & (set(cols) | set(constants))):
-        raise ConfigError(f"{where}: give the depths either as one 'depth' column (\"0-30\") or as top and bottom, not both.")  # noqa: E501
+        raise ConfigError(f"{where}: give the depths either as one 'depth' column (\"0-30\") or as top and bottom, not both.")
     if sites is not None and sites.on not in cols:
-        raise ConfigError(f"{where}: sites.on is '{sites.on}', but columns does not map it; map the column holding the site key.")  # noqa: E501
+        raise ConfigError(f"{where}: sites.on is '{sites.on}', but columns does not map it; map the column holding the site key.")
     supplied = set(cols) | set(constants) | (set(sites.columns) if sites else set())
     if "depth" in supplied:
         supplied |= {"top", "bottom"}
@@ -420,7 +429,7 @@ def _constants(raw: Any, where: str) -> dict[str, Any]:
                 try:
                     date = dt.date.fromisoformat(str(value))
                 except ValueError:
-                    raise ConfigError(f"{where}: constants.sampling_date must be a date written YYYY-MM-DD, got {value!r}.") from None  # noqa: E501
+                    raise ConfigError(f"{where}: constants.sampling_date must be a date written YYYY-MM-DD, got {value!r}.") from None
             out[role] = date.date() if isinstance(date, dt.datetime) else date
         elif role == "epsg":
             if isinstance(value, bool) or not isinstance(value, int):
@@ -449,7 +458,7 @@ def _sites(raw: Any, where: str) -> SiteTable | None:
         raise ConfigError(f"{where}: sites.columns must map roles {list(SITE_ROLES)} to site table columns.")
     bad = sorted(set(cols) - set(SITE_ROLES))
     if bad:
-        raise ConfigError(f"{where}: sites.columns has role(s) {bad} a site table cannot give; allowed: {list(SITE_ROLES)}.")  # noqa: E501
+        raise ConfigError(f"{where}: sites.columns has role(s) {bad} a site table cannot give; allowed: {list(SITE_ROLES)}.")
     on = str(raw.get("on", "site_id"))
     if on not in ("site_id", "sample_id", "field_id"):
         raise ConfigError(f"{where}: sites.on must be site_id, sample_id or field_id, got {on!r}.")
@@ -517,7 +526,7 @@ def _unit_columns(raw: Any, where: str, layout: str) -> dict[str, UnitColumn]:
             raise ConfigError(
                 f"{where}: units.{role}.map {bad} uses unknown unit codes; allowed: {sorted(UNIT_FACTORS[role])}."
             )
-        out[str(role)] = UnitColumn(spec["column"].strip(), {" ".join(str(t).split()): str(c) for t, c in spec["map"].items()})  # noqa: E501
+        out[str(role)] = UnitColumn(spec["column"].strip(), {" ".join(str(t).split()): str(c) for t, c in spec["map"].items()})
     return out
 
 

@@ -65,7 +65,7 @@ CANONICAL_COLUMNS = [
 #: Extra column of ``IngestResult.accepted``: the notes on the record joined with "; " ("" if none).
 FLAG_COLUMN = "ingest_flag"
 
-_ROLE_LABELS = {"soc": "SOC", "som": "organic matter", "bulk_density": "bulk density", "coarse_fragments": "coarse fragments"}  # noqa: E501
+_ROLE_LABELS = {"soc": "SOC", "som": "organic matter", "bulk_density": "bulk density", "coarse_fragments": "coarse fragments"}
 _OPTIONAL_ROLES = {
     "site_id", "field_id", "submitter", "bulk_density", "coarse_fragments", "method", "soc", "som", "gps_accuracy",
 }  # fmt: skip
@@ -211,7 +211,7 @@ def read_table(
 
 def required_columns(fmt: SampleFormat) -> list[str]:
     """File columns that ``fmt`` maps to a required role (and a long layout's parameter/value/unit columns)."""
-    needed = [col for role, col in fmt.columns.items() if role not in _OPTIONAL_ROLES or (fmt.sites and role == fmt.sites.on)]  # noqa: E501
+    needed = [col for role, col in fmt.columns.items() if role not in _OPTIONAL_ROLES or (fmt.sites and role == fmt.sites.on)]
     if fmt.long is not None:
         needed += [fmt.long.parameter_column, fmt.long.value_column, fmt.long.unit_column]
     return needed
@@ -231,7 +231,7 @@ def header_problems(header: list[str], fmt: SampleFormat) -> list[str]:
             if col not in have:
                 problems.append(f"'{col}' (long.{key})")
     else:
-        carbon = [(r, c) for r in ("soc", "som") if r in fmt.columns for c in (fmt.columns[r], *fmt.alternatives.get(r, ()))]  # noqa: E501
+        carbon = [(r, c) for r in ("soc", "som") if r in fmt.columns for c in (fmt.columns[r], *fmt.alternatives.get(r, ()))]
         if carbon and not any(c in have for _, c in carbon):
             problems.append(" or ".join(f"'{c}' (columns.{r})" for r, c in carbon))
         for role, spec in fmt.unit_columns.items():
@@ -300,7 +300,7 @@ def _structural(bad: list[Malformed], chunk: Chunk | None, out: list[Rejection])
         if m.cells == 0:
             out.append(Rejection(m.line, "", "", "empty line", "empty_line"))
         else:
-            out.append(Rejection(m.line, "", m.text, f"has {m.cells} cells but the header has a different number", "cell_count"))  # noqa: E501
+            out.append(Rejection(m.line, "", m.text, f"has {m.cells} cells but the header has a different number", "cell_count"))
     if chunk is not None and chunk.control.any():
         pos = np.flatnonzero(chunk.control.to_numpy())
         for i in pos:
@@ -365,7 +365,7 @@ def _site_table(
     spec = fmt.sites
     if spec is None:
         if given is not None:
-            raise SubmissionRejected(f"A site table was given, but sample format '{fmt.name}' has no 'sites:' block saying how to join it.")  # noqa: E501
+            raise SubmissionRejected(f"A site table was given, but sample format '{fmt.name}' has no 'sites:' block saying how to join it.")
         return None, ""
     site_path = Path(given) if given is not None else (path.parent / spec.file if spec.file else None)
     if site_path is None:
@@ -387,7 +387,7 @@ def _site_table(
         if bad or (chunk is not None and chunk.control.any()):
             line = bad[0].line if bad else int(chunk.lines[np.flatnonzero(chunk.control.to_numpy())[0]])  # type: ignore[union-attr]
             if not (bad and all(b.cells == 0 for b in bad)):
-                raise SubmissionRejected(f"The site table {sname} has an unreadable line {line} (wrong number of cells or a control character); correct it and resubmit.")  # noqa: E501
+                raise SubmissionRejected(f"The site table {sname} has an unreadable line {line} (wrong number of cells or a control character); correct it and resubmit.")
         if chunk is not None:
             frames.append(chunk.cells)
     cells_ = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=table.header)
@@ -492,12 +492,12 @@ def _duplicates(frame: pd.DataFrame, fmt: SampleFormat) -> tuple[pd.DataFrame, l
         sig = {repr(tuple(t)) for t in grp[_SIGNATURE].round(6).itertuples(index=False)}
         if len(sig) == 1:
             for line in lines[1:]:
-                out.append(Rejection(line, column, str(sid), f"duplicate sample id: repeats line {lines[0]} (same values)", "duplicate_id", str(sid)))  # noqa: E501
+                out.append(Rejection(line, column, str(sid), f"duplicate sample id: repeats line {lines[0]} (same values)", "duplicate_id", str(sid)))
             drop[frame.index.get_indexer(grp.index[1:])] = True
         else:
             where = ", ".join(map(str, lines))
             for line in lines:
-                out.append(Rejection(line, column, str(sid), f"duplicate sample id '{sid}' on lines {where} with different values; give each sample its own id", "duplicate_id", str(sid)))  # noqa: E501
+                out.append(Rejection(line, column, str(sid), f"duplicate sample id '{sid}' on lines {where} with different values; give each sample its own id", "duplicate_id", str(sid)))
             drop[frame.index.get_indexer(grp.index)] = True
     return frame[~drop].reset_index(drop=True), out
 
@@ -531,8 +531,13 @@ class _Param:
 @dataclass
 class _Sample:
     sample_id: str
-    cells: dict[int, tuple[str, ...]] = field(default_factory=dict)
-    """line -> sample-column cells of every line that belongs to the sample (parameter and ignored lines)."""
+    cells: dict[int, None] = field(default_factory=dict)
+    """Every line that belongs to the sample (parameter and ignored lines), in file order."""
+    base: tuple[str, ...] = ()
+    """Sample-column cells (all but the method) of the sample's first line."""
+    first_method: str = ""
+    conflicts: list[tuple[int, int, str]] = field(default_factory=list)
+    """(line, column index, value) of each line whose sample columns differ from the first line's."""
     params: dict[str, list[_Param]] = field(default_factory=dict)
     bad: dict[str, int] = field(default_factory=dict)
     """role -> a line of this sample with that role that was rejected on its own."""
@@ -558,6 +563,8 @@ def _ingest_long(
     samples: dict[str, _Sample] = {}
     submitted = 0
     method_col = fmt.columns.get("method")
+    check = _check_columns(fmt)
+    roles_of: dict[str, tuple[str | None, bool]] = {}
     for chunk, bad in reading.iter_chunks(path, table, path.name):
         submitted += len(bad) + (len(chunk.lines) if chunk is not None else 0)
         _structural(bad, chunk, rejected)
@@ -568,7 +575,7 @@ def _ingest_long(
         params = frame[long.parameter_column].to_numpy()
         values = frame[long.value_column].to_numpy()
         units = frame[long.unit_column].to_numpy()
-        own = np.stack([frame[c].to_numpy() for c in sample_cols], axis=1) if sample_cols else None
+        own = list(zip(*(frame[sample_cols[j]].tolist() for j in check), strict=True)) if check else None
         ids = frame[id_col].to_numpy()
         methods = frame[method_col].to_numpy() if method_col else None
         for i in np.flatnonzero(keep):
@@ -578,18 +585,25 @@ def _ingest_long(
                 rejected.append(Rejection(line, id_col, "", f"'{id_col}' is empty; fill it in", "missing_value"))
                 continue
             sample = samples.setdefault(sid, _Sample(sid))
-            param = " ".join(str(params[i]).split())
-            role = long.role_of(param)
-            row_cells = tuple(own[i]) if own is not None else ()
+            raw_param = str(params[i])
+            known = roles_of.get(raw_param)
+            if known is None:
+                param_key = " ".join(raw_param.split())
+                known = roles_of[raw_param] = (long.role_of(param_key), long.is_ignored(param_key))
+            param = " ".join(raw_param.split())
+            role = known[0]
+            row_cells = own[i] if own is not None else ()
+            if not sample.cells and methods is not None:
+                sample.first_method = str(methods[i])
             if role is None:
-                if param and long.is_ignored(param):
-                    sample.cells[line] = row_cells
+                if param and known[1]:
+                    _add_line(sample, line, row_cells, check)
                 else:
                     rejected.append(_unknown_parameter(line, param, long, fmt.name, sid))
                 continue
             value = str(values[i])
             if value in missing and role in ("bulk_density", "coarse_fragments"):
-                sample.cells[line] = row_cells  # not measured: the line stays with its sample, nothing to use
+                _add_line(sample, line, row_cells, check)  # not measured: the line stays with its sample
                 continue
             try:
                 entry = _read_parameter(value, str(units[i]), line, param, role, long, number, ctx.decimal, missing)
@@ -598,10 +612,10 @@ def _ingest_long(
                 sample.bad.setdefault(role, line)
                 continue
             entry.method = str(methods[i]) if methods is not None else ""
-            sample.cells[line] = row_cells
+            _add_line(sample, line, row_cells, check)
             sample.params.setdefault(role, []).append(entry)
 
-    ordered = sorted((s for s in samples.values() if s.cells), key=lambda s: min(s.cells))
+    ordered = sorted((s for s in samples.values() if s.cells), key=lambda s: next(iter(s.cells)))
     usable: list[_Sample] = []
     for sample in ordered:
         try:
@@ -611,7 +625,7 @@ def _ingest_long(
             rejected += _reject_sample(sample, err, id_col)
             continue
         usable.append(sample)
-    rf = _long_role_frame(usable, fmt, long, sample_cols, missing)
+    rf = _long_role_frame(usable, fmt, long, sample_cols, missing, method_known=method_col is not None)
     if site_frame is not None and len(rf):
         rf = _join_sites(rf, fmt, site_frame, ctx)
     out = validate(rf, ctx) if len(rf) else None
@@ -619,10 +633,13 @@ def _ingest_long(
     record_lines: list[tuple[int, ...]] = []
     frame = pd.DataFrame(columns=CANONICAL_COLUMNS)
     if out is not None:
-        for f in out.failures.itertuples(index=False):
-            sample = usable[int(f.pos)]
-            err = _LineError(str(f.column), "" if f.value is None else str(f.value), str(f.reason), str(f.code), int(f.line))
-            rejected += _reject_sample(sample, err, id_col)
+        fails = out.failures
+        for p, column, value, reason, code, line in zip(
+            fails["pos"].tolist(), fails["column"].tolist(), fails["value"].tolist(), fails["reason"].tolist(),
+            fails["code"].tolist(), fails["line"].tolist(), strict=True,
+        ):  # fmt: skip
+            cause = _LineError(str(column), "" if value is None else str(value), str(reason), str(code), int(line))
+            rejected += _reject_sample(usable[int(p)], cause, id_col)
         frame = out.records.copy()
         pos = out.records.index.to_numpy()
         record_lines = [tuple(sorted(usable[p].cells)) for p in pos]
@@ -646,7 +663,7 @@ def _ingest_long(
 
 def _unknown_parameter(line: int, param: str, long: LongLayout, fmt_name: str, sid: str) -> Rejection:
     if not param:
-        return Rejection(line, long.parameter_column, "", f"'{long.parameter_column}' is empty; name the parameter", "missing_value", sid)  # noqa: E501
+        return Rejection(line, long.parameter_column, "", f"'{long.parameter_column}' is empty; name the parameter", "missing_value", sid)
     known = sorted({*long.parameters, *long.ignore})
     return Rejection(
         line,
@@ -663,15 +680,15 @@ def _read_parameter(
     value: str, unit_cell: str, line: int, param: str, role: str, long: LongLayout, number: object,
     decimal: str, missing: frozenset[str],
 ) -> _Param:  # fmt: skip
-    unit_text = " ".join(unit_cell.split())
-    known = ", ".join(repr(u) for u in long.units[role])
-    if not unit_text:
-        raise _LineError(long.unit_column, "", f"the unit of '{param}' is empty; write one of {known}", "unknown_unit")
-    code = long.unit_code(role, unit_text)
+    unit_text = unit_cell if " " not in unit_cell else " ".join(unit_cell.split())
+    code = long.units[role].get(unit_text)
     if code is None:
-        raise _LineError(long.unit_column, unit_text, f"unit '{unit_text}' is not known for '{param}'; use one of {known}", "unknown_unit")  # noqa: E501
+        known = ", ".join(repr(u) for u in long.units[role])
+        if not unit_text:
+            raise _LineError(long.unit_column, "", f"the unit of '{param}' is empty; write one of {known}", "unknown_unit")
+        raise _LineError(long.unit_column, unit_text, f"unit '{unit_text}' is not known for '{param}'; use one of {known}", "unknown_unit")
     if value in missing:
-        raise _LineError(long.value_column, value, f"the value of '{param}' is empty; fill it in or remove the line", "missing_value")  # noqa: E501
+        raise _LineError(long.value_column, value, f"the value of '{param}' is empty; fill it in or remove the line", "missing_value")
     plain = value.lstrip("<>").strip() if value[:1] in "<>" else value
     if not number.fullmatch(plain):  # type: ignore[attr-defined]
         raise _LineError(long.value_column, value, f"'{value}' ({param}) is not a number", "not_a_number")
@@ -692,7 +709,7 @@ def _choose(sample: _Sample, long: LongLayout, out: list[Rejection]) -> None:
         for e, r in zip(entries, ranks, strict=True):
             if r != best:
                 sample.unused.append((e.line, long.value_column,
-                                      f"{e.name} ({e.method or 'no method'}) not used: {first.name} ({first.method or 'no method'}) "  # noqa: E501
+                                      f"{e.name} ({e.method or 'no method'}) not used: {first.name} ({first.method or 'no method'}) "
                                       f"on line {first.line} is preferred by the profile"))  # fmt: skip
         for other in top[1:]:
             if np.isclose(other.number, first.number, rtol=1e-9, atol=1e-12) and other.unit == first.unit:
@@ -715,29 +732,40 @@ def _choose(sample: _Sample, long: LongLayout, out: list[Rejection]) -> None:
         sample.params[role] = [first]
 
 
+def _check_columns(fmt: SampleFormat) -> list[int]:
+    """Indices (into ``fmt.columns``) of the sample columns every line of a sample must repeat (all but the method)."""
+    return [i for i, r in enumerate(fmt.columns) if r != "method"]
+
+
+def _add_line(sample: _Sample, line: int, cells_: tuple[str, ...], check: list[int]) -> None:
+    """Add a line to its sample, comparing its sample columns with the first line's as it comes."""
+    if not sample.cells:
+        sample.base = cells_
+    elif cells_ != sample.base:
+        k = next(k for k in range(len(cells_)) if cells_[k] != sample.base[k])
+        sample.conflicts.append((line, check[k], cells_[k]))
+    sample.cells[line] = None
+
+
 def _check_consistent(sample: _Sample, fmt: SampleFormat, sample_cols: list[str]) -> None:
     """Every line of a sample must repeat the same sample columns (site, coordinates, date, depths; not the method)."""
-    lines = sorted(sample.cells)
-    base = sample.cells[lines[0]]
-    roles = list(fmt.columns)
-    check = [i for i, r in enumerate(roles) if r != "method"]
-    for line in lines[1:]:
-        cells_ = sample.cells[line]
-        for i in check:
-            a, b = base[i], cells_[i]
-            if a != b:
-                col = sample_cols[i]
-                raise _LineError(
-                    col, b,
-                    f"'{col}' is '{b}' here but '{a}' on line {lines[0]} for the same sample {sample.sample_id}; "
-                    "all lines of a sample must agree",
-                    "inconsistent_sample", line,
-                )  # fmt: skip
+    live = [c for c in sample.conflicts if c[0] in sample.cells]
+    if not live:
+        return
+    line, i, b = live[0]
+    col, a = sample_cols[i], sample.base[_check_columns(fmt).index(i)]
+    raise _LineError(
+        col, b,
+        f"'{col}' is '{b}' here but '{a}' on line {next(iter(sample.cells))} for the same sample {sample.sample_id}; "
+        "all lines of a sample must agree",
+        "inconsistent_sample", line,
+    )  # fmt: skip
 
 
 def _long_role_frame(
-    samples: list[_Sample], fmt: SampleFormat, long: LongLayout, sample_cols: list[str], missing: frozenset[str]
-) -> pd.DataFrame:
+    samples: list[_Sample], fmt: SampleFormat, long: LongLayout, sample_cols: list[str], missing: frozenset[str],
+    *, method_known: bool,
+) -> pd.DataFrame:  # fmt: skip
     roles = list(fmt.columns)
     data: dict[str, list[object]] = {r: [] for r in roles}
     extra: dict[str, list[object]] = {"_line": []}
@@ -746,15 +774,14 @@ def _long_role_frame(
             extra[prefix + role] = []
         data[role] = []
     for s in samples:
-        first = min(s.cells)
-        base = s.cells[first]
-        for i, r in enumerate(roles):
-            v = base[i]
+        first = next(iter(s.cells))
+        values = iter(s.base)
+        for r in roles:
+            v = s.first_method if r == "method" else next(values)
             data[r].append("" if v in missing else v)
         carbon = s.params.get("soc") or s.params.get("som")
-        if carbon and "method" in fmt.columns:
-            mi = roles.index("method")
-            data["method"][-1] = s.cells.get(carbon[0].line, base)[mi]
+        if carbon and method_known:
+            data["method"][-1] = carbon[0].method
         extra["_line"].append(first)
         for role in MEASURED_ROLES:
             entries = s.params.get(role)
@@ -790,7 +817,7 @@ def _long_role_frame(
 
 def _reject_sample(sample: _Sample, err: _LineError, id_col: str) -> list[Rejection]:
     """The cause on its own line; every other line of the sample points to it."""
-    cause = err.line if err.line in sample.cells else min(sample.cells)
+    cause = err.line if err.line in sample.cells else next(iter(sample.cells))
     out = [Rejection(cause, err.column, err.value, err.reason, err.code, sample.sample_id)]
     for line in sorted(sample.cells):
         if line != cause:

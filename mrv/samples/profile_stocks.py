@@ -6,6 +6,13 @@ either ``bulk_density_g_cm3`` (optionally ``coarse_fragments_vol_pct``) or ``soi
 ``(profile_id, round)`` pair: the same sampling point re-sampled in another round is a
 different profile.
 
+Rows read by :func:`read_profile_csv` are indexed by their file line (the header is line 1), so
+every message names file lines. :func:`profile_stocks_report` computes the usable profiles and
+reports each bad one with its reason (``mrv samples stocks``: one bad profile does not stop the
+others); :func:`compute_profile_stocks` raises on the first problem instead.
+:func:`stocks_input_from_records` maps stored sample records to this input table
+(``mrv samples export``).
+
 Output: one row per profile with exactly ``profile_id, round, soc_stock_t_ha,
 soil_mass_mg_ha, equivalent_depth_cm``:
 
@@ -100,6 +107,7 @@ def read_profile_csv(path: str | PathLike[str]) -> pd.DataFrame:
         for i in np.flatnonzero((values.isna() & ~missing).to_numpy()):
             bad.append(f"line {i + 2} (data row {i + 1}), column {col}: {text.iloc[i]!r}")
         out[col] = values.astype(np.float64)
+    out.index = pd.RangeIndex(2, len(out) + 2, name="line")
     if bad:
         shown = "\n  - ".join(bad[:20])
         more = f"\n  (+{len(bad) - 20} more)" if len(bad) > 20 else ""
@@ -140,9 +148,10 @@ def _layer_masses(df: pd.DataFrame) -> np.ndarray:
     missing = np.flatnonzero(np.isnan(mass))
     if len(missing):
         rows = ", ".join(str(df.index[i]) for i in missing[:10])
+        where = "file lines" if df.index.name == "line" else "rows"
         raise StockError(
             f"{len(missing)} layer(s) have neither bulk_density_g_cm3 nor soil_mass_g + "
-            f"core_area_cm2 (rows {rows}); fill in one of them for every layer."
+            f"core_area_cm2 ({where} {rows}); fill in one of them for every layer."
         )
     return mass
 
@@ -291,3 +300,162 @@ def _resolve_reference(
     if not (np.isfinite(value) and value > 0):
         raise StockError(f"reference mass must be a positive number of Mg/ha, got {reference!r}.")
     return value
+
+
+def profile_stocks_report(
+    df: pd.DataFrame,
+    *,
+    method: Literal["fixed", "esm"],
+    depth_cm: float = 30.0,
+    reference_mass_mg_ha: float | Literal["lightest", "baseline_mean"] | None = None,
+    baseline_round: str | None = None,
+    interpolation: Interpolation = "natural_cubic",
+) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Stocks of every usable profile and ``{"profile_id (round r)": reason}`` for the others.
+
+    A profile is left out, with its reason, when a layer has a missing or negative value (its file
+    lines named), its layers are not contiguous from 0 cm (or too shallow for a fixed depth), a
+    layer has no mass, or its ESM stock fails. Problems of the whole table (missing columns, no
+    rows, an unknown method) still raise :class:`StockError`.
+    """
+    if method not in ("fixed", "esm"):
+        raise StockError(f"Unknown method {method!r}; use 'fixed' or 'esm'.")
+    check_columns(df, list(BASE_COLUMNS), what="The profile table")
+    if df.empty:
+        raise StockError("The profile table has no rows; provide at least one layer.")
+    has_bd = "bulk_density_g_cm3" in df.columns
+    has_core = "soil_mass_g" in df.columns and "core_area_cm2" in df.columns
+    if not has_bd and not has_core:
+        compute_profile_stocks(df, method=method, depth_cm=depth_cm)  # raises the column message
+    where = "file line" if df.index.name == "line" else "row"
+    problems: dict[str, str] = {}
+    keys = df["profile_id"].astype(str) + " (round " + df["round"].astype(str) + ")"
+    for label, grp in df.groupby(keys, sort=False):
+        reason = _profile_problem(grp, where, method, depth_cm)
+        if reason:
+            problems[str(label)] = reason
+    good = df[~keys.isin(list(problems))]
+    if good.empty:
+        return pd.DataFrame(columns=list(OUTPUT_COLUMNS)), problems
+    if method == "fixed":
+        return compute_profile_stocks(good, method="fixed", depth_cm=depth_cm), problems
+    # ESM: one profile at a time against the reference mass of all usable profiles.
+    work = good.copy()
+    work["_mass_mg_ha"] = _layer_masses(work)
+    gkeys: list[tuple[object, object]] = []
+    profiles: list[CumulativeProfile] = []
+    for (pid, rnd), grp in work.groupby(["profile_id", "round"], sort=False):
+        gkeys.append((pid, rnd))
+        profiles.append(cumulative_profile(grp["top_cm"].to_numpy(), grp["bottom_cm"].to_numpy(),
+                                           grp["_mass_mg_ha"].to_numpy(), grp["soc_g_kg"].to_numpy(),
+                                           profile_id=f"{pid} (round {rnd})"))  # fmt: skip
+    ref = _resolve_reference(gkeys, profiles, reference_mass_mg_ha, baseline_round, depth_cm)
+    rows: list[dict[str, object]] = []
+    for (pid, rnd), prof in zip(gkeys, profiles, strict=True):
+        try:
+            res = esm_stock(prof, ref, interpolation=interpolation)
+        except StockError as exc:
+            problems[f"{pid} (round {rnd})"] = str(exc)
+            continue
+        rows.append({"profile_id": pid, "round": rnd, "soc_stock_t_ha": res.soc_stock_t_ha,
+                     "soil_mass_mg_ha": res.reference_mass_mg_ha, "equivalent_depth_cm": res.equivalent_depth_cm})  # fmt: skip
+    return pd.DataFrame(rows, columns=list(OUTPUT_COLUMNS)), problems
+
+
+def _profile_problem(grp: pd.DataFrame, where: str, method: str, depth_cm: float) -> str:
+    if grp["profile_id"].isna().any() or grp["round"].isna().any():
+        return "profile_id or round is empty"
+    for col in ("top_cm", "bottom_cm", "soc_g_kg"):
+        values = pd.to_numeric(grp[col], errors="coerce").to_numpy(dtype=np.float64)
+        bad = ~np.isfinite(values) | (values < 0)
+        if bad.any():
+            lines = ", ".join(str(grp.index[i]) for i in np.flatnonzero(bad)[:10])
+            return f"{col} is missing, non-numeric or negative on {where}(s) {lines}"
+    problems = find_layer_problems(grp, group_cols=("profile_id", "round"), depth_cm=depth_cm if method == "fixed" else None)
+    if problems:
+        return "; ".join(next(iter(problems.values())))
+    try:
+        _layer_masses(grp)
+    except StockError as exc:
+        return str(exc)
+    return ""
+
+
+def format_profile_problems(problems: dict[str, str]) -> str:
+    """One line per left-out profile (user text escaped for terminals)."""
+    from mrv.textsafe import for_terminal
+
+    return "".join(f"  - {for_terminal(label)}: {for_terminal(reason)}\n" for label, reason in problems.items())
+
+
+#: Columns :func:`stocks_input_from_records` writes, in order (the input format of ``mrv samples stocks``).
+EXPORT_COLUMNS = (
+    "profile_id", "round", "top_cm", "bottom_cm", "soc_g_kg", "bulk_density_g_cm3", "coarse_fragments_vol_pct",
+    "soc_sd_g_kg", "sample_id", "source", "sampling_date", "x", "y", "crs",
+)  # fmt: skip
+
+
+def stocks_input_from_records(records: pd.DataFrame, *, round_of: str = "year") -> pd.DataFrame:
+    """Stored sample records (canonical columns of :mod:`mrv.samples.ingest`) -> the stocks input table.
+
+    ``profile_id`` is the site id, ``round`` the sampling year (``round_of="year"``) or the sampling
+    date (``"date"``), so one site re-sampled later is a second profile. Layers are sorted by depth;
+    missing bulk density or coarse fragments stay empty (``mrv samples stocks`` then reports those
+    profiles instead of inventing values). Pure: no I/O; write the result with
+    :func:`mrv.textsafe.write_csv`.
+    """
+    if round_of not in ("year", "date"):
+        raise StockError(f"round_of must be 'year' or 'date', got {round_of!r}.")
+    missing = [c for c in ("site_id", "sampling_date", "top_cm", "bottom_cm", "soc_g_kg") if c not in records.columns]
+    if missing:
+        raise StockError(f"The stored records lack column(s) {missing}; export them from the sample store.")
+    rec = records.copy()
+    date = rec["sampling_date"].astype(str)
+    out = pd.DataFrame(
+        {
+            "profile_id": rec["site_id"].astype(str),
+            "round": date.str[:4] if round_of == "year" else date,
+            **{c: pd.to_numeric(rec[c], errors="coerce") if c in rec.columns else np.nan
+               for c in ("top_cm", "bottom_cm", "soc_g_kg", "bulk_density_g_cm3", "coarse_fragments_vol_pct", "soc_sd_g_kg")},
+            **{c: rec[c] if c in rec.columns else "" for c in ("sample_id", "source", "x", "y", "crs")},
+            "sampling_date": date,
+        }
+    )
+    if "agency" in rec.columns:  # site ids are an agency's own: keep two agencies' "P1" apart
+        out["profile_id"] = rec["agency"].astype(str).to_numpy() + "/" + out["profile_id"]
+    extra = [c for c in ("agency", "submission_id", "qa_flag", "ingest_flag") if c in rec.columns]
+    for c in extra:
+        out[c] = rec[c].to_numpy()
+    out = out.sort_values(["profile_id", "round", "top_cm", "bottom_cm"], kind="stable").reset_index(drop=True)
+    return out[[*EXPORT_COLUMNS, *extra]]
+
+
+def stored_to_stocks_input(stored: pd.DataFrame, *, round_by: str = "year") -> pd.DataFrame:
+    """:func:`stocks_input_from_records` under the name ``mrv samples export`` looks up."""
+    if stored.empty:
+        return pd.DataFrame(columns=list(EXPORT_COLUMNS))
+    return stocks_input_from_records(stored, round_of=round_by)
+
+
+def stocks_command(
+    path: str | PathLike[str],
+    output: str | PathLike[str],
+    *,
+    method: Literal["fixed", "esm"],
+    depth_cm: float = 30.0,
+    reference_mass_mg_ha: float | Literal["lightest", "baseline_mean"] | None = None,
+) -> tuple[int, str]:
+    """``mrv samples stocks``: read, compute the usable profiles, write them; (count, text for the terminal).
+
+    Bad profiles are listed in the text (and left out of the output), the others are computed.
+    """
+    from mrv.textsafe import for_terminal, write_csv
+
+    table = read_profile_csv(path)
+    stocks, problems = profile_stocks_report(table, method=method, depth_cm=depth_cm,
+                                             reference_mass_mg_ha=reference_mass_mg_ha)  # fmt: skip
+    write_csv(stocks, output)
+    text = f"{len(stocks)} profile stocks written to {for_terminal(output)}\n"
+    if problems:
+        text += f"{len(problems)} profile(s) left out:\n" + format_profile_problems(problems)
+    return len(stocks), text

@@ -155,8 +155,8 @@ def flag_sample_duplicates(
     keys = keys[ok]
     site_cols = [c for c in site_by if c in out.columns]
     if "site_id" in site_cols:
-        site_text = out[site_cols].astype(str).agg("\x1f".join, axis=1).str.casefold()
-        site_code = pd.factorize(site_text)[0]
+        parts = pd.DataFrame({c: out[c].astype(str).str.casefold().to_numpy() for c in site_cols})
+        site_code = parts.groupby(site_cols, sort=False, dropna=False).ngroup().to_numpy().copy()
         site_code[out["site_id"].map(_text).to_numpy() == ""] = -1
     else:
         site_code = np.full(n, -1)

@@ -193,9 +193,10 @@ def _check_header(header: list[str], name: str) -> None:
 
 
 def iter_chunks(
-    path: Path, table: Table, name: str, *, rows_per_chunk: int = CHUNK_ROWS
+    path: Path, table: Table, name: str, *, rows_per_chunk: int | None = None
 ) -> Iterator[tuple[Chunk | None, list[Malformed]]]:
     """Chunks of well-formed rows and the malformed ones (empty line, wrong number of cells) by line."""
+    rows_per_chunk = rows_per_chunk or CHUNK_ROWS
     width = len(table.header)
     with open(path, encoding=table.encoding, newline="") as fh:
         reader = csv.reader(fh, delimiter=table.delimiter)
@@ -235,7 +236,7 @@ def _chunk(rows: list[list[str]], lines: list[int], header: list[str], control_r
     control_column = np.full(len(rows), "", dtype=object)
     for i in control_rows:
         control[i] = True
-        control_column[i] = next((header[j] or f"<column {j + 1}>" for j, c in enumerate(rows[i]) if _CONTROL.search(c)), "")  # noqa: E501
+        control_column[i] = next((header[j] or f"<column {j + 1}>" for j, c in enumerate(rows[i]) if _CONTROL.search(c)), "")
     control_s = pd.Series(control, index=frame.index)
     column_s = pd.Series(control_column, index=frame.index, dtype=object)
     frame.columns = pd.Index([h or f"<column {i + 1}>" for i, h in enumerate(header)])

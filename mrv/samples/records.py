@@ -165,7 +165,7 @@ def validate(rf: pd.DataFrame, ctx: Context) -> Outcome:
     col.fail(sample_id == "", "sample_id", sample_id, _missing_reason(rf, col, "sample_id"), "missing_value")
     if "_site_problem" in rf.columns:
         problem = rf["_site_problem"].fillna("")
-        col.fail(problem != "", fmt.sites.on if fmt.sites else "site_id", _text(rf, fmt.sites.on if fmt.sites else "site_id"),  # noqa: E501
+        col.fail(problem != "", fmt.sites.on if fmt.sites else "site_id", _text(rf, fmt.sites.on if fmt.sites else "site_id"),
                  lambda pos: problem.to_numpy()[pos], "site_not_found")  # fmt: skip
 
     date = _dates(rf, ctx, col)
@@ -228,7 +228,7 @@ def _dates(rf: pd.DataFrame, ctx: Context, col: _Collector) -> np.ndarray:
         value = fmt.constants["sampling_date"]
         out = np.full(n, np.datetime64(value.isoformat(), "D"))
         if value > ctx.today:
-            col.fail(np.ones(n, bool), "sampling_date", value.isoformat(), "sampling date is in the future", "future_date")  # noqa: E501
+            col.fail(np.ones(n, bool), "sampling_date", value.isoformat(), "sampling date is in the future", "future_date")
         return out
     text = _text(rf, "sampling_date")
     col.fail(text == "", "sampling_date", text, _missing_reason(rf, col, "sampling_date"), "missing_value")
@@ -254,7 +254,7 @@ def _depths(rf: pd.DataFrame, ctx: Context, col: _Collector) -> tuple[np.ndarray
         text = rf["depth"]
         col.fail(text == "", "depth", text, _missing_reason(rf, col, "depth"), "missing_value")
         ranges = cells.parse_depth_ranges(text, ctx.decimal)
-        col.fail(ranges.bad, "depth", text, _quoted("'{v}' is not a depth range such as 0-30 or 0–20 cm", text), "bad_depth")  # noqa: E501
+        col.fail(ranges.bad, "depth", text, _quoted("'{v}' is not a depth range such as 0-30 or 0–20 cm", text), "bad_depth")
         unit_factor = ranges.unit.map(DEPTH_UNITS).fillna(factor).to_numpy(dtype=float)
         top = ranges.top.to_numpy(dtype=float) * unit_factor
         bottom = ranges.bottom.to_numpy(dtype=float) * unit_factor
@@ -279,7 +279,7 @@ def _depths(rf: pd.DataFrame, ctx: Context, col: _Collector) -> tuple[np.ndarray
             lambda pos: [f"bottom depth {bottom[i]:g} cm is not below top depth {top[i]:g} cm" for i in pos], "bad_depth",
         )  # fmt: skip
         col.fail(bottom > MAX_DEPTH_CM, roles[1], _fmt_g(bottom),
-                 lambda pos: [f"bottom depth {bottom[i]:g} cm is deeper than {MAX_DEPTH_CM:g} cm" for i in pos], "bad_depth")  # noqa: E501
+                 lambda pos: [f"bottom depth {bottom[i]:g} cm is deeper than {MAX_DEPTH_CM:g} cm" for i in pos], "bad_depth")
     return top, bottom
 
 
@@ -298,7 +298,7 @@ def _unit_factors(rf: pd.DataFrame, ctx: Context, col: _Collector, role: str, pr
         codes = text.map(spec.units)
         known = ", ".join(repr(u) for u in spec.units)
         bad = present & codes.isna()
-        col.fail(bad, role, text, _quoted("unit '{v}' is not known for " + _LABELS[role] + f" (column '{spec.column}'); use one of {known}", text), "unknown_unit")  # noqa: E501
+        col.fail(bad, role, text, _quoted("unit '{v}' is not known for " + _LABELS[role] + f" (column '{spec.column}'); use one of {known}", text), "unknown_unit")
         return codes.map(table).to_numpy(dtype=float)
     return np.full(len(rf), table[default])
 
@@ -330,9 +330,7 @@ def _soc(rf: pd.DataFrame, ctx: Context, col: _Collector) -> tuple[np.ndarray, n
         label = "SOC" if role == "soc" else "organic matter"
         with np.errstate(invalid="ignore"):
             col.fail(use & ~(value > 0), role, text, f"{label} must be greater than 0", "implausible_value")
-            col.fail(use & (value > cap), role, text,
-                     lambda pos, v=value, lb=label, c=cap: [f"{lb} of {v[i]:g} g/kg is impossible (max {c:g} g/kg)" for i in pos],  # noqa: E501
-                     "implausible_value")  # fmt: skip
+            col.fail(use & (value > cap), role, text, _impossible(value, label, cap), "implausible_value")
         if role == "soc":
             out[use] = value[use]
             sd[use] = value_sd[use]
@@ -345,6 +343,10 @@ def _soc(rf: pd.DataFrame, ctx: Context, col: _Collector) -> tuple[np.ndarray, n
     return out, sd, note
 
 
+def _impossible(value: np.ndarray, label: str, cap: float) -> Callable[[np.ndarray], list[str]]:
+    return lambda pos: [f"{label} of {value[i]:g} g/kg is impossible (max {cap:g} g/kg)" for i in pos]
+
+
 def _measured(
     rf: pd.DataFrame, ctx: Context, col: _Collector, role: str, text: pd.Series, present: pd.Series
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -355,18 +357,18 @@ def _measured(
     factor = _unit_factors(rf, ctx, col, role, present)
     value = parsed.values.to_numpy(dtype=float) * factor
     sd = np.full(len(rf), np.nan)
-    col.fail(parsed.above & present, role, text, _quoted("'{v}' is above the measuring range; give the measured value", text), "above_range")  # noqa: E501
+    col.fail(parsed.above & present, role, text, _quoted("'{v}' is above the measuring range; give the measured value", text), "above_range")
     below = (parsed.below & present).to_numpy()
     if below.any():
         if fmt.below_detection == "reject":
-            col.fail(below, role, text, _quoted("'{v}' is below the detection limit (the profile's below_detection is 'reject')", text), "below_detection")  # noqa: E501
+            col.fail(below, role, text, _quoted("'{v}' is below the detection limit (the profile's below_detection is 'reject')", text), "below_detection")
         else:
             limit = value[below]
             sd[below] = limit * UNIFORM_SD_FACTOR
             if fmt.below_detection == "half_limit":
                 value[below] = limit / 2.0
             how = "half the limit" if fmt.below_detection == "half_limit" else "the limit"
-            col.note(below, role, text, _quoted("'{v}' is below the detection limit; " + how + " is used (SD L/sqrt(12))", text), "below_detection")  # noqa: E501
+            col.note(below, role, text, _quoted("'{v}' is below the detection limit; " + how + " is used (SD L/sqrt(12))", text), "below_detection")
     return value, sd
 
 
@@ -382,23 +384,23 @@ def _optional(
     parsed = cells.parse_measured(text.where(present, ""), ctx.decimal)
     label = _LABELS[role]
     bad = (parsed.bad | parsed.above) & present
-    col.note(bad, role, text, _quoted(f"{label} '{{v}}' is not a number; stored as missing, the sample is kept", text), f"{role}_unreadable")  # noqa: E501
+    col.note(bad, role, text, _quoted(f"{label} '{{v}}' is not a number; stored as missing, the sample is kept", text), f"{role}_unreadable")
     factor = _unit_factors(rf, ctx, col, role, present & ~bad)
     value = parsed.values.to_numpy(dtype=float) * factor
     below = (parsed.below & present).to_numpy()
     if below.any() and ctx.fmt.below_detection != "reject":
         if ctx.fmt.below_detection == "half_limit":
             value[below] = value[below] / 2.0
-        col.note(below, role, text, _quoted(f"{label} '{{v}}' is below the detection limit; " + ("half the limit" if ctx.fmt.below_detection == "half_limit" else "the limit") + " is used", text), "below_detection")  # noqa: E501
+        col.note(below, role, text, _quoted(f"{label} '{{v}}' is below the detection limit; " + ("half the limit" if ctx.fmt.below_detection == "half_limit" else "the limit") + " is used", text), "below_detection")
     elif below.any():
         value[below] = np.nan
-        col.note(below, role, text, _quoted(f"{label} '{{v}}' is below the detection limit; stored as missing", text), "below_detection")  # noqa: E501
+        col.note(below, role, text, _quoted(f"{label} '{{v}}' is below the detection limit; stored as missing", text), "below_detection")
     lo, hi = bounds
     unit = "g/cm3" if role == "bulk_density" else "volume %"
     with np.errstate(invalid="ignore"):
         outside = np.isfinite(value) & ((value < lo) | ((value >= hi) if upper_open else (value > hi)))
     rng = f"{lo:g}-{hi:g} {unit}" if not upper_open else f"{lo:g} to under {hi:g} {unit}"
-    col.note(outside, role, text, lambda pos: [f"{label} {value[i]:g} {unit} is outside {rng}; stored as missing, the sample is kept" for i in pos], f"{role}_implausible")  # noqa: E501
+    col.note(outside, role, text, lambda pos: [f"{label} {value[i]:g} {unit} is outside {rng}; stored as missing, the sample is kept" for i in pos], f"{role}_implausible")
     value[outside] = np.nan
     return value
 
@@ -443,8 +445,8 @@ def _positions(rf: pd.DataFrame, ctx: Context, col: _Collector) -> tuple[np.ndar
         x, y = values
         if geographic:
             with np.errstate(invalid="ignore"):
-                col.fail(np.abs(x) > 180, "lon", _fmt_g(x), "longitude must be between -180 and 180", "bad_coordinates")  # noqa: E501
-                col.fail(np.abs(y) > 90, "lat", _fmt_g(y), "latitude must be between -90 and 90", "bad_coordinates")  # noqa: E501
+                col.fail(np.abs(x) > 180, "lon", _fmt_g(x), "longitude must be between -180 and 180", "bad_coordinates")
+                col.fail(np.abs(y) > 90, "lat", _fmt_g(y), "latitude must be between -90 and 90", "bad_coordinates")
             lon, lat = x.copy(), y.copy()
     col.fail(~np.isfinite(epsg) & ~col.failed, "epsg", "",
              "no CRS for this position: add an epsg column, an 'epsg:' in the profile or an SRID", "missing_value")  # fmt: skip
@@ -473,13 +475,13 @@ def _positions(rf: pd.DataFrame, ctx: Context, col: _Collector) -> tuple[np.ndar
         bad = rows.copy()
         bad[rows] = ~inside
         col.fail(bad, role_xy, xy_text,
-                 f"position lies outside the area of use of EPSG:{int(code)} ({src.name}: {w:g} to {e:g} E, {s:g} to {nn:g} N); "  # noqa: E501
+                 f"position lies outside the area of use of EPSG:{int(code)} ({src.name}: {w:g} to {e:g} E, {s:g} to {nn:g} N); "
                  "check the coordinates, their order and the CRS (an easting without its zone prefix?)", "outside_crs_area")  # fmt: skip
         pbad = rows & ~bad
         pbad[rows] &= ~inside_area(glon, glat, parea)
         col.fail(pbad, role_xy, xy_text,
                  f"position lies outside the area of use of the project CRS {ctx.project_crs} ({pname}: "
-                 f"{parea[0]:g} to {parea[2]:g} E, {parea[1]:g} to {parea[3]:g} N); it cannot be placed in the project", "outside_crs_area")  # noqa: E501
+                 f"{parea[0]:g} to {parea[2]:g} E, {parea[1]:g} to {parea[3]:g} N); it cannot be placed in the project", "outside_crs_area")
         tx, ty = src.to_project.transform(x[rows], y[rows], errcheck=False)
         px[rows], py[rows] = tx, ty
         unplaced = rows & ~(np.isfinite(px) & np.isfinite(py))

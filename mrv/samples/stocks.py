@@ -402,7 +402,8 @@ def check_values(df: pd.DataFrame, columns: Sequence[str], *, what: str) -> None
             if len(idx):
                 rows = ", ".join(str(df.index[i]) for i in idx[:10])
                 more = f" (+{len(idx) - 10} more)" if len(idx) > 10 else ""
-                issues.append(f"{col}: {kind} in row(s) {rows}{more}")
+                where = "file line(s)" if df.index.name == "line" else "row(s)"
+                issues.append(f"{col}: {kind} in {where} {rows}{more}")
     if issues:
         raise StockError(
             f"{what} has invalid values:\n  - "
@@ -422,6 +423,7 @@ _FIXED_OPTIONAL_DEFAULTS = {
     "coarse_fragments_vol_pct": 0.0,
     "soc_sd_g_kg": 0.0,
     "bulk_density_sd_g_cm3": 0.0,
+    "coarse_fragments_sd_vol_pct": 0.0,
 }
 
 
@@ -430,7 +432,9 @@ def fixed_depth_stock(layers: pd.DataFrame, *, depth_cm: float = 30.0) -> pd.Dat
 
     Input: one row per layer with ``profile_id, top_cm, bottom_cm, soc_g_kg,
     bulk_density_g_cm3`` and optionally ``coarse_fragments_vol_pct`` (0-100),
-    ``soc_sd_g_kg`` and ``bulk_density_sd_g_cm3`` (missing optional cells count as 0).
+    ``soc_sd_g_kg``, ``bulk_density_sd_g_cm3`` and ``coarse_fragments_sd_vol_pct`` (missing optional
+    cells count as 0; :func:`mrv.samples.sites.site_stocks` fills missing coarse fragments with a
+    stated default and its SD before calling this).
 
     Each layer contributes the fraction of its thickness lying above ``depth_cm``
     (a layer 20-40 cm contributes half its stock to a 0-30 cm stock); this assumes SOC and BD
@@ -491,6 +495,7 @@ def fixed_depth_stock(layers: pd.DataFrame, *, depth_cm: float = 30.0) -> pd.Dat
         cf,
         soc_sd_g_kg=df["soc_sd_g_kg"].to_numpy(dtype=np.float64),
         bulk_density_sd_g_cm3=df["bulk_density_sd_g_cm3"].to_numpy(dtype=np.float64),
+        coarse_fragments_sd_vol_frac=df["coarse_fragments_sd_vol_pct"].to_numpy(dtype=np.float64) / 100.0,
     )
     mass = bd * thickness * (1.0 - cf) * 100.0
 

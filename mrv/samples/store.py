@@ -64,7 +64,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -581,6 +581,7 @@ def _configure_sqlite(engine: Engine) -> None:
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA temp_store=MEMORY")  # the QA's temporary key tables
         cur.close()
 
     @sa.event.listens_for(engine, "begin")
@@ -649,8 +650,9 @@ class Submission:
         return self.reason or ""
 
 
-@dataclass(frozen=True)
-class AcceptedRow:
+class AcceptedRow(NamedTuple):
+    """One accepted record of a submission (a named tuple: reports of 200,000 rows are built fast)."""
+
     row: int
     sample_id: str
     qa_flag: str = ""
@@ -720,22 +722,22 @@ def _report(
             "Run 'mrv samples list' to see the submission numbers."
         )
     table = samples if row._mapping["status"] == STORED else retired_samples
-    acc = conn.execute(
+    acc = fetch_tuples(
+        conn,
         sa.select(table.c.row, table.c.sample_id, table.c.qa_flag, table.c.ingest_flag)
         .where(table.c.submission_id == submission_id)
-        .order_by(table.c.row)
+        .order_by(table.c.row),
     )
-    rej = conn.execute(
+    rej = fetch_tuples(
+        conn,
         sa.select(rejections.c.row, rejections.c.column, rejections.c.value, rejections.c.reason, rejections.c.code)
         .where(rejections.c.submission_id == submission_id)
-        .order_by(rejections.c.row, rejections.c.id)
+        .order_by(rejections.c.row, rejections.c.id),
     )
     return SubmissionReport(
         submission=_submission(row),
-        accepted_rows=tuple(
-            AcceptedRow(int(r.row), str(r.sample_id), str(r.qa_flag or ""), str(r.ingest_flag or "")) for r in acc
-        ),
-        rejections=tuple(Rejection(int(r.row), r.column, r.value, r.reason, r.code or "") for r in rej),
+        accepted_rows=tuple(AcceptedRow(int(r), str(i), str(q or ""), str(n or "")) for r, i, q, n in acc),
+        rejections=tuple(Rejection(int(r), c, v, why, code or "") for r, c, v, why, code in rej),
         duplicate_of=duplicate_of,
     )
 
@@ -851,8 +853,43 @@ def raw_file(store: SampleStore, sha256: str) -> bytes:
     return bytes(content)
 
 
+def fetch_tuples(conn: Connection, stmt: sa.Executable) -> list[tuple[Any, ...]]:
+    """All rows of ``stmt`` as plain tuples, read from the DBAPI cursor (several times faster than Row objects)."""
+    result = conn.execute(stmt)
+    try:
+        return [tuple(r) for r in result.cursor.fetchall()] if result.cursor is not None else []  # type: ignore[attr-defined]
+    finally:
+        result.close()
+
+
+def insert_rows(conn: Connection, table: sa.Table, columns: list[str], rows: list[tuple[Any, ...]]) -> None:
+    """``INSERT`` many rows through the DBAPI's executemany (no per-row SQLAlchemy compilation)."""
+    if not rows:
+        return
+    prep = conn.dialect.identifier_preparer
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    sql = (
+        f"INSERT INTO {prep.format_table(table)} ({', '.join(prep.quote(c) for c in columns)}) "
+        f"VALUES ({', '.join([mark] * len(columns))})"
+    )
+    conn.exec_driver_sql(sql, rows)
+
+
 def utc_now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def db_column(values: pd.Series) -> list[object]:
+    """A column as Python values for the database: NaN / NA -> None, numpy scalars -> Python (vectorised)."""
+    if pd.api.types.is_float_dtype(values.dtype):
+        arr = values.to_numpy(dtype=float)
+        out: list[object] = arr.tolist()
+        for i in np.flatnonzero(np.isnan(arr)):
+            out[i] = None
+        return out
+    if pd.api.types.is_integer_dtype(values.dtype) or pd.api.types.is_bool_dtype(values.dtype):
+        return list(values.tolist())
+    return list(values.astype(object).where(values.notna(), None).tolist())
 
 
 def db_value(value: object) -> object:

@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from mrv.samples.qa import SampleChecks, check_samples
-from mrv.samples.store import CELL_M, SampleStore, cells, rejections, samples
+from mrv.samples.store import CELL_M, SampleStore, cells, fetch_tuples, insert_rows, rejections, samples
 
 #: Columns the checks read.
 QA_COLUMNS = [
@@ -40,7 +40,6 @@ QA_COLUMNS = [
     "qa_flag",
 ]  # fmt: skip
 _FLOATS = ["x", "y", "top_cm", "bottom_cm", "soc_g_kg", "soc_sd_g_kg", "bulk_density_g_cm3", "gps_accuracy_m"]
-_CHUNK = 500
 
 
 @dataclass(frozen=True)
@@ -61,8 +60,8 @@ class QAOutcome:
     """Stored samples read as the new samples' neighbourhood (submission time only)."""
 
 
-def _frame(rows: Iterable[sa.Row[object]]) -> pd.DataFrame:
-    frame = pd.DataFrame([tuple(r) for r in rows], columns=QA_COLUMNS)
+def _frame(rows: Iterable[tuple[object, ...]]) -> pd.DataFrame:
+    frame = pd.DataFrame(list(rows), columns=QA_COLUMNS)
     for col in _FLOATS:
         frame[col] = pd.to_numeric(frame[col], errors="coerce").astype(float)
     frame["qa_flag"] = frame["qa_flag"].fillna("").astype(str)
@@ -75,7 +74,7 @@ def _select() -> sa.Select[tuple[object, ...]]:
 
 def qa_frame(conn: Connection) -> pd.DataFrame:
     """Every stored sample's QA columns, oldest first (submission, then file row)."""
-    return _frame(conn.execute(_select().order_by(samples.c.submission_id, samples.c.row)))
+    return _frame(fetch_tuples(conn, _select().order_by(samples.c.submission_id, samples.c.row)))
 
 
 def _cell_keys(x: np.ndarray, y: np.ndarray, margin_m: float) -> pd.DataFrame:
@@ -97,9 +96,9 @@ def _temp_table(conn: Connection, name: str, columns: list[sa.Column[object]], r
     conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
     table = sa.Table(name, sa.MetaData(), *columns, prefixes=["TEMPORARY"])
     table.create(conn)
-    records = [{str(k): v for k, v in r.items()} for r in rows.to_dict("records")]
-    for lo in range(0, len(records), 20_000):
-        conn.execute(table.insert(), records[lo : lo + 20_000])
+    names = [c.name for c in columns]
+    records = list(zip(*[[v.item() if hasattr(v, "item") else v for v in rows[n].tolist()] for n in names], strict=True))
+    insert_rows(conn, table, names, records)
     return table
 
 
@@ -107,6 +106,8 @@ def neighbourhood(conn: Connection, new: pd.DataFrame, checks: SampleChecks) -> 
     """Stored samples (not in ``new``) that the checks of ``new`` can involve; see the module docstring."""
     submission_ids = {int(s) for s in new["submission_id"].unique()}
     not_new = samples.c.submission_id.notin_(sorted(submission_ids))
+    if conn.execute(sa.select(samples.c.id).where(not_new).limit(1)).first() is None:
+        return _frame([])  # nothing stored before: no neighbours
     x, y = new["x"].to_numpy(dtype=float), new["y"].to_numpy(dtype=float)
     parts: list[pd.DataFrame] = []
 
@@ -116,26 +117,32 @@ def neighbourhood(conn: Connection, new: pd.DataFrame, checks: SampleChecks) -> 
     keys = keys.drop(columns="pos").drop_duplicates()
     dup = _temp_table(conn, "mrv_qa_dup_cells", [sa.Column("sampling_date", sa.Text), sa.Column("gy", sa.Integer),
                                                   sa.Column("gx", sa.Integer)], keys)  # fmt: skip
-    parts.append(_frame(conn.execute(
+    parts.append(_frame(fetch_tuples(conn,
         _select().join(dup, sa.and_(samples.c.sampling_date == dup.c.sampling_date, samples.c.gy == dup.c.gy,
                                     samples.c.gx == dup.c.gx)).where(not_new)
     )))  # fmt: skip
     dup.drop(conn)
 
-    # Jitter: the earlier records of the same sites.
-    for agency, group in new.groupby("agency", sort=False):
-        sites = sorted({str(s) for s in group["site_id"] if str(s).strip()})
-        for lo in range(0, len(sites), _CHUNK):
-            parts.append(_frame(conn.execute(
-                _select().where(samples.c.agency == agency, samples.c.site_id.in_(sites[lo : lo + _CHUNK]), not_new)
-            )))  # fmt: skip
+    # Jitter: the earlier records of the same sites (one join on the site index; none for a new agency).
+    site_keys = new[["agency", "site_id"]].astype(str).drop_duplicates()
+    site_keys = site_keys[site_keys["site_id"].str.strip() != ""]
+    agencies = sorted(site_keys["agency"].unique())
+    known = conn.execute(sa.select(samples.c.id).where(samples.c.agency.in_(agencies), not_new).limit(1)).first()
+    if known is not None and len(site_keys):
+        sites = _temp_table(conn, "mrv_qa_sites", [sa.Column("agency", sa.Text), sa.Column("site_id", sa.Text)],
+                            site_keys)  # fmt: skip
+        parts.append(_frame(fetch_tuples(conn,
+            _select().join(sites, sa.and_(samples.c.agency == sites.c.agency, samples.c.site_id == sites.c.site_id))
+            .where(not_new)
+        )))  # fmt: skip
+        sites.drop(conn)
 
     # Outliers: lab samples within the radius of new crowd samples (any date).
     crowd = (new["source"] == "crowd").to_numpy()
     if crowd.any():
         ck = _cell_keys(x[crowd], y[crowd], checks.outlier_radius_m).drop(columns="pos").drop_duplicates()
         lab = _temp_table(conn, "mrv_qa_lab_cells", [sa.Column("gy", sa.Integer), sa.Column("gx", sa.Integer)], ck)
-        parts.append(_frame(conn.execute(
+        parts.append(_frame(fetch_tuples(conn,
             _select().join(lab, sa.and_(samples.c.gy == lab.c.gy, samples.c.gx == lab.c.gx))
             .where(samples.c.source == "lab", not_new)
         )))  # fmt: skip
@@ -152,7 +159,7 @@ def apply_qa(conn: Connection, checks: SampleChecks | None = None, *, submission
     if submission_id is None:
         frame = qa_frame(conn)
     else:
-        new = _frame(conn.execute(_select().where(samples.c.submission_id == submission_id)))
+        new = _frame(fetch_tuples(conn, _select().where(samples.c.submission_id == submission_id)))
         if new.empty:
             return QAOutcome(0, 0, 0, 0, 0)
         near = neighbourhood(conn, new, c)

@@ -59,7 +59,9 @@ from mrv.samples.store import (
     SubmissionReport,
     _report,
     cells,
-    db_value,
+    db_column,
+    fetch_tuples,
+    insert_rows,
     raw_files,
     rejections,
     retired_samples,
@@ -348,13 +350,14 @@ def _split_known_ids(
     conn: Connection, accepted: pd.DataFrame, *, agency: str, fmt: SampleFormat
 ) -> tuple[pd.DataFrame, list[Rejection]]:
     """Move rows whose sample id this agency already stored (in a submission in use) to the rejected rows."""
-    ids = [str(s) for s in accepted["sample_id"]]
     known: dict[str, int] = {}
+    stored_before = conn.execute(sa.select(samples.c.id).where(samples.c.agency == agency).limit(1)).first()
+    ids = [str(s) for s in accepted["sample_id"]] if stored_before is not None else []
     for chunk in _chunks(ids, 500):
         query = sa.select(samples.c.sample_id, samples.c.submission_id).where(
             samples.c.agency == agency, samples.c.sample_id.in_(chunk)
         )
-        known.update({str(r.sample_id): int(r.submission_id) for r in conn.execute(query)})
+        known.update({str(sid): int(sub) for sid, sub in fetch_tuples(conn, query)})
     if not known:
         return accepted, []
     clash = accepted["sample_id"].astype(str).isin(list(known))
@@ -381,36 +384,26 @@ def _insert_samples(conn: Connection, submission_id: int, agency: str, accepted:
     """Insert in batches of ``_BATCH`` rows, with the grid cells of the neighbourhood index."""
     if accepted.empty:
         return
+    columns = ["submission_id", "agency", "qa_flag", "ingest_flag", "gx", "gy", *CANONICAL_COLUMNS]
     for lo in range(0, len(accepted), _BATCH):
         part = accepted.iloc[lo : lo + _BATCH]
-        gx, gy = cells(part["x"]), cells(part["y"])
-        notes = part[INGEST_FLAG] if INGEST_FLAG in part.columns else pd.Series("", index=part.index)
-        columns = {c: part[c].tolist() for c in CANONICAL_COLUMNS}
-        records = [
-            {
-                "submission_id": submission_id,
-                "agency": agency,
-                "qa_flag": "",
-                "ingest_flag": str(notes.iloc[i] or ""),
-                "gx": int(gx[i]),
-                "gy": int(gy[i]),
-                **{c: db_value(columns[c][i]) for c in CANONICAL_COLUMNS},
-            }  # fmt: skip
-            for i in range(len(part))
-        ]
-        conn.execute(samples.insert(), records)
+        n = len(part)
+        notes = part[INGEST_FLAG].fillna("").astype(str).tolist() if INGEST_FLAG in part.columns else [""] * n
+        values = [
+            [submission_id] * n, [agency] * n, [""] * n, notes,
+            cells(part["x"]).tolist(), cells(part["y"]).tolist(),
+            *[db_column(part[c]) for c in CANONICAL_COLUMNS],
+        ]  # fmt: skip
+        insert_rows(conn, samples, columns, list(zip(*values, strict=True)))
 
 
 def _insert_rejections(conn: Connection, submission_id: int, rejected: Sequence[Rejection]) -> None:
+    columns = ["submission_id", "row", "column", "value", "reason", "code"]
     for lo in range(0, len(rejected), _BATCH):
-        conn.execute(
-            rejections.insert(),
-            [
-                {"submission_id": submission_id, "row": r.row, "column": r.column, "value": r.value, "reason": r.reason,
-                 "code": getattr(r, "code", "") or None}
-                for r in rejected[lo : lo + _BATCH]
-            ],  # fmt: skip
-        )
+        insert_rows(conn, rejections, columns, [
+            (submission_id, int(r.row), str(r.column), str(r.value), str(r.reason), getattr(r, "code", "") or None)
+            for r in rejected[lo : lo + _BATCH]
+        ])  # fmt: skip
 
 
 def _archive_raw(conn: Connection, sha: str, raw: bytes) -> None:

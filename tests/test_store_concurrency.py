@@ -1,0 +1,81 @@
+"""Issue 16.1: agencies that submit at once are all stored, exactly once (SQLite and PostgreSQL).
+
+Four processes submit a 150,000-row file each at the same moment. Writers queue for the write
+lock (no fixed 30 s failure), so every file is stored, once; a resubmission of any of them is a
+no-op. Slow (about a minute on 2 busy cores): marked ``slow``.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+from test_store import FORMATS, HEADER, TODAY
+
+from mrv.samples.formats import load_format
+from mrv.samples.store import SampleStore, list_submissions
+from mrv.samples.submit import submit_file
+
+ROWS = 150_000
+FILES = 4
+BOUNDS = (500_000.0, 5_300_000.0, 600_000.0, 5_400_000.0)
+
+
+def _file(path: Path, n: int, seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(BOUNDS[0], BOUNDS[2], n)
+    y = rng.uniform(BOUNDS[1], BOUNDS[3], n)
+    soc = np.round(rng.uniform(5, 40, n), 2)
+    with path.open("w", encoding="utf-8") as fh:
+        fh.write(HEADER + "\n")
+        fh.writelines(
+            f"A{seed}-{i},P{seed}-{i},F1,{x[i]:.2f},{y[i]:.2f},32633,2022-05-01,0,30,{soc[i]},1.3,5,dc\n" for i in range(n)
+        )
+    return path
+
+
+def _child(url: str, path: str, barrier: Any, results: Any) -> None:
+    try:
+        fmt = load_format("lab_wide", search_dirs=FORMATS)
+        with SampleStore.open(url, lock_timeout_s=600.0) as store:
+            barrier.wait(timeout=60)
+            started = time.monotonic()
+            rep = submit_file(store, path, agency=f"Agency-{Path(path).stem}", source="lab", fmt=fmt,
+                              project_crs="EPSG:32633", region_bounds=BOUNDS, today=TODAY)  # fmt: skip
+        results.put((rep.submission_id, rep.submission.accepted, rep.duplicate_of, time.monotonic() - started))
+    except BaseException as exc:  # reported to the parent
+        results.put(("error", repr(exc), None, 0.0))
+
+
+@pytest.mark.slow
+def test_four_concurrent_large_submissions_are_all_stored_exactly_once(store_url: str, tmp_path: Path) -> None:
+    paths = [_file(tmp_path / f"f{k}.csv", ROWS, k) for k in range(FILES)]
+    SampleStore.open(store_url).close()  # schema first: the children race only for the write lock
+    ctx = multiprocessing.get_context("fork")
+    barrier, results = ctx.Barrier(FILES), ctx.Queue()
+    procs = [ctx.Process(target=_child, args=(store_url, str(p), barrier, results)) for p in paths]
+    for p in procs:
+        p.start()
+    out = [results.get(timeout=900) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    assert not [r for r in out if r[0] == "error"], out
+    assert sorted(r[1] for r in out) == [ROWS] * FILES
+    assert all(r[2] is None for r in out)
+    with SampleStore.open(store_url) as store:
+        subs = list_submissions(store)
+        assert [(s.status, s.accepted) for s in subs] == [("stored", ROWS)] * FILES
+        with store.engine.connect() as conn:
+            n = conn.execute(sa.text("SELECT count(*), count(DISTINCT agency || '/' || sample_id) FROM samples")).one()
+        assert tuple(n) == (ROWS * FILES, ROWS * FILES)
+        fmt = load_format("lab_wide", search_dirs=FORMATS)
+        again = submit_file(store, paths[0], agency="Agency-f0", source="lab", fmt=fmt, project_crs="EPSG:32633",
+                            region_bounds=BOUNDS, today=TODAY)  # fmt: skip
+        assert again.duplicate_of is not None
+        assert len(list_submissions(store)) == FILES
