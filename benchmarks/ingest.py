@@ -129,12 +129,26 @@ SUBMIT = textwrap.dedent(
 )
 
 
-def run_py(code: str, args: list[str], pythonpath: Path, timeout: float) -> dict[str, object]:
-    env = {**os.environ, "PYTHONPATH": str(pythonpath)}
+# Put the code under test first: drop the editable install's import hook (it outranks sys.path) and
+# prepend the tree, then check that ``mrv`` really comes from it.
+PRELUDE = textwrap.dedent(
+    """
+    import os, sys
+    sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in getattr(f, "__module__", "")
+                        and "editable" not in getattr(f, "__name__", "")]
+    sys.path.insert(0, os.environ["MRV_BENCH_TREE"])
+    import mrv
+    assert os.path.dirname(os.path.dirname(os.path.abspath(mrv.__file__))) == os.path.abspath(os.environ["MRV_BENCH_TREE"]), mrv.__file__
+    """
+)
+
+
+def run_py(code: str, args: list[str], tree: Path, timeout: float) -> dict[str, object]:
+    env = {**os.environ, "MRV_BENCH_TREE": str(tree)}
     started = time.perf_counter()
     try:
-        proc = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True,
-                              timeout=timeout, check=False)  # fmt: skip
+        proc = subprocess.run([sys.executable, "-c", PRELUDE + code, *args], env=env, capture_output=True,
+                              text=True, timeout=timeout, check=False)  # fmt: skip
     except subprocess.TimeoutExpired:
         return {"error": f"over the {timeout:g} s limit", "seconds": time.perf_counter() - started}
     if proc.returncode != 0:

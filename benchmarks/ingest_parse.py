@@ -65,11 +65,11 @@ def run_one(path: Path, module: str) -> None:
     from mrv.samples.formats import load_format
 
     fmt = load_format("agency_long_de" if path.stem == "long" else "lab_wide")
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     res = mod.ingest(path, fmt, source="lab", submitter="a", project_crs="EPSG:32633", today=dt.date(2025, 1, 1))
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"{wall:.2f} {peak_mb:.0f} {len(res.accepted)} {len(res.rejected)}")
+    print(f"{wall:.2f} {cpu:.2f} {peak_mb:.0f} {len(res.accepted)} {len(res.rejected)}")
 
 
 def main() -> None:
@@ -87,19 +87,20 @@ def main() -> None:
         (write_long if args.layout == "long" else write_rows)(path, args.rows)
         size_mb = path.stat().st_size / 1e6
         print(f"{args.rows:,} {args.layout} rows, {size_mb:.1f} MB, loadavg {os.getloadavg()[0]:.2f}")
-        print(f"{'parser':<12} {'time_s':>8} {'peak_rss_mb':>12} {'accepted':>9} {'rejected':>9}")
+        print(f"{'parser':<12} {'wall_s':>8} {'cpu_s':>8} {'peak_rss_mb':>12} {'accepted':>9} {'rejected':>9}")
         results = {}
         for label, module in (("new", "mrv.samples.ingest"), ("baseline", args.baseline)):
             if module is None:
                 continue
             out = subprocess.run([sys.executable, __file__, "--one", str(path), module], check=True,
                                  capture_output=True, text=True).stdout.split()  # fmt: skip
-            results[label] = (float(out[0]), float(out[1]))
-            print(f"{label:<12} {out[0]:>8} {out[1]:>12} {out[2]:>9} {out[3]:>9}")
+            results[label] = (float(out[0]), float(out[1]), float(out[2]))
+            print(f"{label:<12} {out[0]:>8} {out[1]:>8} {out[2]:>12} {out[3]:>9} {out[4]:>9}")
         if len(results) == 2:
-            t = results["baseline"][0] / results["new"][0]
-            m = results["baseline"][1] / results["new"][1]
-            print(f"baseline/new: time x{t:.1f}, peak memory x{m:.1f}; loadavg {os.getloadavg()[0]:.2f}")
+            w = results["baseline"][0] / results["new"][0]
+            c = results["baseline"][1] / results["new"][1]
+            m = results["baseline"][2] / results["new"][2]
+            print(f"baseline/new: wall x{w:.1f}, cpu x{c:.1f}, peak memory x{m:.1f}; loadavg {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

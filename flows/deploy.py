@@ -6,8 +6,10 @@ which registers the deployments and runs their flow runs in this process until s
 * ``regional-monitoring/monitoring-<name>``: one per run config in ``configs/*.yaml`` (a file
   with ``rounds``), on a monthly cron (default 03:00 UTC on the 1st; ``--cron``, ``--timezone``).
   Re-runs resume: finished steps are skipped (see :mod:`mrv.pipeline.cache`).
-* ``ingest-samples/submit``: on demand, e.g.
-  ``prefect deployment run ingest-samples/submit -p file=/data/lab.csv -p agency="Soil Lab"``.
+* ``ingest-samples/submit-<name>``: on demand, one per run config (its project CRS and region), taking the
+  file's content, e.g. ``prefect deployment run ingest-samples/submit-demo -p filename=lab.csv
+  -p agency="Soil Lab" -p content="$(cat lab.csv)"``. The database is named, not given: ``--db env:NAME``
+  or ``--db secret:BLOCK`` (a Prefect Secret block), so no credentials sit in deployment parameters.
 * ``verification-report/verify``: on demand, ``prefect deployment run verification-report/verify -p run_dir=out/demo``.
 
 Run it by hand against any Prefect API with ``PREFECT_API_URL=... python -m flows.deploy``.
@@ -31,7 +33,7 @@ from flows.regional_monitoring import regional_monitoring
 from flows.verification_report import verification_report
 from mrv.config import load_config
 from mrv.errors import ConfigError, MRVError
-from mrv.samples.store import DEFAULT_URL
+from mrv.samples.store import DB_ENV, DEFAULT_URL, redact_url
 
 log = logging.getLogger("flows.deploy")
 
@@ -87,17 +89,30 @@ def monitoring_deployments(
     return deployments
 
 
-def on_demand_deployments(*, db_url: str = DEFAULT_URL) -> list[RunnerDeployment]:
-    """Unscheduled deployments: sample ingest (into ``db_url``) and manifest verification."""
-    return [
-        _built(
-            ingest_samples.to_deployment(
-                name="submit",
-                parameters={"db_url": db_url},
-                description="Validate an agency's sample file and store it; row-level report as an artifact.",
-                tags=["mrv", "samples"],
+def on_demand_deployments(config_dir: Path, *, db: str | None = None) -> list[RunnerDeployment]:
+    """Unscheduled deployments: sample ingest per run config (into the database ``db`` names) and verification.
+
+    ``db`` is ``env:NAME``, ``secret:BLOCK`` or a URL without a password (refused otherwise: deployment
+    parameters are shown in the Prefect UI); None: ``$MRV_SAMPLES_DB`` of the worker, else the default.
+    """
+    if db is not None:
+        database_url_check(db)
+    ingest = []
+    for path in run_configs(config_dir):
+        cfg = load_config(path)
+        ingest.append(
+            _built(
+                ingest_samples.to_deployment(
+                    name=f"submit-{cfg.name}",
+                    parameters={"config_path": str(path), **({"db": db} if db is not None else {})},
+                    description=f"Validate an agency's sample file (its content) and store it for {cfg.name} "
+                    f"({cfg.region.crs}); row-level report as an artifact.",
+                    tags=["mrv", "samples"],
+                )
             )
-        ),
+        )
+    return [
+        *ingest,
         _built(
             verification_report.to_deployment(
                 name="verify",
@@ -108,10 +123,22 @@ def on_demand_deployments(*, db_url: str = DEFAULT_URL) -> list[RunnerDeployment
     ]
 
 
+def database_url_check(db: str) -> None:
+    """Refuse a database URL with a password as a deployment parameter (see :func:`on_demand_deployments`)."""
+    if "://" in db and not db.startswith(("env:", "secret:")):
+        import sqlalchemy as sa
+
+        if sa.engine.make_url(db).password:
+            raise ConfigError(
+                f"--db {redact_url(db)} carries a password, which would be stored in the deployment's parameters; "
+                "use --db env:NAME (an environment variable of the worker) or --db secret:BLOCK (a Prefect Secret)."
+            )
+
+
 def build_deployments(
-    config_dir: Path, *, cron: str = MONTHLY_CRON, timezone: str = "UTC", db_url: str = DEFAULT_URL
+    config_dir: Path, *, cron: str = MONTHLY_CRON, timezone: str = "UTC", db: str | None = None
 ) -> list[RunnerDeployment]:
-    return [*monitoring_deployments(config_dir, cron=cron, timezone=timezone), *on_demand_deployments(db_url=db_url)]
+    return [*monitoring_deployments(config_dir, cron=cron, timezone=timezone), *on_demand_deployments(config_dir, db=db)]
 
 
 def wait_for_api(timeout_s: float) -> None:
@@ -137,12 +164,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--configs", type=Path, default=REPO / "configs", help="directory of run configs (default configs/)")
     p.add_argument("--cron", default=MONTHLY_CRON, help=f"schedule of the monitoring runs (default '{MONTHLY_CRON}')")
     p.add_argument("--timezone", default="UTC", help="IANA time zone of the cron schedule (default UTC)")
-    p.add_argument("--db", default=DEFAULT_URL, help=f"sample database URL for ingest (default {DEFAULT_URL})")
+    p.add_argument("--db", default=None,
+                   help=f"sample database for ingest: env:NAME, secret:BLOCK or a URL without password "
+                   f"(default ${DB_ENV} of the worker, else {DEFAULT_URL})")  # fmt: skip
     p.add_argument("--wait-for-api", type=float, default=0.0, metavar="SECONDS", help="wait for the Prefect API first")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        deployments = build_deployments(args.configs, cron=args.cron, timezone=args.timezone, db_url=args.db)
+        deployments = build_deployments(args.configs, cron=args.cron, timezone=args.timezone, db=args.db)
         if args.wait_for_api > 0:
             wait_for_api(args.wait_for_api)
     except MRVError as exc:

@@ -296,7 +296,7 @@ class AccountingConfig:
     is not propagated."""
     methodology: str = "verra_vm0042_v2"
     seed: int = 0
-    change_estimator: str = "regression"
+    change_estimator: Literal["regression", "difference", "map"] = "regression"
     """How the credited change is estimated (:mod:`mrv.accounting.change`): ``regression`` (default) or
     ``difference``: design-based, from the sites re-measured in the first and last round with the map
     change as auxiliary (VM0042 v2.2 Eqs. 70-71); ``map``: the Monte Carlo change of the maps alone

@@ -50,12 +50,15 @@ def test_ingest_flow_stores_rows_and_publishes_row_report(tmp_path: Path) -> Non
     from mrv.samples.store import SampleStore, list_submissions
 
     db = f"sqlite:///{tmp_path / 'samples.db'}"
-    csv = _lab_csv(tmp_path / "lab.csv")
-    state = ingest_samples(file=str(csv), agency="Soil Lab", source="lab", db_url=db, return_state=True)
+    content = _lab_csv(tmp_path / "lab.csv").read_text(encoding="utf-8")  # the content, not a server path
+    demo = str(REPO / "configs" / "demo.yaml")  # the project CRS and region come from the run config
+    state = ingest_samples(content=content, filename="lab.csv", agency="Soil Lab", source="lab", config_path=demo,
+                           db=db, return_state=True)  # fmt: skip
     assert state.is_completed()
     summary = state.result()
     assert (summary["submitted"], summary["accepted"], summary["rejected"]) == (5, 3, 2)
     assert summary["duplicate_of"] is None
+    assert summary["counts"]["lines"] == {"submitted": 5, "accepted": 3, "rejected": 2}
 
     arts = _artifacts(state.state_details.flow_run_id)
     rows = json.loads(arts[ROWS_ARTIFACT_KEY].data)
@@ -67,7 +70,7 @@ def test_ingest_flow_stores_rows_and_publishes_row_report(tmp_path: Path) -> Non
     assert arts[ROWS_ARTIFACT_KEY].type == "table"
     assert "| Soil Lab | lab | lab_wide | stored | 5 | 3 | 2 |" in arts[SUMMARY_ARTIFACT_KEY].data
 
-    again = ingest_samples(file=str(csv), agency="Soil Lab", source="lab", db_url=db)  # same bytes: a no-op
+    again = ingest_samples(content=content, filename="lab.csv", agency="Soil Lab", config_path=demo, db=db)  # a no-op
     assert again["duplicate_of"] == summary["submission_id"]
     with SampleStore.open(db) as store:
         subs = list_submissions(store)
@@ -81,15 +84,42 @@ def test_ingest_flow_fails_on_unreadable_file_with_reason_artifact(tmp_path: Pat
     from mrv.samples.store import SampleStore, list_submissions
 
     db = f"sqlite:///{tmp_path / 'samples.db'}"
-    junk = tmp_path / "junk.csv"
-    junk.write_text("this,is\nnot,a sample file\n", encoding="utf-8")
-    state = ingest_samples(file=str(junk), agency="Soil Lab", db_url=db, return_state=True)
+    demo = str(REPO / "configs" / "demo.yaml")
+    state = ingest_samples(content="this,is\nnot,a sample file\n", filename="junk.csv", agency="Soil Lab",
+                           config_path=demo, db=db, return_state=True)  # fmt: skip
     assert state.is_failed()
     assert isinstance(state.result(raise_on_failure=False), SubmissionRejected)
     markdown = _artifacts(state.state_details.flow_run_id)[SUMMARY_ARTIFACT_KEY].data
     assert "rejected whole" in markdown
     with SampleStore.open(db) as store:
         assert [s.status for s in list_submissions(store)] == ["rejected"]
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_api")
+def test_ingest_flow_takes_the_database_url_from_a_secret_block_never_from_parameters(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16.6: no credentials in flow parameters; the URL comes from a Prefect Secret block or the environment."""
+    from prefect.blocks.system import Secret
+
+    from flows.ingest_samples import database_url, ingest_samples
+
+    db = f"sqlite:///{tmp_path / 'secret.db'}"
+    Secret(value=db).save("mrv-test-samples-db", overwrite=True)
+    content = _lab_csv(tmp_path / "lab.csv").read_text(encoding="utf-8")
+    demo = str(REPO / "configs" / "demo.yaml")
+    state = ingest_samples(content=content, filename="lab.csv", agency="Soil Lab", config_path=demo,
+                           db="secret:mrv-test-samples-db", return_state=True)  # fmt: skip
+    assert state.is_completed()
+    assert state.result()["accepted"] == 3
+    assert Path(tmp_path / "secret.db").is_file()
+    monkeypatch.setenv("MRV_TEST_DB", db)
+    assert database_url("env:MRV_TEST_DB") == db
+    with pytest.raises(ConfigError, match=r"postgresql\+psycopg://agency:\*\*\*@host/db carries a password"):
+        database_url("postgresql+psycopg://agency:hunter2@host/db")
+    with pytest.raises(ConfigError, match="no Prefect Secret block"):
+        database_url("secret:no-such-block")
 
 
 def _run_dir(tmp_path: Path) -> Path:
@@ -175,12 +205,13 @@ def test_deployments_schedule_each_run_config_monthly_and_serve_the_rest_on_dema
     from flows.deploy import MONTHLY_CRON, build_deployments
 
     d = _config_dir(tmp_path)
-    deployments = build_deployments(d, timezone="Europe/Vienna", db_url="sqlite:///x.db")
+    deployments = build_deployments(d, timezone="Europe/Vienna", db="env:AGENCY_DB")
     by_name = {(dep.flow_name, dep.name): dep for dep in deployments}
     assert set(by_name) == {
         ("regional-monitoring", "monitoring-alpha"),
         ("regional-monitoring", "monitoring-beta"),
-        ("ingest-samples", "submit"),
+        ("ingest-samples", "submit-alpha"),
+        ("ingest-samples", "submit-beta"),
         ("verification-report", "verify"),
     }
     alpha = by_name[("regional-monitoring", "monitoring-alpha")]
@@ -189,9 +220,12 @@ def test_deployments_schedule_each_run_config_monthly_and_serve_the_rest_on_dema
     sched = alpha.schedules[0].schedule
     assert (sched.cron, sched.timezone) == (MONTHLY_CRON, "Europe/Vienna")
     assert alpha.entrypoint == "flows/regional_monitoring.py:regional_monitoring"
-    for key in (("ingest-samples", "submit"), ("verification-report", "verify")):
+    for key in (("ingest-samples", "submit-alpha"), ("verification-report", "verify")):
         assert not by_name[key].schedules
-    assert by_name[("ingest-samples", "submit")].parameters == {"db_url": "sqlite:///x.db"}
+    assert by_name[("ingest-samples", "submit-alpha")].parameters == {
+        "config_path": str((d / "alpha.yaml").resolve()), "db": "env:AGENCY_DB"}  # the run config's CRS, no secret
+    with pytest.raises(ConfigError, match=r"agency:\*\*\*@host/db carries a password"):
+        build_deployments(d, db="postgresql+psycopg://agency:hunter2@host/db")
 
 
 def test_deployments_need_a_run_config(tmp_path: Path) -> None:

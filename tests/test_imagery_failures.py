@@ -177,15 +177,17 @@ def test_a_mislabelled_scene_is_corrected_and_recorded_in_imagery_json(damaged: 
     assert clean.corrected == ()
     assert clean.dropped == ()
     _mislabel(items[1], -0.1)  # the BOA offset claimed once too often: 0.1 too dark if trusted
-    cfg = _config(damaged, tmp_path / "out")
+    cfg = _config(damaged, tmp_path / "out", tile_px=256)  # several tiles: each judges on the whole region
     layout = RunLayout(tmp_path / "out")
     prepare_imagery(cfg, cfg.rounds[0], layout)
     summary = json.loads(layout.imagery_summary("2021").read_text())
+    assert summary["tiles"] > 1
     assert summary["items"] == [it.id for it in items]
     assert summary["n_corrected"] == 1
     (entry,) = summary["corrected"]
     assert entry["item"] == items[1].id
     assert "corrected by +0.1" in entry["reason"]
+    assert len(entry["tiles"]) == summary["tiles"]  # the same verdict in every tile
     relabelled = load_reflectance(_items(damaged), BANDS, GRID, chunk_px=256)
     assert [i for i, _ in relabelled.corrected] == [items[1].id]
     for band in BANDS:

@@ -247,7 +247,7 @@ def test_cdse_s3_assets_need_the_gdal_s3_settings(tmp_path: Path) -> None:
         assert name in msg
     secret = "do-not-print-me"
     with pytest.raises(ConfigError, match="AWS_S3_ENDPOINT is not set") as err:
-        check_s3_settings(hrefs, env={"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": secret})
+        check_s3_settings(hrefs, env={"HOME": str(tmp_path), "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": secret})
     assert secret not in str(err.value)
     check_s3_settings(
         hrefs,

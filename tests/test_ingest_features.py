@@ -59,6 +59,9 @@ def test_constants_fill_depths_and_date_for_the_whole_file(tmp_path: Path) -> No
     res = _run(_write(tmp_path, "id,x,y,soc\nA,581000,5356000,12.5\n"), fmt)
     rec = res.accepted.iloc[0]
     assert (rec["top_cm"], rec["bottom_cm"], rec["sampling_date"]) == (0.0, 30.0, "2019-05-01")
+    text = _fmt(columns=BASE, constants={"method": "dry combustion", "field_id": "F7"})
+    rec = _run(_write(tmp_path, "id,x,y,date,top,bottom,soc\nA,581000,5356000,2021-05-01,0,30,12\n", "m.csv"), text).accepted.iloc[0]
+    assert (rec["method"], rec["field_id"]) == ("dry combustion", "F7")
     with pytest.raises(ConfigError, match="constants.bottom"):
         _fmt(constants={"top": 30, "bottom": 10})
     with pytest.raises(ConfigError, match="cannot be constant"):
@@ -437,3 +440,16 @@ def test_shipped_lab_profile_still_reads_the_demo_layout(tmp_path: Path) -> None
     res = _run(_write(tmp_path, header + "\nS1,P1,FA,F1,581000,5356000,32633,2021-05-01,0,15,20.5,1.30,,dc\n"),
                load_format("lab_wide", search_dirs=FORMATS))  # fmt: skip
     assert np.isnan(res.accepted.iloc[0]["coarse_fragments_vol_pct"])
+
+
+def test_sample_id_from_several_columns(tmp_path: Path) -> None:
+    cols = {k: v for k, v in BASE.items() if k != "sample_id"} | {"site_id": "pedon"}
+    fmt = _fmt(columns=cols, sample_id_from=["pedon", "hz"])
+    text = "pedon,hz,x,y,date,top,bottom,soc\nP1,A,581000,5356000,2021-05-01,0,10,12\nP1,B,581000,5356000,2021-05-01,10,30,8\nP2,,581000,5356000,2021-05-01,0,10,12\n"
+    res = _run(_write(tmp_path, text), fmt)
+    assert list(res.accepted["sample_id"]) == ["P1/A", "P1/B"]
+    assert res.rejected[0].column == "pedon+hz"
+    with pytest.raises(SubmissionRejected, match=r"'hz' \(sample_id_from\)"):
+        _run(_write(tmp_path, text.replace("hz", "horizon"), "b.csv"), fmt)
+    with pytest.raises(ConfigError, match="not both"):
+        _fmt(columns=BASE, sample_id_from=["a", "b"])

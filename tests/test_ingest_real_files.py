@@ -17,10 +17,12 @@ SOIL = Path(__file__).resolve().parent / "fixtures" / "soil"
 
 
 def test_fixture_files_are_the_published_bytes() -> None:
-    digests = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (SOIL / "bergstrom2019").glob("*.csv")}
+    digests = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in SOIL.glob("*/*.csv")}
     assert digests == {
         "horizon-data.csv": "b5c308e0da2e082aa62a04e35ba39822fb1b9c3624316eff635d29378ab0c04b",
         "site-data.csv": "63105b8bbf561f523595327e8166038d3459231646a75a8d8d0b972915c27cc6",
+        "rasmussen-andesitic-lahar.csv": "b1a0ae27c04b6a88a6557d3e7d8166f852afc4aa0b509c3beaa58dfbace9ee57",
+        "rasmussen-andesitic-lahar-site.csv": "ee0f127908f6accfff2bd2c4fc883909ce2aea05646d3fad541a89e9b18464e8",
     }
 
 
@@ -56,3 +58,22 @@ def test_bergstrom2019_site_stocks_flag_the_coarse_fragment_default() -> None:
     bl1 = sites.set_index("site_id").loc["BL1"]
     expected = (52.1 * 1.174 * 5 + 8.9 * 1.409 * 13 + 4.9 * 1.553 * 12) / 10
     assert bl1["soc_stock_t_ha"] == pytest.approx(expected, rel=1e-6)
+
+
+def test_andesitic_lahar_horizons_identified_by_pedon_and_horizon_name() -> None:
+    d = SOIL / "andesitic-lahar"
+    fmt = load_format(d / "andesitic-lahar.yaml", search_dirs=())
+    res = ingest(d / "rasmussen-andesitic-lahar.csv", fmt, source="lab", submitter="aqp", project_crs="EPSG:32610",
+                 today=dt.date(2025, 1, 1))  # fmt: skip
+    assert (res.submitted, len(res.accepted), len(res.rejected)) == (31, 31, 0)
+    acc = res.accepted.set_index("sample_id")
+    a1 = acc.loc["McCarthy/A1"]  # 0-19 cm, C 120 g/kg, Db 0.5 g/cm3, site -120.397983, 38.698467
+    assert (a1["site_id"], a1["top_cm"], a1["bottom_cm"], a1["soc_g_kg"], a1["bulk_density_g_cm3"]) == (
+        "McCarthy", 0.0, 19.0, 120.0, 0.5)  # fmt: skip
+    assert (a1["lon"], a1["lat"]) == pytest.approx((-120.397983, 38.698467))
+    # 2.6 deg east of UTM 10N's central meridian (123 W) at 38.7 N: ~226 km east of the 500 km false easting.
+    assert a1["x"] == pytest.approx(726_000, abs=3_000)
+    sites, incomplete = site_stocks(res.accepted, depth_cm=30)
+    top = sites.set_index("site_id").loc["Top"]  # 0-17 (42, 0.7), 17-34 (22, 0.9; 13 cm above 30 cm)
+    assert top["soc_stock_t_ha"] == pytest.approx((42 * 0.7 * 17 + 22 * 0.9 * 13) / 10, rel=1e-6)
+    assert set(sites["site_id"]) | set(incomplete) == {"Top", "Nobu", "Waca", "McCarthy", "Aiken", "Supan", "Inks"}

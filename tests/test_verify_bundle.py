@@ -403,3 +403,13 @@ def test_zip_bundle_with_path_traversal_is_refused(tmp_path: Path) -> None:
     with pytest.raises(VerificationError, match="outside the bundle"):
         verify(evil)
     assert not (tmp_path / "escaped.txt").exists()
+
+
+def test_run_directory_verifies_in_place_with_relative_paths(
+    operator: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``mrv report verify RUN_DIR`` (hashes, completeness, step chain) on the operator's own run directory."""
+    assert main(["report", "verify", "--hash-only", str(operator["run"])]) == 0
+    out = capsys.readouterr().out
+    assert "(run): UNSIGNED" in out
+    assert "steps chained" in out

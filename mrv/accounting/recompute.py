@@ -6,6 +6,11 @@ the field polygons into the ``project`` and ``fields`` sections of ``accounting.
 nugget share, round correlation) under ``settings`` and every file under ``inputs``, so
 :func:`recompute_and_compare` can redo the Monte Carlo from the stored maps and compare each number
 with ``report.json`` (relative tolerance 1e-6), naming the first one that differs.
+
+``mrv report verify`` does more (:mod:`mrv.report.verify`): it re-runs the pipeline's own accounting step
+(:func:`mrv.pipeline.steps.account`) with the settings of the run's config, not of ``accounting.json``, and
+re-derives the maps, the model and the report as well. :func:`recompute_and_compare` stays as the quick
+check of one run directory's report against its stored maps.
 """
 
 from __future__ import annotations

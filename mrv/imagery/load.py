@@ -123,11 +123,26 @@ def _href(item: pystac.Item, key: str) -> str:
 def _read_decimated(
     src: rasterio.io.DatasetReader, bounds: tuple[float, float, float, float], shape: tuple[int, int]
 ) -> np.ndarray:
-    """Band 1 over ``bounds`` (in the file's CRS) as ``shape`` by nearest neighbour (GDAL picks the overview),
-    the file's nodata (else 0) outside it."""
-    window = from_bounds(*bounds, transform=src.transform)
+    """Band 1 over ``bounds`` (in the file's CRS) as ``shape`` by nearest neighbour, the file's nodata (else 0)
+    where the file does not reach.
+
+    Only the part inside the file is read, by a plain windowed read with ``out_shape``, for which GDAL picks
+    the overview (a boundless read would go through a VRT and read full resolution).
+    """
+    full = from_bounds(*bounds, transform=src.transform)
     fill = src.nodata if src.nodata is not None else 0
-    return src.read(1, window=window, out_shape=shape, boundless=True, fill_value=fill, resampling=Resampling.nearest)
+    out = np.full(shape, fill, dtype=src.dtypes[0])
+    try:
+        inside = full.intersection(Window(0, 0, src.width, src.height))
+    except rasterio.errors.WindowError:
+        return out  # no overlap
+    sx, sy = full.width / shape[1], full.height / shape[0]
+    c0 = min(shape[1] - 1, max(0, round((inside.col_off - full.col_off) / sx)))
+    r0 = min(shape[0] - 1, max(0, round((inside.row_off - full.row_off) / sy)))
+    cw = max(1, min(shape[1] - c0, round(inside.width / sx)))
+    rh = max(1, min(shape[0] - r0, round(inside.height / sy)))
+    out[r0 : r0 + rh, c0 : c0 + cw] = src.read(1, window=inside, out_shape=(rh, cw), resampling=Resampling.nearest)
+    return out
 
 
 def sample_scene(

@@ -39,8 +39,9 @@ def _has_credentials(env: dict[str, str]) -> bool:
         return True
     if all(env.get(k) for k in CREDENTIAL_SETTINGS):
         return True
-    shared = env.get("AWS_SHARED_CREDENTIALS_FILE") or str(Path.home() / ".aws" / "credentials")
-    return bool(env.get("AWS_PROFILE")) or Path(shared).is_file()
+    home = Path(env["HOME"]) if env.get("HOME") else Path.home()
+    shared = Path(env.get("AWS_SHARED_CREDENTIALS_FILE") or home / ".aws" / "credentials")
+    return bool(env.get("AWS_PROFILE")) or shared.is_file()
 
 
 def check_s3_settings(hrefs: Iterable[str], env: dict[str, str] | None = None) -> None:

@@ -8,9 +8,10 @@ collection (cirrus-geo/cirrus-earth-search#21, #33).
 
 Two physical facts decide it, over the clear land pixels of a scene (SCL 4 vegetation, 5 bare soil):
 
-* **Too dark** (the offset subtracted twice): surface reflectance is not negative, and Sen2Cor's L2A
-  products have only a small share of negative BOA values, in dark areas (ESA, Sen2Cor Software Release
-  Note 2.10: negative reflectance is kept since baseline 04.00 instead of clipped). When a large share of
+* **Too dark** (the offset subtracted twice): surface reflectance is not negative; the 1000 DN offset of
+  baseline 04.00 was introduced so that the small negative values of noise over very dark surfaces are no
+  longer clipped to 0 (ESA, "Sentinel-2: New processing baseline 04.00"), so L2A products have only a small
+  share of negative values, over dark areas, water and shadow, not over clear land. When a large share of
   clear land pixels is negative in some band (> ``negative_share_max``) the scaling is wrong. If adding the
   0.1 back leaves almost none negative (<= ``residual_share_max``), the direction is unambiguous and the scene
   is corrected; otherwise it is dropped.

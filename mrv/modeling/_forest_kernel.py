@@ -14,11 +14,13 @@ from numba import njit
 #: Pixels per block: two groups of 16 walked lanes; the selection network runs over all 32 at once
 #: (one vectorised min/max over 32 float32 per compare-exchange).
 BLOCK = 32
+#: Levels walked before the lanes' subtree heights are looked up (twice); 6 was fastest of 4-8 on the benchmark scene.
+FIRST_LEVELS = 6
 _LOW = np.uint64(0xFFFFFFFF)
 _HIGH = np.uint64(32)
 
 
-@njit(cache=True, nogil=True, boundscheck=False)
+@njit(cache=True, nogil=True, boundscheck=False, inline="always")
 def _step(k, node, xk, lane, shift, mask):  # type: ignore[no-untyped-def]  # pragma: no cover
     """One level down: left child + 1 when the pixel's covariate key exceeds the node's threshold key."""
     c = node[k]
@@ -26,26 +28,10 @@ def _step(k, node, xk, lane, shift, mask):  # type: ignore[no-untyped-def]  # pr
     return (low >> shift) + np.uint32(xk[(low & mask) * np.uint32(BLOCK) + lane] > np.uint32(c >> _HIGH))
 
 
-@njit(cache=True, nogil=True, boundscheck=False)
-def _walk16(node, value, r, d, xk, base, shift, mask, vals, t):  # type: ignore[no-untyped-def]  # pragma: no cover
-    """Leaf values of tree ``t`` (root ``r``, depth ``d``) for lanes ``base .. base + 15`` into ``vals[t]``."""
-    k0 = r
-    k1 = r
-    k2 = r
-    k3 = r
-    k4 = r
-    k5 = r
-    k6 = r
-    k7 = r
-    k8 = r
-    k9 = r
-    k10 = r
-    k11 = r
-    k12 = r
-    k13 = r
-    k14 = r
-    k15 = r
-    for _ in range(d):
+@njit(cache=True, nogil=True, boundscheck=False, inline="always")
+def _steps16(node, xk, base, shift, mask, count, k0, k1, k2, k3, k4, k5, k6, k7, k8, k9, k10, k11, k12, k13, k14, k15):  # type: ignore[no-untyped-def]  # pragma: no cover
+    """``count`` levels down for 16 lanes (node ids in and out as scalars, kept in registers once inlined)."""
+    for _ in range(count):
         k0 = _step(k0, node, xk, base + 0, shift, mask)
         k1 = _step(k1, node, xk, base + 1, shift, mask)
         k2 = _step(k2, node, xk, base + 2, shift, mask)
@@ -62,6 +48,23 @@ def _walk16(node, value, r, d, xk, base, shift, mask, vals, t):  # type: ignore[
         k13 = _step(k13, node, xk, base + 13, shift, mask)
         k14 = _step(k14, node, xk, base + 14, shift, mask)
         k15 = _step(k15, node, xk, base + 15, shift, mask)
+    return k0, k1, k2, k3, k4, k5, k6, k7, k8, k9, k10, k11, k12, k13, k14, k15
+
+
+@njit(cache=True, nogil=True, boundscheck=False, inline="always")
+def _walk16(node, height, value, r, d, xk, base, shift, mask, vals, t):  # type: ignore[no-untyped-def]  # pragma: no cover
+    """Leaf values of tree ``t`` (root ``r``, depth ``d``) for lanes ``base .. base + 15`` into ``vals[t]``.
+
+    Neighbouring pixels mostly fall into the same subtrees, so after a few levels the lanes need
+    only as many more steps as the highest subtree they are in (``height``), not the tree's depth.
+    """
+    k0, k1, k2, k3, k4, k5, k6, k7, k8, k9, k10, k11, k12, k13, k14, k15 = r, r, r, r, r, r, r, r, r, r, r, r, r, r, r, r
+    first = min(FIRST_LEVELS, d)
+    k0, k1, k2, k3, k4, k5, k6, k7, k8, k9, k10, k11, k12, k13, k14, k15 = _steps16(node, xk, base, shift, mask, first, k0, k1, k2, k3, k4, k5, k6, k7, k8, k9, k10, k11, k12, k13, k14, k15)
+    more = min(FIRST_LEVELS, max(height[k0], height[k1], height[k2], height[k3], height[k4], height[k5], height[k6], height[k7], height[k8], height[k9], height[k10], height[k11], height[k12], height[k13], height[k14], height[k15]))
+    k0, k1, k2, k3, k4, k5, k6, k7, k8, k9, k10, k11, k12, k13, k14, k15 = _steps16(node, xk, base, shift, mask, more, k0, k1, k2, k3, k4, k5, k6, k7, k8, k9, k10, k11, k12, k13, k14, k15)
+    rest = max(height[k0], height[k1], height[k2], height[k3], height[k4], height[k5], height[k6], height[k7], height[k8], height[k9], height[k10], height[k11], height[k12], height[k13], height[k14], height[k15])
+    k0, k1, k2, k3, k4, k5, k6, k7, k8, k9, k10, k11, k12, k13, k14, k15 = _steps16(node, xk, base, shift, mask, rest, k0, k1, k2, k3, k4, k5, k6, k7, k8, k9, k10, k11, k12, k13, k14, k15)
     vals[t, base + 0] = value[k0]
     vals[t, base + 1] = value[k1]
     vals[t, base + 2] = value[k2]
@@ -82,7 +85,7 @@ def _walk16(node, value, r, d, xk, base, shift, mask, vals, t):  # type: ignore[
 
 @njit(cache=True, nogil=True, boundscheck=False)
 def predict_kernel(  # type: ignore[no-untyped-def]  # pragma: no cover
-    XT, node, value, root, depth, shift, net, k_lo, k_hi, frac, margin, inv_2z, out
+    XT, node, height, value, root, depth, shift, net, k_lo, k_hi, frac, margin, inv_2z, out
 ):
     """Fill ``out`` (5, n) from ``XT`` (covariates, n); see :func:`mrv.modeling.forest_walk.predict_forest`."""
     n_feat, n = XT.shape
@@ -110,8 +113,8 @@ def predict_kernel(  # type: ignore[no-untyped-def]  # pragma: no cover
             u = xu[i]
             xk[i] = ~u if u >> np.uint32(31) else u | np.uint32(0x80000000)
         for t in range(n_trees):
-            _walk16(node, value, root[t], depth[t], xk, np.uint32(0), sh, mask, vals, t)
-            _walk16(node, value, root[t], depth[t], xk, np.uint32(16), sh, mask, vals, t)
+            _walk16(node, height, value, root[t], depth[t], xk, np.uint32(0), sh, mask, vals, t)
+            _walk16(node, height, value, root[t], depth[t], xk, np.uint32(16), sh, mask, vals, t)
         for b in range(BLOCK):
             acc[b] = 0.0
         for t in range(n_trees):

@@ -15,7 +15,8 @@ This module computes that without one ``tree_.apply`` call per tree and without 
   thr)]``). Thresholds are stored as the largest float32 not above scikit-learn's float64 threshold:
   for a float32 covariate x, ``x <= t64`` exactly when ``x <= t32``, so leaves are those of ``apply``.
   The comparison is done on integer keys with the order of the floats (:func:`order_key`), so the
-  threshold and the node's links come from one 8-byte load.
+  threshold and the node's links come from one 8-byte load. 16 neighbouring pixels walk together;
+  after a few levels they take only as many more steps as the highest subtree they are in.
 * the order statistics come from a sorting network (Batcher's odd-even merge sort, Knuth TAOCP vol.
   3, 5.3.4, Algorithm M) pruned to the comparators that reach the needed positions, applied to
   blocks of pixels at once, so each compare-exchange is a vector min/max over pixels.
@@ -49,6 +50,8 @@ class CompiledForest:
     node: np.ndarray
     """uint64 ``(nodes,)``: ``order_key(threshold) << 32 | left child << shift | covariate``; a leaf has
     the key of +inf and itself as left child, so a walk that reached a leaf stays there."""
+    height: np.ndarray
+    """int32 ``(nodes,)``: levels from each node down to the deepest leaf below it (0 at leaves)."""
     value: np.ndarray
     """float32 ``(nodes,)``: the training value kept at each leaf (NaN at internal nodes)."""
     root: np.ndarray
@@ -90,6 +93,14 @@ def _breadth_first(left: np.ndarray, right: np.ndarray) -> np.ndarray:
     return np.asarray(order, dtype=np.int64)
 
 
+def _heights(left: np.ndarray, leaf: np.ndarray) -> np.ndarray:
+    """Subtree height of every node of one breadth-first tree (children after parents; right = left + 1)."""
+    h = np.zeros(leaf.size, dtype=np.int64)
+    for k in np.flatnonzero(~leaf)[::-1]:
+        h[k] = 1 + max(h[left[k]], h[left[k] + 1])
+    return h.astype("int32")
+
+
 def compile_forest(estimators: list[Any], leaf_values: np.ndarray, n_features: int) -> CompiledForest | None:
     """Flatten fitted scikit-learn trees; ``leaf_values`` is ``(trees, max_nodes)`` float32 (NaN off-leaf).
 
@@ -99,7 +110,7 @@ def compile_forest(estimators: list[Any], leaf_values: np.ndarray, n_features: i
     total = sum(int(e.tree_.node_count) for e in estimators)
     if total >= 2 ** (32 - shift):
         return None
-    nodes, vals, roots, depths = [], [], [], []
+    nodes, heights, vals, roots, depths = [], [], [], [], []
     offset = 0
     for t, est in enumerate(estimators):
         tree = est.tree_
@@ -116,11 +127,13 @@ def compile_forest(estimators: list[Any], leaf_values: np.ndarray, n_features: i
         key = order_key(np.where(leaf, np.float32(np.inf), t32)).astype(np.uint64)
         nodes.append((key << np.uint64(32)) | ((child << shift) | feature).astype(np.uint64))
         vals.append(np.where(leaf, leaf_values[t, order], np.nan).astype("float32"))
+        heights.append(_heights(child - offset, leaf))
         roots.append(offset)
         depths.append(int(tree.max_depth))
         offset += order.size
     return CompiledForest(
         node=np.concatenate(nodes),
+        height=np.concatenate(heights),
         value=np.concatenate(vals),
         root=np.asarray(roots, dtype="uint32"),
         depth=np.asarray(depths, dtype="int32"),
@@ -226,7 +239,7 @@ def predict_forest(
     lo, hi, frac = order_positions(compiled.root.size, quantiles)
     out = np.empty((5, XT.shape[1]), dtype="float32")
     kernel()(
-        XT, compiled.node, compiled.value, compiled.root, compiled.depth, compiled.shift,
+        XT, compiled.node, compiled.height, compiled.value, compiled.root, compiled.depth, compiled.shift,
         network, lo, hi, frac, float(margin), 1.0 / (2.0 * z), out,
     )  # fmt: skip
     return out

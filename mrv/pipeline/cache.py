@@ -290,6 +290,13 @@ def samples_step(cfg: RunConfig, rnd: RoundConfig, layout: RunLayout) -> StepSpe
     # The parsed format profiles are part of ``rnd`` (resolved when the config was loaded), so a changed
     # profile changes the key through the config values.
     inputs += [sf.path for sf in rnd.samples]
+    store: dict[str, Any] | None = None
+    if rnd.store is not None:  # keyed on the store's submissions in the round's window (new, corrected, withdrawn)
+        from mrv.samples.store import SampleStore, store_query, store_state
+
+        url, query = store_query(rnd.store)
+        with SampleStore.open(url) as opened:
+            store = store_state(opened, query)
     return StepSpec(
         name=f"prepare-samples[{rnd.name}]",
         inputs=tuple(inputs),
@@ -299,6 +306,7 @@ def samples_step(cfg: RunConfig, rnd: RoundConfig, layout: RunLayout) -> StepSpe
             "round": rnd,
             "samples": cfg.samples,
             "process_sd_t_ha": cfg.model.process_sd_t_ha,
+            **({"store": store} if store is not None else {}),
         },
         outputs=(layout.sites(rnd.name), layout.rejected(rnd.name), layout.samples_summary(rnd.name)),
     )

@@ -35,7 +35,8 @@ __all__ = ["apply_esm", "baseline_reference_mass", "esm_for_round", "esm_profile
 def esm_for_round(
     cfg: RunConfig, round_name: str, records: pd.DataFrame, sites: pd.DataFrame, region_bounds: Any
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """ESM stocks for one round's sites; the reference mass comes from the first round's lab files."""
+    """ESM stocks for one round's sites; the reference mass comes from the first round's lab samples (its
+    files and, when configured, its samples in the store)."""
     first = cfg.rounds[0]
     if round_name == first.name:
         baseline = records
@@ -48,6 +49,11 @@ def esm_for_round(
                 project_crs=cfg.region.crs, region_bounds=region_bounds,
             )  # fmt: skip
             parts.append(res.accepted)
+        if first.store is not None:  # the first round fed by the sample store
+            from mrv.samples.store import round_samples, store_query
+
+            url, query = store_query(first.store)
+            parts.append(round_samples(url, query, project_crs=cfg.region.crs)[0])
         baseline = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     if "source" in baseline.columns:
         baseline = baseline[baseline["source"].astype(str) == "lab"]

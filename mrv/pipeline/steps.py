@@ -297,6 +297,17 @@ def prepare_samples(cfg: RunConfig, rnd: RoundConfig, layout: RunLayout) -> Path
         entry["rejected"] += len(res.rejected)
         entry["samples"] += len(res.accepted)
         entry["files"].append(sf.path.name)
+    if rnd.store is not None:  # samples submitted to the store (mrv samples submit / the ingest deployment)
+        from mrv.samples.store import redact_url, round_samples, store_query
+
+        url, query = store_query(rnd.store)
+        stored, _state = round_samples(url, query, project_crs=grid.crs)
+        records.append(stored.drop(columns=["submission_id", "agency"]))
+        for source, part in stored.groupby("source", sort=True):
+            entry = summary.setdefault(str(source), {"submitted": 0, "accepted": 0, "rejected": 0, "samples": 0, "files": []})
+            entry["samples"] += len(part)
+            entry["from_store"] = {"database": redact_url(url), "submissions": sorted(int(i) for i in part["submission_id"].unique()),
+                                   "samples": len(part), "flagged_in_store": int((part["qa_flag"] != "").sum())}  # fmt: skip
     all_records = pd.concat(records, ignore_index=True) if records else pd.DataFrame()
     samples_cfg = cfg.samples
     if len(all_records):
@@ -333,7 +344,8 @@ def prepare_samples(cfg: RunConfig, rnd: RoundConfig, layout: RunLayout) -> Path
         weights = source_weights(sites, process_sd_t_ha=cfg.model.process_sd_t_ha)
     layout.work(rnd.name).mkdir(parents=True, exist_ok=True)
     write_csv(sites, layout.sites(rnd.name))
-    write_csv(pd.concat(rejected, ignore_index=True), layout.rejected(rnd.name))
+    no_rejections = pd.DataFrame(columns=["file", "row", "column", "value", "reason"])  # a round fed by the store only
+    write_csv(pd.concat(rejected, ignore_index=True) if rejected else no_rejections, layout.rejected(rnd.name))
     for source, entry in summary.items():
         entry["sites"] = int((sites["source"] == source).sum()) if len(sites) else 0
         entry["flagged"] = int(((sites["source"] == source) & (sites["qa_flag"] != "")).sum()) if len(sites) else 0

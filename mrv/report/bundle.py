@@ -239,6 +239,19 @@ def _stage(run_dir: Path, manifest: Mapping[str, Any], cfg: RunConfig, raw: Any,
                 "input; re-run the pipeline so the manifest records it."
             )
         config_paths.append({"key": key, "path": found})
+    # Profiles given as a path (not a name) are pointed at their copy next to the bundle's config.
+    named: list[tuple[list[str | int], str, str]] = [
+        (["rounds", i, "samples", j, "format"], "sample_formats", sf.format)
+        for i, rnd in enumerate(cfg.rounds)
+        for j, sf in enumerate(rnd.samples)
+    ]
+    named.append((["accounting", "methodology"], "methodologies", cfg.accounting.methodology))
+    if cfg.imagery.provider:
+        named.append((["imagery", "provider"], "providers", cfg.imagery.provider))
+    for key, kind, value in named:
+        if value.endswith((".yaml", ".yml")) or "/" in value:
+            src = find_profile(kind, value, config_path=cfg.source_path)
+            config_paths.append({"key": key, "path": f"{CONFIG_DIR}/{kind}/{src.name}"})
 
     local = cfg.imagery.source == "local"
     return {

@@ -451,11 +451,12 @@ def check_step_chain(cfg: RunConfig, root: Path, manifest: Mapping[str, Any]) ->
             )
         for entry, path in zip(consumed, spec.inputs, strict=True):
             sha = entry.get("sha256") if isinstance(entry, dict) else None
+            name = Path(str(entry.get("path", "?"))).name if isinstance(entry, dict) else "?"
             actual = cache.hash_input(Path(path))
             if sha != actual:
                 rel = Path(os.path.relpath(path, root)).as_posix() if _inside(path, root) else str(path)
                 raise VerificationError(
-                    f"Step {spec.name} consumed {Path(str(entry.get('path', '?'))).name} with SHA-256 {str(sha)[:12]}..., "
+                    f"Step {spec.name} consumed {name} with SHA-256 {str(sha)[:12]}..., "
                     f"but {rel} has {actual[:12]}... ({sidecar}): the input was changed after the run."
                 )
         recorded_cfg = _normalise_config(record.get("config"))
@@ -822,11 +823,17 @@ def verify(path: Path, *, public_key: Path | None = None, rederive: bool = True)
         n_steps = check_step_chain(cfg, root, manifest)
         report = check_run_files(root)
         links: list[Link] = []
+        note = _code_note(manifest)
         if rederive:
             with _scratch() as scratch:
-                links += _rederive(cfg, root, scratch, report)
+                try:
+                    links += _rederive(cfg, root, scratch, report)
+                except VerificationError as exc:
+                    if not note:
+                        raise
+                    raise VerificationError(f"{exc} Note: {note}.") from exc
         return Verification(
-            code_note=_code_note(manifest),
+            code_note=note,
             source=str(path), kind=str(manifest.get("kind")), signature=signature, files=result.checked,
             steps=n_steps, links=tuple(links), seconds=time.perf_counter() - t0,
         )  # fmt: skip

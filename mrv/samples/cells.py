@@ -13,7 +13,6 @@ a date) and lie between :data:`MIN_DATE` and the day of ingest; EPSG codes are w
 from __future__ import annotations
 
 import datetime as dt
-import math
 import re
 from dataclasses import dataclass
 
@@ -302,6 +301,3 @@ def is_missing(text: pd.Series, codes: frozenset[str]) -> pd.Series:
     """Cells equal to one of ``codes`` (see :func:`missing_variants`); a hash lookup per cell, in C."""
     return pd.Series(pd.Series(np.asarray(text, dtype=object)).isin(codes | {""}).to_numpy(), index=text.index)
 
-
-def finite(value: float | None) -> bool:
-    return value is not None and math.isfinite(value)

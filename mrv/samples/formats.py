@@ -42,6 +42,9 @@ Profile features for files as agencies publish them (no preprocessing):
     a second table (the sites) joined on the sample file's ``site_id`` column; its columns
     supply the roles the sample file lacks (position, CRS, date, field). ``file`` is relative to
     the sample file; ``ingest(..., sites=PATH)`` (``--sites``) names it instead.
+``sample_id_from: [pedon, horizon]``
+    a wide file without a sample id column: the id is the cells of these columns joined with ``/``
+    (a horizon table identifies a sample by its profile and horizon name).
 ``long: {prefer: {soc: [Corg (Dumas), DIN EN 15936]}}``
     several SOC parameters or methods on one sample: the first listed (parameter name or method)
     that the sample has is used; the other lines stay with the sample, noted as not used.
@@ -110,7 +113,7 @@ DEPTH_UNITS = {"cm": 1.0, "m": 100.0, "mm": 0.1}
 _TOP_KEYS = {
     "name", "description", "layout", "columns", "soc_unit", "som_unit", "depth_unit", "epsg", "long",
     "date_format", "encoding", "delimiter", "decimal", "constants", "missing_values", "below_detection", "units",
-    "sites",
+    "sites", "sample_id_from",
 }  # fmt: skip
 _LONG_KEYS = {"parameter", "value", "unit", "parameters", "units", "ignore", "prefer"}
 _SITE_KEYS = {"file", "key", "on", "columns", "delimiter", "decimal", "encoding"}
@@ -227,6 +230,8 @@ class SampleFormat:
     unit_columns: dict[str, UnitColumn] = field(default_factory=dict)
     """Measured role -> its per-row unit column (wide layout)."""
     sites: SiteTable | None = None
+    sample_id_columns: tuple[str, ...] = ()
+    """Columns whose cells, joined with ``/``, are the sample id (``sample_id_from``); empty: ``columns.sample_id``."""
 
     @property
     def depth_factor_cm(self) -> float:
@@ -310,13 +315,19 @@ def parse_format(raw: dict[str, Any], *, where: str, default_name: str) -> Sampl
     cols, alternatives = _columns(cols_raw, where, layout)
     constants = _constants(raw.get("constants"), where)
     sites = _sites(raw.get("sites"), where)
-    if "sample_id" not in cols:
+    id_from = raw.get("sample_id_from")
+    if id_from is not None:
+        if not isinstance(id_from, list) or len(id_from) < 2 or not all(isinstance(c, str) and c.strip() for c in id_from):
+            raise ConfigError(f"{where}: sample_id_from must list two or more columns, e.g. [pedon, horizon].")
+        if "sample_id" in cols or layout == "long":
+            raise ConfigError(f"{where}: give either columns.sample_id or sample_id_from (wide layout only), not both.")
+    elif "sample_id" not in cols:
         raise ConfigError(f"{where}: columns must map 'sample_id' to the column holding each sample's id.")
     if "depth" in cols and ({"top", "bottom"} & (set(cols) | set(constants))):
         raise ConfigError(f"{where}: give the depths either as one 'depth' column (\"0-30\") or as top and bottom, not both.")
     if sites is not None and sites.on not in cols:
         raise ConfigError(f"{where}: sites.on is '{sites.on}', but columns does not map it; map the column holding the site key.")
-    supplied = set(cols) | set(constants) | (set(sites.columns) if sites else set())
+    supplied = set(cols) | set(constants) | (set(sites.columns) if sites else set()) | ({"sample_id"} if id_from else set())
     if "depth" in supplied:
         supplied |= {"top", "bottom"}
     missing = [r for r in REQUIRED if r not in supplied]
@@ -391,6 +402,7 @@ def parse_format(raw: dict[str, Any], *, where: str, default_name: str) -> Sampl
         below_detection=below,
         unit_columns=unit_columns,
         sites=sites,
+        sample_id_columns=tuple(c.strip() for c in id_from) if id_from else (),
     )
 
 

@@ -178,7 +178,7 @@ def decode(raw: bytes, name: str, *, fallback: str = "latin-1") -> str:
     """UTF-8 (with or without BOM), else ``fallback`` (Latin-1: common in agency exports from spreadsheets)."""
     if not raw.strip():
         raise SubmissionRejected(f"{name} is empty. Export the samples as CSV with a header row and resubmit.")
-    if b"\x00" in raw[: reading.SNIFF_BYTES]:
+    if reading.looks_binary(raw[: reading.SNIFF_BYTES]):
         raise SubmissionRejected(f"{name} is not a text CSV file (it contains binary data). Export it as CSV.")
     try:
         return raw.decode("utf-8-sig")
@@ -212,6 +212,7 @@ def read_table(
 def required_columns(fmt: SampleFormat) -> list[str]:
     """File columns that ``fmt`` maps to a required role (and a long layout's parameter/value/unit columns)."""
     needed = [col for role, col in fmt.columns.items() if role not in _OPTIONAL_ROLES or (fmt.sites and role == fmt.sites.on)]
+    needed += list(fmt.sample_id_columns)
     if fmt.long is not None:
         needed += [fmt.long.parameter_column, fmt.long.value_column, fmt.long.unit_column]
     return needed
@@ -225,6 +226,7 @@ def header_problems(header: list[str], fmt: SampleFormat) -> list[str]:
         for role, col in fmt.columns.items()
         if col not in have and (role not in _OPTIONAL_ROLES or (fmt.sites is not None and role == fmt.sites.on))
     ]
+    problems += [f"'{c}' (sample_id_from)" for c in fmt.sample_id_columns if c not in have]
     if fmt.long is not None:
         for key, col in (("parameter", fmt.long.parameter_column), ("value", fmt.long.value_column),
                          ("unit", fmt.long.unit_column)):  # fmt: skip
@@ -336,6 +338,10 @@ def _wide_role_frame(chunk: Chunk, fmt: SampleFormat, site_frame: pd.DataFrame |
                 label = label.where(~use, alt)
             rf[f"_label:{role}"] = label
         rf[role] = text
+    if fmt.sample_id_columns:
+        parts = [_role_text(cells_, c, missing).to_numpy() for c in fmt.sample_id_columns]
+        rf["sample_id"] = ["/".join(p) if all(p) else "" for p in zip(*parts, strict=True)]
+        rf["_label:sample_id"] = "+".join(fmt.sample_id_columns)
     for role, spec in fmt.unit_columns.items():
         rf[f"_unittext:{role}"] = _role_text(cells_, spec.column, frozenset())
     rf["_line"] = chunk.lines[keep]
@@ -483,7 +489,7 @@ def _duplicates(frame: pd.DataFrame, fmt: SampleFormat) -> tuple[pd.DataFrame, l
     dup = frame["sample_id"].duplicated(keep=False).to_numpy()
     if not dup.any():
         return frame, []
-    column = fmt.columns.get("sample_id", "sample_id")
+    column = fmt.columns.get("sample_id", "+".join(fmt.sample_id_columns) or "sample_id")
     drop = np.zeros(len(frame), dtype=bool)
     out: list[Rejection] = []
     sub = frame[dup]
@@ -702,6 +708,8 @@ def _choose(sample: _Sample, long: LongLayout, out: list[Rejection]) -> None:
     """One value per role: the most preferred parameter/method (``long.prefer``); repeats of the same
     value are rejected (into ``out``); different values at the same preference reject the sample."""
     for role, entries in sample.params.items():
+        if len(entries) == 1:  # nothing to choose
+            continue
         ranks = [long.rank(role, e.name, e.method) for e in entries]
         best = min(ranks)
         top = [e for e, r in zip(entries, ranks, strict=True) if r == best]
@@ -810,8 +818,6 @@ def _long_role_frame(
     frame = pd.DataFrame({**data, **extra})
     for role in MEASURED_ROLES:
         frame["_lineof:" + role] = pd.to_numeric(frame["_lineof:" + role], errors="coerce")
-    if "soc" not in fmt.columns:
-        pass
     return frame
 
 

@@ -150,6 +150,30 @@ class Table:
     header: list[str]
     delimiter: str
     encoding: str
+    check_control: bool = True
+    """False when a scan of the whole text found no control character and no quote (so no row needs a check)."""
+    check_spaces: bool = True
+    """False when no cell starts or ends with white space (so no cell needs stripping)."""
+
+
+_INLINE_CONTROL = re.compile(r"[\x00-\x09\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def _scan(path: Path, encoding: str, delimiter: str) -> tuple[bool, bool]:
+    """(any control character other than line ends, or a quote; any cell with white space at an edge), streaming."""
+    d = re.escape(delimiter)
+    edge = re.compile(rf"(?:^|[{d}\r\n])[ \t]|[ \t](?:$|[{d}\r\n])")
+    control = spaces = False
+    tail = ""
+    with open(path, encoding=encoding, newline="") as fh:
+        while block := fh.read(_READ_BLOCK):
+            text = tail + block
+            control = control or '"' in block or _INLINE_CONTROL.search(block) is not None
+            spaces = spaces or edge.search(text[:-1] if len(block) == _READ_BLOCK else text) is not None
+            tail = text[-1:]
+            if control and spaces:
+                break
+    return control, spaces
 
 
 def open_table(
@@ -175,7 +199,8 @@ def open_table(
     if not any(header):
         raise SubmissionRejected(f"{name} has an empty header row; the first line must name the columns.")
     _check_header(header, name)
-    return Table(header, delimiter, encoding)
+    control, spaces = _scan(path, encoding, delimiter)
+    return Table(header, delimiter, encoding, control, spaces)
 
 
 def _check_header(header: list[str], name: str) -> None:
@@ -198,6 +223,7 @@ def iter_chunks(
     """Chunks of well-formed rows and the malformed ones (empty line, wrong number of cells) by line."""
     rows_per_chunk = rows_per_chunk or CHUNK_ROWS
     width = len(table.header)
+    check_control, check_spaces = table.check_control, table.check_spaces
     with open(path, encoding=table.encoding, newline="") as fh:
         reader = csv.reader(fh, delimiter=table.delimiter)
         try:
@@ -209,10 +235,13 @@ def iter_chunks(
             control_rows: list[int] = []
             for cells in reader:
                 if len(cells) == width:
-                    joined = _SEP.join(cells)
-                    if _CONTROL_NO_SEP.search(joined) or joined.count(_SEP) != width - 1:
-                        control_rows.append(len(rows))
-                    rows.append([c.strip() for c in cells] if _EDGE_SPACE.search(joined) else cells)
+                    if check_control or check_spaces:
+                        joined = _SEP.join(cells)
+                        if check_control and (_CONTROL_NO_SEP.search(joined) or joined.count(_SEP) != width - 1):
+                            control_rows.append(len(rows))
+                        if check_spaces and _EDGE_SPACE.search(joined):
+                            cells = [c.strip() for c in cells]
+                    rows.append(cells)
                     lines.append(start)
                 elif not any(c.strip() for c in cells):
                     bad.append(Malformed(start, 0, ""))

@@ -158,6 +158,9 @@ def _quoted(template: str, values: pd.Series) -> Callable[[np.ndarray], Any]:
 def validate(rf: pd.DataFrame, ctx: Context) -> Outcome:
     """Check every row of ``rf`` (see the module docstring); pure apart from pyproj's CRS database."""
     fmt = ctx.fmt
+    for role, value in fmt.constants.items():  # text constants; numbers and dates are used typed below
+        if role not in rf.columns and role in ("site_id", "field_id", "submitter", "method"):
+            rf[role] = str(value)
     col = _Collector(rf, ctx)
     n = len(rf)
 

@@ -198,9 +198,9 @@ samples = sa.Table(
     sa.Column("gy", sa.Integer, nullable=True),
     sa.UniqueConstraint("agency", "sample_id", name="uq_samples_agency_sample_id"),
 )
-# The QA's neighbourhood queries: same date near a cell (duplicates), any date near a cell (outliers), one site.
-sa.Index("ix_samples_date_cell", samples.c.sampling_date, samples.c.gy, samples.c.gx)
-sa.Index("ix_samples_cell", samples.c.gy, samples.c.gx)
+# The QA's neighbourhood queries: one index serves "any date in a cell" (outliers) and "one date in a cell"
+# (duplicates) as equality lookups; a second one the records of a site (jitter).
+sa.Index("ix_samples_cell_date", samples.c.gy, samples.c.gx, samples.c.sampling_date)
 sa.Index("ix_samples_site", samples.c.agency, samples.c.site_id)
 
 #: Columns of ``samples`` (in table order), copied unchanged into ``retired_samples``.
@@ -776,42 +776,81 @@ def samples_frame(
     if agency is not None:
         stmt = stmt.where(samples.c.agency == agency)
     if query is not None:
-        # ISO dates compare as text; the store writes sampling_date as YYYY-MM-DD.
-        if query.start is not None:
-            stmt = stmt.where(samples.c.sampling_date >= query.start.isoformat())
-        if query.end is not None:
-            stmt = stmt.where(samples.c.sampling_date <= query.end.isoformat())
-        if query.sources:
-            stmt = stmt.where(samples.c.source.in_(list(query.sources)))
-        if query.agencies:
-            stmt = stmt.where(samples.c.agency.in_(list(query.agencies)))
-        if not query.include_flagged:
-            stmt = stmt.where(samples.c.qa_flag == "")
+        stmt = _query_filters(stmt, query)
     with store.engine.connect() as conn:
-        rows = conn.execute(stmt).all()
-    frame = pd.DataFrame([tuple(r) for r in rows], columns=SAMPLE_FRAME_COLUMNS)
+        rows = fetch_tuples(conn, stmt)
+    frame = pd.DataFrame(rows, columns=SAMPLE_FRAME_COLUMNS)
     for col in _FLOAT_COLUMNS:
         frame[col] = frame[col].astype(float)
     return frame
 
 
-def store_state(store: SampleStore, query: SampleQuery | None = None) -> dict[str, Any]:
-    """What a run's samples depend on: the ids of the submissions in use matching ``query``.
+def _query_filters(stmt: Any, query: SampleQuery) -> Any:
+    if query.start is not None:  # ISO dates compare as text; the store writes sampling_date as YYYY-MM-DD
+        stmt = stmt.where(samples.c.sampling_date >= query.start.isoformat())
+    if query.end is not None:
+        stmt = stmt.where(samples.c.sampling_date <= query.end.isoformat())
+    if query.sources:
+        stmt = stmt.where(samples.c.source.in_(list(query.sources)))
+    if query.agencies:
+        stmt = stmt.where(samples.c.agency.in_(list(query.agencies)))
+    if not query.include_flagged:
+        stmt = stmt.where(samples.c.qa_flag == "")
+    return stmt
 
-    A run's sample step is keyed on this (and the samples' flags), so a new, superseded or
-    withdrawn submission, or a QA re-run that changed flags, recomputes it; nothing else does.
+
+def store_state(store: SampleStore, query: SampleQuery | None = None) -> dict[str, Any]:
+    """What a run's samples depend on: per submission in use, its number of matching samples and of flagged ones.
+
+    A run's sample step is keyed on this, so a new, superseded or withdrawn submission with
+    samples in the window, or a QA re-run that changed their flags, recomputes it; nothing else does.
     """
-    q = query or SampleQuery()
-    stmt = sa.select(submissions.c.submission_id).where(submissions.c.status == STORED)
-    if q.sources:
-        stmt = stmt.where(submissions.c.source.in_(list(q.sources)))
-    if q.agencies:
-        stmt = stmt.where(submissions.c.agency.in_(list(q.agencies)))
-    flags = sa.select(sa.func.count()).select_from(samples).where(samples.c.qa_flag != "")
+    flagged = sa.func.sum(sa.case((samples.c.qa_flag != "", 1), else_=0))
+    stmt = _query_filters(
+        sa.select(samples.c.submission_id, sa.func.count(), flagged).group_by(samples.c.submission_id),
+        query or SampleQuery(),
+    ).order_by(samples.c.submission_id)
     with store.engine.connect() as conn:
-        ids = [int(i) for i in conn.execute(stmt.order_by(submissions.c.submission_id)).scalars()]
-        n_flagged = int(conn.execute(flags).scalar_one())
-    return {"submissions": ids, "flagged": n_flagged, "schema": SCHEMA_VERSION}
+        rows = fetch_tuples(conn, stmt)
+    return {
+        "submissions": [int(r[0]) for r in rows],
+        "samples": [int(r[1]) for r in rows],
+        "flagged": [int(r[2] or 0) for r in rows],
+        "schema": SCHEMA_VERSION,
+    }
+
+
+def store_query(store_cfg: Any) -> tuple[str, SampleQuery]:
+    """URL and query of a run config's :class:`mrv.config.StoreSamplesConfig` (``rounds[].store``)."""
+    return resolve_url(store_cfg.url), SampleQuery(
+        start=store_cfg.start, end=store_cfg.end, sources=tuple(store_cfg.sources), agencies=tuple(store_cfg.agencies)
+    )
+
+
+def round_samples(
+    url: str, query: SampleQuery, *, project_crs: str
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The stored samples a run round takes (canonical columns + ``qa_flag``, x/y in ``project_crs``) and their state.
+
+    Samples stored in another CRS (a store shared by projects) are transformed with pyproj
+    (``always_xy``); the state is :func:`store_state` of the same query.
+    """
+    with SampleStore.open(url) as store:
+        frame = samples_frame(store, query=query)
+        state = store_state(store, query)
+    if len(frame):
+        from pyproj import CRS, Transformer
+
+        target = CRS.from_user_input(project_crs)
+        for crs_text in frame["crs"].dropna().unique():
+            if CRS.from_user_input(str(crs_text)) == target:
+                continue
+            sel = (frame["crs"] == crs_text).to_numpy()
+            tx = Transformer.from_crs(str(crs_text), target, always_xy=True)
+            x, y = tx.transform(frame.loc[sel, "x"].to_numpy(), frame.loc[sel, "y"].to_numpy())
+            frame.loc[sel, "x"], frame.loc[sel, "y"] = x, y
+            frame.loc[sel, "crs"] = project_crs
+    return frame, state
 
 
 FLAG_COLUMNS = ["submission_id", "agency", "source", "row", "sample_id", "site_id", "sampling_date", "qa_flag"]

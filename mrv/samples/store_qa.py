@@ -152,14 +152,28 @@ def neighbourhood(conn: Connection, new: pd.DataFrame, checks: SampleChecks) -> 
     return pd.concat(parts, ignore_index=True).drop_duplicates(subset="id")
 
 
-def apply_qa(conn: Connection, checks: SampleChecks | None = None, *, submission_id: int | None = None) -> QAOutcome:
-    """Recompute flags and write the changed ones (see the module docstring); call inside a write transaction."""
+def apply_qa(
+    conn: Connection,
+    checks: SampleChecks | None = None,
+    *,
+    submission_id: int | None = None,
+    new_samples: pd.DataFrame | None = None,
+) -> QAOutcome:
+    """Recompute flags and write the changed ones (see the module docstring); call inside a write transaction.
+
+    ``new_samples``: the submission's samples as inserted (canonical columns, ``agency``), so that
+    they need not be read back; their database ids are looked up by file row.
+    """
     c = checks or SampleChecks()
     n_neighbours = 0
     if submission_id is None:
         frame = qa_frame(conn)
     else:
-        new = _frame(fetch_tuples(conn, _select().where(samples.c.submission_id == submission_id)))
+        new = (
+            _frame(fetch_tuples(conn, _select().where(samples.c.submission_id == submission_id)))
+            if new_samples is None
+            else _new_frame(conn, submission_id, new_samples)
+        )
         if new.empty:
             return QAOutcome(0, 0, 0, 0, 0)
         near = neighbourhood(conn, new, c)
@@ -192,6 +206,22 @@ def apply_qa(conn: Connection, checks: SampleChecks | None = None, *, submission
         changed=int(write.sum()),
         neighbours=n_neighbours,
     )
+
+
+def _new_frame(conn: Connection, submission_id: int, accepted: pd.DataFrame) -> pd.DataFrame:
+    """The QA columns of a just-inserted submission from its frame, with the ids looked up by row."""
+    ids = dict(fetch_tuples(conn, sa.select(samples.c.row, samples.c.id).where(samples.c.submission_id == submission_id)))
+    rows = accepted["row"].astype(int).to_numpy()
+    frame = pd.DataFrame({
+        "id": [ids[int(r)] for r in rows], "submission_id": submission_id, "row": rows,
+        **{col: accepted[col].to_numpy() for col in QA_COLUMNS if col not in ("id", "submission_id", "row", "qa_flag")},
+        "qa_flag": "",
+    })[QA_COLUMNS]  # fmt: skip
+    for col in _FLOATS:
+        frame[col] = pd.to_numeric(frame[col], errors="coerce").astype(float)
+    for col in ("agency", "source", "submitter", "sample_id", "site_id", "sampling_date"):
+        frame[col] = [None if v is None or v != v else str(v) for v in frame[col].tolist()]
+    return frame
 
 
 def _note_reused_ids(

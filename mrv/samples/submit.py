@@ -181,8 +181,9 @@ def submit_file(
                         _retire(conn, old, reason="superseded")
                     new_id = _insert_submission(conn, meta, counts=(0, 0, 0), status=STORED, reason=None)
                     _link_superseded(conn, olds, new_id)
-                    rejected = _store_rows(conn, new_id, result, meta=meta, raw=raw)
-                    apply_qa(conn, checks, submission_id=new_id)
+                    rejected, stored = _store_rows(conn, new_id, result, meta=meta, raw=raw)
+                    apply_qa(conn, checks, submission_id=new_id, new_samples=stored.assign(agency=agency))
+                    del stored
                     _write_summary(conn, new_id, result, rejected)
                     return _report(conn, new_id, store_url=store.safe_url)
             except sa.exc.IntegrityError:
@@ -325,8 +326,8 @@ def _insert_submission(
 
 def _store_rows(
     conn: Connection, submission_id: int, result: IngestResult, *, meta: dict[str, Any], raw: bytes
-) -> tuple[Rejection, ...]:
-    """Counts into the ledger row, samples, rejections and the raw file; returns the rejected rows."""
+) -> tuple[tuple[Rejection, ...], pd.DataFrame]:
+    """Counts into the ledger row, samples, rejections and the raw file; returns the rejected rows and the samples."""
     accepted, id_clashes = _split_known_ids(conn, result.accepted, agency=meta["agency"], fmt=meta["fmt"])
     # Counts are file lines: a long-layout record spans several lines (IngestResult.record_lines).
     lines = result.lines_by_row()
@@ -343,7 +344,7 @@ def _store_rows(
     _insert_samples(conn, submission_id, meta["agency"], accepted)
     _insert_rejections(conn, submission_id, rejected)
     _archive_raw(conn, meta["sha"], raw)
-    return rejected
+    return rejected, accepted
 
 
 def _split_known_ids(
