@@ -8,8 +8,9 @@ plus its imports; the stored samples are written directly into the database befo
 * ``colocated``: 10,000 stored samples at one point (same date and depth), then a 2,000-row file
   of another agency, 50 of its samples at that point.
 
-Targets: <= 20 s and <= 400 MB for each 200,000-row case. "Today's path" is the committed code
-(``git archive HEAD mrv`` unpacked into a temporary folder and put first on ``PYTHONPATH``),
+Targets: <= 20 s and <= 400 MB for each 200,000-row case. "Today's path" (column ``HEAD``) is the
+code before this work: the parent of the first commit with the schema-3 store (``--baseline-rev``),
+``git archive``-d into a temporary folder and imported instead of the editable install,
 run on the same files, with a time limit (``--baseline-timeout``) because it can take minutes
 or run out of memory. Prints one table with both and the machine's load average.
 
@@ -158,13 +159,30 @@ def run_py(code: str, args: list[str], tree: Path, timeout: float) -> dict[str, 
     return json.loads(lines[-1]) if lines else {}
 
 
-def head_tree(tmp: Path) -> Path:
-    """The committed ``mrv`` package (``git archive HEAD mrv``), unpacked under ``tmp``."""
+def baseline_rev() -> str:
+    """The parent of the first commit with the schema-3 sample store: the code before the issue 15/16 store work."""
+    revs = subprocess.run(["git", "-C", str(REPO), "log", "--format=%H", "--", "mrv/samples/store.py"],
+                          capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
+    first_v3 = None
+    for rev in revs:  # newest first: the oldest commit with schema 3; its parent is the baseline
+        text = subprocess.run(["git", "-C", str(REPO), "show", f"{rev}:mrv/samples/store.py"],
+                              capture_output=True, text=True, check=True).stdout  # fmt: skip
+        if "SCHEMA_VERSION = 2" in text:
+            break
+        first_v3 = rev
+    if first_v3 is None:
+        return "HEAD"
+    return subprocess.run(["git", "-C", str(REPO), "rev-parse", f"{first_v3}^"], capture_output=True, text=True,
+                          check=True).stdout.strip()  # fmt: skip
+
+
+def head_tree(tmp: Path, rev: str) -> Path:
+    """The ``mrv`` package of commit ``rev`` (``git archive REV mrv``), unpacked under ``tmp``."""
     out = tmp / "head"
     out.mkdir()
     archive = tmp / "head.tar"
     with archive.open("wb") as fh:
-        subprocess.run(["git", "-C", str(REPO), "archive", "HEAD", "mrv"], stdout=fh, check=True)
+        subprocess.run(["git", "-C", str(REPO), "archive", rev, "mrv"], stdout=fh, check=True)
     with tarfile.open(archive) as tar:
         tar.extractall(out, filter="data")
     return out
@@ -178,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-baseline", action="store_true", help="skip today's (committed) path")
     p.add_argument("--baseline-timeout", type=float, default=300.0)
     p.add_argument("--cases", default="empty,1M,colocated")
+    p.add_argument("--baseline-rev", default=None, help="commit of today's path (default: the last schema-2 store)")
     args = p.parse_args(argv)
     cases = args.cases.split(",")
     bounds = json.dumps(BOUNDS)
@@ -188,8 +207,10 @@ def main(argv: list[str] | None = None) -> int:
         small = write_file(tmp / "near.csv", 2_000, seed=2, prefix="C", colocated=50)
         trees = {"now": REPO}
         if not args.no_baseline:
-            trees["HEAD"] = head_tree(tmp)
-        for label, tree in trees.items():
+            rev = args.baseline_rev or baseline_rev()
+            print(f"baseline: commit {rev[:10]}", file=sys.stderr, flush=True)
+            trees["HEAD"] = head_tree(tmp, rev)
+        for label, tree in trees.items():  # "HEAD": today's path (the baseline commit)
             limit = 3600.0 if label == "now" else args.baseline_timeout
             for case in cases:
                 db = tmp / f"{label}-{case}.db"

@@ -6,8 +6,9 @@ Usage::
 
 For each size (Mpx, square at 10 m) a seeded synthetic region (``mrv.synthetic.build_region``:
 Sentinel-2 L2A COGs in a static STAC catalog, fields, lab samples, two rounds) is generated once
-(not timed), then the run's steps execute in a fresh child process, in the order of the
-``regional_monitoring`` flow, each measured over the whole process tree (wall s, CPU s, peak RSS):
+(not timed), then the run's steps execute in the order of the ``regional_monitoring`` flow, each
+stage in a fresh child process (stages pass files, as the flow's tasks do), measured over the whole
+process tree (wall s, CPU s, peak RSS), so each peak is that stage's own:
 
 ``imagery``    every round's tiles composited (``steps.prepare_imagery_tile``, ``imagery.tile_px`` 2048)
                and mosaicked into the covariate stack (``steps.mosaic_imagery``)
@@ -68,8 +69,8 @@ def build(workdir: Path, mpx: float) -> Path:
     return config
 
 
-def child(config: str) -> None:
-    """Run the steps of one region in this (fresh) process and print one JSON line per stage."""
+def child(config: str, stage: str) -> None:
+    """Run one stage of one region in this (fresh) process and print its measurement as one JSON line."""
     sys.path.insert(0, str(Path(__file__).parent))
     from _proctree import TreeMeter
 
@@ -82,55 +83,64 @@ def child(config: str) -> None:
     layout = RunLayout(cfg.output_dir.resolve())
     grid = steps.project_grid(cfg)
 
-    def emit(stage: str, meter: TreeMeter) -> None:
-        print(json.dumps({"stage": stage, "mpx": grid.width * grid.height / 1e6, **asdict(meter.span)}), flush=True)
+    def emit(name: str, meter: TreeMeter) -> None:
+        print(json.dumps({"stage": name, "mpx": grid.width * grid.height / 1e6, **asdict(meter.span)}), flush=True)
 
-    with TreeMeter() as m:
-        for rnd in cfg.rounds:
-            for tile in steps.imagery_tiles(cfg, grid):
-                steps.prepare_imagery_tile(cfg, rnd, layout, tile, grid=grid)
-            steps.mosaic_imagery(cfg, rnd, layout)
-    emit("imagery", m)
-    with TreeMeter() as m:
-        for rnd in cfg.rounds:
-            steps.prepare_samples(cfg, rnd, layout)
-    emit("samples", m)
-    with TreeMeter() as m:
-        steps.fit_model(cfg, layout)
-    emit("model", m)
-    with TreeMeter() as m:
-        cm = dask_client(cfg.dask)
-        client = cm.__enter__()
-    emit("cluster", m)
-    try:
+    if stage == "imagery":
         with TreeMeter() as m:
             for rnd in cfg.rounds:
-                steps.predict_round(cfg, rnd, layout, client=client)
-        emit("maps", m)
-    finally:
-        cm.__exit__(None, None, None)
-    with TreeMeter() as m:
-        steps.account(cfg, layout)
-    emit("accounting", m)
+                for tile in steps.imagery_tiles(cfg, grid):
+                    steps.prepare_imagery_tile(cfg, rnd, layout, tile, grid=grid)
+                steps.mosaic_imagery(cfg, rnd, layout)
+        emit("imagery", m)
+    elif stage == "samples":
+        with TreeMeter() as m:
+            for rnd in cfg.rounds:
+                steps.prepare_samples(cfg, rnd, layout)
+        emit("samples", m)
+    elif stage == "model":
+        with TreeMeter() as m:
+            steps.fit_model(cfg, layout)
+        emit("model", m)
+    elif stage == "maps":  # the cluster is opened once for all rounds, as in the flow's predict-maps task
+        with TreeMeter() as m:
+            cm = dask_client(cfg.dask)
+            client = cm.__enter__()
+        emit("cluster", m)
+        try:
+            with TreeMeter() as m:
+                for rnd in cfg.rounds:
+                    steps.predict_round(cfg, rnd, layout, client=client)
+            emit("maps", m)
+        finally:
+            cm.__exit__(None, None, None)
+    elif stage == "accounting":
+        with TreeMeter() as m:
+            steps.account(cfg, layout)
+        emit("accounting", m)
 
 
 def run_size(config: Path) -> list[dict[str, float | str]]:
+    """Each stage in its own fresh process (stages pass files), so each peak is that stage's alone."""
     env = {**os.environ, "GDAL_CACHEMAX": "256", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, __file__, "--child", str(config)], capture_output=True, text=True,
-                          env=env, check=False)  # fmt: skip
-    if done.returncode != 0:
-        raise RuntimeError(f"the run of {config} failed:\n{done.stderr[-3000:]}")
-    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    rows: list[dict[str, float | str]] = []
+    for stage in ("imagery", "samples", "model", "maps", "accounting"):
+        done = subprocess.run([sys.executable, __file__, "--child", str(config), stage], capture_output=True,
+                              text=True, env=env, check=False)  # fmt: skip
+        if done.returncode != 0:
+            raise RuntimeError(f"stage {stage} of {config} failed:\n{done.stderr[-3000:]}")
+        rows += [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    return rows
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="1,25,100", help="region sizes in Mpx (square, 10 m pixels)")
     ap.add_argument("--workdir", type=Path, default=None, help="keep generated regions here (re-used)")
-    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--child", nargs=2, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        child(args.child)
+        child(*args.child)
         return
     sizes = [float(s) for s in args.sizes.split(",")]
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mrv-bench-region-"))

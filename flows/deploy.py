@@ -5,7 +5,10 @@ which registers the deployments and runs their flow runs in this process until s
 
 * ``regional-monitoring/monitoring-<name>``: one per run config in ``configs/*.yaml`` (a file
   with ``rounds``), on a monthly cron (default 03:00 UTC on the 1st; ``--cron``, ``--timezone``).
-  Re-runs resume: finished steps are skipped (see :mod:`mrv.pipeline.cache`).
+  Re-runs resume: finished steps are skipped (see :mod:`mrv.pipeline.cache`). Rounds that take their samples
+  from the store (``rounds[].store``, ``round_schedule``) are keyed on the store's submissions, so the monthly
+  run does real work when new samples were submitted (or corrected, withdrawn) or a scheduled period ended,
+  and skips otherwise.
 * ``ingest-samples/submit-<name>``: on demand, one per run config (its project CRS and region), taking the
   file's content, e.g. ``prefect deployment run ingest-samples/submit-demo -p filename=lab.csv
   -p agency="Soil Lab" -p content="$(cat lab.csv)"``. The database is named, not given: ``--db env:NAME``

@@ -16,7 +16,7 @@ from pathlib import Path
 from mrv import logs, progress
 from mrv.errors import MRVError
 from mrv.samples.cli import add_commands as add_sample_commands
-from mrv.textsafe import for_terminal, for_terminal_lines, write_csv
+from mrv.textsafe import for_terminal, for_terminal_lines
 
 log = logging.getLogger("mrv")
 
@@ -127,18 +127,17 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_stocks(args: argparse.Namespace) -> int:
-    from mrv.samples.profile_stocks import compute_profile_stocks, read_profile_csv
+    from mrv.samples.profile_stocks import stocks_command
 
-    table = read_profile_csv(Path(args.file))
     ref: float | str | None = args.reference_mass
     if ref is not None and ref not in ("lightest", "baseline_mean"):
         try:
             ref = float(ref)
         except ValueError:
             raise MRVError(f"--reference-mass must be a number (Mg/ha), 'lightest' or 'baseline_mean'; got {ref!r}.") from None
-    result = compute_profile_stocks(table, method=args.method, depth_cm=args.depth, reference_mass_mg_ha=ref)  # type: ignore[arg-type]
-    write_csv(result, args.output)
-    sys.stdout.write(f"{len(result)} profile stocks written to {args.output}\n")
+    _, text = stocks_command(Path(args.file), args.output, method=args.method, depth_cm=args.depth,
+                             reference_mass_mg_ha=ref)  # type: ignore[arg-type]  # fmt: skip
+    sys.stdout.write(text)
     return 0
 
 

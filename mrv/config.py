@@ -427,29 +427,20 @@ def projected_crs(value: str, where: str) -> str:
     """``value`` as ``EPSG:<code>`` after checking it is a 2-D projected CRS in metres.
 
     Areas, pixel sizes and distances in this package are metres of the project CRS, so geographic
-    (degrees), geocentric, vertical, compound and foot-based CRSs are refused with the reason.
+    (degrees), geocentric, vertical, compound and foot-based CRSs are refused with the reason
+    (:func:`mrv.samples.crs_checks.project_crs`, the same rule the sample store applies).
     """
-    from pyproj import CRS
-    from pyproj.exceptions import CRSError
+    from mrv.samples.crs_checks import project_crs
 
     text = str(value).strip()
-    if not text.upper().startswith("EPSG:") or not text[5:].isdigit() or not text[5:].isascii():
+    code = text[5:]
+    if not text.upper().startswith("EPSG:") or not (code.isascii() and code.isdigit()):
         raise ConfigError(f"{where} must be an EPSG code like 'EPSG:32633' (UTM 33N), got {value!r}.")
     try:
-        crs = CRS.from_user_input(text)
-    except CRSError as exc:
-        raise ConfigError(f"{where}: {text} is not a known EPSG code. Check it on epsg.io (e.g. EPSG:32633).") from exc
-    hint = "Use a projected CRS in metres, e.g. the UTM zone of the region (EPSG:326xx north, 327xx south)."
-    if crs.is_geocentric:
-        raise ConfigError(f"{where}: {text} ({crs.name}) is geocentric (3-D Earth-centred). {hint}")
-    if crs.is_vertical or crs.is_compound or len(crs.axis_info) != 2:
-        raise ConfigError(f"{where}: {text} ({crs.name}) is not a 2-D horizontal CRS. {hint}")
-    if not crs.is_projected:
-        raise ConfigError(f"{where}: {text} ({crs.name}) is geographic (degrees). {hint}")
-    units = {a.unit_name for a in crs.axis_info}
-    if units != {"metre"}:
-        raise ConfigError(f"{where}: {text} ({crs.name}) is in {', '.join(sorted(units))}, not metres. {hint}")
-    return f"EPSG:{int(text[5:])}"
+        project_crs(f"EPSG:{int(code)}")
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+    return f"EPSG:{int(code)}"
 
 
 def _safe_name(value: str, where: str) -> str:
@@ -658,6 +649,11 @@ def parse_config(raw: Any, *, source_path: Path, output_dir: str | Path | None =
     if accounting.change_estimator not in ("regression", "difference", "map"):
         raise ConfigError(
             f"accounting.change_estimator must be 'regression', 'difference' or 'map', got {accounting.change_estimator!r}."
+        )
+    if accounting.n_simulations < 1:
+        raise ConfigError(
+            f"accounting.n_simulations must be at least 1, got {accounting.n_simulations} "
+            "(VM0042 v2.2 §8.6.1.2.3 asks for 100 to 2000 Monte Carlo draws; 400 is the default)."
         )
     from mrv.accounting.methodology import load_methodology
 

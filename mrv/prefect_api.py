@@ -91,7 +91,7 @@ def _server_class() -> type:
                 kwargs.setdefault("preexec_fn", _die_with_parent)
                 return real_popen(*args, **kwargs)
 
-            subprocess.Popen = popen  # type: ignore[misc]
+            subprocess.Popen = popen  # type: ignore[misc,assignment]
             try:
                 return super()._run_uvicorn_command()
             finally:

@@ -61,7 +61,7 @@ def _readable_file(path: Path | None, key: str, problems: list[str]) -> bool:
 
 def _check_sample_header(path: Path, fmt: SampleFormat, key: str, problems: list[str]) -> None:
     """The header line of ``path`` has every column ``fmt`` requires (read from the first 64 KiB only)."""
-    from mrv.samples.ingest import decode, read_table, required_columns
+    from mrv.samples.ingest import decode, header_problems, read_table
 
     with open(path, "rb") as fh:
         head = fh.read(65_536)
@@ -71,14 +71,11 @@ def _check_sample_header(path: Path, fmt: SampleFormat, key: str, problems: list
     except MRVError as exc:
         problems.append(f"{key}: {exc}")
         return
-    missing = [col for col in required_columns(fmt) if col not in header]
-    concentration = [fmt.columns[r] for r in ("soc", "som") if r in fmt.columns]
-    if fmt.long is None and concentration and not any(c in header for c in concentration):
-        missing += concentration[:1]
+    missing = header_problems(header, fmt)
     if missing:
         problems.append(
-            f"{key}: {path.name} lacks column(s) {missing} required by sample format '{fmt.name}' (its header has "
-            f"{header}). Rename the columns in the file or in the profile, or choose the matching format."
+            f"{key}: {path.name} lacks column(s) {', '.join(missing)} required by sample format '{fmt.name}' "
+            f"(its header has {header}). Rename the columns in the file or in the profile, or choose the matching format."
         )
 
 

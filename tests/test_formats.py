@@ -117,3 +117,48 @@ def test_unknown_profile_name_says_where_it_looked(tmp_path: Path) -> None:
     bad.write_text("- a list\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_format(bad, search_dirs=())
+
+
+WIDE = {"columns": {"sample_id": "id", "x": "x", "y": "y", "sampling_date": "d", "top": "t", "bottom": "b", "soc": "c"},
+        "epsg": 32633}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"constants": {"soc": 3}}, "cannot be constant"),
+        ({"constants": {"sampling_date": "May 2019"}}, "YYYY-MM-DD"),
+        ({"constants": {"top": "zero"}}, "a number >= 0"),
+        ({"below_detection": "drop"}, "below_detection must be one of"),
+        ({"missing_values": "NA"}, "missing_values must be a list"),
+        ({"date_format": ["%d.%m.%Y", "%d.%m."]}, "no year"),
+        ({"units": {"soc": {"column": "u"}}}, "needs 'column'"),
+        ({"units": {"soc": {"column": "u", "map": {"%": "ppm"}}}}, "unknown unit codes"),
+        ({"units": {"ph": {"column": "u", "map": {}}}}, "only measured roles"),
+        ({"sites": {"columns": {"lon": "x"}}}, "sites.key"),
+        ({"sites": {"key": "k", "columns": {"soc": "c"}}}, "cannot give"),
+        ({"sites": {"key": "k", "columns": {"lon": "x"}}}, "sites.on is 'site_id'"),
+        ({"epsg": 32633.9}, "whole EPSG code"),
+        ({"columns": {**WIDE["columns"], "depth": "tiefe"}}, "not both"),
+        ({"delimiter": ",", "decimal": ","}, "must differ"),
+    ],
+)
+def test_broken_feature_profiles_are_refused(change: dict, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        parse_format({**WIDE, **change}, where="w.yaml", default_name="w")
+
+
+def test_feature_profile_parses() -> None:
+    fmt = parse_format(
+        {**WIDE, "columns": {**WIDE["columns"], "soc": ["c1", "c2"], "site_id": "s"}, "date_format": ["%d.%m.%Y", "excel"],
+         "constants": {"sampling_date": "2019-05-01"}, "below_detection": "limit", "missing_values": ["?"],
+         "sites": {"key": "k", "columns": {"field_id": "f"}}},
+        where="w.yaml", default_name="w",
+    )  # fmt: skip
+    assert fmt.columns["soc"] == "c1"
+    assert fmt.alternatives == {"soc": ("c2",)}
+    assert fmt.formats == ("%d.%m.%Y", "excel")
+    assert fmt.date_pattern == "DD.MM.YYYY or an Excel date number"
+    assert fmt.missing_codes == frozenset({"", "?"})
+    assert fmt.sites is not None
+    assert fmt.sites.columns == {"field_id": "f"}

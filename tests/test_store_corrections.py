@@ -130,11 +130,15 @@ def test_cli_withdraw_list_history_and_export(tmp_path: Path) -> None:
     code, out, _ = run_cli(["withdraw", "1", "--reason", "wrong\x1b[2J field", "--db", db])
     assert code == 0
     assert "Withdrew submission 1" in out
-    assert "\x1b" not in out and "wrong\\x1b[2J field" in out  # user text escaped for the terminal
+    assert "\x1b" not in out
+    assert "wrong\\x1b[2J field" in out
     code, out, _ = run_cli(["list", "--db", db])
-    assert "withdrawn" in out and "[withdrawn " in out and "wrong\\x1b[2J field]" in out
+    assert "withdrawn" in out
+    assert "[withdrawn " in out
+    assert "wrong\\x1b[2J field]" in out
     code, _, err = run_cli(["withdraw", "1", "--reason", "x", "--db", db])
-    assert code == 2 and "not stored" in err
+    assert code == 2
+    assert "not stored" in err
 
     other = write_csv(tmp_path / "b.csv", [lab_row("=HYPERLINK(1)", site="@SUM(1)"), lab_row("S5", date="2024-05-02")])
     assert run_cli(["submit", str(other), "--agency", "+LabB", "--crs", "EPSG:32633", "--db", db])[0] == 0
@@ -147,7 +151,8 @@ def test_cli_withdraw_list_history_and_export(tmp_path: Path) -> None:
     assert table.at[0, "sample_id"] == "'=HYPERLINK(1)"
     assert table.at[0, "round"] == "2021"
     code, _, err = run_cli(["export", "-o", str(out_csv), "--db", db, "--start", "21.01.2024"])
-    assert code == 2 and "YYYY-MM-DD" in err
+    assert code == 2
+    assert "YYYY-MM-DD" in err
 
 
 def test_submit_needs_a_project_crs_or_a_run_config(tmp_path: Path) -> None:
@@ -155,7 +160,8 @@ def test_submit_needs_a_project_crs_or_a_run_config(tmp_path: Path) -> None:
     path = write_csv(tmp_path / "a.csv", [lab_row("S1")])
     code, _, err = run_cli(["submit", str(path), "--agency", "LabA", "--db", db])
     assert code == 2
-    assert "--crs" in err and "--config" in err  # no silent EPSG:32633 default
+    assert "--crs" in err
+    assert "--config" in err
 
 
 # --------------------------------------------------------------------------- URLs, files, secrets
@@ -200,7 +206,8 @@ def test_a_non_sqlite_file_or_folder_as_db_is_one_clear_message(tmp_path: Path) 
         assert "is not an SQLite database" in err
         assert err.count("\n") == 1
     code, _, err = run_cli(["list", "--db", str(tmp_path)])
-    assert code == 2 and "not a regular file" in err
+    assert code == 2
+    assert "not a regular file" in err
     assert text.read_text() == "sample_id,x\n1,2\n"  # untouched
 
 
@@ -304,7 +311,8 @@ def test_a_waiting_writer_is_stored_and_one_that_times_out_is_recorded_as_failed
     t.join()
     assert time.monotonic() - started >= 1.0
     assert rep.submission.accepted == 2
-    assert waits and max(waits) >= 0.3  # progress was reported while waiting
+    assert waits
+    assert max(waits) >= 0.3
     patient.close()
 
     # The lock stays taken until the failed submission starts recording its failure.
@@ -390,9 +398,12 @@ def test_every_occurrence_of_a_duplicate_id_is_reported(store: SampleStore, lab:
     rows = [lab_row("S1"), lab_row("S2"), lab_row("S1", x=584000.0), lab_row("S2")]
     rep = submit(store, write_csv(tmp_path / "d.csv", rows), lab)
     lines = {row: result for row, _, result in rep.lines()}
-    assert lines[2].startswith("REJECTED") and lines[4].startswith("REJECTED")  # S1 twice, 3 km apart: both lines
-    assert "2, 4" in lines[2] and "2, 4" in lines[4]
-    assert lines[5].startswith("REJECTED") and "3" in lines[5]  # an exact repeat of S2 points at line 3
+    assert lines[2].startswith("REJECTED")
+    assert lines[4].startswith("REJECTED")
+    assert "2, 4" in lines[2]
+    assert "2, 4" in lines[4]
+    assert lines[5].startswith("REJECTED")
+    assert "3" in lines[5]
     assert "sample id S2 (line 3) is used again on line(s) 5" in lines[3]  # and the kept S2 points at line 5
     assert rep.submission.accepted == 1
 

@@ -68,7 +68,6 @@ def run_pipeline(config: Path) -> Path:
 @pytest.fixture(scope="module")
 def operator(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The operator's machine: region, config, run directory, key pair; and a signed and an unsigned bundle."""
-    os.environ.setdefault("MRV_CODE_VERSION", "verify-bundle-test")  # sources may be edited while the module runs
     root = tmp_path_factory.mktemp("operator")
     config, _ = region_config(root, SPEC, name="bundle-test", output_dir=root / "run", sections=SECTIONS)
     run = run_pipeline(config)
@@ -413,3 +412,18 @@ def test_run_directory_verifies_in_place_with_relative_paths(
     out = capsys.readouterr().out
     assert "(run): UNSIGNED" in out
     assert "steps chained" in out
+
+
+def test_bundle_refuses_existing_output_and_a_run_that_fails_its_manifest(
+    operator: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["report", "bundle", str(operator["run"]), "-o", str(operator["signed"])]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert main(["report", "bundle", str(operator["run"]), "-o", str(operator["run"] / "inside.zip")]) == 2
+    assert "inside the run directory" in capsys.readouterr().err
+    moved = tmp_path / "elsewhere" / "run"
+    shutil.copytree(operator["run"], moved)  # without its inputs beside it
+    assert main(["report", "bundle", str(moved), "-o", str(tmp_path / "b.zip")]) == 2
+    err = capsys.readouterr().err
+    assert "../bundle-test.yaml: missing" in err
+    assert not (tmp_path / "b.zip").exists()

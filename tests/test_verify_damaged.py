@@ -22,9 +22,6 @@ from mrv.report.manifest import MANIFEST_NAME
 
 @pytest.fixture(scope="module")
 def made(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    import os
-
-    os.environ.setdefault("MRV_CODE_VERSION", "verify-damaged-test")
     root = tmp_path_factory.mktemp("damaged")
     config, _ = region_config(root, SPEC, name="damaged-test", output_dir=root / "run", sections=SECTIONS)
     run = run_pipeline(config)

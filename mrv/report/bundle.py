@@ -28,6 +28,7 @@ import stat
 import tempfile
 import zipfile
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -112,8 +113,6 @@ def run_config(root: Path, manifest: Mapping[str, Any]) -> RunConfig:
     config = manifest["config"]
     path = resolve_entry(root, config["path"], inside=False, schema=int(manifest["schema_version"]))
     cfg = load_config(path, output_dir=root)
-    from dataclasses import replace
-
     return replace(cfg, model=replace(cfg.model, registry_dir=None))
 
 

@@ -31,11 +31,12 @@ and the broken link):
    ``accounting``            maps, field polygons, CV predictions, config  accounting.json (rel. 1e-6)
    ``report``                accounting.json, model card, samples.json,    report.json sections (project,
                              imagery.json, methodology profile, config     fields, deductions, ...)
-   ``rendering``             report.json + figures                         report.html (exact)
+   ``rendering``             report.json + figures + field polygons        report.html, report.pdf,
+                                                                           fields.gpkg (byte for byte)
    ========================  ============================================  ===================================
 
-   Only hashed (and covered by the signature): report.pdf, report/fields.gpkg, figures/*.png, the
-   model registry copy under models/, and report.json's run metadata and provenance.
+   Only hashed (and covered by the signature): figures/*.png, the model registry copy under models/,
+   and report.json's run metadata and provenance.
 
 The pickled model in the bundle is never unpickled (loading a pickle runs code of the pickle's
 author): the maps are predicted with the model refitted here, whose bytes must equal the bundle's.
@@ -148,8 +149,8 @@ def diff_json(
 ) -> str | None:
     """The first place where ``stored`` and ``recomputed`` differ (keys both ways), as a message; None if equal.
 
-    With ``absent_is_null`` a key that one side lacks and the other holds as null is no difference
-    (a setting added to the code later, at its null default).
+    With ``absent_is_null`` a key that one side lacks and the other holds as null or empty is no
+    difference (a setting added to the code later, at an empty default).
     """
     if isinstance(recomputed, Mapping):
         if not isinstance(stored, Mapping):
@@ -157,8 +158,10 @@ def diff_json(
         for k in sorted(set(stored) | set(recomputed), key=str):
             if k in ignore:
                 continue
-            if absent_is_null and (stored.get(k) is None and recomputed.get(k) is None):
-                continue
+            if absent_is_null and (k not in stored or k not in recomputed):
+                present = stored.get(k) if k in stored else recomputed.get(k)
+                if present is None or present in ([], {}, ""):
+                    continue
             if k not in stored:
                 return f"{where}.{k}: missing from the stored file (recomputed {recomputed[k]!r})"
             if k not in recomputed:
@@ -780,18 +783,33 @@ def _link_report(cfg: RunConfig, root: Path, report: dict[str, Any]) -> Callable
     return run
 
 
-def _link_rendering(root: Path, scratch: Path, report: dict[str, Any]) -> Callable[[], str]:
+def _link_rendering(root: Path, scratch: Path, report: dict[str, Any], cfg: RunConfig) -> Callable[[], str]:
     def run() -> str:
+        from mrv.fields import read_fields
         from mrv.pipeline import report_step
+        from mrv.report.gpkg import write_fields_gpkg
         from mrv.report.html import render_report_html
+        from mrv.report.pdf import render_report_pdf
 
-        # As report_step.render_outputs renders it: report.json and the figures it embeds.
-        out = render_report_html(report, images=report_step._images(report, root), out_html=scratch / "report.html")
-        if (root / "report.html").read_bytes() != out.read_bytes():
-            raise _mismatch(
-                "report.html", "rendering", "report.json and figures/", "the HTML rendered from report.json differs"
-            )
-        return "report.html re-rendered byte for byte"
+        # As report_step.render_outputs renders them: report.json, the figures it embeds, the field polygons.
+        images = report_step._images(report, root)
+        crs = str(report.get("run", {}).get("crs", cfg.region.crs))
+        rendered = {
+            "report.html": render_report_html(report, images=images, out_html=scratch / "report.html"),
+            report_step.PDF_PATH.as_posix(): render_report_pdf(report, images=images, out_pdf=scratch / "report.pdf"),
+            report_step.GPKG_PATH.as_posix(): write_fields_gpkg(
+                report, read_fields(cfg.region.fields, crs=crs), scratch / "fields.gpkg", crs=crs
+            ),
+        }
+        for rel, out in rendered.items():
+            if (root / rel).read_bytes() != out.read_bytes():
+                raise _mismatch(
+                    rel,
+                    "rendering",
+                    "report.json, figures/ and the field polygons",
+                    f"the {rel} rendered from report.json differs",
+                )
+        return "report.html, report/report.pdf and report/fields.gpkg re-rendered byte for byte"
 
     return run
 
@@ -818,20 +836,20 @@ def verify(path: Path, *, public_key: Path | None = None, rederive: bool = True)
                 f"{root / MANIFEST_NAME} is a schema-1 manifest (absolute paths, no step chain); it can be re-hashed "
                 "but not verified. Re-run the pipeline with this version."
             )
-        cfg = run_config(root, manifest)
-        _check_required(cfg, root, manifest)
-        n_steps = check_step_chain(cfg, root, manifest)
-        report = check_run_files(root)
-        links: list[Link] = []
         note = _code_note(manifest)
-        if rederive:
-            with _scratch() as scratch:
-                try:
+        links: list[Link] = []
+        try:
+            cfg = run_config(root, manifest)
+            _check_required(cfg, root, manifest)
+            n_steps = check_step_chain(cfg, root, manifest)
+            report = check_run_files(root)
+            if rederive:
+                with _scratch() as scratch:
                     links += _rederive(cfg, root, scratch, report)
-                except VerificationError as exc:
-                    if not note:
-                        raise
-                    raise VerificationError(f"{exc} Note: {note}.") from exc
+        except VerificationError as exc:
+            if not note:
+                raise
+            raise VerificationError(f"{exc} Note: {note}.") from exc
         return Verification(
             code_note=note,
             source=str(path), kind=str(manifest.get("kind")), signature=signature, files=result.checked,
@@ -840,15 +858,17 @@ def verify(path: Path, *, public_key: Path | None = None, rederive: bool = True)
 
 
 def _code_note(manifest: Mapping[str, Any]) -> str:
-    from mrv.identity import identity
+    """Empty when the verifier runs the code the run's steps recorded (:func:`mrv.pipeline.cache.code_version`)."""
+    from mrv.pipeline.cache import code_version
 
-    mine = identity()
-    run_version, run_rev = manifest.get("mrv_version"), manifest.get("source_revision")
-    if (run_version, run_rev) == (mine.version, mine.revision):
+    recorded = sorted({str(s.get("code_version")) for s in manifest.get("steps", []) if isinstance(s, Mapping)})
+    mine = code_version()
+    if recorded == [mine]:
         return ""
     return (
-        f"the run was made with mrv {run_version} (revision {run_rev}), verified with mrv {mine.version} "
-        f"(revision {mine.revision}); a difference found by re-derivation may also come from the code"
+        f"the run's steps were computed by code {', '.join(recorded) or 'unknown'} (revision "
+        f"{manifest.get('source_revision') or manifest.get('git_revision')}), this verifier runs {mine}; a difference "
+        "found by re-derivation may also come from the code - verify with the run's version"
     )
 
 
@@ -883,12 +903,18 @@ def _rederive(cfg: RunConfig, root: Path, scratch: Path, report: dict[str, Any])
     links.append(_run_link("maps[latest]", ["maps/soc_stock_*.tif"], _link_latest(cfg, root)))
     links.append(_run_link("accounting", ["accounting.json"], _link_accounting(cfg, root, scratch)))
     links.append(_run_link("report", ["report.json"], _link_report(cfg, root, report)))
-    links.append(_run_link("rendering", ["report.html"], _link_rendering(root, scratch, report)))
+    links.append(
+        _run_link(
+            "rendering",
+            ["report.html", "report/report.pdf", "report/fields.gpkg"],
+            _link_rendering(root, scratch, report, cfg),
+        )
+    )
     links.append(
         Link(
             "outputs",
             "hashed only",
-            ("report/report.pdf", "report/fields.gpkg", "figures/*.png", "models/"),
+            ("figures/*.png", "models/"),
             "signed and hashed",
         )
     )

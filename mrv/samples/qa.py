@@ -583,25 +583,36 @@ def flag_duplicates(sites: pd.DataFrame, *, tolerance_m: float = 15.0) -> pd.Dat
     """Add ``qa_flag`` (empty when fine) to a site table.
 
     A site within ``tolerance_m`` of an earlier site of the same source and sampling date is a
-    near-duplicate (a re-submission or GPS jitter of one visit); the earlier one is kept.
+    near-duplicate (a re-submission or GPS jitter of one visit); the earlier one (itself not flagged)
+    is kept. Each site examines its ``DUPLICATE_MAX_CANDIDATES`` nearest sites of the same source and day.
     """
     out = sites.reset_index(drop=True).copy()
     out["qa_flag"] = ""
     if out.empty:
         return out
-    tree = cKDTree(out[["x", "y"]].to_numpy(dtype=float))
-    for i, j in sorted(tree.query_pairs(r=tolerance_m)):
-        a, b = out.loc[i], out.loc[j]
-        if a["source"] != b["source"] or a["sampling_date"] != b["sampling_date"] or out.at[i, "qa_flag"]:
+    xy = out[["x", "y"]].to_numpy(dtype=float)
+    stock = out["soc_stock_t_ha"].to_numpy(dtype=float)
+    site = out["site_id"].astype(str).to_numpy()
+    flags = [""] * len(out)
+    keys = pd.DataFrame({"s": out["source"].astype(str).to_numpy(), "d": out["sampling_date"].astype(str).to_numpy()})
+    # Grouped by source and day first, then at most DUPLICATE_MAX_CANDIDATES nearest sites per site (k-d tree):
+    # thousands of sites at one point cost O(n log n), not O(n^2).
+    for members in keys[np.isfinite(xy).all(axis=1)].groupby(["s", "d"], sort=False).indices.values():
+        rows = keys[np.isfinite(xy).all(axis=1)].index.to_numpy()[members]
+        if len(rows) < 2:
             continue
-        same = np.isclose(a["soc_stock_t_ha"], b["soc_stock_t_ha"]) and (
-            float(np.hypot(a["x"] - b["x"], a["y"] - b["y"])) <= SAME_POSITION_M
-        )
-        out.at[j, "qa_flag"] = (
-            f"exact duplicate of {a['site_id']}"
-            if same
-            else f"within {tolerance_m:g} m of {a['site_id']} on the same day"
-        )
+        k = min(DUPLICATE_MAX_CANDIDATES, len(rows))
+        dist, nb = cKDTree(xy[rows]).query(xy[rows], k=k, distance_upper_bound=tolerance_m)
+        dist, nb = dist.reshape(len(rows), k), nb.reshape(len(rows), k)
+        for t in np.argsort(rows, kind="stable"):  # earlier sites first: their flags are final when a later one looks
+            j = int(rows[t])
+            earlier = sorted(int(rows[n]) for d, n in zip(dist[t], nb[t], strict=True) if np.isfinite(d) and rows[n] < j)
+            i = next((c for c in earlier if not flags[c]), None)
+            if i is None:
+                continue
+            same = np.isclose(stock[i], stock[j]) and float(np.hypot(*(xy[i] - xy[j]))) <= SAME_POSITION_M
+            flags[j] = f"exact duplicate of {site[i]}" if same else f"within {tolerance_m:g} m of {site[i]} on the same day"
+    out["qa_flag"] = flags
     return out
 
 

@@ -82,12 +82,38 @@ def looks_binary(head: bytes) -> bool:
     return b"\x00" in first_line or head.count(b"\x00") > max(8, len(head) // 100)
 
 
-def detect_encoding(path: Path, name: str, *, fallback: str, max_bytes: int) -> str:
-    """``utf-8-sig`` when the whole file is UTF-8, else ``fallback``; one streaming pass, bounded."""
-    decoder = codecs.getincrementaldecoder("utf-8")()
+class _Scan:
+    """Streams text blocks: any control character other than line ends (or a quote, which may hide a line
+    break inside a cell), and any cell with white space at an edge (next to a line end or a likely delimiter)."""
+
+    _EDGE = re.compile(r"(?:^|[,;|\t\r\n])[ \t]|[ \t](?:$|[,;|\r\n])")
+
+    def __init__(self) -> None:
+        self.control = False
+        self.spaces = False
+        self._tail = ""
+
+    def feed(self, block: str) -> None:
+        if not self.control:
+            self.control = '"' in block or _INLINE_CONTROL.search(block) is not None
+        if not self.spaces:
+            text = self._tail + block
+            self.spaces = self._EDGE.search(text[:-1]) is not None
+            self._tail = text[-1:]
+
+    def close(self) -> None:
+        if not self.spaces and self._tail in (" ", "\t"):
+            self.spaces = True
+
+
+def detect_encoding(path: Path, name: str, *, fallback: str, max_bytes: int) -> tuple[str, bool, bool]:
+    """(encoding, needs control checks, needs stripping): ``utf-8-sig`` when the whole file is UTF-8, else
+    ``fallback``; one streaming, bounded pass (two for a non-UTF-8 file)."""
+    decoder = codecs.getincrementaldecoder("utf-8-sig")()
     seen = 0
     utf8 = True
     nonblank = False
+    scan = _Scan()
     with open(path, "rb") as fh:
         head = fh.read(SNIFF_BYTES)
         if looks_binary(head):
@@ -103,28 +129,31 @@ def detect_encoding(path: Path, name: str, *, fallback: str, max_bytes: int) -> 
             nonblank = nonblank or bool(block.strip())
             if utf8:
                 try:
-                    decoder.decode(block)
+                    scan.feed(decoder.decode(block))
                 except UnicodeDecodeError:
                     utf8 = False
             block = fh.read(_READ_BLOCK)
         if utf8:
             try:
-                decoder.decode(b"", final=True)
+                scan.feed(decoder.decode(b"", final=True))
             except UnicodeDecodeError:
                 utf8 = False
     if not nonblank:
         raise SubmissionRejected(f"{name} is empty. Export the samples as CSV with a header row and resubmit.")
     if utf8:
-        return "utf-8-sig"
+        scan.close()
+        return "utf-8-sig", scan.control, scan.spaces
+    scan = _Scan()
     try:
-        with open(path, encoding=fallback) as fh:
-            while fh.read(_READ_BLOCK):
-                pass
+        with open(path, encoding=fallback, newline="") as fh:
+            while block_text := fh.read(_READ_BLOCK):
+                scan.feed(block_text)
     except UnicodeDecodeError as exc:
         raise SubmissionRejected(
             f"{name} is neither UTF-8 nor {fallback} text (byte {exc.start} cannot be read). Export it as UTF-8 CSV."
         ) from exc
-    return fallback
+    scan.close()
+    return fallback, scan.control, scan.spaces
 
 
 @dataclass(frozen=True)
@@ -159,29 +188,12 @@ class Table:
 _INLINE_CONTROL = re.compile(r"[\x00-\x09\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
-def _scan(path: Path, encoding: str, delimiter: str) -> tuple[bool, bool]:
-    """(any control character other than line ends, or a quote; any cell with white space at an edge), streaming."""
-    d = re.escape(delimiter)
-    edge = re.compile(rf"(?:^|[{d}\r\n])[ \t]|[ \t](?:$|[{d}\r\n])")
-    control = spaces = False
-    tail = ""
-    with open(path, encoding=encoding, newline="") as fh:
-        while block := fh.read(_READ_BLOCK):
-            text = tail + block
-            control = control or '"' in block or _INLINE_CONTROL.search(block) is not None
-            spaces = spaces or edge.search(text[:-1] if len(block) == _READ_BLOCK else text) is not None
-            tail = text[-1:]
-            if control and spaces:
-                break
-    return control, spaces
-
-
 def open_table(
     path: Path, name: str, *, delimiter: str | None, fallback_encoding: str, max_bytes: int
 ) -> Table:
     """Check the file, find its encoding and delimiter and read the header (duplicate names rejected)."""
     check_regular_file(path, max_bytes=max_bytes)
-    encoding = detect_encoding(path, name, fallback=fallback_encoding, max_bytes=max_bytes)
+    encoding, control, spaces = detect_encoding(path, name, fallback=fallback_encoding, max_bytes=max_bytes)
     with open(path, encoding=encoding, newline="") as fh:
         try:
             first = next(csv.reader(fh, delimiter=delimiter or ","), None)
@@ -199,7 +211,6 @@ def open_table(
     if not any(header):
         raise SubmissionRejected(f"{name} has an empty header row; the first line must name the columns.")
     _check_header(header, name)
-    control, spaces = _scan(path, encoding, delimiter)
     return Table(header, delimiter, encoding, control, spaces)
 
 

@@ -219,8 +219,10 @@ def _new_frame(conn: Connection, submission_id: int, accepted: pd.DataFrame) -> 
     })[QA_COLUMNS]  # fmt: skip
     for col in _FLOATS:
         frame[col] = pd.to_numeric(frame[col], errors="coerce").astype(float)
-    for col in ("agency", "source", "submitter", "sample_id", "site_id", "sampling_date"):
+    for col in ("agency", "source", "submitter", "sample_id", "site_id"):
         frame[col] = [None if v is None or v != v else str(v) for v in frame[col].tolist()]
+    # As the database returns it (YYYY-MM-DD text), whatever type the ingest used.
+    frame["sampling_date"] = [v if isinstance(v, str) else v.isoformat()[:10] for v in frame["sampling_date"].tolist()]
     return frame
 
 
