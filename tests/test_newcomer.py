@@ -5,6 +5,7 @@ unwritable PREFECT_HOME)."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -98,8 +99,11 @@ def test_installed_wheel_first_run_outside_the_checkout(tmp_path: Path) -> None:
     """The wheel carries every profile: a venv outside the repository resolves provider, format and
     methodology names, and its first ``mrv run`` with an empty HOME (no Prefect database yet) succeeds."""
     wheels = tmp_path / "wheels"
+    source = tmp_path / "source"  # a copy, so the in-tree build leaves nothing in the checkout
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".git", ".venv", "out", "build", "*.egg-info",
+                                                                "__pycache__", ".*_cache", "sample_data"))  # fmt: skip
     build = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(wheels), str(REPO)],
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(wheels), str(source)],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert build.returncode == 0, build.stderr[-3000:]

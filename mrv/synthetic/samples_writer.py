@@ -151,12 +151,18 @@ def make_lab_samples(truth: RegionTruth, round_name: str) -> pd.DataFrame:
     fields = truth.fields
     res = spec.resolution_m
     revisits = _revisits(truth, round_name)
-    sites: list[tuple[int, float, float]] = list(revisits)
-    for f, r, c in _site_pixels(truth, spec.n_lab_sites - len(revisits), rng) if len(revisits) < spec.n_lab_sites else []:
-        sites.append((f, spec.origin_x + (c + rng.uniform(0.1, 0.9)) * res, spec.origin_y - (r + rng.uniform(0.1, 0.9)) * res))
+    n_new = spec.n_lab_sites - len(revisits)
+    fresh = _site_pixels(truth, n_new, rng) if n_new > 0 else []
+    sites: list[tuple[int, float | None, float | None, int, int]] = [(f, x, y, -1, -1) for f, x, y in revisits]
+    sites += [(f, None, None, r, c) for f, r, c in fresh]
     rows: list[dict[str, object]] = []
     nrow, ncol = spec.shape
-    for k, (f, x, y) in enumerate(sites, start=1):
+    for k, (f, x0, y0, r0, c0) in enumerate(sites, start=1):
+        if x0 is None or y0 is None:  # a new site: random position in its pixel (drawn in the loop, as before)
+            x = spec.origin_x + (c0 + rng.uniform(0.1, 0.9)) * res
+            y = spec.origin_y - (r0 + rng.uniform(0.1, 0.9)) * res
+        else:
+            x, y = x0, y0
         r = min(max(int((spec.origin_y - y) // res), 0), nrow - 1)
         c = min(max(int((x - spec.origin_x) // res), 0), ncol - 1)
         site = f"L{round_name}-{k:04d}"

@@ -1,1 +1,0 @@
-"""Prefect flows: they only wire the steps of :mod:`mrv.pipeline`."""
