@@ -209,8 +209,8 @@ def design_only(seeds: list[int], spec: SceneSpec, confidence: float = 0.9) -> t
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", default="11,23,37,41,59,61,73,89,103,127")
-    ap.add_argument("--zero-change-seeds", default="71,83,97,101")
+    ap.add_argument("--seeds", default="11,23,37,41,59,61,73,89,103,127,131,137,139,149,151,157,163,167,173,179")
+    ap.add_argument("--zero-change-seeds", default="71,83,97,101,181,191,193,197")
     ap.add_argument("--size", type=int, default=200, help="region edge in 10 m pixels")
     ap.add_argument("--fields", type=int, default=12)
     ap.add_argument("--sites-per-field", type=int, default=6)

@@ -1,12 +1,13 @@
 """Connect to the configured Dask cluster, or start a local one; open it once per run (``predict_maps``).
 
-What a client costs to open (benchmarks/README.md, "Fixed costs"): a LocalCluster of worker
-*processes* took 6-13 s (interpreters, imports of distributed/sklearn/quantile-forest/numba in each
-worker, the numba kernel load) and its workers then paid ~2.6x the CPU of the same prediction in one
-process (task results pickled back to the client, heartbeats, and two processes sharing 2 cores
-with the client that writes the COGs). The compiled QRF walk releases the GIL, so the local cluster
-is now one in-process worker with ``n_workers x threads_per_worker`` threads: it starts in well
-under a second and the maps are the same (the model is still scattered once, as on a real cluster).
+What a client costs to open (benchmarks/README.md; 2 shared cores): a LocalCluster of two worker
+*processes* took 1.8 s (load average 1.9) to 15 s (load 11) and 3-5 CPU s to start (two interpreters
+importing distributed, then numpy/sklearn/quantile-forest/numba on the first task), 1-4 s to close,
+and its rounds cost 1.3-1.6x the CPU of the same prediction in one process (results pickled back to
+the client, heartbeats, the COG-writing client beside two workers). The compiled QRF walk releases
+the GIL, so the local cluster is now one in-process worker with ``n_workers x threads_per_worker``
+threads: 0.03-0.15 s to start, the same maps (the model is still scattered once, as on a real
+cluster), no ports opened.
 """
 
 from __future__ import annotations

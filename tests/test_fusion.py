@@ -121,7 +121,9 @@ def test_crowd_with_error_model_beats_lab_only_and_naive_pooling(tmp_path: Path)
         sq["as_lab"].append((_errors(treat_as(table, reference="lab"), X, covs) - truth) ** 2)
     rmse = {k: float(np.sqrt(np.mean(np.concatenate(v)))) for k, v in sq.items()}
     assert rmse["weighted"] < rmse["lab_only"], rmse
-    assert rmse["as_lab"] > rmse["weighted"] * 1.05, rmse
+    # Naive pooling is worse; since crowd stocks account for coarse fragments (issue 15.10) they are less biased,
+    # so the margin shrank from over 5 % to about 2 % on these seeds.
+    assert rmse["as_lab"] > rmse["weighted"] * 1.01, rmse
 
 
 def _sites() -> pd.DataFrame:

@@ -19,6 +19,7 @@ from mrv.samples.qa import (
     SampleChecks,
     carry_sample_flags,
     check_samples,
+    flag_duplicates,
     flag_field_edges,
     flag_gps_accuracy,
     flag_position_jitter,
@@ -325,3 +326,22 @@ def test_empty_frames_pass_through() -> None:
     ):
         assert out.empty
         assert "qa_flag" in out.columns
+
+
+def test_site_duplicates_of_ten_thousand_co_located_sites_are_bounded() -> None:
+    """The run's site-level check groups by source and day and examines a bounded number of neighbours."""
+    import time
+
+    n = 10_000
+    sites = pd.DataFrame({
+        "site_id": [f"P{i}" for i in range(n)], "source": "lab", "x": 0.0, "y": 0.0,
+        "sampling_date": np.where(np.arange(n) % 2 == 0, "2021-05-01", "2021-05-02"),
+        "soc_stock_t_ha": np.arange(n, dtype=float),
+    })  # fmt: skip
+    t0 = time.perf_counter()
+    out = flag_duplicates(sites)
+    assert time.perf_counter() - t0 < 20.0
+    assert out.at[0, "qa_flag"] == ""
+    assert out.at[1, "qa_flag"] == ""
+    assert out.at[2, "qa_flag"] == "within 15 m of P0 on the same day"  # same day as P0 (the other day is apart)
+    assert out.at[3, "qa_flag"] == "within 15 m of P1 on the same day"

@@ -223,7 +223,8 @@ def test_kill_9_then_rerun_resumes_with_identical_results(tmp_path: Path, prefec
     before |= {sidecar_path(p): (sidecar_path(p).stat().st_ino, sidecar_path(p).stat().st_mtime_ns) for p in finished}
 
     t0 = time.monotonic()
-    second = subprocess.run([*cmd, "--progress"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400, check=False)
+    verbose = [*cmd[:3], "-v", *cmd[3:], "--progress"]  # step logs (INFO) are shown with --verbose only
+    second = subprocess.run(verbose, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400, check=False)
     resumed_s = time.monotonic() - t0
     log = second.stdout + second.stderr
     assert second.returncode == 0, log

@@ -42,8 +42,12 @@ SAME_POSITION_M = 0.01
 
 
 def _with_flags(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
-    """A copy of ``frame`` and its ``qa_flag`` texts as a list (empty strings where unflagged)."""
-    out = frame.copy()
+    """A copy of ``frame`` and its ``qa_flag`` texts as a list (empty strings where unflagged).
+
+    The copy is shallow (the checks only replace the ``qa_flag`` column, never write into the others), so a
+    chain of checks over 200,000 samples does not hold several copies of every column.
+    """
+    out = frame.copy(deep=False)
     if "qa_flag" not in out.columns:
         out["qa_flag"] = ""
     flags = [str(v) for v in out["qa_flag"].astype(object).fillna("").tolist()]
@@ -174,8 +178,12 @@ def flag_sample_duplicates(
         k = min(max_candidates, len(rows))
         dist, nb = cKDTree(xy[rows]).query(xy[targets], k=k, distance_upper_bound=tolerance_m)
         dist, nb = dist.reshape(len(targets), k), nb.reshape(len(targets), k)
+        # The group's earliest record is always a candidate too (ties at one point are returned in any order).
+        d0 = np.hypot(*(xy[targets] - xy[rows[0]]).T)
+        dist = np.column_stack([np.where(d0 <= tolerance_m, d0, np.inf), dist])
+        nb = np.column_stack([np.zeros(len(targets), dtype=nb.dtype), nb])
         found = np.isfinite(dist)
-        cand = rows[np.where(found, nb, 0)]
+        cand = rows[np.where(found, np.minimum(nb, len(rows) - 1), 0)]
         t = targets[:, None]
         earlier = found & (cand < t)
         same_site = (site_code[cand] == site_code[t]) & (site_code[t] >= 0)
@@ -551,7 +559,7 @@ def check_samples(
     :func:`mrv.samples.ingest.ingest` rejects them with a reason.
     """
     c = checks or SampleChecks()
-    out = samples.copy()
+    out = samples.copy(deep=False)
     judge = np.ones(len(out), dtype=bool) if evaluate is None else np.asarray(evaluate, dtype=bool)
     before = (
         out["qa_flag"].astype(object).fillna("").astype(str).to_numpy()
@@ -606,7 +614,8 @@ def flag_duplicates(sites: pd.DataFrame, *, tolerance_m: float = 15.0) -> pd.Dat
         dist, nb = dist.reshape(len(rows), k), nb.reshape(len(rows), k)
         for t in np.argsort(rows, kind="stable"):  # earlier sites first: their flags are final when a later one looks
             j = int(rows[t])
-            earlier = sorted(int(rows[n]) for d, n in zip(dist[t], nb[t], strict=True) if np.isfinite(d) and rows[n] < j)
+            earlier = sorted({int(rows[n]) for d, n in zip(dist[t], nb[t], strict=True) if np.isfinite(d) and rows[n] < j}
+                             | ({int(rows[0])} if rows[0] < j and np.hypot(*(xy[rows[0]] - xy[j])) <= tolerance_m else set()))
             i = next((c for c in earlier if not flags[c]), None)
             if i is None:
                 continue

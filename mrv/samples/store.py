@@ -582,7 +582,7 @@ def _configure_sqlite(engine: Engine) -> None:
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA temp_store=MEMORY")  # the QA's temporary key tables
-        cur.execute("PRAGMA cache_size=-65536")  # 64 MiB of pages: large submissions update big indexes
+        cur.execute("PRAGMA cache_size=-8192")  # 8 MiB of pages (default 2): large submissions update big indexes
         cur.close()
 
     @sa.event.listens_for(engine, "begin")

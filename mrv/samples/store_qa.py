@@ -158,6 +158,7 @@ def apply_qa(
     *,
     submission_id: int | None = None,
     new_samples: pd.DataFrame | None = None,
+    new_agency: str | None = None,
 ) -> QAOutcome:
     """Recompute flags and write the changed ones (see the module docstring); call inside a write transaction.
 
@@ -172,7 +173,7 @@ def apply_qa(
         new = (
             _frame(fetch_tuples(conn, _select().where(samples.c.submission_id == submission_id)))
             if new_samples is None
-            else _new_frame(conn, submission_id, new_samples)
+            else _new_frame(conn, submission_id, new_samples, agency=new_agency)
         )
         if new.empty:
             return QAOutcome(0, 0, 0, 0, 0)
@@ -208,19 +209,21 @@ def apply_qa(
     )
 
 
-def _new_frame(conn: Connection, submission_id: int, accepted: pd.DataFrame) -> pd.DataFrame:
+def _new_frame(conn: Connection, submission_id: int, accepted: pd.DataFrame, *, agency: str | None) -> pd.DataFrame:
     """The QA columns of a just-inserted submission from its frame, with the ids looked up by row."""
     ids = dict(fetch_tuples(conn, sa.select(samples.c.row, samples.c.id).where(samples.c.submission_id == submission_id)))
     rows = accepted["row"].astype(int).to_numpy()
     frame = pd.DataFrame({
         "id": [ids[int(r)] for r in rows], "submission_id": submission_id, "row": rows,
-        **{col: accepted[col].to_numpy() for col in QA_COLUMNS if col not in ("id", "submission_id", "row", "qa_flag")},
+        **{col: accepted[col].to_numpy() for col in QA_COLUMNS if col not in ("id", "submission_id", "row", "qa_flag",
+                                                                             "agency")},
+        "agency": agency if agency is not None else accepted["agency"].to_numpy(),
         "qa_flag": "",
     })[QA_COLUMNS]  # fmt: skip
     for col in _FLOATS:
         frame[col] = pd.to_numeric(frame[col], errors="coerce").astype(float)
     for col in ("agency", "source", "submitter", "sample_id", "site_id"):
-        frame[col] = [None if v is None or v != v else str(v) for v in frame[col].tolist()]
+        frame[col] = [v if isinstance(v, str) else None if v is None or v != v else str(v) for v in frame[col].tolist()]
     # As the database returns it (YYYY-MM-DD text), whatever type the ingest used.
     frame["sampling_date"] = [v if isinstance(v, str) else v.isoformat()[:10] for v in frame["sampling_date"].tolist()]
     return frame

@@ -183,10 +183,11 @@ def submit_file(
                     new_id = _insert_submission(conn, meta, counts=(0, 0, 0), status=STORED, reason=None)
                     _link_superseded(conn, olds, new_id)
                     rejected, stored = _store_rows(conn, new_id, result, meta=meta, raw=raw)
-                    apply_qa(conn, checks, submission_id=new_id, new_samples=stored.assign(agency=agency))
+                    apply_qa(conn, checks, submission_id=new_id, new_samples=stored, new_agency=agency)
                     del stored
                     _write_summary(conn, new_id, result, rejected)
-                    return _report(conn, new_id, store_url=store.safe_url)
+                stored_id = new_id
+                break
             except sa.exc.IntegrityError:
                 # A concurrent submission stored the same file or a sample id first: check again.
                 if attempt == _ATTEMPTS - 1:
@@ -198,7 +199,9 @@ def submit_file(
         except StoreBusy:
             raise StoreBusy(f"{exc} The failure could not be recorded in the ledger either.") from exc
         raise StoreBusy(f"{exc} (Recorded as failed submission {submission_id}.)") from exc
-    raise AssertionError("unreachable")  # pragma: no cover
+    del result, raw  # the report of a 200,000-row file is built without the ingested frame in memory
+    with store.engine.connect() as conn:
+        return _report(conn, stored_id, store_url=store.safe_url)
 
 
 def withdraw(store: SampleStore, submission_id: int, *, reason: str) -> SubmissionReport:
@@ -389,9 +392,8 @@ def _insert_samples(conn: Connection, submission_id: int, agency: str, accepted:
     columns = ["submission_id", "agency", "qa_flag", "ingest_flag", "gx", "gy", *CANONICAL_COLUMNS]
     # In index order (cell, date): B-tree inserts then land next to each other, about 1.7x faster into a large store.
     order = np.lexsort((accepted["sampling_date"].astype(str).to_numpy(), cells(accepted["x"]), cells(accepted["y"])))
-    ordered = accepted.iloc[order]
-    for lo in range(0, len(ordered), _BATCH):
-        part = ordered.iloc[lo : lo + _BATCH]
+    for lo in range(0, len(order), _BATCH):
+        part = accepted.iloc[order[lo : lo + _BATCH]]  # one batch copied at a time
         n = len(part)
         notes = part[INGEST_FLAG].fillna("").astype(str).tolist() if INGEST_FLAG in part.columns else [""] * n
         values = [
