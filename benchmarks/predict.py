@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/predict.py [--mpx 1] [--trees 100] [--repeat 3] [--systems floor,project,qf,ranger]
+    python benchmarks/predict.py [--mpx 1] [--trees 100] [--repeat 3] [--systems floor,project,processes,qf,ranger]
 
 One generated scene (``--mpx`` Mpx, 10 float32 covariates, written once as a GeoTIFF) and one
 training set (2,000 points of the same generator); every system reads the same file and runs one

@@ -3,13 +3,38 @@
 The walk keeps 16 pixels' node ids in scalar locals (registers) rather than an array, so the
 16 independent walks interleave in the CPU's out-of-order window; written out lane by lane because
 numba has no fixed-size register arrays. ``cache=True`` stores the machine code in ``__pycache__``,
-so each process compiles once per installed version (a few seconds) and later loads it (~0.1 s).
+so the first process after an install compiles (~7 s) and later ones load it (~0.1-0.3 s).
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
+from pathlib import Path
+
 import numpy as np
-from numba import njit
+
+
+def _ensure_cache_dir() -> None:
+    """numba caches beside this file; in a read-only install (site-packages owned by root, a container
+    run as another user) ``cache=True`` would fail with "no locator available". Point numba at a
+    writable per-user cache then (``NUMBA_CACHE_DIR``, read when numba is imported)."""
+    if os.environ.get("NUMBA_CACHE_DIR") or os.access(Path(__file__).parent, os.W_OK):
+        return
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    for candidate in (Path(base) / "mrv" / "numba", Path(tempfile.gettempdir()) / f"mrv-numba-{os.getuid()}"):
+        try:
+            candidate.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(candidate, os.W_OK):
+            os.environ["NUMBA_CACHE_DIR"] = str(candidate)
+            return
+
+
+_ensure_cache_dir()
+
+from numba import njit  # noqa: E402 - after the cache directory is chosen
 
 #: Pixels per block: two groups of 16 walked lanes; the selection network runs over all 32 at once
 #: (one vectorised min/max over 32 float32 per compare-exchange).
