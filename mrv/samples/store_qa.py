@@ -97,8 +97,9 @@ def _temp_table(conn: Connection, name: str, columns: list[sa.Column[object]], r
     table = sa.Table(name, sa.MetaData(), *columns, prefixes=["TEMPORARY"])
     table.create(conn)
     names = [c.name for c in columns]
-    records = list(zip(*[[v.item() if hasattr(v, "item") else v for v in rows[n].tolist()] for n in names], strict=True))
-    insert_rows(conn, table, names, records)
+    for lo in range(0, len(rows), 20_000):  # in batches: a 200,000-sample submission has as many keys
+        part = rows.iloc[lo : lo + 20_000]
+        insert_rows(conn, table, names, list(zip(*[part[n].tolist() for n in names], strict=True)))
     return table
 
 
