@@ -131,7 +131,11 @@ def make_report() -> dict[str, Any]:
                     "dropped": [{"item": "S2A_33UWP_20210420", "reason": "cloud cover 87 %"}],
                     "bare_observations_median": 3,
                 },
-                "2024": {"items": ["S2B_33UWP_20240502"], "dropped": []},
+                "2024": {
+                    "items": ["S2B_33UWP_20240502"],
+                    "dropped": [],
+                    "corrected": [{"item": "S2B_33UWP_20240502", "reason": "negative reflectance on clear land: +0.1"}],
+                },
             },
         },
         "maps": {"mean": "maps/soc_stock_mean.tif", "sd": "maps/soc_stock_sd.tif"},
@@ -351,6 +355,7 @@ def test_full_report_tables_and_headline(tmp_path: Path) -> None:
     assert _row(doc.tables["packages-table"], "numpy") == ["numpy", "2.1.0"]
     assert _row(doc.tables["imagery-round-1"], "Items used") == ["Items used", "2"]
     assert "cloud cover 87 %" in text
+    assert "corrected negative reflectance on clear land: +0.1" in " ".join(text.split())
     assert "not available" not in text
 
 

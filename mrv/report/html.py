@@ -408,19 +408,18 @@ def _imagery(report: Mapping[str, Any]) -> dict[str, Any] | None:
         r = _mapping(raw)
         items = r.get("items")
         item_list = [str(i) for i in items] if isinstance(items, list) else []
-        dropped_raw = r.get("dropped")
+        # Scenes the pipeline dropped, corrected (metadata and data disagreed) or flagged, with the reason.
         dropped = []
-        if isinstance(dropped_raw, list):
-            for d in dropped_raw:
+        for decision in ("dropped", "corrected", "flagged"):
+            decided = r.get(decision)
+            for d in decided if isinstance(decided, list) else []:
                 dm = _mapping(d)
-                if dm:
-                    dropped.append((_generic(dm.get("item")), _generic(dm.get("reason"))))
-                else:
-                    dropped.append((_generic(d), NA))
+                item, reason = (dm.get("item"), dm.get("reason")) if dm else (d, None)
+                dropped.append((_generic(item), decision, _generic(reason) if reason is not None else NA))
         extra = [
             (str(k), _generic(v))
             for k, v in r.items()
-            if k not in {"items", "dropped", "bare_observations_median"} and _is_scalar(v)
+            if k not in {"items", "dropped", "corrected", "flagged", "bare_observations_median"} and _is_scalar(v)
         ]
         rounds.append(
             {
@@ -531,10 +530,11 @@ def _provenance(report: Mapping[str, Any]) -> dict[str, Any] | None:
         return None
     rows = [
         ("Manifest", _generic(prov.get("manifest"))),
-        ("Git revision", _generic(prov.get("git_revision"))),
+        ("Package version", _generic(prov.get("mrv_version"))),
+        ("Git revision", _generic(prov.get("source_revision", prov.get("git_revision")))),
     ]
     for key, value in prov.items():
-        if key not in {"manifest", "git_revision", "packages"} and _is_scalar(value):
+        if key not in {"manifest", "git_revision", "source_revision", "mrv_version", "packages"} and _is_scalar(value):
             rows.append((str(key), _generic(value)))
     packages = [(str(k), _generic(v)) for k, v in sorted(_mapping(prov.get("packages")).items())]
     return {"rows": rows, "packages": packages}
