@@ -267,11 +267,12 @@ def imagery_tile_step(cfg: RunConfig, rnd: RoundConfig, layout: RunLayout, tile:
     if cfg.imagery.dem is not None and cfg.imagery.dem.path is not None:
         inputs.append(cfg.imagery.dem.path)
     out = layout.imagery_tile(rnd.name, tile.name)
+    live = () if cfg.imagery.source == "local" else (layout.imagery_items(rnd.name, tile.name),)
     return StepSpec(
         name=f"prepare-imagery[{rnd.name}/{tile.name}]",
         inputs=tuple(inputs),
         config={"region": cfg.region, "imagery": cfg.imagery, "round": _round_dates(rnd), "tile": tile},
-        outputs=(out, out.with_suffix(".json")),
+        outputs=(out, out.with_suffix(".json"), *live),
     )
 
 

@@ -22,6 +22,10 @@ class RunLayout:
         """One tile's covariates (and ``.json`` summary beside it), mosaicked into :meth:`covariates`."""
         return self.work(round_name) / "tiles" / f"{tile_name}.tif"
 
+    def imagery_items(self, round_name: str, tile_name: str) -> Path:
+        """The STAC items of one tile's search as fetched (live sources only; :mod:`mrv.imagery.provenance`)."""
+        return self.work(round_name) / "tiles" / f"{tile_name}.items.json"
+
     def imagery_summary(self, round_name: str) -> Path:
         return self.work(round_name) / "imagery.json"
 

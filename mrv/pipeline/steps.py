@@ -39,6 +39,7 @@ from mrv.imagery.composite import bare_soil_composite, covariate_stack
 from mrv.imagery.dem import dem_hrefs, terrain_covariates
 from mrv.imagery.guards import check_aoi_size
 from mrv.imagery.local import LocalCatalogSource
+from mrv.imagery.provenance import items_as_fetched
 from mrv.imagery.providers import load_profile
 from mrv.imagery.source import ImagerySource, SearchRequest
 from mrv.imagery.stac_api import StacApiSource
@@ -143,6 +144,8 @@ def prepare_imagery_tile(
         collection=cfg.imagery.collection,
     )
     items = source.search(request)
+    if cfg.imagery.source != "local":  # a local catalog is an input of the step already
+        write_json(layout.imagery_items(rnd.name, tile.name), items_as_fetched(items))
     # The data check samples the whole region, so every tile judges a scene alike (mrv.imagery.scene_check).
     loaded = source.load(items, cfg.imagery.bands, tile_grid, chunk_px=cfg.imagery.chunk_px, check_grid=grid)
     composite = bare_soil_composite(loaded.reflectance, cfg.imagery.bands, cfg.imagery.bare_soil)
