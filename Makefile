@@ -34,6 +34,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/predict.py
+	$(BIN)/python benchmarks/ingest.py
 
 # `make serve`: a local Prefect server (UI and API on http://127.0.0.1:4200) plus the process serving the
 # deployments of flows/deploy.py (monthly monitoring per configs/*.yaml; on-demand ingest-samples/submit and

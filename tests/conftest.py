@@ -29,6 +29,26 @@ def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket.socket, "connect", guarded)
 
 
+@pytest.fixture(autouse=True)
+def _cli_logging_stays_in_its_test() -> Iterator[None]:
+    """``mrv.cli.main`` (called in-process by some tests) sets logging levels in the environment for its
+    child processes and replaces the root handler; undo both so later tests and their subprocesses
+    start from the session's settings."""
+    import logging
+
+    names = ("PREFECT_LOGGING_LEVEL", "DASK_LOGGING__DISTRIBUTED")
+    saved_env = {n: os.environ.get(n) for n in names}
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    yield
+    for n, v in saved_env.items():
+        if v is None:
+            os.environ.pop(n, None)
+        else:
+            os.environ[n] = v
+    root.handlers[:], _ = saved[0], root.setLevel(saved[1])
+
+
 @pytest.fixture
 def earth_search_item() -> pystac.Item:
     """The real Earth Search v1 sentinel-2-l2a item (processing baseline 05.11)."""

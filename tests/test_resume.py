@@ -228,7 +228,7 @@ def test_kill_9_then_rerun_resumes_with_identical_results(tmp_path: Path, prefec
     resumed_s = time.monotonic() - t0
     log = second.stdout + second.stderr
     assert second.returncode == 0, log
-    assert f"prepare-imagery[{rounds[0]}/r000c000]: up to date, skipped (resume)" in log
+    assert f"prepare-imagery[{rounds[0]}/r000c000]: up to date, skipped (resume)" in log, log[-6000:]
     after = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in before}
     assert after == before, "finished imagery tiles were rewritten by the resumed run"
     assert "imagery tiles: 100%" in second.stderr, second.stderr  # the CLI's progress bars

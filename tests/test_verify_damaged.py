@@ -110,7 +110,7 @@ VERIFY_CASES: dict[str, tuple[Callable[[Path], None], str, str]] = {
             and None
         ),
         "rehash",
-        "Step account ran with other settings than the bundle's config",
+        "accounting.n_simulations must be at least 1",
     ),  # fmt: skip
     "config not YAML": (
         lambda root: (

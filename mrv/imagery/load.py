@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -48,6 +49,10 @@ from mrv.imagery.scene_check import CheckConfig, SceneStats, judge, scene_stats
 from mrv.imagery.source import LoadedScenes
 
 log = logging.getLogger(__name__)
+
+# odc-loader reprojects in-memory arrays with rasterio.warp.reproject, which warns that an array "has no
+# geotransform" although odc passes the transforms explicitly; the warning says nothing about the data.
+warnings.filterwarnings("ignore", category=rasterio.errors.NotGeoreferencedWarning, module="rasterio.warp")
 
 READ_TASK_BYTES = 64 * 2**20
 """Upper bound on one read task's output (one band of every item over one chunk, as float32)."""
