@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from regions import region_config
 
 from mrv.config import load_config
 from mrv.pipeline import steps
 from mrv.pipeline.layout import RunLayout
 from mrv.pipeline.report_step import build_report
 from mrv.synthetic import SceneSpec
-from tests.regions import region_config
 
 pytestmark = pytest.mark.slow
 

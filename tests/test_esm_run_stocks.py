@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from regions import region_config
 
 from mrv.accounting.change import pair_sites
 from mrv.config import StocksConfig, load_config
 from mrv.pipeline import steps
 from mrv.pipeline.layout import RunLayout
 from mrv.synthetic import SceneSpec
-from tests.regions import region_config
 
 SPEC = SceneSpec(
     seed=13, width_px=96, height_px=96, n_fields=4, n_lab_sites=160, n_crowd=10,
