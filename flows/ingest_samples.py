@@ -34,7 +34,6 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.regional_monitoring import retry_transient
 from mrv.errors import ConfigError, SubmissionRejected
-from mrv.resources import profile_dirs
 from mrv.samples.cli import DEFAULT_FORMAT, project_of
 from mrv.samples.formats import load_format
 from mrv.samples.store import SampleStore, SubmissionReport, redact_url, resolve_url
@@ -158,7 +157,7 @@ def submit_samples(
         raise ConfigError(f"filename {filename!r} must be a plain file name (letters, digits, '.', '_', '-').")
     raw = decode_content(content, encoding)
     crs, bounds = project_of(Path(config_path))
-    fmt = load_format(format_name, search_dirs=profile_dirs("sample_formats", config_path=Path(config_path)))
+    fmt = load_format(format_name, config_path=Path(config_path))
     url = database_url(db)
     logger = get_run_logger()
     logger.info("submission of %s by %s into %s (project CRS %s)", name, agency, redact_url(url), crs)

@@ -651,7 +651,7 @@ def test_cli_list_empty_and_bad_options(tmp_path: Path) -> None:
     assert "--bounds" in err
     code, _, err = run_cli(["submit", str(path), "--agency", "X", "--crs", "EPSG:32633", "--db", db, "--format", "nosuchprofile"])
     assert code == 2
-    assert "not found" in err
+    assert "Unknown sample format profile" in err
 
 
 def test_cli_tells_about_a_schema_upgrade(tmp_path: Path) -> None:

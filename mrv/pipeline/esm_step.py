@@ -18,7 +18,6 @@ import pandas as pd
 
 from mrv.config import RunConfig
 from mrv.errors import StockError
-from mrv.resources import profile_dirs
 from mrv.samples.esm import (
     CumulativeProfile,
     cumulative_profile,
@@ -41,11 +40,10 @@ def esm_for_round(
     if round_name == first.name:
         baseline = records
     else:
-        fmt_dirs = profile_dirs("sample_formats", config_path=cfg.source_path)
         parts = []
         for sf in first.samples:
             res = ingest(
-                sf.path, load_format(sf.format, search_dirs=fmt_dirs), source=sf.source, submitter=sf.submitter,
+                sf.path, sf.format_profile or load_format(sf.format, config_path=cfg.source_path), source=sf.source, submitter=sf.submitter,
                 project_crs=cfg.region.crs, region_bounds=region_bounds,
             )  # fmt: skip
             parts.append(res.accepted)

@@ -33,7 +33,6 @@ from typing import Any, TextIO
 import pandas as pd
 
 from mrv.errors import ConfigError, SampleError
-from mrv.resources import profile_dirs
 from mrv.samples.formats import load_format
 from mrv.samples.qa import SampleChecks
 from mrv.samples.store import (
@@ -203,7 +202,7 @@ def project_of(config: Path) -> tuple[str, tuple[float, float, float, float]]:
 
 def cmd_submit(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
     out = out or sys.stdout
-    fmt = load_format(args.format or DEFAULT_FORMAT[args.source], search_dirs=profile_dirs("sample_formats"))
+    fmt = load_format(args.format or DEFAULT_FORMAT[args.source], config_path=args.config)
     bounds = _bounds(args.bounds)
     crs = args.crs
     if args.config is not None and (crs is None or bounds is None):

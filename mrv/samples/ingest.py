@@ -209,15 +209,6 @@ def read_table(
     return header, rows[1:], decimal or ("," if delimiter == ";" else ".")
 
 
-def required_columns(fmt: SampleFormat) -> list[str]:
-    """File columns that ``fmt`` maps to a required role (and a long layout's parameter/value/unit columns)."""
-    needed = [col for role, col in fmt.columns.items() if role not in _OPTIONAL_ROLES or (fmt.sites and role == fmt.sites.on)]
-    needed += list(fmt.sample_id_columns)
-    if fmt.long is not None:
-        needed += [fmt.long.parameter_column, fmt.long.value_column, fmt.long.unit_column]
-    return needed
-
-
 def header_problems(header: list[str], fmt: SampleFormat) -> list[str]:
     """Each missing column with the profile key that asks for it (empty when the header is complete)."""
     have = set(header)
