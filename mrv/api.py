@@ -21,7 +21,6 @@ from typing import Any
 import xarray as xr
 
 from mrv.errors import ConfigError
-from mrv.pipeline.layout import RunLayout
 
 
 @dataclass(frozen=True)
@@ -49,6 +48,8 @@ class RunResult:
 
     def map_path(self, stat: str = "mean", *, round: str | None = None) -> Path:
         """The COG of ``stat`` (``mean``, ``p05``, ``p50``, ``p95``, ``sd``) for ``round`` (default: the latest)."""
+        from mrv.pipeline.layout import RunLayout
+
         layout = RunLayout(self.run_dir)
         maps = layout.round_maps(round) if round is not None else layout.latest_maps()
         if stat not in maps:
@@ -95,11 +96,12 @@ def open_run(run_dir: str | Path) -> RunResult:
 
 def run(config: str | Path, *, output_dir: str | Path | None = None) -> RunResult:
     """Validate ``config`` and run the regional monitoring flow; resumes finished steps like ``mrv run``."""
-    from flows.regional_monitoring import regional_monitoring
-    from mrv.prefect_api import prefect_api
     from mrv.validate import validate_path
 
-    cfg = validate_path(config, output_dir=output_dir).config
+    cfg = validate_path(config, output_dir=output_dir).config  # every expected mistake, before Prefect starts
+    from flows.regional_monitoring import regional_monitoring
+    from mrv.prefect_api import prefect_api
+
     with prefect_api():
         report_path = Path(regional_monitoring(str(config), str(cfg.output_dir)))
     return open_run(report_path.parent)

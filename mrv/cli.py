@@ -22,18 +22,12 @@ log = logging.getLogger("mrv")
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from mrv.validate import validate_path
-
-    checked = validate_path(args.config, output_dir=args.output)  # every expected mistake, before any work
-    cfg = checked.config
-    from flows.regional_monitoring import regional_monitoring
-    from mrv.prefect_api import prefect_api
+    from mrv.api import run
 
     if args.progress if args.progress is not None else sys.stderr.isatty():
         progress.show_bars(sys.stderr)
-    with prefect_api():
-        report_path = Path(regional_monitoring(str(args.config), str(cfg.output_dir)))
-    _print_summary(report_path)
+    result = run(args.config, output_dir=args.output)  # validates first: every expected mistake, before any work
+    _print_summary(result.run_dir / "report.json")
     return 0
 
 
