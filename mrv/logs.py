@@ -47,9 +47,8 @@ class BarSafeHandler(logging.StreamHandler):  # type: ignore[type-arg]
 def configure(*, verbose: bool) -> None:
     """Set up logging for one CLI invocation (call before Prefect or Dask are imported)."""
     level = "INFO" if verbose else "WARNING"
-    library_level = "INFO" if verbose else "WARNING"
-    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", library_level.lower())
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", library_level)
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", level.lower())
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", level)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     handler = BarSafeHandler(sys.stderr)
     if not verbose:
@@ -61,4 +60,4 @@ def configure(*, verbose: bool) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     for name in QUIET_LIBRARIES:
-        logging.getLogger(name).setLevel(library_level)
+        logging.getLogger(name).setLevel(level)

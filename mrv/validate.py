@@ -18,7 +18,6 @@ Every problem found is listed in one :class:`~mrv.errors.ConfigError`, each line
 from __future__ import annotations
 
 import os
-import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from pathlib import Path
 from mrv.config import RunConfig, load_config
 from mrv.errors import ConfigError, MRVError
 from mrv.samples.formats import SampleFormat
+from mrv.samples.reading import irregular_kind
 
 #: Bands of the bare-soil composite beyond the reflectance bands (indices, counts) and terrain layers.
 EXTRA_COVARIATES = 4
@@ -50,8 +50,9 @@ def _readable_file(path: Path | None, key: str, problems: list[str]) -> bool:
     except OSError as exc:
         problems.append(f"{key}: {path} {'does not exist' if not path.exists() else f'cannot be read ({exc.strerror})'}.")
         return False
-    if not stat.S_ISREG(st.st_mode):
-        problems.append(f"{key}: {path} is not a regular file (a directory, device or pipe); give the file itself.")
+    kind = irregular_kind(st.st_mode)
+    if kind is not None:
+        problems.append(f"{key}: {path} is {kind}, not a regular file; give the file itself.")
         return False
     if not os.access(path, os.R_OK):
         problems.append(f"{key}: {path} cannot be read (permission denied).")

@@ -44,21 +44,27 @@ _CONTROL_NO_SEP = re.compile(r"[\x00-\x1e\x7f-\x9f]")
 _EDGE_SPACE = re.compile(r"(?:^|\x1f)\s|\s(?:\x1f|$)")
 
 
+def irregular_kind(mode: int) -> str | None:
+    """What a ``st_mode`` that is not a regular file is (``a directory``, ``a named pipe (FIFO)``...), else None."""
+    if stat.S_ISREG(mode):
+        return None
+    return (
+        "a directory" if stat.S_ISDIR(mode)
+        else "a named pipe (FIFO)" if stat.S_ISFIFO(mode)
+        else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+        else "a socket" if stat.S_ISSOCK(mode)
+        else "not a regular file"
+    )  # fmt: skip
+
+
 def check_regular_file(path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> int:
     """Size of ``path`` in bytes after checking it is a regular file no larger than ``max_bytes``."""
     try:
         st = os.stat(path)
     except OSError as exc:
         raise SubmissionRejected(f"Cannot read {path}: {exc.strerror}. Check the file name and path.") from exc
-    mode = st.st_mode
-    if not stat.S_ISREG(mode):
-        kind = (
-            "a directory" if stat.S_ISDIR(mode)
-            else "a named pipe (FIFO)" if stat.S_ISFIFO(mode)
-            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
-            else "a socket" if stat.S_ISSOCK(mode)
-            else "not a regular file"
-        )  # fmt: skip
+    kind = irregular_kind(st.st_mode)
+    if kind is not None:
         raise SubmissionRejected(f"{path} is {kind}, not a regular file. Submit a CSV file saved on disk.")
     if st.st_size > max_bytes:
         raise SubmissionRejected(
