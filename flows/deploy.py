@@ -119,7 +119,7 @@ def on_demand_deployments(config_dir: Path, *, db: str | None = None) -> list[Ru
         _built(
             verification_report.to_deployment(
                 name="verify",
-                description="Re-hash a run directory against its manifest.json; result as an artifact.",
+                description="Verify a run directory or bundle as `mrv report verify` does (hashes, step chain, re-derivation); result as an artifact.",
                 tags=["mrv", "verification"],
             )
         ),

@@ -1,16 +1,17 @@
 """Regional monitoring run: region config -> imagery, samples, model, maps, accounting, report.
 
-Tasks pass paths (strings), never arrays; every step's logic lives in :mod:`mrv.pipeline`.
+Tasks pass paths (strings), never arrays; every step and its cache spec live in its stage module
+(:mod:`mrv.pipeline.imagery`, ``samples``, ``model``, ``accounting``); this module only wires them.
 
-Resume: every step except the report runs through :func:`mrv.pipeline.cache.run_cached`, so a
-re-run of the same config (after a crash, ``kill -9`` or a failed task) skips the steps whose
-outputs are complete and were made from the same inputs, config and code. The report (and its
-manifest) is always rebuilt.
+Resume: every step except the report runs through :func:`mrv.pipeline.cache.run_cached` into a
+directory keyed on its inputs, config and code, so a re-run of the same config (after a crash,
+``kill -9`` or a failed task) skips the steps whose keyed directory is complete, and a changed
+config writes new directories beside the old ones. The report (and its manifest) is always rebuilt.
 
 Scale-out: imagery is composited tile by tile (``imagery.tile_px``) in the ``prepare-imagery``
 subflow, whose tasks run on the Dask cluster at ``dask.address`` through prefect-dask's
 ``DaskTaskRunner`` (local threads otherwise) and are mosaicked per round; prediction maps the
-whole region block by block on the same cluster (:func:`mrv.pipeline.steps.predict_round`).
+whole region block by block on one Dask client opened once for all rounds (:func:`mrv.pipeline.model.predict_round`).
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ from mrv import progress
 from mrv.config import RoundConfig, RunConfig, load_config
 from mrv.dask_cluster import dask_client
 from mrv.errors import ConfigError, MRVError
-from mrv.pipeline import cache, steps
+from mrv.pipeline import accounting, cache, imagery, model, samples
 from mrv.pipeline.layout import RunLayout
-from mrv.pipeline.report_step import build_report
+from mrv.report.build import build_report
 
 
 def _setup(config_path: str, output_dir: str | None) -> tuple[RunConfig, RunLayout]:
@@ -59,19 +60,17 @@ def _log_step(spec: cache.StepSpec, ran: bool) -> None:
 def prepare_imagery_tile(config_path: str, output_dir: str | None, round_name: str, tile_name: str) -> str:
     cfg, layout = _setup(config_path, output_dir)
     rnd = _round(cfg, round_name)
-    grid = steps.project_grid(cfg)
-    tile = next(t for t in steps.imagery_tiles(cfg, grid) if t.name == tile_name)
-    spec = cache.imagery_tile_step(cfg, rnd, layout, tile)
-    _log_step(spec, cache.run_cached(spec, lambda: steps.prepare_imagery_tile(cfg, rnd, layout, tile, grid=grid)))
-    return str(spec.outputs[0])
+    grid = imagery.project_grid(cfg)
+    tile = next(t for t in imagery.imagery_tiles(cfg, grid) if t.name == tile_name)
+    _log_step(*imagery.run_tile(cfg, rnd, layout, tile, grid=grid))
+    return str(layout.imagery_tile(rnd.name, tile.name))
 
 
 @task(name="mosaic-imagery", retries=1, retry_delay_seconds=2, retry_condition_fn=retry_transient)
 def mosaic_imagery(config_path: str, output_dir: str | None, round_name: str) -> str:
     cfg, layout = _setup(config_path, output_dir)
     rnd = _round(cfg, round_name)
-    spec = cache.mosaic_step(cfg, rnd, layout, steps.imagery_tiles(cfg))
-    _log_step(spec, cache.run_cached(spec, lambda: steps.mosaic_imagery(cfg, rnd, layout)))
+    _log_step(*imagery.run_mosaic(cfg, rnd, layout))
     return str(layout.covariates(rnd.name))
 
 
@@ -96,7 +95,7 @@ def prepare_imagery(config_path: str, output_dir: str | None = None) -> list[str
     """
     cfg, layout = _setup(config_path, output_dir)
     logger = get_run_logger()
-    names = [t.name for t in steps.imagery_tiles(cfg)]
+    names = [t.name for t in imagery.imagery_tiles(cfg)]
     tiles = {
         rnd.name: [prepare_imagery_tile.submit(config_path, output_dir, rnd.name, t) for t in names] for rnd in cfg.rounds
     }
@@ -117,17 +116,15 @@ def prepare_imagery(config_path: str, output_dir: str | None = None) -> list[str
 def prepare_samples(config_path: str, output_dir: str | None, round_name: str) -> str:
     cfg, layout = _setup(config_path, output_dir)
     rnd = _round(cfg, round_name)
-    spec = cache.samples_step(cfg, rnd, layout)
-    _log_step(spec, cache.run_cached(spec, lambda: steps.prepare_samples(cfg, rnd, layout)))
+    _log_step(*samples.run_samples(cfg, rnd, layout))
     return str(layout.sites(rnd.name))
 
 
 @task(name="fit-model", retries=1, retry_delay_seconds=2, retry_condition_fn=retry_transient)
 def fit_model(config_path: str, output_dir: str | None) -> str:
     cfg, layout = _setup(config_path, output_dir)
-    spec = cache.model_step(cfg, layout)
-    _log_step(spec, cache.run_cached(spec, lambda: steps.fit_model(cfg, layout)))
-    return str(layout.model_dir / "model.pkl")
+    _log_step(*model.run_fit(cfg, layout))
+    return str(layout.model_dir)
 
 
 @task(name="predict-maps", retries=1, retry_delay_seconds=5, retry_condition_fn=retry_transient)
@@ -137,24 +134,18 @@ def predict_maps(config_path: str, output_dir: str | None) -> list[str]:
     with ExitStack() as stack:
         client: Any = None
         for rnd in cfg.rounds:
-            spec = cache.predict_step(cfg, rnd, layout)
-
-            def compute(rnd: RoundConfig = rnd) -> None:
-                nonlocal client
-                if client is None:  # start (or connect to) the cluster only when a round needs it
-                    client = stack.enter_context(dask_client(cfg.dask))
-                steps.predict_round(cfg, rnd, layout, client=client)
-
-            _log_step(spec, cache.run_cached(spec, compute))
-            written += [str(p) for p in spec.outputs]
+            if cache.find_done(model.predict_spec(cfg, rnd, layout), layout) is None and client is None:
+                # one client for every round of the run, started only when a round needs predicting
+                client = stack.enter_context(dask_client(cfg.dask))
+            _log_step(*model.run_predict(cfg, rnd, layout, client=client))
+            written += [str(p) for p in layout.round_maps(rnd.name).values()]
     return written
 
 
 @task(name="account", retries=1, retry_delay_seconds=2, retry_condition_fn=retry_transient)
 def account(config_path: str, output_dir: str | None) -> str:
     cfg, layout = _setup(config_path, output_dir)
-    spec = cache.account_step(cfg, layout)
-    _log_step(spec, cache.run_cached(spec, lambda: steps.account(cfg, layout)))
+    _log_step(*accounting.run_account(cfg, layout))
     return str(layout.accounting)
 
 

@@ -1,11 +1,12 @@
 """Verification flow: check a run directory or bundle and publish the result.
 
-``verification_report(run_dir)`` re-hashes every file of the manifest and reports unlisted files
-(:func:`~mrv.report.manifest.verify_manifest`). With ``rederive=True`` it runs the whole verifier of
-``mrv report verify`` (:func:`mrv.report.verify.verify`: signature with ``public_key``, step chain,
-re-derivation of every artefact from its inputs). The result is a Prefect markdown artifact; a
-failure fails the flow run with :class:`~mrv.errors.VerificationError` after the artifact is
-written, so the evidence is kept with the failed run.
+``verification_report(run_dir)`` runs the same verifier as ``mrv report verify``
+(:func:`mrv.report.verify.verify`): signature with ``public_key``, every file's hash, the step chain
+and the re-derivation of every artefact from its inputs. ``hash_only=True`` mirrors
+``mrv report verify --hash-only`` (signature, hashes, completeness and step chain; no re-derivation).
+The result is a Prefect markdown artifact; a failure fails the flow run with
+:class:`~mrv.errors.VerificationError` after the artifact is written, so the evidence is kept with the
+failed run (for a run directory, the artifact lists every file that does not match the manifest).
 """
 
 from __future__ import annotations
@@ -16,69 +17,70 @@ from typing import Any
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 
-from flows.regional_monitoring import retry_transient
-from mrv.errors import VerificationError
-from mrv.report.manifest import VerifyResult, raise_on_mismatch, verify_manifest
+from mrv.errors import MRVError, VerificationError
+from mrv.report.manifest import verify_manifest
+from mrv.report.verify import Verification, verify
 
-ARTIFACT_KEY = "manifest-verification"
-REDERIVE_ARTIFACT_KEY = "run-verification"
+ARTIFACT_KEY = "run-verification"
 
 
-def _markdown(run_dir: Path, result: VerifyResult) -> str:
-    if result.ok:
-        return (
-            f"## Manifest verification: OK\n\nAll {result.checked} files listed in `{run_dir}/manifest.json` match.\n"
-        )
-    rows = "\n".join(
-        f"| `{m.path}` | {m.reason} | `{m.expected[:12]}` | `{(m.actual or '-')[:12]}` |" for m in result.mismatches
+def _ok_markdown(result: Verification) -> str:
+    rows = "\n".join(f"| {lk.name} | {lk.method} | {lk.seconds:.2f} | {lk.detail} |" for lk in result.links)
+    links = (
+        f"\n\n| link | method | s | detail |\n|---|---|---|---|\n{rows}\n"
+        if result.links
+        else "\n\nRe-derivation skipped (hash_only).\n"
     )
     return (
-        f"## Manifest verification: FAILED\n\n{len(result.mismatches)} files of `{run_dir}` do not match "
-        f"`manifest.json` ({result.checked} listed).\n\n| file | reason | expected sha256 | found sha256 |\n"
-        f"|---|---|---|---|\n{rows}\n\nRestore the listed files from the original run (or its archive), "
-        "or re-run the pipeline to regenerate the outputs and a fresh manifest.\n"
+        f"## Verification: OK\n\nSignature: {result.signature.status}; {result.files} files match manifest.json, "
+        f"{result.steps} steps chained.{links}"
     )
 
 
-@task(name="verify-manifest", retries=1, retry_delay_seconds=2, retry_condition_fn=retry_transient)
-def verify(run_dir: str) -> dict[str, Any]:
-    path = Path(run_dir).expanduser().resolve()
-    result = verify_manifest(path)
-    create_markdown_artifact(
-        key=ARTIFACT_KEY, markdown=_markdown(path, result), description=f"Manifest check of {path}"
-    )
-    raise_on_mismatch(result)
-    return {"run_dir": str(path), "ok": result.ok, "checked": result.checked}
-
-
-@task(name="rederive-run", retries=0)
-def rederive(run_dir: str, public_key: str | None) -> dict[str, Any]:
-    from mrv.report.verify import verify as verify_run
-
-    path = Path(run_dir).expanduser()
+def _failed_markdown(path: Path, exc: VerificationError) -> str:
+    text = f"## Verification: FAILED\n\n{exc}\n"
+    if not path.is_dir():
+        return text
     try:
-        result = verify_run(path, public_key=Path(public_key) if public_key else None)
+        mismatches = verify_manifest(path).mismatches
+    except MRVError:
+        return text
+    if mismatches:
+        rows = "\n".join(
+            f"| `{m.path}` | {m.reason} | `{m.expected[:12]}` | `{(m.actual or '-')[:12]}` |" for m in mismatches
+        )
+        text += (
+            f"\n{len(mismatches)} files do not match `manifest.json`:\n\n| file | reason | expected sha256 | found sha256 |\n"
+            f"|---|---|---|---|\n{rows}\n\nRestore the listed files from the original run (or its archive), "
+            "or re-run the pipeline to regenerate the outputs and a fresh manifest.\n"
+        )
+    return text
+
+
+@task(name="verify-run", retries=0)
+def verify_run(run_dir: str, public_key: str | None = None, hash_only: bool = False) -> dict[str, Any]:
+    """:func:`mrv.report.verify.verify` on ``run_dir`` (a run directory, bundle directory or bundle zip)."""
+    path = Path(run_dir).expanduser().resolve()
+    try:
+        result = verify(path, public_key=Path(public_key) if public_key else None, rederive=not hash_only)
     except VerificationError as exc:
         create_markdown_artifact(
-            key=REDERIVE_ARTIFACT_KEY, markdown=f"## Verification: FAILED\n\n{exc}\n", description=f"Verification of {path}"
+            key=ARTIFACT_KEY, markdown=_failed_markdown(path, exc), description=f"Verification of {path}"
         )
         raise
-    rows = "\n".join(f"| {lk.name} | {lk.method} | {lk.seconds:.2f} | {lk.detail} |" for lk in result.links)
-    create_markdown_artifact(
-        key=REDERIVE_ARTIFACT_KEY,
-        markdown=(
-            f"## Verification: OK\n\nSignature: {result.signature.status}; {result.files} files, {result.steps} steps "
-            f"chained.\n\n| link | method | s | detail |\n|---|---|---|---|\n{rows}\n"
-        ),
-        description=f"Verification of {path}",
-    )
-    return {"links": [lk.name for lk in result.links], "signature": result.signature.status, "seconds": result.seconds}
+    create_markdown_artifact(key=ARTIFACT_KEY, markdown=_ok_markdown(result), description=f"Verification of {path}")
+    return {
+        "run_dir": str(path),
+        "ok": True,
+        "files": result.files,
+        "steps": result.steps,
+        "links": [lk.name for lk in result.links],
+        "signature": result.signature.status,
+        "seconds": result.seconds,
+    }
 
 
 @flow(name="verification-report", log_prints=False)
-def verification_report(run_dir: str, rederive_all: bool = False, public_key: str | None = None) -> dict[str, Any]:
-    """Re-hash every file in ``run_dir/manifest.json``; with ``rederive_all`` also re-derive every artefact."""
-    out = verify(str(run_dir))
-    if rederive_all:
-        out = {**out, **rederive(str(run_dir), public_key)}
-    return out
+def verification_report(run_dir: str, hash_only: bool = False, public_key: str | None = None) -> dict[str, Any]:
+    """Verify ``run_dir`` as ``mrv report verify`` does (re-deriving every artefact unless ``hash_only``)."""
+    return verify_run(str(run_dir), public_key, hash_only)

@@ -47,11 +47,16 @@ class RunResult:
         return [str(r) for r in self.report["run"]["rounds"]]
 
     def map_path(self, stat: str = "mean", *, round: str | None = None) -> Path:
-        """The COG of ``stat`` (``mean``, ``p05``, ``p50``, ``p95``, ``sd``) for ``round`` (default: the latest)."""
+        """The COG of ``stat`` (``mean``, ``p05``, ``p50``, ``p95``, ``sd``, ``width90``) for ``round`` (default: the latest)."""
+        from mrv.errors import MRVError
         from mrv.pipeline.layout import RunLayout
 
-        layout = RunLayout(self.run_dir)
-        maps = layout.round_maps(round) if round is not None else layout.latest_maps()
+        if round is not None and round not in self.rounds:
+            raise ConfigError(f"No round {round!r} in this run; its rounds: {', '.join(self.rounds)}.")
+        try:
+            maps = RunLayout(self.run_dir).round_maps(round or self.rounds[-1])
+        except MRVError as exc:
+            raise ConfigError(str(exc)) from exc
         if stat not in maps:
             raise ConfigError(f"No map {stat!r}; choose one of {', '.join(maps)}.")
         path = maps[stat]

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from mrv import logs, progress
 from mrv.errors import MRVError
+from mrv.modeling.cli import add_commands as add_model_commands
 from mrv.samples.cli import add_commands as add_sample_commands
 from mrv.textsafe import for_terminal, for_terminal_lines
 
@@ -226,6 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--reference-mass", default=None, help="ESM reference soil mass in Mg/ha, 'lightest' or 'baseline_mean'")
     st.add_argument("-o", "--output", type=Path, required=True)
     st.set_defaults(func=_cmd_stocks)
+
+    add_model_commands(sub)
 
     rep = sub.add_parser("report", help="verifier report tools").add_subparsers(dest="report_command", required=True)
     ver = rep.add_parser(

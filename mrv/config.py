@@ -7,6 +7,7 @@ moved together with its data. Nothing here is read at import time.
 from __future__ import annotations
 
 import datetime as dt
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -24,6 +25,31 @@ if TYPE_CHECKING:
 
 #: Field metadata of values the loader fills in (parsed profiles, the config's own path): not YAML keys.
 RESOLVED = {"resolved": True}
+#: Field metadata of YAML keys whose default the loader resolves per machine (no fixed default in the schema).
+RESOLVED_DEFAULT = {"resolved_default": True}
+#: Environment variable naming the shared model registry when ``model.registry_dir`` is not set.
+MODEL_REGISTRY_ENV = "MRV_MODEL_REGISTRY"
+
+
+def default_model_registry() -> Path:
+    """Where models are registered when ``model.registry_dir`` is not set (see ``models/README.md``).
+
+    In order: ``$MRV_MODEL_REGISTRY`` (relative to the working directory); ``models/`` of the source
+    checkout this package runs from (a ``models/`` directory beside ``pyproject.toml``); else
+    ``$XDG_DATA_HOME/mrv/models`` (``~/.local/share/mrv/models``), so an installed package never
+    writes into site-packages. Only the path is resolved; the registry creates it on first use.
+    """
+    env = os.environ.get(MODEL_REGISTRY_ENV, "").strip()
+    if env:
+        return Path(env).expanduser().resolve()
+    checkout = Path(__file__).resolve().parents[1]
+    if (checkout / "pyproject.toml").is_file() and (checkout / "models").is_dir():
+        return checkout / "models"
+    data_home = Path(os.environ.get("XDG_DATA_HOME", "").strip() or "~/.local/share").expanduser()
+    if not data_home.is_absolute():  # the XDG spec says to ignore a relative XDG_DATA_HOME
+        data_home = Path.home() / ".local" / "share"
+    return data_home / "mrv" / "models"
+
 
 SampleSource = Literal["lab", "crowd"]
 ImagerySourceKind = Literal["local", "stac", "sentinelhub"]
@@ -127,7 +153,7 @@ class SampleFileConfig:
 
 
 @dataclass(frozen=True)
-class ErrorModel:
+class SampleErrorModel:
     """Measurement error of one sample source (``samples.error_models.<source>``)."""
 
     soc_rel_sd: float
@@ -136,8 +162,8 @@ class ErrorModel:
     """SD of a measured core bulk density (g/cm3)."""
 
 
-def _default_error_models() -> dict[str, ErrorModel]:
-    return {"lab": ErrorModel(soc_rel_sd=0.04), "crowd": ErrorModel(soc_rel_sd=0.20)}
+def _default_error_models() -> dict[str, SampleErrorModel]:
+    return {"lab": SampleErrorModel(soc_rel_sd=0.04), "crowd": SampleErrorModel(soc_rel_sd=0.20)}
 
 
 @dataclass(frozen=True)
@@ -151,7 +177,7 @@ class SamplesConfig:
     (:mod:`mrv.samples.qa`) use ``gps_tolerance_m``.
     """
 
-    error_models: dict[str, ErrorModel] = field(default_factory=_default_error_models)
+    error_models: dict[str, SampleErrorModel] = field(default_factory=_default_error_models)
     outlier_radius_m: float = field(default=500.0, metadata={"yaml": "outliers.radius_m"})
     outlier_k: float = field(default=3.5, metadata={"yaml": "outliers.k"})
     outlier_min_lab_sites: int = field(default=3, metadata={"yaml": "outliers.min_lab_sites"})
@@ -262,10 +288,10 @@ class ModelConfig:
     """Prior SD of the stock not explained by covariates; with each sample's measurement SD it sets
     the inverse-variance sample weights w_i = 1 / (process_sd^2 + sd_i^2)."""
     seed: int = 0
-    registry_dir: Path | None = None
-    """Model registry (:mod:`mrv.modeling.registry`) the trained model is registered in; ``None`` means
-    ``<output_dir>/models``. Point several runs at one directory to share it. The run directory keeps its
-    own copy in ``model/`` either way."""
+    registry_dir: Path = field(default_factory=default_model_registry, metadata=RESOLVED_DEFAULT)
+    """Shared, content-addressed model registry (:mod:`mrv.modeling.registry`, ``models/README.md``) the
+    trained model is registered in, relative to the config file. Unset: ``$MRV_MODEL_REGISTRY``, else
+    ``models/`` of the source checkout, else ``~/.local/share/mrv/models`` (resolved when the config is loaded)."""
     round_normalisation: bool = True
     """Normalise each round's covariates by their own median and IQR over the field pixels before training
     and prediction (:func:`mrv.modeling.features.round_normalisation`), so imagery differences between
@@ -606,7 +632,7 @@ def parse_config(raw: Any, *, source_path: Path, output_dir: str | Path | None =
         confidence=_confidence(mod.get("confidence", 0.9, float), "model.confidence"),
         process_sd_t_ha=_positive(mod.get("process_sd_t_ha", 5.0, (int, float)), "model.process_sd_t_ha"),
         seed=int(mod.get("seed", 0, int)),
-        registry_dir=mod.path("registry_dir", None),
+        registry_dir=mod.path("registry_dir", None) or default_model_registry(),
         round_normalisation=bool(mod.get("round_normalisation", True, bool)),
     )
     mod.close()
@@ -737,7 +763,7 @@ def _parse_samples(sec: _Section) -> SamplesConfig:
             raise ConfigError(f"{m.where}.soc_rel_sd is a relative SD between 0 and 1 (0.04 = 4 %), got {rel}.")
         if not 0 <= bd_sd < 1:
             raise ConfigError(f"{m.where}.bd_sd_g_cm3 must be between 0 and 1 g/cm3, got {bd_sd}.")
-        models[source] = ErrorModel(soc_rel_sd=rel, bd_sd_g_cm3=bd_sd)
+        models[source] = SampleErrorModel(soc_rel_sd=rel, bd_sd_g_cm3=bd_sd)
     em.close()
     out = sec.section("outliers")
     cfg = SamplesConfig(

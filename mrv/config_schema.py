@@ -88,6 +88,8 @@ def _schema_for(tp: Any) -> dict[str, Any]:
 
 
 def _default_of(f: dataclasses.Field[Any]) -> Any:
+    if f.metadata.get("resolved_default"):
+        return dataclasses.MISSING  # machine-specific, resolved by the loader: described in the docstring
     if f.default is not dataclasses.MISSING:
         value = f.default
     elif f.default_factory is not dataclasses.MISSING:

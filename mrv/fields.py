@@ -1,59 +1,178 @@
-"""Field polygons: read from GeoJSON (RFC 7946, lon/lat) and projected to the project CRS."""
+"""Field polygons: read with GDAL (pyogrio) from GeoJSON, GeoPackage or Shapefile and projected to the project CRS.
+
+The one reader of field boundaries in the package (the pipeline, validation, verification and the report maps
+all call :func:`read_fields`). GeoJSON is lon/lat WGS 84 by RFC 7946 section 4; GDAL honours a legacy (2008
+GeoJSON) ``crs`` member naming another CRS. A GeoPackage layer or a Shapefile (``.prj``) carries its own CRS.
+"""
 
 from __future__ import annotations
 
-import json
+import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pyproj import Transformer
+import shapely
+from pyproj import CRS, Transformer
+from pyproj.exceptions import CRSError
 from rasterio.features import rasterize
-from shapely import ops
-from shapely.geometry import shape
+from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
 
 from mrv.errors import ConfigError
 from mrv.grid import Grid
 
+__all__ = [
+    "Field",
+    "FieldCoverage",
+    "ZoneRaster",
+    "field_coverage",
+    "field_files",
+    "field_index_raster",
+    "fields_bounds",
+    "read_fields",
+]
+
+log = logging.getLogger(__name__)
+
+#: The layer read from a file holding several (a GeoPackage); a file with one layer is read whatever its name.
+FIELDS_LAYER = "fields"
+#: Files that belong to a Shapefile besides the ``.shp`` (ESRI Shapefile Technical Description, 1998; ``.cpg``
+#: code page, ``.qix``/``.sbn``/``.sbx`` spatial indexes).
+SHAPEFILE_SIDECARS: tuple[str, ...] = (".shx", ".dbf", ".prj", ".cpg", ".qix", ".sbn", ".sbx")
+_POLYGONAL = ("Polygon", "MultiPolygon")
+_FORMATS = "a GeoJSON FeatureCollection, a GeoPackage or a Shapefile"
+
 
 @dataclass(frozen=True)
 class Field:
     field_id: str
+    """The ``field_id`` attribute of the feature, as text; unique within the file."""
     properties: dict[str, Any]
+    """Every attribute of the feature (Python values; attributes the feature leaves empty are left out)."""
     geometry: BaseGeometry
-    """Polygon in the project CRS (metres)."""
+    """Polygon or MultiPolygon in the project CRS (metres), valid (GEOS ``make_valid`` where it was not)."""
 
     @property
     def area_ha(self) -> float:
         return float(self.geometry.area) / 10_000.0
 
 
-def read_fields(path: Path, *, crs: str) -> tuple[Field, ...]:
-    """Read field polygons and project them from EPSG:4326 to ``crs``.
+def field_files(path: Path) -> tuple[Path, ...]:
+    """The files a field-polygon dataset consists of: ``path``, plus the existing sidecars of a Shapefile.
 
-    GeoJSON is lon/lat WGS 84 by RFC 7946; a legacy ``crs`` member naming another CRS is honoured.
+    What a bundle must copy and a manifest hash for the polygons to be read back the same.
     """
+    path = Path(path)
+    if path.suffix.lower() != ".shp":
+        return (path,)
+    sidecars = [path.with_suffix(ext) for ext in (*SHAPEFILE_SIDECARS, *(e.upper() for e in SHAPEFILE_SIDECARS))]
+    return (path, *dict.fromkeys(p for p in sidecars if p.is_file()))
+
+
+def _layer(path: Path) -> str | None:
+    """The layer to read: the only one, or the one named :data:`FIELDS_LAYER`."""
+    import pyogrio
+
+    layers = [str(name) for name, _ in pyogrio.list_layers(path)]
+    if len(layers) <= 1:
+        return None
+    if FIELDS_LAYER in layers:
+        return FIELDS_LAYER
+    raise ConfigError(
+        f"{path} holds {len(layers)} layers ({', '.join(layers)}); name the layer of field polygons "
+        f"'{FIELDS_LAYER}' or give a file with that layer only."
+    )
+
+
+def _python(value: Any) -> Any:
+    """A numpy scalar from GDAL as the plain Python value (``None`` for null / NaN)."""
+    if value is None:
+        return None
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def _source_crs(path: Path, crs_text: str | None) -> CRS:
+    if not crs_text:
+        raise ConfigError(
+            f"{path} has no coordinate reference system, so its coordinates cannot be placed. Give the CRS "
+            "(a .prj beside a Shapefile, the layer's SRS in a GeoPackage), or use GeoJSON in lon/lat (RFC 7946)."
+        )
     try:
-        doc = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"Cannot read field polygons from {path}: {exc}. Give a GeoJSON FeatureCollection.") from exc
-    src_crs = doc.get("crs", {}).get("properties", {}).get("name", "EPSG:4326")
-    tr = Transformer.from_crs(src_crs, crs, always_xy=True)
+        return CRS.from_user_input(crs_text)
+    except CRSError as exc:
+        raise ConfigError(f"{path}: its CRS {crs_text!r} is not understood ({exc}). Re-save it with an EPSG CRS.") from exc
+
+
+def _polygonal(geom: BaseGeometry) -> BaseGeometry:
+    """The polygonal part of a ``make_valid`` result (which may add the lines or points of a collapsed ring)."""
+    if geom.geom_type in _POLYGONAL:
+        return geom
+    parts = [g for g in getattr(geom, "geoms", []) if g.geom_type in _POLYGONAL]
+    polys: list[Polygon] = [q for g in parts for q in (g.geoms if isinstance(g, MultiPolygon) else [g])]
+    return MultiPolygon(polys) if len(polys) > 1 else (polys[0] if polys else Polygon())
+
+
+def read_fields(path: Path, *, crs: str) -> tuple[Field, ...]:
+    """Read field polygons (GeoJSON, GeoPackage or Shapefile, through GDAL/pyogrio) and project them to ``crs``.
+
+    Every feature needs a unique ``field_id`` attribute and a Polygon or MultiPolygon geometry (Z dropped).
+    GeoJSON is lon/lat WGS 84 (RFC 7946); a legacy ``crs`` member naming another CRS is honoured, as are
+    a GeoPackage layer's SRS and a Shapefile's ``.prj``. An invalid polygon (e.g. a self-intersecting ring)
+    is repaired with GEOS ``make_valid`` in the project CRS, and the repair is logged with its reason and the
+    area before and after. A file with several layers is read from its layer named ``fields``.
+    """
+    from pyogrio.errors import DataLayerError, DataSourceError, FieldError, GeometryError
+    from pyogrio.raw import read
+
+    path = Path(path)
+    try:
+        layer = _layer(path)
+        meta, _, wkb, values = read(path, layer=layer, force_2d=True)
+    except (DataSourceError, DataLayerError, FieldError, GeometryError, OSError, ValueError) as exc:
+        raise ConfigError(f"Cannot read field polygons from {path}: {exc}. Give {_FORMATS}.") from exc
+    names = [str(n) for n in meta["fields"]]
+    columns: Mapping[str, Any] = dict(zip(names, values, strict=True))
+    if wkb is None or len(wkb) == 0:
+        raise ConfigError(f"{path} contains no field polygons.")
+    tr = Transformer.from_crs(_source_crs(path, meta.get("crs")), crs, always_xy=True)
+    ids = columns.get("field_id")
     fields = []
     seen: set[str] = set()
-    for i, feat in enumerate(doc.get("features", [])):
-        props = dict(feat.get("properties") or {})
-        fid = props.get("field_id")
+    for i, raw in enumerate(wkb):
+        props = {k: v for k in names if (v := _python(columns[k][i])) is not None}
+        fid = None if ids is None else _python(ids[i])
         if fid is None:
             raise ConfigError(f"{path}: feature {i} has no 'field_id' property; every field needs a unique id.")
         fid = str(fid)
         if fid in seen:
             raise ConfigError(f"{path}: field_id {fid!r} appears twice; field ids must be unique.")
         seen.add(fid)
-        geom = ops.transform(tr.transform, shape(feat["geometry"]))
+        if raw is None:
+            raise ConfigError(f"{path}: field {fid!r} has an empty geometry; fix or remove it.")
+        shape = shapely.from_wkb(raw)
+        if shape.geom_type not in _POLYGONAL:
+            raise ConfigError(
+                f"{path}: field {fid!r} is a {shape.geom_type}, not a polygon; field boundaries must be "
+                "Polygon or MultiPolygon features."
+            )
+        geom = shapely.transform(shape, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
+        if not geom.is_empty and not geom.is_valid:
+            reason = shapely.is_valid_reason(geom)
+            repaired = _polygonal(shapely.make_valid(geom))
+            log.warning(
+                "%s: field %r has an invalid polygon (%s); repaired with make_valid: %.4f ha -> %.4f ha. "
+                "Fix the boundary in the source file to silence this.",
+                path, fid, reason, geom.area / 10_000.0, repaired.area / 10_000.0,
+            )  # fmt: skip
+            geom = repaired
         if geom.is_empty or geom.area <= 0:
             raise ConfigError(f"{path}: field {fid!r} has an empty geometry; fix or remove it.")
         fields.append(Field(field_id=fid, properties=props, geometry=geom))

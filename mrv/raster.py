@@ -14,6 +14,7 @@ import rasterio.shutil
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
+from mrv.fsio import atomic_path
 from mrv.grid import Grid, Tile
 
 #: zlib level of the COG copies: level 1 compresses a float32 map (predictor 3) ~1.5x faster than the
@@ -42,8 +43,6 @@ def write_cog(
         arr = arr[None]
     if arr.shape[1:] != grid.shape:
         raise ValueError(f"array shape {arr.shape[1:]} does not match grid {grid.shape}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.tif")
     profile = {
         "driver": "COG",
         "width": grid.width,
@@ -54,7 +53,8 @@ def write_cog(
         "blocksize": 256,
         **_FLOAT_OPTIONS,
     }
-    with rasterio.open(tmp, "w", **profile) as dst:
+    # atomic: a crashed run never leaves a half-written map under the final name
+    with atomic_path(path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
         dst.write(arr)
         if tags:
             dst.update_tags(**{k: str(v) for k, v in tags.items()})
@@ -63,7 +63,6 @@ def write_cog(
                 dst.set_band_description(i + 1, band_names[i])
             if band_tags:
                 dst.update_tags(i + 1, **{k: str(v) for k, v in band_tags[i].items()})
-    tmp.replace(path)  # atomic: a crashed run never leaves a half-written map under the final name
     return path
 
 
@@ -186,12 +185,11 @@ def _staging_profile(grid: Grid, *, count: int, compress: bool = True) -> dict[s
 
 def _finish_cog(staging: Path, final: Path) -> None:
     """Copy a staging GeoTIFF to a COG under ``final`` (tags and descriptions kept), atomically, and drop it."""
-    tmp = final.with_suffix(".tmp.tif")
-    rasterio.shutil.copy(
-        staging, tmp, driver="COG", compress="deflate", predictor=3, level=COG_DEFLATE_LEVEL, blocksize=256,
-        BIGTIFF="IF_SAFER", num_threads="ALL_CPUS",
-    )  # fmt: skip
-    tmp.replace(final)  # atomic, as in write_cog
+    with atomic_path(final) as tmp:  # atomic, as in write_cog
+        rasterio.shutil.copy(
+            staging, tmp, driver="COG", compress="deflate", predictor=3, level=COG_DEFLATE_LEVEL, blocksize=256,
+            BIGTIFF="IF_SAFER", num_threads="ALL_CPUS",
+        )  # fmt: skip
     staging.unlink()
 
 

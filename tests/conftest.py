@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import socket
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +13,10 @@ import pystac
 import pytest
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# Models registered by tests (and their subprocesses) go to a throw-away registry, never into the
+# checkout's models/ or the user's ~/.local/share/mrv/models (mrv.config.default_model_registry).
+os.environ["MRV_MODEL_REGISTRY"] = tempfile.mkdtemp(prefix="mrv-test-models-")
+atexit.register(shutil.rmtree, os.environ["MRV_MODEL_REGISTRY"], True)
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures"

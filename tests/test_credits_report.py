@@ -16,7 +16,7 @@ from regions import region_config
 from mrv.config import load_config
 from mrv.pipeline import steps
 from mrv.pipeline.layout import RunLayout
-from mrv.pipeline.report_step import build_report
+from mrv.report.build import build_report
 from mrv.synthetic import SceneSpec
 
 pytestmark = pytest.mark.slow

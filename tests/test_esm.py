@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from mrv.errors import StockError
 from mrv.samples.esm import (
     core_area_cm2,
-    cumulative_profile,
+    cumulative_mass_curve,
     equivalent_depth_cm,
     esm_stock,
     mass_at_depth_mg_ha,
@@ -40,7 +40,7 @@ CORE_AREA_CM2 = 14.522012
 def _vm0042_profile(pid: str):  # type: ignore[no-untyped-def]
     layers, _ = VM0042[pid]
     mass = soil_mass_from_core_mg_ha([m for m, _ in layers], CORE_AREA_CM2)
-    return cumulative_profile([0, 30], [30, 50], mass, [c for _, c in layers], profile_id=pid)
+    return cumulative_mass_curve([0, 30], [30, 50], mass, [c for _, c in layers], profile_id=pid)
 
 
 def _vm0042_table() -> pd.DataFrame:
@@ -122,7 +122,7 @@ def test_spline_passes_through_the_cumulative_points() -> None:
 
 def test_uniform_profile_is_linear_in_mass() -> None:
     # constant 12 g/kg: any reference mass M holds M * 12 / 1000 t C
-    prof = cumulative_profile([0, 10, 30], [10, 30, 60], [1300.0, 2700.0, 4500.0], [12.0] * 3)
+    prof = cumulative_mass_curve([0, 10, 30], [10, 30, 60], [1300.0, 2700.0, 4500.0], [12.0] * 3)
     assert esm_stock(prof, 5000.0).soc_stock_t_ha == pytest.approx(60.0, abs=1e-9)
     # equivalent depth: 5000 Mg/ha lies 1000/4500 into the 30-60 layer -> 30 + 30*1000/4500
     assert esm_stock(prof, 5000.0).equivalent_depth_cm == pytest.approx(36.6667, abs=1e-4)
@@ -130,7 +130,7 @@ def test_uniform_profile_is_linear_in_mass() -> None:
 
 def test_decreasing_natural_spline_is_refused_and_pchip_is_available() -> None:
     # topsoil 30 g/kg over a subsoil of 1 g/kg: the natural spline overshoots and then falls
-    prof = cumulative_profile([0, 30], [30, 50], [2000.0, 1300.0], [30.0, 1.0], profile_id="X")
+    prof = cumulative_mass_curve([0, 30], [30, 50], [2000.0, 1300.0], [30.0, 1.0], profile_id="X")
     # cumulative points: (2000, 60.0), (3300, 61.3)
     with pytest.raises(StockError, match="X.*decreases.*pchip"):
         esm_stock(prof, 3250.0)
@@ -143,9 +143,9 @@ def test_decreasing_natural_spline_is_refused_and_pchip_is_available() -> None:
 
 def test_bad_profile_geometry_is_refused() -> None:
     with pytest.raises(StockError, match="not contiguous"):
-        cumulative_profile([0, 12], [10, 30], [1000.0, 2000.0], [10.0, 5.0], profile_id="G")
+        cumulative_mass_curve([0, 12], [10, 30], [1000.0, 2000.0], [10.0, 5.0], profile_id="G")
     with pytest.raises(StockError, match="starts at 5 cm"):
-        cumulative_profile([5], [30], [1000.0], [10.0])
+        cumulative_mass_curve([5], [30], [1000.0], [10.0])
 
 
 def test_reference_mass_rules() -> None:
@@ -168,7 +168,7 @@ def test_reference_mass_rules() -> None:
 def test_esm_stock_is_monotone_in_reference_mass(layers: list[tuple[float, float]], lo: float, hi: float) -> None:
     lo, hi = sorted((lo, hi))
     n = len(layers)
-    prof = cumulative_profile(
+    prof = cumulative_mass_curve(
         np.arange(n) * 10.0, np.arange(1, n + 1) * 10.0, [m for m, _ in layers], [c for _, c in layers]
     )
     total = prof.soil_mass_mg_ha[-1]

@@ -122,41 +122,37 @@ def test_ingest_flow_takes_the_database_url_from_a_secret_block_never_from_param
         database_url("secret:no-such-block")
 
 
-def _run_dir(tmp_path: Path) -> Path:
-    from mrv.report.manifest import write_manifest
-
-    run = tmp_path / "run"
-    (run / "maps").mkdir(parents=True)
-    (run / "maps" / "soc.tif").write_bytes(b"\x00map")
-    (run / "report.json").write_text("{}")
-    (tmp_path / "fields.geojson").write_text("{}")
-    (tmp_path / "run.yaml").write_text("name: x\n")
-    write_manifest(
-        run,
-        inputs={"fields": tmp_path / "fields.geojson"},
-        config=tmp_path / "run.yaml",
-        outputs=[run / "maps", run / "report.json"],
-    )
-    return run
-
-
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_api")
-def test_verification_flow_passes_then_fails_on_tampered_output(tmp_path: Path) -> None:
+def test_verification_flow_is_the_cli_verify_and_fails_on_tampered_output(tmp_path: Path) -> None:
+    """The flow runs mrv.report.verify.verify (re-derivation by default, --hash-only as hash_only=True)."""
+    from regions import region_config
+    from test_verify_bundle import SECTIONS, SPEC, run_pipeline
+
     from flows.verification_report import ARTIFACT_KEY, verification_report
 
-    run = _run_dir(tmp_path)
+    config, _ = region_config(tmp_path, SPEC, name="flow-verify", output_dir=tmp_path / "run", sections=SECTIONS)
+    run = run_pipeline(config)
     state = verification_report(run_dir=str(run), return_state=True)
-    assert state.result() == {"run_dir": str(run.resolve()), "ok": True, "checked": 4}
-    assert "OK" in _artifacts(state.state_details.flow_run_id)[ARTIFACT_KEY].data
+    out = state.result()
+    assert out["ok"] is True
+    assert {"model", "accounting", "report", "rendering"} <= set(out["links"])  # re-derived, as the CLI does
+    markdown = _artifacts(state.state_details.flow_run_id)[ARTIFACT_KEY].data
+    assert "## Verification: OK" in markdown
+    assert "| accounting | re-derived |" in markdown
 
-    (run / "maps" / "soc.tif").write_bytes(b"\x00tampered")
+    state = verification_report(run_dir=str(run), hash_only=True, return_state=True)
+    assert state.result()["links"] == []
+    assert "Re-derivation skipped" in _artifacts(state.state_details.flow_run_id)[ARTIFACT_KEY].data
+
+    with (run / "report.html").open("ab") as f:
+        f.write(b"<!-- tampered -->")
     state = verification_report(run_dir=str(run), return_state=True)
     assert state.is_failed()
     assert isinstance(state.result(raise_on_failure=False), VerificationError)
     markdown = _artifacts(state.state_details.flow_run_id)[ARTIFACT_KEY].data
-    assert "FAILED" in markdown
-    assert "| `maps/soc.tif` | sha256 mismatch |" in markdown
+    assert "## Verification: FAILED" in markdown
+    assert "| `report.html` | sha256 mismatch |" in markdown
 
 
 @pytest.mark.slow

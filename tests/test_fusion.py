@@ -24,7 +24,7 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from mrv.config import BareSoilConfig, ErrorModel, ModelConfig, SamplesConfig, parse_config
+from mrv.config import BareSoilConfig, ModelConfig, SampleErrorModel, SamplesConfig, parse_config
 from mrv.errors import ConfigError, SampleError
 from mrv.imagery.composite import bare_soil_composite, covariate_stack
 from mrv.modeling.features import extract_at_points
@@ -174,8 +174,8 @@ def test_samples_section_configures_error_models_and_outlier_check(tmp_path: Pat
         _config({"error_models": {"crowd": {"soc_rel_sd": 0.3}}, "outliers": {"radius_m": 800, "k": 4}}),
         source_path=tmp_path / "run.yaml",
     )
-    assert cfg.samples.error_models["crowd"] == ErrorModel(soc_rel_sd=0.3, bd_sd_g_cm3=0.05)
-    assert cfg.samples.error_models["lab"] == ErrorModel(soc_rel_sd=0.04)  # default kept
+    assert cfg.samples.error_models["crowd"] == SampleErrorModel(soc_rel_sd=0.3, bd_sd_g_cm3=0.05)
+    assert cfg.samples.error_models["lab"] == SampleErrorModel(soc_rel_sd=0.04)  # default kept
     assert (cfg.samples.outlier_radius_m, cfg.samples.outlier_k) == (800.0, 4.0)
     default = parse_config(_config(None), source_path=tmp_path / "run.yaml")
     assert default.samples == replace(SamplesConfig())

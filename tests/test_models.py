@@ -12,7 +12,15 @@ import pytest
 import xarray as xr
 from scipy.spatial.distance import cdist
 
-from mrv.config import ImageryConfig, ModelConfig, RegionConfig, RoundConfig, RunConfig, parse_config
+from mrv.config import (
+    ImageryConfig,
+    ModelConfig,
+    RegionConfig,
+    RoundConfig,
+    RunConfig,
+    default_model_registry,
+    parse_config,
+)
 from mrv.errors import ConfigError, CovariateMismatch, ModelError
 from mrv.grid import Grid
 from mrv.modeling.model import GBMQuantileModel, SOCModel, SOCPredictor, fit_estimator
@@ -21,8 +29,8 @@ from mrv.modeling.registry import MODEL_FILE, list_models, read_card
 from mrv.modeling.train import train
 from mrv.modeling.validation import fold_indices, fold_sizes
 from mrv.modeling.variogram import block_floor, choose_block_size, estimate_variogram
-from mrv.pipeline import steps
-from mrv.pipeline.layout import RunLayout
+from mrv.pipeline import model as steps
+from mrv.pipeline.layout import RunLayout, StepPlace
 from mrv.raster import write_cog
 
 COVS = ["c0", "c1", "c2", "c3"]
@@ -223,7 +231,7 @@ def test_model_config_parsing(tmp_path: Path) -> None:
     cfg = parse_config(_raw_config(), source_path=src).model
     assert cfg.cv_block_size_m == "auto"
     assert cfg.kind == "qrf"
-    assert cfg.registry_dir is None
+    assert cfg.registry_dir == default_model_registry()  # resolved at load (tests: $MRV_MODEL_REGISTRY)
     cfg = parse_config(
         _raw_config(kind="gbm_quantile", cv_block_size_m=750, registry_dir="../reg", gbm_max_iter=50), source_path=src
     ).model
@@ -279,7 +287,12 @@ def _write_round(layout: RunLayout, grid: Grid, names: list[str], *, n_sites: in
 @pytest.fixture
 def run(tmp_path: Path) -> tuple[RunConfig, RunLayout, Grid]:
     grid = Grid(crs="EPSG:32633", bounds=(500_000.0, 5_000_000.0, 503_000.0, 5_003_000.0), resolution_m=30.0)
-    layout = RunLayout(tmp_path / "run")
+    root = tmp_path / "run"
+    layout = RunLayout(root)
+    for place in (StepPlace("imagery", "r1"), StepPlace("samples", "r1"), StepPlace("model"), StepPlace("maps", "r1")):
+        d = root / "placed" / place.label
+        d.mkdir(parents=True)
+        layout = layout.placed(place, d)
     layout.work("r1").mkdir(parents=True)
     _write_round(layout, grid, COVS)
     _write_field(tmp_path / "fields.geojson", grid)
@@ -291,7 +304,7 @@ def run(tmp_path: Path) -> tuple[RunConfig, RunLayout, Grid]:
         region=RegionConfig(fields=tmp_path / "fields.geojson", crs=grid.crs, resolution_m=30.0),
         imagery=ImageryConfig(source="local", collection="s2", catalog=tmp_path / "c.json", chunk_px=64),
         rounds=(RoundConfig("r1", dt.date(2021, 3, 1), dt.date(2021, 10, 31), ()),),
-        model=ModelConfig(n_estimators=30, cv_folds=3),
+        model=ModelConfig(n_estimators=30, cv_folds=3, registry_dir=tmp_path / "registry"),
     )
     return cfg, layout, grid
 
@@ -300,7 +313,7 @@ def test_fit_model_registers_and_prediction_checks_covariates(run) -> None:
     cfg, layout, grid = run
     path = steps.fit_model(cfg, layout)
     card = read_card_from(path)
-    reg = layout.root / "models"
+    reg = cfg.model.registry_dir
     assert list_models(reg) == [card["model_id"]]
     stored = reg / card["model_id"]
     assert (stored / MODEL_FILE).read_bytes() == path.read_bytes()
@@ -336,6 +349,7 @@ def test_configured_registry_and_tampered_run_model(run, tmp_path: Path) -> None
     assert isinstance(model, GBMQuantileModel)
     assert list_models(shared) == [model.model_id]
     assert not (layout.root / "models").exists()
+    assert not (tmp_path / "registry").exists()
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))

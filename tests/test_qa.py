@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from shapely.geometry import box
 
-from mrv.config import ErrorModel
+from mrv.config import SampleErrorModel
 from mrv.fields import read_fields
 from mrv.samples.qa import (
     SampleChecks,
@@ -258,7 +258,7 @@ def test_crowd_samples_far_from_nearby_lab_soc_are_flagged() -> None:
     assert flags["topsoil"] == ""  # compared with the lab 0-15 cm layers
     assert (flags[[f"L{i}A" for i in range(6)]] == "").all()
     # The error model matters: a crowd error of 200 % makes nothing an outlier.
-    loose = flag_sample_outliers_against_lab(frame(*lab, *crowd), error_models={"crowd": ErrorModel(soc_rel_sd=2.0)})
+    loose = flag_sample_outliers_against_lab(frame(*lab, *crowd), error_models={"crowd": SampleErrorModel(soc_rel_sd=2.0)})
     assert (loose["qa_flag"] == "").all()
     # Only the rows asked for are judged.
     only_low = [s == "low" for s in frame(*lab, *crowd)["sample_id"]]

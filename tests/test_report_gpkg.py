@@ -15,6 +15,7 @@ from shapely.geometry import box
 from mrv.errors import MRVError
 from mrv.fields import Field
 from mrv.report.gpkg import LAYER, write_fields_gpkg
+from mrv.report.schema import Report
 
 CRS = "EPSG:32633"
 
@@ -23,7 +24,7 @@ def _iv(mean: float, lo: float, hi: float) -> dict[str, float]:
     return {"mean": mean, "lower_90": lo, "upper_90": hi, "sd": 1.0}
 
 
-def _report() -> dict[str, object]:
+def _report() -> Report:
     a = {
         "field_id": "A", "name": "Süd <1>", "farm_id": "f1", "practice": "no-till", "area_ha": 4.0,
         "mapped_area_ha": 3.9, "mapped_fraction": 0.975,
@@ -37,8 +38,13 @@ def _report() -> dict[str, object]:
             "co2e_t": _iv(28.6, -14.3, 71.5),
         },
     }  # fmt: skip
-    b = {"field_id": "B", "name": "", "area_ha": 2.0, "rounds": {"2021": {"soc_stock_t_ha": _iv(40.0, 30.0, 50.0)}}}
-    return {"run": {"rounds": ["2021", "2024"], "created_utc": "2024-11-01T00:00:00Z"}, "fields": [a, b]}
+    b = {"field_id": "B", "name": "", "farm_id": "", "practice": "", "area_ha": 2.0,
+         "rounds": {"2021": {"soc_stock_t_ha": _iv(40.0, 30.0, 50.0)}}, "soc_stock_t_ha": _iv(40.0, 30.0, 50.0)}  # fmt: skip
+    a["soc_stock_t_ha"] = a["rounds"]["2024"]["soc_stock_t_ha"]  # type: ignore[index]
+    run = {"name": "t", "created_utc": "2024-11-01T00:00:00Z", "crs": CRS, "rounds": ["2021", "2024"],
+           "latest_round": "2024", "baseline_round": "2021", "depth_cm": 30, "confidence": 0.9}  # fmt: skip
+    project = {"area_ha": 6.0, "n_fields": 2, "soc_stock_t_ha": _iv(1, 0, 2), "soc_total_t": _iv(1, 0, 2), "rounds": {}}
+    return Report.from_json({"schema_version": 2, "run": run, "project": project, "fields": [a, b]})
 
 
 def _fields() -> tuple[Field, ...]:

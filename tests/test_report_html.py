@@ -18,6 +18,7 @@ from pyproj import Transformer
 from mrv.errors import MRVError
 from mrv.report.html import render_report_html
 from mrv.report.maps import png_data_uri, render_map_png
+from mrv.report.schema import Report
 
 EVIL = "<script>alert(1)</script> & Söhne"
 
@@ -28,7 +29,7 @@ def _iv(mean: float | None, lo: float | None, hi: float | None) -> dict[str, Any
 
 def make_report() -> dict[str, Any]:
     return {
-        "schema_version": 1,
+        "schema_version": 2,
         "run": {
             "name": "demo",
             "created_utc": "2024-11-05T10:20:30Z",
@@ -68,7 +69,6 @@ def make_report() -> dict[str, Any]:
                 "farm_id": "farm-A",
                 "practice": "cover_crops",
                 "area_ha": 12.34,
-                "n_pixels": 1234,
                 "soc_stock_t_ha": _iv(56.2, 50.1, 62.3),
                 "soc_total_t": _iv(693.5, 618.2, 768.8),
                 "rounds": {
@@ -86,7 +86,6 @@ def make_report() -> dict[str, Any]:
                 "farm_id": "<b>farm-B</b>",
                 "practice": "no_till",
                 "area_ha": 7.5,
-                "n_pixels": 750,
                 "soc_stock_t_ha": _iv(None, None, None),
                 "rounds": {"2024": {"soc_stock_t_ha": _iv(52.0, None, None)}},
                 "change": {},
@@ -266,7 +265,7 @@ def _render(tmp_path: Path, report: dict[str, Any] | None = None, *, with_images
             "sd": ("Prediction SD", _png(tmp_path / "s.png", (0, 80, 200))),
         }
     out = render_report_html(
-        make_report() if report is None else report,
+        Report.from_json(make_report() if report is None else report),
         images=images,
         out_html=tmp_path / "out" / "report.html",
     )
@@ -405,10 +404,10 @@ def test_missing_optional_sections_say_not_available(tmp_path: Path) -> None:
         "provenance",
         "imagery",
         "samples",
-        "fields",
         "maps",
     ):
         del report[key]
+    report["fields"] = []
     report["model"] = {"kind": "qrf", "cv": {"scheme": "random_kfold", "rmse": None}}
     report["project"]["change"] = {"co2e_t": None}
     html, doc = _render(tmp_path, report, with_images=False)
@@ -434,18 +433,21 @@ def test_missing_optional_sections_say_not_available(tmp_path: Path) -> None:
 
 
 def test_minimal_report_renders(tmp_path: Path) -> None:
-    _, doc = _render(tmp_path, {"schema_version": 1}, with_images=False)
-    text = " ".join(doc.text)
+    full = make_report()
+    minimal = {"schema_version": 2, "run": {**full["run"], "name": ""}, "project": full["project"], "fields": []}
+    _, doc = _render(tmp_path, minimal, with_images=False)
+    text = " ".join(" ".join(doc.text).split())
     assert "unnamed run" in text
-    assert "Project summary: not available" in text
+    assert "Model and validation: not available" in text
+    assert "Mean SOC stock (2024) 55.1 t C/ha" in text
 
 
 def test_report_must_be_a_mapping_and_images_must_exist(tmp_path: Path) -> None:
-    with pytest.raises(MRVError, match="JSON object"):
-        render_report_html([], images={}, out_html=tmp_path / "r.html")  # type: ignore[arg-type]
+    with pytest.raises(MRVError, match=r"Report\.from_json"):
+        render_report_html(make_report(), images={}, out_html=tmp_path / "r.html")  # type: ignore[arg-type]
     with pytest.raises(MRVError, match="render_map_png"):
         render_report_html(
-            make_report(),
+            Report.from_json(make_report()),
             images={"mean": ("Mean", tmp_path / "missing.png")},
             out_html=tmp_path / "r.html",
         )

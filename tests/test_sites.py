@@ -11,7 +11,7 @@ import pytest
 
 from mrv.errors import SampleError
 from mrv.samples.qa import flag_duplicates, flag_outliers_against_lab, robust_sd
-from mrv.samples.sites import ErrorModel, site_stocks
+from mrv.samples.sites import SampleErrorModel, site_stocks
 
 
 def _rec(site: str, source: str, top: float, bottom: float, soc: float, bd: float | None) -> dict[str, object]:
@@ -45,14 +45,14 @@ def test_lab_stock_hand_numbers_and_exclusions() -> None:
 def test_configured_error_model_and_conversion_sd_reach_the_stock_sd() -> None:
     one = pd.DataFrame([_rec("c", "crowd", 0, 30, 20.0, 1.3)])
     # 0-30 cm, BD 1.3 measured: stock = 20 x 1.3 x 30 / 10 = 78; d stock / d SOC = 3.9 t/ha per g/kg.
-    sites, _ = site_stocks(one, depth_cm=30, error_models={"crowd": ErrorModel(soc_rel_sd=0.1, bd_sd_g_cm3=0.0)})
+    sites, _ = site_stocks(one, depth_cm=30, error_models={"crowd": SampleErrorModel(soc_rel_sd=0.1, bd_sd_g_cm3=0.0)})
     assert sites["soc_stock_sd_t_ha"].iloc[0] == pytest.approx(3.9 * 2.0)
     # A SOM -> SOC conversion SD (soc_sd_g_kg, here 1.5 g/kg) adds in quadrature: sqrt(2^2 + 1.5^2) = 2.5.
     converted = one.assign(soc_sd_g_kg=1.5)
-    sites, _ = site_stocks(converted, depth_cm=30, error_models={"crowd": ErrorModel(soc_rel_sd=0.1, bd_sd_g_cm3=0.0)})
+    sites, _ = site_stocks(converted, depth_cm=30, error_models={"crowd": SampleErrorModel(soc_rel_sd=0.1, bd_sd_g_cm3=0.0)})
     assert sites["soc_stock_sd_t_ha"].iloc[0] == pytest.approx(3.9 * 2.5)
     # A source left out keeps its default (crowd 20 %).
-    sites, _ = site_stocks(one, depth_cm=30, error_models={"lab": ErrorModel(soc_rel_sd=0.01)})
+    sites, _ = site_stocks(one, depth_cm=30, error_models={"lab": SampleErrorModel(soc_rel_sd=0.01)})
     assert sites["soc_stock_sd_t_ha"].iloc[0] > 3.9 * 0.2 * 20.0
 
 
@@ -101,14 +101,14 @@ def test_robust_sd_ignores_a_gross_error() -> None:
 def test_missing_coarse_fragments_use_the_regional_default_with_its_sd_and_a_flag() -> None:
     rec = [_rec(f"lab{i}", "lab", 0, 30, 20.0, 1.3) | {"coarse_fragments_vol_pct": cf} for i, cf in enumerate([4, 6, 8, 10, 12])]
     crowd = _rec("c", "crowd", 0, 30, 20.0, 1.3) | {"coarse_fragments_vol_pct": float("nan")}
-    sites, _ = site_stocks(pd.DataFrame([*rec, crowd]), depth_cm=30, error_models={"crowd": ErrorModel(soc_rel_sd=0.0, bd_sd_g_cm3=0.0)})
+    sites, _ = site_stocks(pd.DataFrame([*rec, crowd]), depth_cm=30, error_models={"crowd": SampleErrorModel(soc_rel_sd=0.0, bd_sd_g_cm3=0.0)})
     c = sites.set_index("site_id").loc["c"]
     assert bool(c["coarse_fragments_estimated"])
     assert not sites.set_index("site_id").loc["lab0", "coarse_fragments_estimated"]
     # mean of the measured layers 8 %, SD 3.16 %: 78 x 0.92 = 71.76 t/ha, SD 20 x 1.3 x 3 x 0.0316 = 2.47 t/ha
     assert c["soc_stock_t_ha"] == pytest.approx(78.0 * 0.92)
     assert c["soc_stock_sd_t_ha"] == pytest.approx(20 * 1.3 * 3 * np.std([4, 6, 8, 10, 12], ddof=1) / 100)
-    alone, _ = site_stocks(pd.DataFrame([crowd]), depth_cm=30, error_models={"crowd": ErrorModel(soc_rel_sd=0.0, bd_sd_g_cm3=0.0)})
+    alone, _ = site_stocks(pd.DataFrame([crowd]), depth_cm=30, error_models={"crowd": SampleErrorModel(soc_rel_sd=0.0, bd_sd_g_cm3=0.0)})
     assert alone["soc_stock_t_ha"].iloc[0] == pytest.approx(78.0)  # stated default 0 % ...
     assert alone["soc_stock_sd_t_ha"].iloc[0] == pytest.approx(78.0 * 0.05)  # ... +- 5 vol %
 

@@ -1,8 +1,11 @@
 """Issue 16.1: agencies that submit at once are all stored, exactly once (SQLite and PostgreSQL).
 
-Four processes submit a 150,000-row file each at the same moment. Writers queue for the write
-lock (no fixed 30 s failure), so every file is stored, once; a resubmission of any of them is a
-no-op. Slow (about a minute on 2 busy cores): marked ``slow``.
+Four processes submit a file each while the parent holds the write lock; once every one of them
+reports that it is waiting for the lock (``on_wait``, every 0.2 s here), the parent lets go. So the
+four really queue at once -- for as long as the parent likes, with no fixed 30 s failure -- and then
+one after another: every file is stored, once; a resubmission of any of them is a no-op. What is
+tested is the lock and the transaction, not volume: 4,000 rows a file are enough for each write
+to take a while and for the queue to be contended after the parent lets go.
 """
 
 from __future__ import annotations
@@ -17,11 +20,14 @@ import pytest
 import sqlalchemy as sa
 from test_store import FORMATS, HEADER, TODAY
 
+from mrv.samples import store as store_mod
 from mrv.samples.formats import load_format
 from mrv.samples.store import SampleStore, list_submissions
 from mrv.samples.submit import submit_file
 
-ROWS = 150_000
+ROWS = 4_000
+#: Seconds between a waiting writer's reports (the store's default is 10 s).
+WAIT_NOTE_S = 0.2
 FILES = 4
 BOUNDS = (500_000.0, 5_300_000.0, 600_000.0, 5_400_000.0)
 
@@ -40,28 +46,54 @@ def _file(path: Path, n: int, seed: int) -> Path:
 
 
 def _child(url: str, path: str, barrier: Any, results: Any) -> None:
+    name = Path(path).stem
     try:
         fmt = load_format("lab_wide", search_dirs=FORMATS)
-        with SampleStore.open(url, lock_timeout_s=600.0) as store:
+        with SampleStore.open(url, lock_timeout_s=600.0, on_wait=lambda s: results.put(("waiting", name, s, 0.0))) as store:
             barrier.wait(timeout=60)
             started = time.monotonic()
-            rep = submit_file(store, path, agency=f"Agency-{Path(path).stem}", source="lab", fmt=fmt,
+            rep = submit_file(store, path, agency=f"Agency-{name}", source="lab", fmt=fmt,
                               project_crs="EPSG:32633", region_bounds=BOUNDS, today=TODAY)  # fmt: skip
         results.put((rep.submission_id, rep.submission.accepted, rep.duplicate_of, time.monotonic() - started))
     except BaseException as exc:  # reported to the parent
         results.put(("error", repr(exc), None, 0.0))
 
 
-@pytest.mark.slow
-def test_four_concurrent_large_submissions_are_all_stored_exactly_once(store_url: str, tmp_path: Path) -> None:
+def _hold_lock_until_all_wait(store: SampleStore, results: Any, n: int) -> list[tuple[Any, ...]]:
+    """Hold the write lock until ``n`` distinct writers reported waiting for it; returns the other messages."""
+    waiting: set[str] = set()
+    other: list[tuple[Any, ...]] = []
+    deadline = time.monotonic() + 300
+    with store.transaction():
+        while len(waiting) < n:
+            assert time.monotonic() < deadline, f"only {sorted(waiting)} waited for the lock; other messages: {other}"
+            msg = results.get(timeout=300)
+            if msg[0] == "waiting":
+                waiting.add(msg[1])
+            else:
+                other.append(msg)
+                assert msg[0] != "error", msg
+    return other
+
+
+def test_four_queued_submissions_are_all_stored_exactly_once(
+    store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_mod, "WAIT_NOTE_S", WAIT_NOTE_S)  # inherited by the forked writers
     paths = [_file(tmp_path / f"f{k}.csv", ROWS, k) for k in range(FILES)]
-    SampleStore.open(store_url).close()  # schema first: the children race only for the write lock
     ctx = multiprocessing.get_context("fork")
     barrier, results = ctx.Barrier(FILES), ctx.Queue()
     procs = [ctx.Process(target=_child, args=(store_url, str(p), barrier, results)) for p in paths]
-    for p in procs:
-        p.start()
-    out = [results.get(timeout=900) for _ in procs]
+    with SampleStore.open(store_url) as holder:  # schema first: the children race only for the write lock
+        for p in procs:
+            p.start()
+        early = _hold_lock_until_all_wait(holder, results, FILES)
+    assert not early, f"a writer finished while the lock was held: {early}"
+    out: list[tuple[Any, ...]] = []
+    while len(out) < FILES:
+        msg = results.get(timeout=300)
+        if msg[0] != "waiting":  # writers queued behind each other report waiting again
+            out.append(msg)
     for p in procs:
         p.join(timeout=60)
         assert p.exitcode == 0

@@ -42,7 +42,7 @@ def run_pipeline(config: Path) -> Path:
     from mrv.config import load_config
     from mrv.pipeline import cache, steps
     from mrv.pipeline.layout import RunLayout
-    from mrv.pipeline.report_step import build_report
+    from mrv.report.build import build_report
 
     cfg = load_config(config)
     layout = RunLayout(cfg.output_dir.resolve())
@@ -284,7 +284,7 @@ def test_07_mean_maps_scaled_and_accounting_redone_with_project_code(
 ) -> None:
     from mrv.pipeline import steps
     from mrv.pipeline.layout import RunLayout
-    from mrv.pipeline.report_step import build_report
+    from mrv.report.build import build_report
     from mrv.report.bundle import bundle_config
     from mrv.report.manifest import load_manifest
 

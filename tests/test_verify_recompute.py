@@ -1,32 +1,27 @@
-"""The accounting recomputation of a run directory (:func:`recompute_and_compare`) and `mrv report build`.
+"""`mrv report build` on a hand-built run directory, and the verifier's comparison of numbers.
 
-A hand-built run directory (maps, CV predictions, accounting, report) without step records: the
-whole-run verification (`mrv report verify`, re-derivation link by link) is tested on a real run in
-tests/test_verify_bundle.py."""
+The run directory holds only what rendering reads (report.json, the field polygons, a manifest): the
+re-derivation of a whole run link by link (`mrv report verify`, which also recomputes the accounting from
+the maps) is tested on a real run in tests/test_verify_bundle.py.
+"""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
-import numpy as np
-import pandas as pd
 import pytest
 from pyproj import Transformer
 
-from mrv.accounting.recompute import compare_numbers, recompute_and_compare
-from mrv.accounting.simulate import exponential_grf
 from mrv.cli import main
-from mrv.config import AccountingConfig, ImageryConfig, RegionConfig, RoundConfig, RunConfig
-from mrv.errors import VerificationError
-from mrv.grid import Grid
+from mrv.fsio import sha256_file, write_json
 from mrv.pipeline.layout import RunLayout
-from mrv.pipeline.report_step import GPKG_PATH, _finite, render_outputs
-from mrv.pipeline.steps import account, write_json
-from mrv.raster import write_cog
-from mrv.report.manifest import sha256_file, verify_manifest, write_manifest
+from mrv.report.manifest import verify_manifest, write_manifest
+from mrv.report.render import gpkg_path, pdf_path, render_outputs
+from mrv.report.schema import Report
+from mrv.report.verify import check_run_files, diff_json
 
 CRS = "EPSG:32633"
 X0, Y0 = 580_000.0, 5_350_000.0  # lower-left corner, UTM 33N
@@ -49,65 +44,46 @@ def _fields_geojson(path: Path) -> Path:
     return path
 
 
+def _iv(mean: float, half: float) -> dict[str, float]:
+    return {"mean": mean, "lower_90": mean - half, "upper_90": mean + half, "sd": half / 1.645}
+
+
+def _result(stock_t_ha: tuple[float, float], area_ha: float) -> dict[str, Any]:
+    rounds = {r: {"soc_stock_t_ha": _iv(s, 4.0), "soc_total_t": _iv(s * area_ha, 4.0 * area_ha)}
+              for r, s in zip(("2021", "2024"), stock_t_ha, strict=True)}  # fmt: skip
+    d = stock_t_ha[1] - stock_t_ha[0]
+    return {
+        "mapped_area_ha": area_ha, "total_area_ha": area_ha, "rounds": rounds, **rounds["2024"],
+        "change": {"from_round": "2021", "to_round": "2024", "delta_soc_stock_t_ha": _iv(d, 5.0),
+                   "delta_soc_total_t": _iv(d * area_ha, 5.0 * area_ha), "co2e_t": _iv(d * area_ha * 44 / 12, 18 * area_ha)},
+    }  # fmt: skip
+
+
+def report_data(fields_path: Path) -> dict[str, Any]:
+    run = {"name": "verify-test", "created_utc": "2024-11-01T00:00:00Z", "fields": str(fields_path), "crs": CRS,
+           "rounds": ["2021", "2024"], "latest_round": "2024", "baseline_round": "2021", "depth_cm": 30.0,
+           "confidence": 0.9}  # fmt: skip
+    fields = [
+        {"field_id": fid, "name": name, "farm_id": "farm", "practice": "cover crop", "area_ha": 8.0,
+         "mapped_fraction": 1.0, **_result(stocks, 8.0)}
+        for fid, name, stocks in (("F1", "North <A>", (50.0, 52.0)), ("F2", "B & co", (60.0, 59.5)))
+    ]  # fmt: skip
+    project = {"area_ha": 16.0, "n_fields": 2, **_result((55.0, 55.75), 16.0)}
+    return {"schema_version": 2, "run": run, "project": project, "fields": fields}
+
+
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A run directory with maps, CV predictions, accounting.json, report.json, outputs and a manifest."""
+    """A run directory with report.json, its renderings and a manifest."""
     root = tmp_path_factory.mktemp("verify")
     fields = _fields_geojson(root / "fields.geojson")
     cfg_path = root / "run.yaml"
     cfg_path.write_text("name: verify-test\n")
     run = root / "run"
     layout = RunLayout(run)
-    cfg = RunConfig(
-        name="verify-test",
-        source_path=cfg_path,
-        output_dir=run,
-        depth_cm=30.0,
-        region=RegionConfig(fields=fields, crs=CRS, resolution_m=10.0),
-        imagery=ImageryConfig(source="stac", collection="c", url="http://localhost"),
-        rounds=tuple(RoundConfig(name=r, start=dt.date(y, 3, 1), end=dt.date(y, 10, 1), samples=()) for r, y in (("2021", 2021), ("2024", 2024))),
-        accounting=AccountingConfig(n_simulations=100, seed=3),
-    )  # fmt: skip
-    grid = Grid(crs=CRS, bounds=(X0, Y0, X0 + 400, Y0 + 400), resolution_m=10.0)
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:40, 0:40]
-    for k, rnd in enumerate(cfg.rounds):
-        paths = layout.round_maps(rnd.name)
-        mean = 50.0 + 0.1 * xx + 2 * k + rng.normal(0, 1, (40, 40))
-        mean[0, 0] = np.nan  # an unmapped pixel
-        for name, arr in (("mean", mean), ("sd", 4.0 + 0.02 * yy)):
-            write_cog(paths[name], arr.astype("float32"), grid, band_names=[f"soc_stock_{name}"])
-    # Out-of-fold predictions with spatially correlated errors (range 60 m) at 300 points per round.
-    g = exponential_grf((40, 40), cell_m=10.0, range_m=60.0, n=2, rng=rng)
-    rows = []
-    for k, rnd in enumerate(cfg.rounds):
-        r, c = rng.integers(0, 40, 300), rng.integers(0, 40, 300)
-        z = 0.9 * g[k][r, c] + np.sqrt(0.19) * rng.standard_normal(300)
-        rows.append(pd.DataFrame({"x": X0 + 10 * c + 5, "y": Y0 + 400 - 10 * r - 5, "observed": 50 + 5 * z,
-                                  "predicted": 50.0, "lower": 50 - 8.22, "upper": 50 + 8.22, "round": rnd.name}))  # fmt: skip
-    layout.model_dir.mkdir(parents=True)
-    oof = pd.concat(rows, ignore_index=True)
-    oof.drop(columns="round").to_csv(layout.model_dir / "cv_predictions.csv", index=False)
-    oof.rename(columns={"observed": "soc_stock_t_ha"})[["x", "y", "soc_stock_t_ha", "round"]].to_csv(
-        layout.model_dir / "features.csv", index=False
-    )
-    account(cfg, layout)
-    acc = json.loads(layout.accounting.read_text())
-    report = {
-        "run": {"name": cfg.name, "created_utc": "2024-11-01T00:00:00Z", "fields": str(fields), "crs": CRS,
-                "rounds": ["2021", "2024"], "latest_round": "2024", "baseline_round": "2021", "depth_cm": 30},
-        "project": acc["project"],
-        "fields": acc["fields"],
-        "uncertainty": {k: acc[k] for k in ("error_range_m", "error_range_source", "error_model")},
-    }  # fmt: skip
-    write_json(run / "report.json", _finite(report))
+    write_json(layout.report_json, Report.from_json(report_data(fields)).to_json())
     html, gpkg, pdf = render_outputs(run)
-    write_manifest(
-        run,
-        inputs={"fields": fields},
-        config=cfg_path,
-        outputs=[run / "maps", run / "model", layout.accounting, run / "report.json", html, gpkg, pdf],
-    )
+    write_manifest(run, inputs={"fields": fields}, config=cfg_path, outputs=[layout.report_json, html, gpkg, pdf])
     return run
 
 
@@ -119,7 +95,7 @@ def copy(run_dir: Path, tmp_path: Path) -> Path:
 
 
 def _rehash(run: Path, rel: str) -> None:
-    """Pretend the tampering also rewrote the manifest, so only the recomputation can catch it."""
+    """Pretend the tampering also rewrote the manifest."""
     manifest = json.loads((run / "manifest.json").read_text())
     for e in manifest["outputs"]:
         if e["path"] == rel:
@@ -127,82 +103,28 @@ def _rehash(run: Path, rel: str) -> None:
     (run / "manifest.json").write_text(json.dumps(manifest))
 
 
-def test_accounting_records_fitted_variogram_and_settings(run_dir: Path) -> None:
-    acc = json.loads((run_dir / "accounting.json").read_text())
-    vario = acc["error_model"]["variogram"]
-    assert acc["error_range_source"] == "fitted"
-    assert acc["error_range_m"] == vario["range_m"] == acc["settings"]["error_range_m"]
-    assert 20 < vario["range_m"] < 200  # the CV errors were simulated with a = 60 m
-    assert acc["round_error_correlation_source"] == "configured"
-    assert acc["settings"]["round_error_correlation"] == 0.0
-    assert acc["inputs"]["maps"]["2024"]["mean"] == "maps/2024/soc_stock_mean.tif"
-
-
-def test_untouched_run_matches_manifest_and_recomputation(run_dir: Path) -> None:
+def test_run_files_read_into_the_typed_report(run_dir: Path) -> None:
+    report = check_run_files(run_dir)
+    assert isinstance(report, Report)
+    assert [f.name for f in report.fields] == ["North <A>", "B & co"]
+    assert report.project.change is not None
+    assert report.project.change.co2e_t is not None
     assert verify_manifest(run_dir).ok
-    assert recompute_and_compare(run_dir) > 20
 
 
-def test_tampered_map_byte_fails_naming_the_file(copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    tif = copy / "maps" / "2024" / "soc_stock_mean.tif"
-    data = bytearray(tif.read_bytes())
-    data[-10] ^= 0xFF
-    tif.write_bytes(bytes(data))
-    assert main(["report", "verify", str(copy)]) == 2
-    assert "maps/2024/soc_stock_mean.tif: sha256 mismatch" in capsys.readouterr().err
-
-
-def test_tampered_report_number_fails_naming_it(copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    report = json.loads((copy / "report.json").read_text())
-    report["fields"][1]["rounds"]["2024"]["soc_total_t"]["upper_90"] *= 1.00001  # 1e-5 relative
-    (copy / "report.json").write_text(json.dumps(report))
-    assert main(["report", "verify", str(copy)]) == 2
-    assert "report.json: sha256 mismatch" in capsys.readouterr().err
-    _rehash(copy, "report.json")
-    with pytest.raises(VerificationError, match=r"fields\[F2\]\.rounds\.2024\.soc_total_t\.upper_90: report\.json says"):
-        recompute_and_compare(copy)
-
-
-def test_tampered_map_value_with_rehashed_manifest_fails_on_recompute(copy: Path) -> None:
-    import rasterio
-
-    tif = copy / "maps" / "2021" / "soc_stock_sd.tif"
-    with rasterio.open(tif) as src:
-        profile, arr = src.profile, src.read()
-    arr[0, 20:, :20] *= 1.5  # wider errors in the south-west: field F1's interval must change
-    with rasterio.open(tif, "w", **profile) as dst:
-        dst.write(arr)
-    _rehash(copy, "maps/2021/soc_stock_sd.tif")
-    with pytest.raises(VerificationError, match=r"fields\[F1\]\.rounds\.2021\.soc_stock_t_ha\.lower_90"):
-        recompute_and_compare(copy)
-
-
-def test_tampered_variogram_in_accounting_fails(copy: Path) -> None:
-    acc = json.loads((copy / "accounting.json").read_text())
-    acc["error_model"]["variogram"]["range_m"] *= 2
-    (copy / "accounting.json").write_text(json.dumps(acc))
-    with pytest.raises(VerificationError, match=r"error_model\.variogram\.range_m"):
-        recompute_and_compare(copy)
-
-
-def test_compare_numbers_tolerance() -> None:
-    assert compare_numbers({"a": 100.0}, {"a": 100.00005}, label="x") is None  # 5e-7 relative
-    assert "x.a" in str(compare_numbers({"a": 100.0}, {"a": 100.0002}, label="x"))
-    assert compare_numbers({"a": None}, {"a": float("nan")}, label="x") is None  # NaN is stored as null
-    assert "missing" in str(compare_numbers({}, {"b": 1.0}, label="x"))
-
-
-def test_build_rerenders_html_and_gpkg_and_verify_still_passes(copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    (copy / "report.html").unlink()
-    (copy / GPKG_PATH).unlink()
+def test_build_rerenders_html_and_gpkg_and_manifest_still_matches(copy: Path) -> None:
+    layout = RunLayout(copy)
+    before = layout.report_html.read_bytes()
+    layout.report_html.unlink()
+    gpkg_path(layout).unlink()
     assert main(["report", "build", str(copy)]) == 0
-    assert (copy / "report.html").is_file()
-    assert (copy / GPKG_PATH).is_file()
-    html = (copy / "report.html").read_text()
+    assert layout.report_html.read_bytes() == before  # rendering is deterministic
+    assert gpkg_path(layout).is_file()
+    assert pdf_path(layout).is_file()
+    html = layout.report_html.read_text()
     assert "North &lt;A&gt;" in html
     assert "North <A>" not in html
     assert verify_manifest(copy).ok
-    assert recompute_and_compare(copy) > 20
 
 
 def test_build_refuses_a_tampered_report(copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -211,3 +133,22 @@ def test_build_refuses_a_tampered_report(copy: Path, capsys: pytest.CaptureFixtu
     (copy / "report.json").write_text(json.dumps(report))
     assert main(["report", "build", str(copy)]) == 2
     assert "does not match its SHA-256 in manifest.json" in capsys.readouterr().err
+
+
+def test_build_names_the_json_path_of_a_damaged_report(copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    report = json.loads((copy / "report.json").read_text())
+    report["fields"][1]["rounds"]["2024"]["soc_total_t"]["upper_90"] = "n/a"
+    (copy / "report.json").write_text(json.dumps(report))
+    _rehash(copy, "report.json")
+    assert main(["report", "build", str(copy)]) == 2
+    err = capsys.readouterr().err
+    assert "fields[1].rounds.2024.soc_total_t.upper_90 is 'n/a', expected a number" in err
+    assert "Traceback" not in err
+
+
+def test_diff_json_tolerance_and_null_for_nan() -> None:
+    assert diff_json({"a": 100.0}, {"a": 100.00005}, "x") is None  # 5e-7 relative
+    assert "x.a" in str(diff_json({"a": 100.0}, {"a": 100.0002}, "x"))
+    assert diff_json({"a": None}, {"a": float("nan")}, "x") is None  # NaN is stored as null
+    assert "missing from the stored file" in str(diff_json({}, {"b": 1.0}, "x"))
+    assert "not recomputed" in str(diff_json({"b": 1.0}, {}, "x"))

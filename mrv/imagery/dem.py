@@ -28,7 +28,18 @@ from scipy.ndimage import uniform_filter
 from mrv.config import DemConfig
 from mrv.errors import ConfigError, ImageryError
 from mrv.grid import Grid
-from mrv.imagery.source import ImagerySource
+from mrv.imagery.source import CollectionSearcher, ImagerySource
+
+__all__ = [
+    "MIN_COVERAGE",
+    "TERRAIN_COVARIATES",
+    "Terrain",
+    "dem_hrefs",
+    "horn_slope_deg",
+    "reproject_dem",
+    "terrain_covariates",
+    "topographic_position_index",
+]
 
 log = logging.getLogger(__name__)
 
@@ -145,22 +156,25 @@ def terrain_covariates(hrefs: Sequence[str], grid: Grid, *, tpi_radius_m: float 
 
 
 def dem_hrefs(dem: DemConfig, grid: Grid, source: ImagerySource) -> list[str]:
-    """The DEM files for ``grid``: the configured path, or the asset of each covering collection item."""
+    """The DEM files for ``grid``: the configured path, or the asset of each covering collection item.
+
+    A collection is searched on ``source`` itself, which must be able to list another collection's items
+    (:class:`~mrv.imagery.source.CollectionSearcher`, e.g. a STAC API source).
+    """
     if dem.path is not None:
         return [str(dem.path)]
-    from mrv.imagery.stac_api import StacApiSource
-
-    if not isinstance(source, StacApiSource) or dem.collection is None:
+    if not isinstance(source, CollectionSearcher) or dem.collection is None:
         raise ConfigError(
             f"imagery.dem names the collection {dem.collection!r}, which needs a STAC API source "
             "(imagery.source: stac); give imagery.dem as a GeoTIFF path instead."
         )
     items = source.search_collection(dem.collection, grid.bbox_wgs84())
+    where = getattr(source, "url", getattr(source, "name", type(source).__name__))
     hrefs = []
     for item in items:
         if dem.asset not in item.assets:
             raise ImageryError(
-                f"DEM item {item.id} of {dem.collection} at {source.url} has no asset {dem.asset!r} "
+                f"DEM item {item.id} of {dem.collection} at {where} has no asset {dem.asset!r} "
                 f"(assets: {sorted(item.assets)}). Set imagery.dem.asset to the elevation asset's key."
             )
         hrefs.append(item.assets[dem.asset].get_absolute_href() or item.assets[dem.asset].href)

@@ -13,6 +13,11 @@ Credentials come from the constructor, else the ``SH_CLIENT_ID`` / ``SH_CLIENT_S
 variables, else the sentinelhub configuration profile. They are handed to ``SHConfig`` only; neither they
 nor the OAuth access tokens obtained with them are logged at any level (:class:`_RedactSecrets`). The OAuth token URL comes from the constructor, else ``SH_TOKEN_URL``, else the deployment
 (:func:`default_token_url`).
+
+All HTTP goes through one ``sentinelhub`` download client (``SentinelHubDownloadClient``: OAuth session,
+rate limiting, retries of temporary errors), built from the source's ``SHConfig`` unless one is injected
+(``client=``), the way pystac-client takes ``stac_io=``: tests and notebooks hand in a client whose
+transport (``_do_download``) replays recorded responses or adds their own session.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from sentinelhub import (
     SentinelHubRequest,
     SHConfig,
 )
+from sentinelhub.download.sentinelhub_client import SentinelHubDownloadClient
 from sentinelhub.exceptions import DownloadFailedException
 
 from mrv.errors import ConfigError, ImageryError, MRVError, NoImageryFound
@@ -48,6 +54,17 @@ from mrv.imagery.masking import clear_mask
 from mrv.imagery.radiometry import RULE_HARMONIZED
 from mrv.imagery.scene_check import judge, scene_stats
 from mrv.imagery.source import LoadedScenes, SearchRequest
+
+__all__ = [
+    "BAND_IDS",
+    "CDSE_TOKEN_URL",
+    "MAX_PROCESS_PX",
+    "RESPONSE_BANDS",
+    "SENTINEL_HUB_TOKEN_URL",
+    "SentinelHubDownloadClient",
+    "SentinelHubSource",
+    "default_token_url",
+]
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +237,12 @@ class SentinelHubSource:
         client_id: str | None = None,
         client_secret: str | None = None,
         collection_name: str = "sentinel-2-l2a",
+        client: SentinelHubDownloadClient | None = None,
     ) -> None:
+        """``client``: the download client every Catalog and Process request goes through (default: a
+        ``SentinelHubDownloadClient`` of this source's ``SHConfig``, which gets its OAuth token from ``token_url``
+        with the credentials). An injected client keeps its own config and session; the credentials are still
+        required, so that a source never silently runs without them."""
         if not base_url.startswith(("http://", "https://")):
             raise ConfigError(
                 f"Sentinel Hub base_url {base_url!r} is not an http(s) URL; use e.g. https://services.sentinel-hub.com."
@@ -248,6 +270,7 @@ class SentinelHubSource:
         self._config.sh_client_id = cid
         self._config.sh_client_secret = secret
         self._collection = _l2a_collection(base)
+        self.client = client if client is not None else SentinelHubDownloadClient(config=self._config)
 
     # -- errors -------------------------------------------------------------------------------------------------
 
@@ -283,6 +306,7 @@ class SentinelHubSource:
 
     def search(self, request: SearchRequest) -> list[pystac.Item]:
         catalog = SentinelHubCatalog(config=self._config)
+        catalog.client = self.client  # the one transport (the catalog builds its own otherwise)
         where = (
             f"bbox={request.bbox_wgs84}, {request.start}..{request.end}, collection {self.collection_name}, "
             f"cloud cover <= {request.max_cloud_pct}%"
@@ -379,8 +403,9 @@ class SentinelHubSource:
             try:
                 acquired = [i.datetime.astimezone(dt.UTC) for i in by_day[day] if i.datetime is not None]
                 margin = dt.timedelta(minutes=1)
-                with self._authenticated():
-                    data = self._request((min(acquired) - margin, max(acquired) + margin), grid).get_data()
+                request = self._request((min(acquired) - margin, max(acquired) + margin), grid)
+                with self._authenticated():  # what SentinelHubRequest.get_data does, on this source's client
+                    data = self.client.download(request.get_download_list(), decode_data=True)
             except DownloadFailedException as exc:
                 raise ImageryError(
                     f"Sentinel Hub Process API request for {day} failed: {exc}. Check credentials and quota, "
@@ -397,26 +422,30 @@ class SentinelHubSource:
             responses.append((day, arr))
 
         # The data check (mrv.imagery.scene_check) on each date's response: harmonised values should pass it.
-        ids = {day: ",".join(i.id for i in by_day[day]) for day in by_day}
+        # One response is the mosaic of a date's scenes, so it is judged under the date and every verdict is
+        # recorded once per scene of that date (item ids stay single ids).
+        ids = {day: tuple(i.id for i in by_day[day]) for day in by_day}
         stats = [
-            scene_stats(ids[day], {n: arr[..., i] for n, i in zip(bands, idx, strict=True)}, arr[..., scl_idx])
+            scene_stats(day.isoformat(), {n: arr[..., i] for n, i in zip(bands, idx, strict=True)}, arr[..., scl_idx])
             for day, arr in responses
         ]
         verdicts = {v.item_id: v for v in judge(stats)}
         dropped: list[tuple[str, str]] = []
         corrected: list[tuple[str, str]] = []
         flagged: list[tuple[str, str]] = []
+        scenes: list[tuple[str, ...]] = []
         for day, arr in responses:
-            verdict = verdicts[ids[day]]
+            verdict = verdicts[day.isoformat()]
+            mosaic = f" (mosaic of {len(ids[day])} scenes of {day})" if len(ids[day]) > 1 else ""
             if verdict.action == "drop":
-                log.warning("dropping %s: data check: %s", ids[day], verdict.reason)
-                dropped.append((ids[day], f"data check: {verdict.reason}"))
+                log.warning("dropping %s: data check: %s", ", ".join(ids[day]), verdict.reason)
+                dropped.extend((i, f"data check{mosaic}: {verdict.reason}") for i in ids[day])
                 continue
             if verdict.action == "correct":
-                log.warning("correcting %s: %s", ids[day], verdict.reason)
-                corrected.append((ids[day], verdict.reason))
+                log.warning("correcting %s: %s", ", ".join(ids[day]), verdict.reason)
+                corrected.extend((i, f"{verdict.reason}{mosaic}") for i in ids[day])
             elif verdict.reason:
-                flagged.append((ids[day], verdict.reason))
+                flagged.extend((i, f"{verdict.reason}{mosaic}") for i in ids[day])
             scl = xr.DataArray(np.nan_to_num(arr[..., scl_idx]).astype(np.uint8), dims=("y", "x"))
             keep = clear_mask(scl)
             out: dict[str, xr.DataArray] = {}
@@ -429,7 +458,8 @@ class SentinelHubSource:
             ds = xr.Dataset(out)
             ds["scl"] = scl
             parts.append(ds)
-            used.append(ids[day])
+            used.append(ids[day][0])
+            scenes.append(ids[day])
             times.append(np.datetime64(dt.datetime.combine(day, dt.time()), "ns"))
         if not parts:
             raise NoImageryFound(f"Every Sentinel Hub scene failed the data check ({dropped}). Check the provider.")
@@ -438,12 +468,11 @@ class SentinelHubSource:
             time=("time", np.asarray(times)), y=("y", y), x=("x", x), item_id=("time", used)
         )
         result.attrs = {"crs": grid.crs}
-        kept = {i for u in used for i in u.split(",")}
-        all_ids = tuple(i.id for day in sorted(by_day) for i in by_day[day] if i.id in kept)
         return LoadedScenes(
             reflectance=result,
-            items=all_ids,
+            items=tuple(i for ids_of_day in scenes for i in ids_of_day),
             dropped=tuple(dropped),
             corrected=tuple(corrected),
             flagged=tuple(flagged),
+            scenes=tuple(scenes),
         )

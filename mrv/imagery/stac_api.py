@@ -15,6 +15,10 @@ other source (:func:`mrv.imagery.load.load_reflectance`).
 ``max_items`` bounds the items *used*: where the cloud filter runs on the client, it is applied after that
 filter, and the search itself may fetch up to ``max_fetched`` items (default ``CLIENT_FILTER_FETCH_FACTOR``
 times ``max_items``), so a long, cloudy period is not cut short by items that would have been filtered out.
+
+All HTTP goes through one pystac-client ``StacApiIO``: the retrying one of :func:`mrv.imagery.http.retrying_stac_io`
+unless another is injected (``StacApiSource(..., stac_io=...)``, handed to ``Client.open(url, stac_io=...)``), so
+tests replace the transport (a ``StacApiIO`` whose ``request`` replays recorded JSON), not the logic.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import pystac
 from pystac_client import Client
 from pystac_client.conformance import ConformanceClasses
 from pystac_client.exceptions import APIError
+from pystac_client.stac_api_io import StacApiIO
 
 from mrv.errors import ConfigError, ImageryError, NoImageryFound
 from mrv.grid import Grid
@@ -36,6 +41,16 @@ from mrv.imagery.http import retrying_stac_io
 from mrv.imagery.load import load_reflectance
 from mrv.imagery.providers import ProviderProfile
 from mrv.imagery.source import LoadedScenes, SearchRequest
+
+__all__ = [
+    "CLIENT_FILTER_FETCH_FACTOR",
+    "CLOUD_PROPERTY",
+    "MAX_PAGE_LIMIT",
+    "StacApiSource",
+    "cloud_filter",
+    "datetime_range",
+    "signing_modifier",
+]
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +108,11 @@ class StacApiSource:
         backoff_s: float = 0.5,
         modifier: Modifier | None = None,
         max_fetched: int | None = None,
+        stac_io: StacApiIO | None = None,
     ) -> None:
+        """``stac_io``: the transport every request goes through (default: :func:`~mrv.imagery.http.retrying_stac_io`
+        with ``timeout_s``, ``max_retries`` and ``backoff_s``, which then apply to it; an injected one keeps its own
+        retries, and its timeout is set to ``timeout_s``)."""
         if not url.startswith(("http://", "https://")):
             raise ConfigError(f"STAC API url {url!r} must start with http:// or https://.")
         max_fetched = CLIENT_FILTER_FETCH_FACTOR * max_items if max_fetched is None else max_fetched
@@ -118,6 +137,7 @@ class StacApiSource:
         self.page_size = int(page_size)
         self.backoff_s = float(backoff_s)
         self.modifier = modifier if modifier is not None else (signing_modifier(profile) if profile else None)
+        self._stac_io = stac_io
         self._client: Client | None = None
 
     @classmethod
@@ -132,13 +152,15 @@ class StacApiSource:
     def client(self) -> Client:
         """The opened API root (opened once, on first use)."""
         if self._client is None:
-            stac_io = retrying_stac_io(timeout_s=self.timeout_s, max_retries=self.max_retries, backoff_s=self.backoff_s)
+            stac_io = self._stac_io if self._stac_io is not None else retrying_stac_io(
+                timeout_s=self.timeout_s, max_retries=self.max_retries, backoff_s=self.backoff_s
+            )
             try:
                 # timeout must be repeated: Client.open passes it to stac_io.update, which overwrites it.
                 self._client = Client.open(self.url, stac_io=stac_io, timeout=self.timeout_s, modifier=self.modifier)
             except (APIError, pystac.STACError, ValueError, OSError) as exc:
                 raise ImageryError(
-                    f"Cannot open the STAC API at {self.url} ({exc}) after {self.max_retries} retries with a "
+                    f"Cannot open the STAC API at {self.url} ({_detail(exc)}) after {self.max_retries} retries with a "
                     f"{self.timeout_s:g} s timeout. Check the URL and your connection, or raise "
                     "imagery timeout/retries if the provider is slow."
                 ) from exc
@@ -230,7 +252,7 @@ class StacApiSource:
                 )
         except (APIError, pystac.STACError, ValueError, OSError) as exc:
             raise ImageryError(
-                f"Searching {what} at {self.url} failed ({exc}) after {self.max_retries} retries with a "
+                f"Searching {what} at {self.url} failed ({_detail(exc)}) after {self.max_retries} retries with a "
                 f"{self.timeout_s:g} s timeout. Retry later, or raise imagery timeout/retries if the provider is slow."
             ) from exc
         return features, full_without_next
@@ -302,6 +324,12 @@ class StacApiSource:
         check_grid: Grid | None = None,
     ) -> LoadedScenes:
         return load_reflectance(items, bands, grid, chunk_px=chunk_px, check_grid=check_grid)
+
+
+def _detail(exc: BaseException) -> str:
+    """The error text, led by the HTTP status when the API answered with one (``APIError.status_code``)."""
+    status = getattr(exc, "status_code", None)
+    return f"HTTP {status}: {exc}" if status is not None else str(exc)
 
 
 def _cloud_ok(item: pystac.Item, max_cloud_pct: float) -> bool:

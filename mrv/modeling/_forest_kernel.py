@@ -36,48 +36,56 @@ _ensure_cache_dir()
 
 from numba import njit  # noqa: E402 - after the cache directory is chosen
 
+from mrv.modeling.forest_walk import FEATURE_BITS, FEATURE_SLOTS  # noqa: E402
+
 #: Pixels per block: two groups of 16 walked lanes; the selection network runs over all 32 at once
 #: (one vectorised min/max over 32 float32 per compare-exchange).
 BLOCK = 32
 #: Levels walked before the lanes' subtree heights are looked up (twice); 6 was fastest of 4-8 on the benchmark scene.
 FIRST_LEVELS = 6
+_FEATURE_BITS = np.uint32(FEATURE_BITS)
+_FEATURE_MASK = np.uint32(FEATURE_SLOTS - 1)
 _LOW = np.uint64(0xFFFFFFFF)
 _HIGH = np.uint64(32)
 
 
 @njit(cache=True, nogil=True, boundscheck=False, inline="always")
-def _step(k, node, xk, lane, shift, mask):  # type: ignore[no-untyped-def]  # pragma: no cover
-    """One level down: left child + 1 when the pixel's covariate key exceeds the node's threshold key."""
+def _step(k, node, xk, lane):  # type: ignore[no-untyped-def]  # pragma: no cover
+    """One level down: left child + 1 when the pixel's covariate key exceeds the node's threshold key.
+
+    ``lane`` is a literal after inlining, so ``lane * FEATURE_SLOTS`` is an address displacement and a
+    step is one node load, one covariate load (``xk[lane][feature]``), a compare and an add-with-carry.
+    """
     c = node[k]
     low = np.uint32(c & _LOW)
-    return (low >> shift) + np.uint32(xk[(low & mask) * np.uint32(BLOCK) + lane] > np.uint32(c >> _HIGH))
+    return (low >> _FEATURE_BITS) + np.uint32(xk[lane * FEATURE_SLOTS + (low & _FEATURE_MASK)] > np.uint32(c >> _HIGH))
 
 
 @njit(cache=True, nogil=True, boundscheck=False, inline="always")
-def _steps16(node, xk, base, shift, mask, count, k0, k1, k2, k3, k4, k5, k6, k7, k8, k9, k10, k11, k12, k13, k14, k15):  # type: ignore[no-untyped-def]  # pragma: no cover
+def _steps16(node, xk, base, count, k0, k1, k2, k3, k4, k5, k6, k7, k8, k9, k10, k11, k12, k13, k14, k15):  # type: ignore[no-untyped-def]  # pragma: no cover
     """``count`` levels down for 16 lanes (node ids in and out as scalars, kept in registers once inlined)."""
     for _ in range(count):
-        k0 = _step(k0, node, xk, base + 0, shift, mask)
-        k1 = _step(k1, node, xk, base + 1, shift, mask)
-        k2 = _step(k2, node, xk, base + 2, shift, mask)
-        k3 = _step(k3, node, xk, base + 3, shift, mask)
-        k4 = _step(k4, node, xk, base + 4, shift, mask)
-        k5 = _step(k5, node, xk, base + 5, shift, mask)
-        k6 = _step(k6, node, xk, base + 6, shift, mask)
-        k7 = _step(k7, node, xk, base + 7, shift, mask)
-        k8 = _step(k8, node, xk, base + 8, shift, mask)
-        k9 = _step(k9, node, xk, base + 9, shift, mask)
-        k10 = _step(k10, node, xk, base + 10, shift, mask)
-        k11 = _step(k11, node, xk, base + 11, shift, mask)
-        k12 = _step(k12, node, xk, base + 12, shift, mask)
-        k13 = _step(k13, node, xk, base + 13, shift, mask)
-        k14 = _step(k14, node, xk, base + 14, shift, mask)
-        k15 = _step(k15, node, xk, base + 15, shift, mask)
+        k0 = _step(k0, node, xk, base + 0)
+        k1 = _step(k1, node, xk, base + 1)
+        k2 = _step(k2, node, xk, base + 2)
+        k3 = _step(k3, node, xk, base + 3)
+        k4 = _step(k4, node, xk, base + 4)
+        k5 = _step(k5, node, xk, base + 5)
+        k6 = _step(k6, node, xk, base + 6)
+        k7 = _step(k7, node, xk, base + 7)
+        k8 = _step(k8, node, xk, base + 8)
+        k9 = _step(k9, node, xk, base + 9)
+        k10 = _step(k10, node, xk, base + 10)
+        k11 = _step(k11, node, xk, base + 11)
+        k12 = _step(k12, node, xk, base + 12)
+        k13 = _step(k13, node, xk, base + 13)
+        k14 = _step(k14, node, xk, base + 14)
+        k15 = _step(k15, node, xk, base + 15)
     return k0, k1, k2, k3, k4, k5, k6, k7, k8, k9, k10, k11, k12, k13, k14, k15
 
 
 @njit(cache=True, nogil=True, boundscheck=False, inline="always")
-def _walk16(node, height, value, r, d, xk, base, shift, mask, vals, t):  # type: ignore[no-untyped-def]  # pragma: no cover
+def _walk16(node, height, value, r, d, xk, base, vals, t):  # type: ignore[no-untyped-def]  # pragma: no cover
     """Leaf values of tree ``t`` (root ``r``, depth ``d``) for lanes ``base .. base + 15`` into ``vals[t]``.
 
     Neighbouring pixels mostly fall into the same subtrees, so after a few levels the lanes need
@@ -85,11 +93,11 @@ def _walk16(node, height, value, r, d, xk, base, shift, mask, vals, t):  # type:
     """
     k0, k1, k2, k3, k4, k5, k6, k7, k8, k9, k10, k11, k12, k13, k14, k15 = r, r, r, r, r, r, r, r, r, r, r, r, r, r, r, r
     first = min(FIRST_LEVELS, d)
-    k0, k1, k2, k3, k4, k5, k6, k7, k8, k9, k10, k11, k12, k13, k14, k15 = _steps16(node, xk, base, shift, mask, first, k0, k1, k2, k3, k4, k5, k6, k7, k8, k9, k10, k11, k12, k13, k14, k15)
+    k0, k1, k2, k3, k4, k5, k6, k7, k8, k9, k10, k11, k12, k13, k14, k15 = _steps16(node, xk, base, first, k0, k1, k2, k3, k4, k5, k6, k7, k8, k9, k10, k11, k12, k13, k14, k15)
     more = min(FIRST_LEVELS, max(height[k0], height[k1], height[k2], height[k3], height[k4], height[k5], height[k6], height[k7], height[k8], height[k9], height[k10], height[k11], height[k12], height[k13], height[k14], height[k15]))
-    k0, k1, k2, k3, k4, k5, k6, k7, k8, k9, k10, k11, k12, k13, k14, k15 = _steps16(node, xk, base, shift, mask, more, k0, k1, k2, k3, k4, k5, k6, k7, k8, k9, k10, k11, k12, k13, k14, k15)
+    k0, k1, k2, k3, k4, k5, k6, k7, k8, k9, k10, k11, k12, k13, k14, k15 = _steps16(node, xk, base, more, k0, k1, k2, k3, k4, k5, k6, k7, k8, k9, k10, k11, k12, k13, k14, k15)
     rest = max(height[k0], height[k1], height[k2], height[k3], height[k4], height[k5], height[k6], height[k7], height[k8], height[k9], height[k10], height[k11], height[k12], height[k13], height[k14], height[k15])
-    k0, k1, k2, k3, k4, k5, k6, k7, k8, k9, k10, k11, k12, k13, k14, k15 = _steps16(node, xk, base, shift, mask, rest, k0, k1, k2, k3, k4, k5, k6, k7, k8, k9, k10, k11, k12, k13, k14, k15)
+    k0, k1, k2, k3, k4, k5, k6, k7, k8, k9, k10, k11, k12, k13, k14, k15 = _steps16(node, xk, base, rest, k0, k1, k2, k3, k4, k5, k6, k7, k8, k9, k10, k11, k12, k13, k14, k15)
     vals[t, base + 0] = value[k0]
     vals[t, base + 1] = value[k1]
     vals[t, base + 2] = value[k2]
@@ -110,16 +118,14 @@ def _walk16(node, height, value, r, d, xk, base, shift, mask, vals, t):  # type:
 
 @njit(cache=True, nogil=True, boundscheck=False)
 def predict_kernel(  # type: ignore[no-untyped-def]  # pragma: no cover
-    XT, node, height, value, root, depth, shift, net, k_lo, k_hi, frac, margin, inv_2z, out
+    XT, node, height, value, root, depth, net, k_lo, k_hi, frac, margin, inv_2z, out
 ):
     """Fill ``out`` (5, n) from ``XT`` (covariates, n); see :func:`mrv.modeling.forest_walk.predict_forest`."""
     n_feat, n = XT.shape
     n_trees = root.shape[0]
-    sh = np.uint32(shift)
-    mask = np.uint32((1 << shift) - 1)
     xb = np.zeros(n_feat * BLOCK, dtype=np.float32)
     xu = xb.view(np.uint32)
-    xk = np.zeros(n_feat * BLOCK, dtype=np.uint32)
+    xk = np.zeros(BLOCK * FEATURE_SLOTS, dtype=np.uint32)  # xk[lane * FEATURE_SLOTS + covariate]
     vals = np.empty((n_trees, BLOCK), dtype=np.float32)
     acc = np.empty(BLOCK, dtype=np.float64)
     good = np.empty(BLOCK, dtype=np.bool_)
@@ -134,12 +140,13 @@ def predict_kernel(  # type: ignore[no-untyped-def]  # pragma: no cover
                     good[b] = False
                     x = np.float32(0.0)  # walked like any pixel (never off the tree), output NaN
                 xb[f * BLOCK + b] = x + np.float32(0.0)  # -0.0 -> +0.0
-        for i in range(n_feat * BLOCK):  # order keys (mrv.modeling.forest_walk.order_key)
-            u = xu[i]
-            xk[i] = ~u if u >> np.uint32(31) else u | np.uint32(0x80000000)
+        for f in range(n_feat):  # order keys (mrv.modeling.forest_walk.order_key), lane-major
+            for b in range(BLOCK):
+                u = xu[f * BLOCK + b]
+                xk[b * FEATURE_SLOTS + f] = ~u if u >> np.uint32(31) else u | np.uint32(0x80000000)
         for t in range(n_trees):
-            _walk16(node, height, value, root[t], depth[t], xk, np.uint32(0), sh, mask, vals, t)
-            _walk16(node, height, value, root[t], depth[t], xk, np.uint32(16), sh, mask, vals, t)
+            _walk16(node, height, value, root[t], depth[t], xk, 0, vals, t)
+            _walk16(node, height, value, root[t], depth[t], xk, 16, vals, t)
         for b in range(BLOCK):
             acc[b] = 0.0
         for t in range(n_trees):

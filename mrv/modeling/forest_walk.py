@@ -38,6 +38,13 @@ from typing import Any
 import numpy as np
 
 
+#: Bits of a node's low word holding the covariate index (the left child id is the low word >> this):
+#: a constant, so the kernel's shift and mask are immediates and ``xk[lane][covariate]`` has a fixed stride.
+FEATURE_BITS = 6
+#: Covariates the packed layout supports; a forest on more falls back to the numpy path.
+FEATURE_SLOTS = 1 << FEATURE_BITS
+
+
 @dataclass(frozen=True)
 class CompiledForest:
     """A forest as flat arrays for :func:`predict_forest` (global node ids over all trees).
@@ -48,7 +55,7 @@ class CompiledForest:
     """
 
     node: np.ndarray
-    """uint64 ``(nodes,)``: ``order_key(threshold) << 32 | left child << shift | covariate``; a leaf has
+    """uint64 ``(nodes,)``: ``order_key(threshold) << 32 | left child << FEATURE_BITS | covariate``; a leaf has
     the key of +inf and itself as left child, so a walk that reached a leaf stays there."""
     height: np.ndarray
     """int32 ``(nodes,)``: levels from each node down to the deepest leaf below it (0 at leaves)."""
@@ -58,8 +65,6 @@ class CompiledForest:
     """uint32 ``(trees,)``: node id of each tree's root."""
     depth: np.ndarray
     """int32 ``(trees,)``: steps from the root to the deepest leaf of each tree."""
-    shift: int
-    """Bits of the node's low word holding the covariate index."""
     n_features: int
 
 
@@ -104,11 +109,12 @@ def _heights(left: np.ndarray, leaf: np.ndarray) -> np.ndarray:
 def compile_forest(estimators: list[Any], leaf_values: np.ndarray, n_features: int) -> CompiledForest | None:
     """Flatten fitted scikit-learn trees; ``leaf_values`` is ``(trees, max_nodes)`` float32 (NaN off-leaf).
 
-    ``None`` when the forest does not fit the 32-bit packed layout (then the caller falls back).
+    ``None`` when the forest does not fit the 32-bit packed layout (more than :data:`FEATURE_SLOTS`
+    covariates or 2**26 nodes; then the caller falls back).
     """
-    shift = max(1, int(n_features - 1).bit_length())
+    shift = FEATURE_BITS
     total = sum(int(e.tree_.node_count) for e in estimators)
-    if total >= 2 ** (32 - shift):
+    if n_features > FEATURE_SLOTS or total >= 2 ** (32 - shift):
         return None
     nodes, heights, vals, roots, depths = [], [], [], [], []
     offset = 0
@@ -137,7 +143,6 @@ def compile_forest(estimators: list[Any], leaf_values: np.ndarray, n_features: i
         value=np.concatenate(vals),
         root=np.asarray(roots, dtype="uint32"),
         depth=np.asarray(depths, dtype="int32"),
-        shift=shift,
         n_features=n_features,
     )
 
@@ -239,7 +244,7 @@ def predict_forest(
     lo, hi, frac = order_positions(compiled.root.size, quantiles)
     out = np.empty((5, XT.shape[1]), dtype="float32")
     kernel()(
-        XT, compiled.node, compiled.height, compiled.value, compiled.root, compiled.depth, compiled.shift,
+        XT, compiled.node, compiled.height, compiled.value, compiled.root, compiled.depth,
         network, lo, hi, frac, float(margin), 1.0 / (2.0 * z), out,
     )  # fmt: skip
     return out

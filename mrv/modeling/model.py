@@ -17,7 +17,6 @@ never lowers the coverage of the outer pair.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -30,6 +29,7 @@ from threadpoolctl import threadpool_limits
 
 from mrv.config import ModelConfig
 from mrv.errors import CovariateMismatch, ModelError
+from mrv.fsio import sha256_bytes
 
 #: Output layers of :meth:`SOCPredictor.predict`, in order.
 OUTPUTS = ("mean", "p05", "p50", "p95", "sd")
@@ -78,7 +78,7 @@ def _assemble(mean: np.ndarray, q: np.ndarray, margin: float, z: float) -> np.nd
 
 
 def _content_id(prefix: str, *parts: object) -> str:
-    return prefix + "-" + hashlib.sha256(repr(parts).encode()).hexdigest()[:12]
+    return prefix + "-" + sha256_bytes(repr(parts).encode())[:12]
 
 
 def make_forest(cfg: ModelConfig, *, n_jobs: int = 1) -> RandomForestQuantileRegressor:

@@ -17,7 +17,6 @@ are reported beside them, and coverage by decile of the observed stock (:func:`c
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -25,6 +24,7 @@ import pandas as pd
 
 from mrv.config import ModelConfig
 from mrv.errors import ModelError
+from mrv.fsio import sha256_bytes
 from mrv.modeling.conformal import fit_label_conditional, label_conditional_interval
 from mrv.modeling.model import (
     GBMQuantileModel,
@@ -348,9 +348,9 @@ def train(table: pd.DataFrame, covariates: list[str], cfg: ModelConfig) -> Train
         "label_conditional": _label_conditional_record(y[calib], lo[calib], hi[calib], fold_id[calib], cfg.confidence),
     }  # fmt: skip
 
-    digest = hashlib.sha256(
+    digest = sha256_bytes(
         pd.util.hash_pandas_object(usable[[*covariates, "soc_stock_t_ha"]], index=False).to_numpy().tobytes()
-    ).hexdigest()
+    )
     metadata: dict[str, object] = {
         "training_sha256": digest,
         "n_train": int(y.size),

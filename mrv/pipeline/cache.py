@@ -1,24 +1,31 @@
-"""Crash-safe resume: a step whose outputs exist and were made from the same inputs is not run again.
+"""Content-keyed, crash-safe steps: a step whose key has a complete directory is not run again.
 
-Every step of a run is described by a :class:`StepSpec`: its input files, the config values it
-reads and the files it writes. Its **key** is the SHA-256 of
+A step is described by a :class:`StepSpec`, which its stage module (:mod:`mrv.pipeline.imagery`,
+``samples``, ``model``, ``accounting``) builds beside the step function from one declaration of what
+the step reads: the config values (dotted paths such as ``"region"`` or ``"model.process_sd_t_ha"``)
+and the upstream outputs and input files. Its **key** is the SHA-256 of
 
 * the step name,
 * the SHA-256 of every input file (a directory input, e.g. a STAC catalog, is hashed file by file),
-* the relevant config values (as canonical JSON), and
+* the declared config values (as canonical JSON), and
 * the code version (:func:`code_version`: package version + hash of the ``mrv`` sources).
 
-When the step finishes, :func:`run_cached` fsyncs its outputs and then writes the sidecar
-``<first output>.done.json`` atomically (temporary file, fsync, ``os.replace``). The sidecar holds
-the key and the SHA-256 and size of every output. A later run skips the step when the sidecar's
-key equals the new key and every output still has its recorded hash, so re-running after a crash
-(even ``kill -9``) recomputes only the steps that had not finished, and a changed input, config
-value or code version recomputes the step and everything downstream of its changed outputs.
+The declaration is enforced, not trusted: :func:`run_cached` hands the step a config that raises
+:class:`UndeclaredRead` on any value outside the declared paths, and a layout that raises on any
+run-directory file outside the declared inputs (:class:`GuardedLayout`), so a step cannot read
+something its key does not cover.
+
+Outputs go to the step's keyed directory (:meth:`RunLayout.keyed_dir`). The step writes into a
+staging directory beside it; when it returns, every output is fsynced, the step record
+``step.json`` (key, inputs with hashes, config, output hashes) is written, and the staging
+directory is renamed to the keyed one, atomically. Then the pointer ``<slug>.current`` is replaced.
+A keyed directory is never written again (a damaged one is moved aside, not overwritten), so
+re-running after a crash (even ``kill -9``) recomputes only the steps that had not finished, and a
+changed input, config value or code version writes a new directory beside the old one.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import functools
 import hashlib
@@ -26,43 +33,78 @@ import importlib.metadata
 import json
 import logging
 import os
+import shutil
+import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, is_dataclass
+from dataclasses import asdict, dataclass, fields, is_dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from mrv.config import RoundConfig, RunConfig
 from mrv.errors import MRVError
-from mrv.grid import Tile
-from mrv.pipeline.layout import RunLayout
-from mrv.report.manifest import sha256_file
+from mrv.fsio import fsync_dir, fsync_file, sha256_file, write_json, write_text
+from mrv.pipeline.layout import STEP_RECORD, RunLayout, StepPlace
+
+__all__ = [
+    "CACHE_SCHEMA",
+    "CODE_VERSION_ENV",
+    "GuardedLayout",
+    "StepKey",
+    "StepSpec",
+    "UndeclaredRead",
+    "canonical_json",
+    "code_version",
+    "config_values",
+    "declare",
+    "find_done",
+    "guard_config",
+    "hash_input",
+    "is_done",
+    "run_cached",
+    "source_digest",
+    "step_key",
+]
 
 log = logging.getLogger(__name__)
 
-CACHE_SCHEMA = 1
-SIDECAR_SUFFIX = ".done.json"
+CACHE_SCHEMA = 2
 CODE_VERSION_ENV = "MRV_CODE_VERSION"
 _PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 
 T = TypeVar("T")
 
 
+class UndeclaredRead(MRVError):
+    """A step read a config value or a file that its spec does not declare (a bug in mrv, not a user mistake)."""
+
+
 @dataclass(frozen=True)
 class StepSpec:
-    """What one step reads and writes; ``outputs[0]`` carries the sidecar."""
+    """What one step reads and writes.
+
+    ``reads`` are the dotted config paths the step may read (``"region"`` allows the whole region
+    section, ``"model.process_sd_t_ha"`` one value), resolved against ``{"cfg": ..., "round": ...,
+    "tile": ...}``-style roots in ``config``; ``inputs`` are the files and directories it may read.
+    ``outputs`` are file names inside its keyed directory.
+    """
 
     name: str
+    place: StepPlace
     inputs: tuple[Path, ...]
     config: Mapping[str, Any]
-    outputs: tuple[Path, ...]
+    """Declared config path -> value (the key's config part)."""
+    outputs: tuple[str, ...]
+    reads: tuple[str, ...] = ()
+    """The declared dotted paths (``cfg.region``, ``round.start``, ...); :meth:`view` enforces them."""
+    unkeyed: tuple[str, ...] = ()
+    """Paths the step may read that cannot change its outputs (chunk sizes, worker counts): not in the key."""
 
     def __post_init__(self) -> None:
         if not self.outputs:
             raise ValueError(f"step {self.name!r} declares no outputs; a cached step needs at least one.")
 
-    @property
-    def sidecar(self) -> Path:
-        return sidecar_path(self.outputs[0])
+    def view(self, root: str, obj: T) -> T:
+        """``obj`` (the run config as ``"cfg"``, the round as ``"round"``) as this step may read it."""
+        return guard_config(obj, root, (*self.reads, *self.unkeyed), step=self.name)
 
 
 @dataclass(frozen=True)
@@ -74,10 +116,6 @@ class StepKey:
     code_version: str
     inputs: tuple[tuple[str, str], ...]
     """``(path, sha256)`` of every input, in declaration order."""
-
-
-def sidecar_path(output: Path) -> Path:
-    return output.with_name(output.name + SIDECAR_SUFFIX)
 
 
 @functools.lru_cache(maxsize=1)
@@ -155,9 +193,141 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"config value {value!r} of type {type(value).__name__} cannot be part of a step key")
 
 
+# ------------------------------------------------------------------------ declared reads, enforced
+
+
+def config_values(roots: Mapping[str, Any], reads: Sequence[str]) -> dict[str, Any]:
+    """``{path: value}`` of every declared dotted path, looked up from ``roots`` (``{"cfg": cfg, "round": rnd}``).
+
+    A path's first part names the root; the key records the rest (``"cfg.region"`` -> ``"region"``,
+    ``"round.start"`` -> ``"round.start"``), so keys read like the config file.
+    """
+    out: dict[str, Any] = {}
+    for path in reads:
+        root, *rest = path.split(".")
+        value = roots[root]
+        for part in rest:
+            value = getattr(value, part)
+        out[".".join(rest) if root == "cfg" else path] = value
+    return out
+
+
+class _Guarded:
+    """A read-only view of a frozen config object that allows only the declared attribute paths."""
+
+    __slots__ = ("_obj", "_path", "_allowed", "_step")
+
+    def __init__(self, obj: Any, path: str, allowed: frozenset[str], step: str) -> None:
+        object.__setattr__(self, "_obj", obj)
+        object.__setattr__(self, "_path", path)
+        object.__setattr__(self, "_allowed", allowed)
+        object.__setattr__(self, "_step", step)
+
+    def __getattr__(self, name: str) -> Any:
+        path = f"{self._path}.{name}"
+        value = getattr(self._obj, name)
+        if name.startswith("__") or path in self._allowed or any(path.startswith(a + ".") for a in self._allowed):
+            return value
+        if any(a.startswith(path + ".") for a in self._allowed):
+            return _Guarded(value, path, self._allowed, self._step)
+        raise UndeclaredRead(
+            f"Step {self._step} read the config value {path.split('.', 1)[1]}, which is not part of its key; "
+            "declare it in the step's reads (mrv/pipeline/<stage>.py). This is a bug in mrv: please report it."
+        )
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("the config is frozen")
+
+    def __repr__(self) -> str:
+        return f"<config {self._path} as step {self._step} may read it>"
+
+
+def guard_config(obj: T, root: str, reads: Sequence[str], *, step: str) -> T:
+    """``obj`` (the run config, a round, ...) restricted to the declared paths under ``root``."""
+    allowed = frozenset(r for r in reads if r == root or r.startswith(root + "."))
+    if root in allowed:
+        return obj
+    return cast(T, _Guarded(obj, root, allowed, step))
+
+
+@dataclass(frozen=True)
+class GuardedLayout(RunLayout):
+    """A layout whose artefact paths must be declared inputs of the step, or lie in its own directory."""
+
+    step: str = ""
+    allowed: frozenset[Path] = frozenset()
+    own: Path = Path("/nonexistent")
+
+    def _checked(self, path: Path) -> Path:
+        if path.is_relative_to(self.own) or path in self.allowed or any(path.is_relative_to(a) for a in self.allowed):
+            return path
+        raise UndeclaredRead(
+            f"Step {self.step} read {path.relative_to(self.root) if path.is_relative_to(self.root) else path}, "
+            "which is not one of its declared inputs; add it to the step's inputs (mrv/pipeline/<stage>.py). "
+            "This is a bug in mrv: please report it."
+        )
+
+    def step_dir(self, place: StepPlace) -> Path:
+        return self._checked(super().step_dir(place))
+
+
+def _guarded_layout(layout: RunLayout, spec: StepSpec, own: Path) -> RunLayout:
+    # An upstream step is declared by its record (step.json, which holds the hash of every file it wrote), so
+    # reading anything in that step's directory is covered by the key.
+    allowed = frozenset(Path(p).parent for p in spec.inputs if Path(p).name == STEP_RECORD)
+    return GuardedLayout(layout.root, layout.placed(spec.place, own).placed_at, step=spec.name, allowed=allowed,
+                         own=own)  # fmt: skip
+
+
+#: Config fields holding paths that are not inputs (where outputs go, where the config was read from).
+_NOT_INPUTS = frozenset({"registry_dir", "output_dir", "source_path"})
+
+
+def _config_files(value: Any, name: str = "") -> list[Path]:
+    """Every path inside declared config values: each file the config names is an input of the step."""
+    if name in _NOT_INPUTS:
+        return []
+    if isinstance(value, Path):
+        return [value]
+    if is_dataclass(value) and not isinstance(value, type):
+        return [p for f in fields(value) for p in _config_files(getattr(value, f.name), f.name)]
+    if isinstance(value, Mapping):
+        return [p for k, v in value.items() for p in _config_files(v, str(k))]
+    if isinstance(value, list | tuple):
+        return [p for v in value for p in _config_files(v, name)]
+    return []
+
+
+def declare(
+    name: str,
+    place: StepPlace,
+    *,
+    layout: RunLayout,
+    roots: Mapping[str, Any],
+    reads: Sequence[str],
+    outputs: Sequence[str],
+    upstream: Sequence[StepPlace] = (),
+    files: Sequence[Path] = (),
+    unkeyed: Sequence[str] = (),
+) -> StepSpec:
+    """A step's spec from what it reads: config paths (``reads``), upstream steps, and files beyond the config's.
+
+    Inputs are ``files``, then every path inside the declared config values (sample files, field polygons,
+    the DEM, ...), then the record of every upstream step, in that order and without repeats.
+    """
+    config = config_values(roots, reads)
+    found = [*files, *_config_files(config), *(layout.step_record(p) for p in upstream)]
+    inputs = tuple(dict.fromkeys(Path(p) for p in found))
+    return StepSpec(name=name, place=place, inputs=inputs, config=config, outputs=tuple(outputs), reads=tuple(reads),
+                    unkeyed=tuple(unkeyed))  # fmt: skip
+
+
+# ------------------------------------------------------------------------ keys, records, running
+
+
 def step_key(spec: StepSpec, *, code: str | None = None) -> StepKey:
     code = code or code_version()
-    inputs = tuple((str(p), hash_input(p)) for p in spec.inputs)
+    inputs = tuple((str(p), hash_input(Path(p))) for p in spec.inputs)
     digest = hashlib.sha256()
     digest.update(f"schema={CACHE_SCHEMA}\nstep={spec.name}\ncode={code}\n".encode())
     for path, sha in inputs:
@@ -166,10 +336,10 @@ def step_key(spec: StepSpec, *, code: str | None = None) -> StepKey:
     return StepKey(step=spec.name, digest=digest.hexdigest(), code_version=code, inputs=inputs)
 
 
-def is_done(spec: StepSpec, key: StepKey) -> bool:
-    """True when the sidecar matches ``key`` and every output still has its recorded SHA-256."""
+def is_done(directory: Path, spec: StepSpec, key: StepKey) -> bool:
+    """True when ``directory`` holds the record of ``key`` and every output with its recorded SHA-256."""
     try:
-        record = json.loads(spec.sidecar.read_text(encoding="utf-8"))
+        record = json.loads((directory / STEP_RECORD).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
     if not isinstance(record, dict) or record.get("schema") != CACHE_SCHEMA or record.get("key") != key.digest:
@@ -177,9 +347,8 @@ def is_done(spec: StepSpec, key: StepKey) -> bool:
     recorded = record.get("outputs")
     if not isinstance(recorded, dict):
         return False
-    base = spec.sidecar.parent
-    for out in spec.outputs:
-        entry = recorded.get(os.path.relpath(out, base))
+    for name in spec.outputs:
+        entry, out = recorded.get(name), directory / name
         if not isinstance(entry, dict) or not out.is_file():
             return False
         if out.stat().st_size != entry.get("bytes") or sha256_file(out) != entry.get("sha256"):
@@ -187,19 +356,19 @@ def is_done(spec: StepSpec, key: StepKey) -> bool:
     return True
 
 
-def mark_done(spec: StepSpec, key: StepKey) -> Path:
-    """Fsync the outputs, then write the sidecar atomically (it is the step's commit record)."""
-    base = spec.sidecar.parent
+def _write_record(directory: Path, spec: StepSpec, key: StepKey) -> None:
+    """Fsync the outputs, then write the step record (the step's commit record)."""
     outputs: dict[str, dict[str, Any]] = {}
-    for out in spec.outputs:
+    for name in spec.outputs:
+        out = directory / name
         if not out.is_file():
             raise MRVError(
-                f"Step {spec.name!r} finished without writing {out}; the step and its declared outputs disagree "
-                "(fix the step or its StepSpec in mrv/pipeline/cache.py)."
+                f"Step {spec.name!r} finished without writing {name}; the step and its declared outputs disagree "
+                "(a bug in mrv/pipeline: fix the step or its StepSpec)."
             )
-        _fsync(out)
-        outputs[os.path.relpath(out, base)] = {"sha256": sha256_file(out), "bytes": out.stat().st_size}
-    record = {
+        fsync_file(out)
+        outputs[name] = {"sha256": sha256_file(out), "bytes": out.stat().st_size}
+    write_json(directory / STEP_RECORD, {
         "schema": CACHE_SCHEMA,
         "step": spec.name,
         "key": key.digest,
@@ -208,149 +377,52 @@ def mark_done(spec: StepSpec, key: StepKey) -> Path:
         "config": json.loads(canonical_json(spec.config)),
         "outputs": outputs,
         "finished_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-    }
-    target = spec.sidecar
-    tmp = target.with_name(target.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(record, fh, indent=2)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, target)
-    _fsync_dir(base)
-    return target
+    })  # fmt: skip
 
 
-def invalidate(spec: StepSpec) -> None:
-    """Remove the sidecar so a half-rewritten output is never taken for a finished one."""
-    spec.sidecar.unlink(missing_ok=True)
+def _point(layout: RunLayout, spec: StepSpec, directory: Path) -> None:
+    write_text(layout.pointer(spec.place), directory.name + "\n")
 
 
-def run_cached(spec: StepSpec, compute: Callable[[], T]) -> bool:
-    """Run ``compute`` unless ``spec``'s outputs are up to date; returns True when it ran."""
+def run_cached(spec: StepSpec, layout: RunLayout, compute: Callable[[RunLayout], object]) -> bool:
+    """Run ``compute(layout)`` unless ``spec``'s keyed directory is complete; returns True when it ran.
+
+    ``compute`` gets a layout that places this step in a staging directory and allows reading only
+    the declared inputs; it must write exactly ``spec.outputs`` there.
+    """
     key = step_key(spec)
-    if is_done(spec, key):
+    final = layout.keyed_dir(spec.place, key.digest)
+    if is_done(final, spec, key):
+        _point(layout, spec, final)
         log.info("step %s: outputs up to date (key %s), skipped", spec.name, key.digest[:12])
         return False
-    invalidate(spec)
-    compute()
-    mark_done(spec, key)
+    if final.exists():  # incomplete or damaged: keep it for inspection, never write into it
+        aside = final.with_name(f".{final.name}.damaged-{uuid.uuid4().hex[:8]}")
+        log.warning("step %s: %s is incomplete or damaged; moved aside to %s", spec.name, final.name, aside.name)
+        os.replace(final, aside)
+    staging = final.with_name(f".{final.name}.partial-{uuid.uuid4().hex[:8]}")
+    staging.mkdir(parents=True)
+    try:
+        compute(_guarded_layout(layout, spec, staging))
+        _write_record(staging, spec, key)
+        fsync_dir(staging)
+        try:
+            os.rename(staging, final)  # atomic; fails if another process finished the same key meanwhile
+        except OSError:
+            if not is_done(final, spec, key):
+                raise
+            shutil.rmtree(staging, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    fsync_dir(final.parent)
+    _point(layout, spec, final)
     log.info("step %s: done (key %s)", spec.name, key.digest[:12])
     return True
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):  # directories cannot be fsynced on every platform
-        _fsync(path)
-
-
-# ------------------------------------------------------------------------ the steps of a run
-# Each StepSpec must list every file and config value its step in mrv.pipeline.steps reads: when a
-# step starts reading something new, add it here, or a changed value will not recompute the step.
-
-
-def _round_dates(rnd: RoundConfig) -> dict[str, Any]:
-    return {"name": rnd.name, "start": rnd.start, "end": rnd.end}
-
-
-def imagery_tile_step(cfg: RunConfig, rnd: RoundConfig, layout: RunLayout, tile: Tile) -> StepSpec:
-    inputs = [cfg.region.fields]
-    if cfg.imagery.source == "local" and cfg.imagery.catalog is not None:
-        inputs.append(cfg.imagery.catalog.parent)  # the whole static catalog: JSON and COGs
-    if cfg.imagery.dem is not None and cfg.imagery.dem.path is not None:
-        inputs.append(cfg.imagery.dem.path)
-    out = layout.imagery_tile(rnd.name, tile.name)
-    live = () if cfg.imagery.source == "local" else (layout.imagery_items(rnd.name, tile.name),)
-    return StepSpec(
-        name=f"prepare-imagery[{rnd.name}/{tile.name}]",
-        inputs=tuple(inputs),
-        config={"region": cfg.region, "imagery": cfg.imagery, "round": _round_dates(rnd), "tile": tile},
-        outputs=(out, out.with_suffix(".json"), *live),
-    )
-
-
-def mosaic_step(cfg: RunConfig, rnd: RoundConfig, layout: RunLayout, tiles: Sequence[Tile]) -> StepSpec:
-    parts = [layout.imagery_tile(rnd.name, t.name) for t in tiles]
-    return StepSpec(
-        name=f"mosaic-imagery[{rnd.name}]",
-        inputs=(cfg.region.fields, *parts, *(p.with_suffix(".json") for p in parts)),
-        config={"region": cfg.region, "tile_px": cfg.imagery.tile_px, "round": _round_dates(rnd)},
-        outputs=(layout.covariates(rnd.name), layout.imagery_summary(rnd.name)),
-    )
-
-
-def samples_step(cfg: RunConfig, rnd: RoundConfig, layout: RunLayout) -> StepSpec:
-    inputs = [cfg.region.fields]
-    # The parsed format profiles are part of ``rnd`` (resolved when the config was loaded), so a changed
-    # profile changes the key through the config values.
-    inputs += [sf.path for sf in rnd.samples]
-    store: dict[str, Any] | None = None
-    if rnd.store is not None:  # keyed on the store's submissions in the round's window (new, corrected, withdrawn)
-        from mrv.samples.store import SampleStore, store_query, store_state
-
-        url, query = store_query(rnd.store)
-        with SampleStore.open(url) as opened:
-            store = store_state(opened, query)
-    return StepSpec(
-        name=f"prepare-samples[{rnd.name}]",
-        inputs=tuple(inputs),
-        config={
-            "region": cfg.region,
-            "depth_cm": cfg.depth_cm,
-            "round": rnd,
-            "samples": cfg.samples,
-            "process_sd_t_ha": cfg.model.process_sd_t_ha,
-            **({"store": store} if store is not None else {}),
-        },
-        outputs=(layout.sites(rnd.name), layout.rejected(rnd.name), layout.samples_summary(rnd.name)),
-    )
-
-
-def model_step(cfg: RunConfig, layout: RunLayout) -> StepSpec:
-    inputs = []
-    for rnd in cfg.rounds:
-        inputs += [layout.sites(rnd.name), layout.covariates(rnd.name)]
-    d = layout.model_dir
-    return StepSpec(
-        name="fit-model",
-        inputs=tuple(inputs),
-        config={"model": cfg.model, "rounds": [r.name for r in cfg.rounds]},
-        outputs=(d / "model.pkl", d / "model_card.json", d / "features.csv", d / "cv_predictions.csv"),
-    )
-
-
-def predict_step(cfg: RunConfig, rnd: RoundConfig, layout: RunLayout) -> StepSpec:
-    maps = layout.round_maps(rnd.name)
-    return StepSpec(
-        name=f"predict-maps[{rnd.name}]",
-        inputs=(layout.model_dir / "model.pkl", layout.model_dir / "model_card.json", layout.covariates(rnd.name)),
-        # Chunking and the Dask cluster do not change per-pixel predictions: not part of the key.
-        config={"round": rnd.name, "depth_cm": cfg.depth_cm},
-        outputs=tuple(maps.values()),
-    )
-
-
-def account_step(cfg: RunConfig, layout: RunLayout) -> StepSpec:
-    # The error model is estimated from the cross-validation predictions of the model step.
-    inputs = [cfg.region.fields, layout.model_dir / "cv_predictions.csv", layout.model_dir / "features.csv"]
-    for rnd in cfg.rounds:
-        maps = layout.round_maps(rnd.name)
-        inputs += [maps["mean"], maps["sd"]]
-    return StepSpec(
-        name="account",
-        inputs=tuple(inputs),
-        config={
-            "accounting": cfg.accounting,
-            "model": cfg.model,
-            "region": cfg.region,
-            "rounds": [r.name for r in cfg.rounds],
-        },
-        outputs=(layout.accounting,),
-    )
+def find_done(spec: StepSpec, layout: RunLayout) -> Path | None:
+    """The keyed directory of ``spec`` when it is complete for today's inputs, config and code (else None)."""
+    key = step_key(spec)
+    final = layout.keyed_dir(spec.place, key.digest)
+    return final if is_done(final, spec, key) else None

@@ -19,8 +19,8 @@ import pandas as pd
 from mrv.config import RunConfig
 from mrv.errors import StockError
 from mrv.samples.esm import (
-    CumulativeProfile,
-    cumulative_profile,
+    CumulativeMassCurve,
+    cumulative_mass_curve,
     esm_stock,
     reference_mass_mg_ha,
     soil_mass_from_bulk_density_mg_ha,
@@ -58,14 +58,14 @@ def esm_for_round(
     return apply_esm(sites, records, baseline_reference_mass(cfg, baseline))
 
 
-def esm_profiles(records: pd.DataFrame) -> dict[str, CumulativeProfile]:
+def esm_profiles(records: pd.DataFrame) -> dict[str, CumulativeMassCurve]:
     """Cumulative mass/SOC profile of every site whose layers all have a measured bulk density.
 
     ``records`` are accepted sample records (``site_id, top_cm, bottom_cm, soc_g_kg, bulk_density_g_cm3``
     and optionally ``coarse_fragments_vol_pct``); sites with a missing or estimated bulk density, or
     with a single increment (no mass below the reference to interpolate), are left out.
     """
-    out: dict[str, CumulativeProfile] = {}
+    out: dict[str, CumulativeMassCurve] = {}
     if len(records) == 0:
         return out
     for site, lay in records.groupby("site_id", sort=False):
@@ -77,7 +77,7 @@ def esm_profiles(records: pd.DataFrame) -> dict[str, CumulativeProfile]:
         top, bottom = lay["top_cm"].to_numpy(float), lay["bottom_cm"].to_numpy(float)
         mass = soil_mass_from_bulk_density_mg_ha(bd, bottom - top, cf)
         try:
-            out[str(site)] = cumulative_profile(top, bottom, mass, lay["soc_g_kg"].to_numpy(float), profile_id=str(site))
+            out[str(site)] = cumulative_mass_curve(top, bottom, mass, lay["soc_g_kg"].to_numpy(float), profile_id=str(site))
         except StockError:
             continue  # geometry problems: the fixed-depth path reports them
     return out

@@ -32,9 +32,7 @@ from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import yaml
-
-from mrv.config import RunConfig, load_config, parse_config
+from mrv.config import RunConfig, load_config, parse_config, read_yaml
 from mrv.errors import ConfigError, MRVError, VerificationError
 from mrv.report.manifest import (
     MANIFEST_NAME,
@@ -121,8 +119,8 @@ def bundle_config(root: Path, manifest: Mapping[str, Any]) -> RunConfig:
     config = manifest["config"]
     path = resolve_entry(root, config["path"], inside=True)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raw = read_yaml(path.read_text(encoding="utf-8"), f"The bundle's config {config['path']}")
+    except (OSError, UnicodeDecodeError, ConfigError) as exc:
         raise VerificationError(
             f"The bundle's config {config['path']} cannot be read as YAML ({exc}); restore the bundle."
         ) from exc
@@ -168,7 +166,8 @@ def make_bundle(run_dir: Path, out: Path, *, sign_key: Path | None = None, passp
             f"{run_dir / MANIFEST_NAME} is not a schema-2 run manifest; re-run the pipeline with this version."
         )
     cfg = run_config(run_dir, manifest)
-    raw = yaml.safe_load(resolve_entry(run_dir, manifest["config"]["path"], inside=False).read_text(encoding="utf-8"))
+    config_file = resolve_entry(run_dir, manifest["config"]["path"], inside=False)
+    raw = read_yaml(config_file.read_text(encoding="utf-8"), str(config_file))
 
     with contextlib.ExitStack() as stack:
         if out.suffix == ".zip":

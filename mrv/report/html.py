@@ -1,4 +1,4 @@
-"""Self-contained HTML rendering of ``report.json`` for the verifier.
+"""Self-contained HTML rendering of ``report.json`` (the typed :class:`~mrv.report.schema.Report`) for the verifier.
 
 The HTML has inline CSS only and embeds every image as a ``data:`` URI, so it renders offline
 and can be archived as a single file. All strings from the report are escaped by Jinja2's
@@ -10,24 +10,35 @@ Optional sections that are absent from the report are rendered as "not available
 
 from __future__ import annotations
 
+import dataclasses
 import math
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import jinja2
 
 from mrv.errors import MRVError
+from mrv.fsio import write_text
 from mrv.report.maps import png_data_uri
+from mrv.report.schema import (
+    CvMetrics,
+    DesignChange,
+    DesignInterval,
+    Interval,
+    McChange,
+    Report,
+    RoundStocks,
+)
 
 __all__ = ["render_report_html"]
 
 _TEMPLATE_PACKAGE = "mrv.report"
 _TEMPLATE_NAME = "report.html.j2"
 NA = "n/a"
+_T = TypeVar("_T")
 
 _STOCK = "t C/ha"
 _TOTAL = "t C"
@@ -105,141 +116,131 @@ def _is_scalar(value: object) -> bool:
     return value is None or isinstance(value, str | int | float | bool)
 
 
-def _mapping(value: object) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
+def _lower(value: Interval | DesignInterval | None) -> float | None:
+    if isinstance(value, DesignInterval):
+        return value.bound("lower")
+    return value.lower_90 if value is not None else None
 
 
-def _nested(obj: object, *keys: str) -> object:
-    for key in keys:
-        if not isinstance(obj, Mapping):
-            return None
-        obj = obj.get(key)
-    return obj
+def _upper(value: Interval | DesignInterval | None) -> float | None:
+    if isinstance(value, DesignInterval):
+        return value.bound("upper")
+    return value.upper_90 if value is not None else None
 
 
-def _interval(value: object, decimals: int | None, unit: str) -> dict[str, str]:
-    """Mean and 90 % bounds of an interval object as strings (``n/a`` where missing).
+def _interval(value: Interval | DesignInterval | None, decimals: int | None, unit: str) -> dict[str, str]:
+    """Mean and 90 % bounds of an interval as strings (``n/a`` where missing).
 
     ``decimals=None`` picks 0 decimals for magnitudes of 100 and more, else 1.
     """
-    obj = _mapping(value)
-    mean = obj.get("mean")
+    mean = value.mean if value is not None else None
     d = _total_decimals(mean) if decimals is None else decimals
     mean_text = _num(mean, d)
-    bounds = f"[{_num(obj.get('lower_90'), d)}, {_num(obj.get('upper_90'), d)}]"
+    bounds = f"[{_num(_lower(value), d)}, {_num(_upper(value), d)}]"
     return {
         "mean": _num(mean, d, unit),
         "range": bounds,
-        "cell": NA if not _has_interval(obj) else f"{mean_text} {bounds}",
+        "cell": NA if not _has_interval(value) else f"{mean_text} {bounds}",
     }
 
 
-def _has_interval(value: object) -> bool:
-    obj = _mapping(value)
-    return any(_as_float(obj.get(k)) is not None for k in ("mean", "lower_90", "upper_90"))
+def _has_interval(value: Interval | DesignInterval | None) -> bool:
+    if value is None:
+        return False
+    return any(_as_float(v) is not None for v in (value.mean, _lower(value), _upper(value)))
 
 
 # --------------------------------------------------------------------------- sections
 
 
-def _run_section(report: Mapping[str, Any]) -> dict[str, Any]:
-    run = _mapping(report.get("run"))
-    name = run.get("name")
-    created = run.get("created_utc")
-    date = str(created)[:10] if isinstance(created, str) and created else NA
-    confidence = _as_float(run.get("confidence"))
+def _run_section(report: Report) -> dict[str, Any]:
+    run = report.run
+    date = run.created_utc[:10] if run.created_utc else NA
     rows = [
-        ("Run name", _generic(name)),
-        ("Created (UTC)", _generic(created)),
-        ("Configuration", _generic(run.get("config"))),
-        ("Coordinate reference system", _generic(run.get("crs"))),
-        ("Sampling depth", _num(run.get("depth_cm"), 0, "cm")),
-        ("Rounds", _generic(run.get("rounds")) if run.get("rounds") else NA),
-        ("Baseline round", _generic(run.get("baseline_round"))),
-        ("Latest round", _generic(run.get("latest_round"))),
-        (
-            "Confidence level of intervals",
-            _num(confidence * 100, 0, "%") if confidence is not None else NA,
-        ),
-        ("report.json schema version", _generic(report.get("schema_version"))),
+        ("Run name", _generic(run.name)),
+        ("Created (UTC)", _generic(run.created_utc)),
+        ("Configuration", _generic(run.config)),
+        ("Coordinate reference system", _generic(run.crs)),
+        ("Sampling depth", _num(run.depth_cm, 0, "cm")),
+        ("Rounds", _generic(run.rounds) if run.rounds else NA),
+        ("Baseline round", _generic(run.baseline_round)),
+        ("Latest round", _generic(run.latest_round)),
+        ("Confidence level of intervals", _num(run.confidence * 100, 0, "%")),
+        ("report.json schema version", _generic(report.schema_version)),
     ]
-    return {
-        "name": _generic(name) if name else "unnamed run",
-        "date": date,
-        "rows": rows,
-    }
+    return {"name": _generic(run.name) if run.name else "unnamed run", "date": date, "rows": rows}
 
 
-def _rounds(report: Mapping[str, Any]) -> list[str]:
-    run_rounds = _nested(report, "run", "rounds")
-    if isinstance(run_rounds, list) and run_rounds:
-        return [str(r) for r in run_rounds]
+def _rounds(report: Report) -> list[str]:
+    if report.run.rounds:
+        return list(report.run.rounds)
     seen: list[str] = []
-    sources: list[object] = [_nested(report, "project", "rounds")]
-    fields = report.get("fields")
-    if isinstance(fields, list):
-        sources.extend(_mapping(f).get("rounds") for f in fields)
-    for src in sources:
-        for key in _mapping(src):
-            if str(key) not in seen:
-                seen.append(str(key))
+    for keys in (report.project.rounds, *(f.rounds for f in report.fields)):
+        seen.extend(k for k in keys if k not in seen)
     return sorted(seen)
 
 
-def _headline(report: Mapping[str, Any]) -> list[dict[str, str]] | None:
-    project = _mapping(report.get("project"))
-    if not project:
-        return None
-    run = _mapping(report.get("run"))
-    latest = run.get("latest_round")
-    baseline = run.get("baseline_round")
-    latest_round = _mapping(_nested(project, "rounds", str(latest))) if latest else {}
-    stock = latest_round.get("soc_stock_t_ha")
+def _design_change(report: Report) -> DesignChange | None:
+    design = report.design_based
+    return design.change if design is not None else None
+
+
+def _headline(report: Report) -> list[dict[str, str]]:
+    project, run = report.project, report.run
+    latest, baseline = run.latest_round, run.baseline_round
+    latest_round = _lookup(project.rounds, latest)
+    stock: Interval | DesignInterval | None = latest_round.soc_stock_t_ha if latest_round else None
     if not _has_interval(stock):
-        stock = project.get("soc_stock_t_ha")
-    total = latest_round.get("soc_total_t")
+        stock = project.soc_stock_t_ha
+    total: Interval | DesignInterval | None = latest_round.soc_total_t if latest_round else None
     if not _has_interval(total):
-        total = project.get("soc_total_t")
-    change = _mapping(project.get("change"))
-    design = _mapping(_nested(report, "design_based", "change", "project"))
+        total = project.soc_total_t
+    change = _Change.of(project.change)
     basis = "map Monte Carlo"
-    if design:  # the credited change: design-based, from the re-measured sites
+    design = _design_change(report)
+    if design is not None and design.project is not None:  # the credited change: design-based, re-measured sites
         basis = "design-based, re-measured sites"
-        change = {"delta_soc_stock_t_ha": design.get("per_ha"), "delta_soc_total_t": design.get("total"),
-                  "co2e_t": design.get("co2e")}  # fmt: skip
+        change = _Change(design.project.per_ha, design.project.total, design.project.co2e)
     suffix = f" ({_generic(latest)})" if latest else ""
     span = f" ({_generic(baseline)} to {_generic(latest)})" if baseline and latest else ""
-
     items = [
         ("Mean SOC stock" + suffix, _interval(stock, 1, _STOCK)),
         ("Total SOC" + suffix, _interval(total, None, _TOTAL)),
-        (
-            "Change in mean SOC stock" + span,
-            _interval(change.get("delta_soc_stock_t_ha"), 2, _STOCK),
-        ),
-        (
-            "Change in total SOC" + span,
-            _interval(change.get("delta_soc_total_t"), None, _TOTAL),
-        ),
-        ("Change as CO2e" + span, _interval(change.get("co2e_t"), None, _CO2E)),
+        ("Change in mean SOC stock" + span, _interval(change.stock, 2, _STOCK)),
+        ("Change in total SOC" + span, _interval(change.total, None, _TOTAL)),
+        ("Change as CO2e" + span, _interval(change.co2e, None, _CO2E)),
     ]
     out = [{"label": label, "value": iv["mean"], "note": f"90 % interval {iv['range']}"} for label, iv in items]
-    out.extend(_credit_headline(report, change, basis))
+    out.extend(_credit_headline(report, change.co2e, basis))
     out.append(
         {
             "label": "Project area",
-            "value": _num(project.get("area_ha"), 1, _AREA),
-            "note": f"{_generic(project.get('n_fields'))} fields",
+            "value": _num(project.area_ha, 1, _AREA),
+            "note": f"{_generic(project.n_fields)} fields",
         }
     )
     return out
 
 
-def _credit_headline(report: Mapping[str, Any], change: Mapping[str, Any], basis: str) -> list[dict[str, str]]:
+@dataclass(frozen=True)
+class _Change:
+    """A change shown in the report: Monte Carlo (:class:`McChange`) or design-based blocks."""
+
+    stock: Interval | DesignInterval | None = None
+    total: Interval | DesignInterval | None = None
+    co2e: Interval | DesignInterval | None = None
+
+    @classmethod
+    def of(cls, change: McChange | None) -> _Change:
+        if change is None:
+            return cls()
+        return cls(change.delta_soc_stock_t_ha, change.delta_soc_total_t, change.co2e_t)
+
+
+def _credit_headline(report: Report, co2: Interval | DesignInterval | None, basis: str) -> list[dict[str, str]]:
     """Whether the change is significant (its 90 % interval excludes zero) and what each methodology credits."""
     out: list[dict[str, str]] = []
-    co2 = _mapping(change.get("co2e_t"))
-    lo, hi = _as_float(co2.get("lower_90")), _as_float(co2.get("upper_90"))
+    lo, hi = _as_float(_lower(co2)), _as_float(_upper(co2))
     if lo is not None and hi is not None:
         if lo > 0:
             verdict, note = "Significant gain", "the 90 % interval lies above zero"
@@ -248,52 +249,54 @@ def _credit_headline(report: Mapping[str, Any], change: Mapping[str, Any], basis
         else:
             verdict, note = "Not significant", "the 90 % interval spans zero"
         out.append({"label": "Change significant?", "value": verdict, "note": f"{note} ({basis})"})
-    raw = report.get("deductions")
-    for item in raw if isinstance(raw, list) else []:
-        d = _mapping(item)
-        unit = str(d.get("units") or _CO2E)
-        credited = _as_float(d.get("credited"))
-        what = "emission" if d.get("reported_as") == "emission" else "credited"
+    for d in report.deductions or ():
+        unit = d.units or _CO2E
+        what = "emission" if d.reported_as == "emission" else "credited"
         out.append(
             {
-                "label": f"{_generic(d.get('methodology'))} {what}",
-                "value": _num(credited, _total_decimals(credited), unit),
-                "note": f"estimate {_num(d.get('estimate'), _total_decimals(d.get('estimate')), unit)}, "
-                f"deduction {_num((_as_float(d.get('deduction_fraction')) or 0.0) * 100, 1, '%')}",
+                "label": f"{_generic(d.methodology)} {what}",
+                "value": _num(d.credited, _total_decimals(d.credited), unit),
+                "note": f"estimate {_num(d.estimate, _total_decimals(d.estimate), unit)}, "
+                f"deduction {_num((_as_float(d.deduction_fraction) or 0.0) * 100, 1, '%')}",
             }
         )
     return out
 
 
-def _fields(report: Mapping[str, Any], rounds: list[str]) -> dict[str, Any] | None:
-    fields = report.get("fields")
-    if not isinstance(fields, list) or not fields:
+def _fields(report: Report, rounds: list[str]) -> dict[str, Any] | None:
+    if not report.fields:
         return None
     columns = [f"SOC stock {r} ({_STOCK}) [90 % interval]" for r in rounds] or [f"SOC stock ({_STOCK}) [90 % interval]"]
+    design = _design_change(report)
+    design_fields = (design.fields if design is not None else None) or {}
     rows = []
-    for raw in fields:
-        f = _mapping(raw)
+    for f in report.fields:
         if rounds:
-            stocks = [_interval(_nested(f, "rounds", r, "soc_stock_t_ha"), 1, "")["cell"] for r in rounds]
+            stocks = [_interval(_round_stock(f.rounds, r), 1, "")["cell"] for r in rounds]
         else:
-            stocks = [_interval(f.get("soc_stock_t_ha"), 1, "")["cell"]]
-        change = _mapping(f.get("change"))
-        design = _mapping(_nested(report, "design_based", "change", "fields", str(f.get("field_id"))))
-        if design:  # design-based field change (re-measured sites), as in the headline
-            change = {"delta_soc_stock_t_ha": design.get("per_ha"), "co2e_t": design.get("co2e")}
+            stocks = [_interval(f.soc_stock_t_ha, 1, "")["cell"]]
+        change = _Change.of(f.change)
+        field_design = _lookup(design_fields, f.field_id)
+        if field_design is not None:  # design-based field change (re-measured sites), as in the headline
+            change = _Change(field_design.per_ha, None, field_design.co2e)
         rows.append(
             {
-                "field_id": _generic(f.get("field_id")),
-                "name": _generic(f.get("name")),
-                "farm": _generic(f.get("farm_id")),
-                "practice": _generic(f.get("practice")),
-                "area": _num(f.get("area_ha"), 1),
+                "field_id": _generic(f.field_id),
+                "name": _generic(f.name),
+                "farm": _generic(f.farm_id),
+                "practice": _generic(f.practice),
+                "area": _num(f.area_ha, 1),
                 "stocks": stocks,
-                "change": _interval(change.get("delta_soc_stock_t_ha"), 2, "")["cell"],
-                "co2e": _interval(change.get("co2e_t"), None, "")["cell"],
+                "change": _interval(change.stock, 2, "")["cell"],
+                "co2e": _interval(change.co2e, None, "")["cell"],
             }
         )
     return {"columns": columns, "rows": rows}
+
+
+def _round_stock(rounds: Mapping[str, RoundStocks], name: str) -> Interval | None:
+    entry = _lookup(rounds, name)
+    return entry.soc_stock_t_ha if entry is not None else None
 
 
 def _cv_value(value: object, kind: str, unit: str) -> str:
@@ -305,238 +308,195 @@ def _cv_value(value: object, kind: str, unit: str) -> str:
     return _num(value, 2, unit or None)
 
 
-def _cv_label(cv: Mapping[str, Any], *, random: bool) -> str:
-    scheme = str(cv.get("scheme") or "unspecified scheme")
+def _cv_label(cv: CvMetrics, *, random: bool) -> str:
+    scheme = cv.scheme or "unspecified scheme"
     if random or "random" in scheme.lower():
         return f"Random CV ({scheme}) - optimistic"
     if "spatial" in scheme.lower() or "block" in scheme.lower():
-        block = _as_float(cv.get("block_size_m"))
+        block = _as_float(cv.block_size_m)
         blocks = f", {_num(block, 0, 'm')} blocks" if block is not None else ""
         return f"Spatial CV ({scheme}{blocks})"
     return f"Cross-validation ({scheme})"
 
 
-def _model(report: Mapping[str, Any]) -> dict[str, Any] | None:
-    model = _mapping(report.get("model"))
-    if not model:
+def _model(report: Report) -> dict[str, Any] | None:
+    model = report.model
+    if model is None:
         return None
-    unit = str(model.get("units") or model.get("target_units") or "")
+    unit = model.units or model.target_units or ""
     rows = [
-        ("Model", _generic(model.get("kind"))),
-        ("Model id", _generic(model.get("model_id"))),
-        ("Training samples", _generic(model.get("n_train"))),
-        (
-            "Covariates",
-            _generic(model.get("covariates")) if model.get("covariates") else NA,
-        ),
+        ("Model", _generic(model.kind)),
+        ("Model id", _generic(model.model_id)),
+        ("Training samples", _generic(model.n_train)),
+        ("Covariates", _generic(model.covariates) if model.covariates else NA),
     ]
-    shown = {"kind", "model_id", "n_train", "covariates", "cv", "cv_random", "units"}
-    for key, value in model.items():
-        if key not in shown and _is_scalar(value):
-            rows.append((str(key), _generic(value)))
-    deciles = model.get("cv_coverage_by_decile")
-    if isinstance(deciles, list) and deciles:
-        cells = [
-            f"{_generic(_mapping(d).get('decile'))}: {_num(_mapping(d).get('picp'), 2)} (n {_generic(_mapping(d).get('n'))})"
-            for d in deciles
-        ]
+    if model.target_units is not None:
+        rows.append(("target_units", _generic(model.target_units)))
+    rows.extend((str(key), _generic(value)) for key, value in model.extra.items() if _is_scalar(value))
+    if model.cv_coverage_by_decile:
+        cells = [f"{_generic(d.decile)}: {_num(d.picp, 2)} (n {_generic(d.n)})" for d in model.cv_coverage_by_decile]
         rows.append(("Spatial-CV 90 % coverage by decile of observed stock", "; ".join(cells)))
 
-    schemes: list[tuple[str, Mapping[str, Any]]] = []
-    cv = _mapping(model.get("cv"))
-    if cv:
-        schemes.append((_cv_label(cv, random=False), cv))
-    cv_random = _mapping(model.get("cv_random"))
-    if cv_random:
-        schemes.append((_cv_label(cv_random, random=True), cv_random))
+    schemes: list[tuple[str, CvMetrics]] = []
+    if model.cv is not None:
+        schemes.append((_cv_label(model.cv, random=False), model.cv))
+    if model.cv_random is not None:
+        schemes.append((_cv_label(model.cv_random, random=True), model.cv_random))
     metric_rows: list[tuple[str, list[str]]] = []
     if schemes:
         for key, label, kind in _CV_METRICS:
-            metric_rows.append((label, [_cv_value(s.get(key), kind, unit) for _, s in schemes]))
-        known = {k for k, _, _ in _CV_METRICS} | _CV_DESCRIPTIVE
+            metric_rows.append((label, [_cv_value(getattr(s, key), kind, unit) for _, s in schemes]))
         extra_keys: list[str] = []
         for _, s in schemes:
-            for key, value in s.items():
-                if key not in known and key not in extra_keys and _is_scalar(value):
-                    extra_keys.append(str(key))
+            extra_keys.extend(k for k, v in s.extra.items() if k not in extra_keys and _is_scalar(v))
         for key in extra_keys:
-            metric_rows.append((key, [_generic(s.get(key)) for _, s in schemes]))
-    spatial = bool(cv) and "random" not in str(cv.get("scheme", "")).lower()
+            metric_rows.append((key, [_generic(s.extra[key]) if key in s.extra else NA for _, s in schemes]))
+    cv = model.cv
+    spatial = cv is not None and "random" not in (cv.scheme or "").lower()
     return {
         "rows": rows,
         "cv_columns": [label for label, _ in schemes],
         "cv_rows": metric_rows,
-        "has_random": bool(cv_random) or (bool(cv) and not spatial),
+        "has_random": model.cv_random is not None or (cv is not None and not spatial),
         "has_spatial": spatial,
     }
 
 
-def _count(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _samples(report: Mapping[str, Any]) -> dict[str, Any] | None:
-    samples = _mapping(report.get("samples"))
-    if not samples:
+def _samples(report: Report) -> dict[str, Any] | None:
+    if not report.samples:
         return None
     rows = []
     totals = {"submitted": 0, "accepted": 0, "rejected": 0}
-    complete = {k: True for k in totals}
-    for source, raw in samples.items():
-        counts = _mapping(raw)
+    for source, counts in report.samples.items():
         row = {"source": str(source)}
         for key in totals:
-            n = _count(counts.get(key))
+            n = int(getattr(counts, key))
             row[key] = _generic(n)
-            if n is None:
-                complete[key] = False
-            else:
-                totals[key] += n
+            totals[key] += n
         rows.append(row)
-    total_row = None
-    if len(rows) > 1:
-        total_row = {k: (_generic(v) if complete[k] else NA) for k, v in totals.items()}
+    total_row = {k: _generic(v) for k, v in totals.items()} if len(rows) > 1 else None
     return {"rows": rows, "total": total_row}
 
 
-def _imagery(report: Mapping[str, Any]) -> dict[str, Any] | None:
-    imagery = _mapping(report.get("imagery"))
-    if not imagery:
+def _imagery(report: Report) -> dict[str, Any] | None:
+    imagery = report.imagery
+    if imagery is None:
         return None
     rounds = []
-    for name, raw in _mapping(imagery.get("rounds")).items():
-        r = _mapping(raw)
-        items = r.get("items")
-        item_list = [str(i) for i in items] if isinstance(items, list) else []
+    for name, r in imagery.rounds.items():
         # Scenes the pipeline dropped, corrected (metadata and data disagreed) or flagged, with the reason.
-        dropped = []
-        for decision in ("dropped", "corrected", "flagged"):
-            decided = r.get(decision)
-            for d in decided if isinstance(decided, list) else []:
-                dm = _mapping(d)
-                item, reason = (dm.get("item"), dm.get("reason")) if dm else (d, None)
-                dropped.append((_generic(item), decision, _generic(reason) if reason is not None else NA))
-        extra = [
-            (str(k), _generic(v))
-            for k, v in r.items()
-            if k not in {"items", "dropped", "corrected", "flagged", "bare_observations_median"} and _is_scalar(v)
+        dropped = [
+            (_generic(d.item), decision, _generic(d.reason) if d.reason is not None else NA)
+            for decision, decided in (("dropped", r.dropped), ("corrected", r.corrected), ("flagged", r.flagged))
+            for d in decided or ()
         ]
         rounds.append(
             {
                 "name": str(name),
-                "n_items": _generic(len(item_list)) if isinstance(items, list) else NA,
-                "item_ids": item_list,
+                "n_items": _generic(len(r.items)),
+                "item_ids": list(r.items),
                 "dropped": dropped,
-                "bare": _generic(r.get("bare_observations_median")),
-                "extra": extra,
+                "bare": _generic(r.bare_observations_median),
+                "extra": [(str(k), _generic(v)) for k, v in r.extra.items() if _is_scalar(v)],
             }
         )
-    rows = [(str(k), _generic(v)) for k, v in imagery.items() if k != "rounds" and _is_scalar(v)]
-    return {"rows": rows, "rounds": rounds}
+    return {"rows": [("source", _generic(imagery.source))], "rounds": rounds}
 
 
-def _methodology(report: Mapping[str, Any]) -> dict[str, Any] | None:
-    meth = _mapping(report.get("methodology"))
-    if not meth:
+_CSS = {"PASS": "pass", "FAIL": "fail", "not assessed": "na"}
+
+
+def _lookup(mapping: Mapping[str, _T], key: str) -> _T | None:
+    """``mapping[key]``, or ``None`` when the report has no entry for ``key``."""
+    return mapping.get(key)
+
+
+def _status(passed: bool | None) -> str:
+    return "PASS" if passed is True else "FAIL" if passed is False else "not assessed"
+
+
+def _methodology(report: Report) -> dict[str, Any] | None:
+    meth = report.methodology
+    if meth is None:
         return None
     rows = []
     counts = {"PASS": 0, "FAIL": 0, "not assessed": 0}
-    checks = meth.get("checks")
-    for raw in checks if isinstance(checks, list) else []:
-        c = _mapping(raw)
-        passed = c.get("passed")
-        status = "PASS" if passed is True else "FAIL" if passed is False else "not assessed"
+    for c in meth.checks:
+        status = _status(c.passed)
         counts[status] += 1
-        op = c.get("op")
-        threshold = _generic(c.get("threshold"))
+        threshold = _generic(c.threshold)
         rows.append(
             {
-                "requirement_id": _generic(c.get("requirement_id")),
-                "description": _generic(c.get("description")),
-                "section": _generic(c.get("section")),
-                "evidence_name": _generic(c.get("evidence_name")),
-                "evidence_value": _generic(c.get("evidence_value")),
-                "threshold": f"{op} {threshold}" if op else threshold,
+                "requirement_id": _generic(c.requirement_id),
+                "description": _generic(c.description),
+                "section": _generic(c.section),
+                "evidence_name": _generic(c.evidence_name),
+                "evidence_value": _generic(c.evidence_value),
+                "threshold": f"{c.op} {threshold}" if c.op else threshold,
                 "status": status,
-                "css": {"PASS": "pass", "FAIL": "fail"}.get(status, "na"),
-                "note": _generic(c.get("note")) if c.get("note") else "",
+                "css": _CSS[status],
+                "note": _generic(c.note) if c.note else "",
             }
         )
     summary = ", ".join(f"{n} {label}" for label, n in counts.items())
-    vt = _mapping(meth.get("vt0014"))
-    vt_checks = vt.get("checks")
-    for raw in vt_checks if isinstance(vt_checks, list) else []:
-        c = _mapping(raw)
-        passed = c.get("passed")
-        status = "PASS" if passed is True else "FAIL" if passed is False else "not assessed"
+    vt = meth.vt0014
+    for v in (vt.checks if vt is not None else None) or ():
+        status = _status(v.passed)
         rows.append(
             {
-                "requirement_id": f"VT0014 {_generic(c.get('id'))}",
-                "description": _generic(c.get("description")),
-                "section": _generic(c.get("section")),
+                "requirement_id": f"VT0014 {_generic(v.id)}",
+                "description": _generic(v.description),
+                "section": _generic(v.section),
                 "evidence_name": "validation data",
-                "evidence_value": _generic(c.get("value")),
-                "threshold": _generic(c.get("threshold")),
+                "evidence_value": _generic(v.value),
+                "threshold": _generic(v.threshold),
                 "status": status,
-                "css": {"PASS": "pass", "FAIL": "fail"}.get(status, "na"),
-                "note": _generic(c.get("note")) if c.get("note") else "",
+                "css": _CSS[status],
+                "note": _generic(v.note) if v.note else "",
             }
         )
-    if vt:
-        passed_all = vt.get("passed")
-        verdict = "PASS" if passed_all is True else "FAIL" if passed_all is False else "not assessed"
-        summary += f"; VT0014 validation ({_generic(vt.get('n_validation'))} points: {_generic(vt.get('selection'))}): {verdict}"
-    return {
-        "id": _generic(meth.get("id")),
-        "name": _generic(meth.get("name")),
-        "rows": rows,
-        "summary": summary,
-    }
+    if vt is not None:
+        summary += (
+            f"; VT0014 validation ({_generic(vt.n_validation)} points: {_generic(vt.selection)}): {_status(vt.passed)}"
+        )
+    return {"id": _generic(meth.id), "name": _generic(meth.name), "rows": rows, "summary": summary}
 
 
-def _deductions(report: Mapping[str, Any]) -> list[dict[str, str]] | None:
-    raw = report.get("deductions")
-    if isinstance(raw, Mapping):
-        raw = [raw]
-    if not isinstance(raw, list) or not raw:
+def _deductions(report: Report) -> list[dict[str, str]] | None:
+    if not report.deductions:
         return None
     rows = []
-    for item in raw:
-        d = _mapping(item)
-        unit = str(d.get("units") or _CO2E)
-        unc = _as_float(d.get("uncertainty_fraction"))
-        ded = _as_float(d.get("deduction_fraction"))
+    for d in report.deductions:
+        unit = d.units or _CO2E
+        unc = _as_float(d.uncertainty_fraction)
+        ded = _as_float(d.deduction_fraction)
         rows.append(
             {
-                "methodology": _generic(d.get("methodology")),
-                "estimate": _num(d.get("estimate"), _total_decimals(d.get("estimate")), unit),
-                "se": _num(
-                    d.get("standard_error"),
-                    _total_decimals(d.get("standard_error")),
-                    unit,
-                ),
+                "methodology": _generic(d.methodology),
+                "estimate": _num(d.estimate, _total_decimals(d.estimate), unit),
+                "se": _num(d.standard_error, _total_decimals(d.standard_error), unit),
                 "uncertainty": _num(unc * 100, 1, "%") if unc is not None else NA,
                 "deduction": _num(ded * 100, 1, "%") if ded is not None else NA,
-                "credited": _num(d.get("credited"), _total_decimals(d.get("credited")), unit),
-                "note": _generic(d.get("note")) if d.get("note") else "",
+                "credited": _num(d.credited, _total_decimals(d.credited), unit),
+                "note": _generic(d.note) if d.note else "",
             }
         )
     return rows
 
 
-def _provenance(report: Mapping[str, Any]) -> dict[str, Any] | None:
-    prov = _mapping(report.get("provenance"))
-    if not prov:
+def _provenance(report: Report) -> dict[str, Any] | None:
+    prov = report.provenance
+    if prov is None:
         return None
     rows = [
-        ("Manifest", _generic(prov.get("manifest"))),
-        ("Package version", _generic(prov.get("mrv_version"))),
-        ("Git revision", _generic(prov.get("source_revision", prov.get("git_revision")))),
+        ("Manifest", _generic(prov.manifest)),
+        ("Package version", _generic(prov.mrv_version)),
+        ("Git revision", _generic(prov.source_revision or prov.git_revision)),
     ]
-    for key, value in prov.items():
-        if key not in {"manifest", "git_revision", "source_revision", "mrv_version", "packages"} and _is_scalar(value):
-            rows.append((str(key), _generic(value)))
-    packages = [(str(k), _generic(v)) for k, v in sorted(_mapping(prov.get("packages")).items())]
+    if prov.verify_with is not None:
+        rows.append(("verify_with", _generic(prov.verify_with)))
+    rows.extend((str(k), _generic(v)) for k, v in prov.extra.items() if _is_scalar(v))
+    packages = [(str(k), _generic(v)) for k, v in sorted((prov.packages or {}).items())]
     return {"rows": rows, "packages": packages}
 
 
@@ -552,8 +512,12 @@ def _images(images: Mapping[str, tuple[str, Path]]) -> list[_Image]:
     return out
 
 
-def _map_sources(report: Mapping[str, Any]) -> list[tuple[str, str]]:
-    return [(str(k), _generic(v)) for k, v in _mapping(report.get("maps")).items()]
+def _map_sources(report: Report) -> list[tuple[str, str]]:
+    maps = report.maps
+    if maps is None:
+        return []
+    named = [(f.name, getattr(maps, f.name)) for f in dataclasses.fields(maps) if f.name != "extra"]
+    return [(k, _generic(v)) for k, v in [*named, *maps.extra.items()] if v is not None]
 
 
 # --------------------------------------------------------------------------- rendering
@@ -573,7 +537,7 @@ def _template_source() -> str:
     return resources.files(_TEMPLATE_PACKAGE).joinpath("templates", _TEMPLATE_NAME).read_text(encoding="utf-8")
 
 
-def _context(report: Mapping[str, Any], images: Iterable[_Image]) -> dict[str, Any]:
+def _context(report: Report, images: Iterable[_Image]) -> dict[str, Any]:
     rounds = _rounds(report)
     return {
         "run": _run_section(report),
@@ -592,18 +556,20 @@ def _context(report: Mapping[str, Any], images: Iterable[_Image]) -> dict[str, A
 
 
 def render_report_html(
-    report: Mapping[str, Any],
+    report: Report,
     *,
     images: Mapping[str, tuple[str, Path]],
     out_html: Path,
 ) -> Path:
-    """Render ``report`` (the parsed ``report.json``) to one self-contained HTML file.
+    """Render ``report`` (the typed ``report.json``, :meth:`Report.from_json`) to one self-contained HTML file.
 
     ``images`` maps a key to ``(caption, png_path)``; the PNGs are embedded as data URIs in the
     given order. Returns ``out_html``.
     """
-    if not isinstance(report, Mapping):
-        raise MRVError("The report must be a JSON object (the parsed report.json); load it with json.load.")
+    if not isinstance(report, Report):
+        raise MRVError(
+            "The report must be a mrv.report.schema.Report; read report.json with Report.from_json(json.load(f))."
+        )
     context = _context(report, _images(images))
     try:
         template = _environment().from_string(_template_source())
@@ -615,7 +581,5 @@ def render_report_html(
         ) from exc
     out_html = Path(out_html)
     out_html.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_html.with_name(out_html.name + ".tmp")
-    tmp.write_text(html, encoding="utf-8")
-    os.replace(tmp, out_html)
+    write_text(out_html, html)
     return out_html

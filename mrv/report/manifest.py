@@ -53,7 +53,8 @@ MANIFEST_NAME = "manifest.json"
 SIGNATURE_NAME = "manifest.sig"
 SCHEMA_VERSION = 2
 _READABLE_SCHEMAS = (1, 2)
-_SIDECAR_SUFFIX = ".done.json"
+#: The record every cached step writes into its keyed directory (:mod:`mrv.pipeline.cache`).
+_STEP_RECORD = "step.json"
 _CHUNK = 1024 * 1024
 
 #: Distribution names whose versions are recorded (missing ones are skipped). GDAL is added
@@ -178,7 +179,7 @@ def _input_entries(role: str, path: Path, run_dir: Path) -> list[dict[str, Any]]
 
 
 def _output_files(run_dir: Path, outputs: Iterable[Path]) -> list[Path]:
-    """The files of ``outputs`` (directories expanded), each file's ``.done.json`` sidecar included."""
+    """The files of ``outputs`` (directories expanded)."""
     skip = {run_dir / MANIFEST_NAME, run_dir / SIGNATURE_NAME}
     seen: set[Path] = set()
     files: list[Path] = []
@@ -195,8 +196,7 @@ def _output_files(run_dir: Path, outputs: Iterable[Path]) -> list[Path]:
         if candidate.is_dir():
             expanded = list(_iter_files(candidate))
         elif candidate.is_file():
-            sidecar = candidate.with_name(candidate.name + _SIDECAR_SUFFIX)
-            expanded = [candidate, sidecar] if sidecar.is_file() else [candidate]
+            expanded = [candidate]
         else:
             raise MRVError(
                 f"Output {candidate} does not exist; write it before building the manifest or "
@@ -211,10 +211,10 @@ def _output_files(run_dir: Path, outputs: Iterable[Path]) -> list[Path]:
 
 
 def step_chain(root: Path, output_paths: Iterable[str]) -> list[dict[str, Any]]:
-    """``{step, key, code_version, sidecar}`` of every step sidecar (``*.done.json``) among ``output_paths``."""
+    """``{step, key, code_version, sidecar}`` of every step record (``<keyed dir>/step.json``) among ``output_paths``."""
     chain = []
     for rel in sorted(output_paths):
-        if not rel.endswith(_SIDECAR_SUFFIX):
+        if Path(rel).name != _STEP_RECORD:
             continue
         try:
             record = json.loads((root / rel).read_text(encoding="utf-8"))
@@ -436,11 +436,27 @@ def verify_manifest(run_dir: Path) -> VerifyResult:
     for f in _iter_files(run_dir):
         if f.name in (MANIFEST_NAME, SIGNATURE_NAME) and f.parent == run_dir:
             continue
-        if f.resolve() not in listed:
+        if f.resolve() not in listed and not _superseded(f, run_dir, listed):
             mismatches.append(
                 Mismatch(path=f.relative_to(run_dir).as_posix(), expected="-", actual=None, reason="not listed in the manifest")
             )
     return VerifyResult(ok=not mismatches, checked=len(to_check), mismatches=tuple(mismatches))
+
+
+def _superseded(path: Path, run_dir: Path, listed: set[Path]) -> bool:
+    """True for a file of a step directory this run does not use: an earlier run's keyed directory (kept, never
+    overwritten, with its own unlisted ``step.json``) or an interrupted step's staging directory (``.<name>.partial-*``)."""
+    rel = path.relative_to(run_dir)
+    if rel.parts[0] not in ("work", "maps"):
+        return False
+    for depth in range(1, len(rel.parts)):
+        d = run_dir.joinpath(*rel.parts[:depth])
+        if rel.parts[depth - 1].startswith("."):
+            return True
+        record = d / _STEP_RECORD
+        if record.is_file() and record.resolve() not in listed:
+            return True
+    return False
 
 
 def raise_on_mismatch(result: VerifyResult) -> None:

@@ -7,26 +7,21 @@ is touched and rendering is safe in worker threads.
 from __future__ import annotations
 
 import base64
-import json
-from collections.abc import Iterator
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import rasterio
-import shapely
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from PIL import Image
-from pyproj import CRS, Transformer
 from rasterio.crs import CRS as RioCRS
 from rasterio.errors import RasterioError
-from shapely.geometry import shape
-from shapely.geometry.base import BaseGeometry
 
 from mrv.errors import MRVError
+from mrv.fields import Field, read_fields
 
 __all__ = ["png_data_uri", "render_map_png"]
 
@@ -78,55 +73,29 @@ def _axis_labels(crs: RioCRS | None) -> tuple[str, str]:
     return f"Easting ({unit}, {name})", f"Northing ({unit}, {name})"
 
 
-def _iter_geometries(obj: Any, source: Path) -> Iterator[BaseGeometry]:
-    if not isinstance(obj, dict):
-        raise MRVError(f"{source} is not a GeoJSON object; pass a FeatureCollection of fields.")
-    kind = obj.get("type")
-    if kind == "FeatureCollection":
-        for feature in obj.get("features") or []:
-            yield from _iter_geometries(feature, source)
-    elif kind == "Feature":
-        if obj.get("geometry") is not None:
-            yield shape(obj["geometry"])
-    elif kind is not None:
-        yield shape(obj)
-    else:
-        raise MRVError(
-            f"{source} has no GeoJSON 'type'; pass a FeatureCollection of field polygons in EPSG:4326 (RFC 7946)."
-        )
-
-
-def _field_outlines(fields_geojson: Path, crs: RioCRS | None) -> list[np.ndarray]:
-    if crs is None:
-        raise MRVError(
-            f"Cannot overlay {fields_geojson}: the raster has no CRS. Write the GeoTIFF with a "
-            "CRS or render it without fields_geojson."
-        )
-    try:
-        obj = json.loads(Path(fields_geojson).read_text(encoding="utf-8"))
-        geoms = list(_iter_geometries(obj, fields_geojson))
-    except (OSError, ValueError, shapely.errors.GEOSException) as exc:
-        raise MRVError(
-            f"Cannot read field outlines from {fields_geojson} ({exc}); pass a valid GeoJSON "
-            "FeatureCollection in EPSG:4326."
-        ) from exc
-    transformer = Transformer.from_crs("EPSG:4326", CRS.from_user_input(crs.to_wkt()), always_xy=True)
-
-    def project(coords: np.ndarray) -> np.ndarray:
-        x, y = transformer.transform(coords[:, 0], coords[:, 1])
-        return np.column_stack([x, y])
-
+def _field_outlines(fields: Sequence[Field]) -> list[np.ndarray]:
+    """The boundary segments of ``fields`` (already in the raster's CRS) as ``(n, 2)`` coordinate arrays."""
     segments: list[np.ndarray] = []
-    for geom in geoms:
-        if geom.is_empty:
+    for f in fields:
+        if f.geometry.is_empty:
             continue
-        boundary = shapely.transform(geom, project).boundary
+        boundary = f.geometry.boundary
         parts = getattr(boundary, "geoms", [boundary])
         for part in parts:
             coords = np.asarray(part.coords)
             if len(coords) >= 2:
                 segments.append(coords[:, :2])
     return segments
+
+
+def _read_outlines(fields_path: Path, crs: RioCRS | None) -> tuple[Field, ...]:
+    """The field polygons of ``fields_path`` (:func:`mrv.fields.read_fields`) in the raster's CRS."""
+    if crs is None:
+        raise MRVError(
+            f"Cannot overlay {fields_path}: the raster has no CRS. Write the GeoTIFF with a "
+            "CRS or render it without fields_geojson."
+        )
+    return read_fields(fields_path, crs=crs.to_wkt())
 
 
 def render_map_png(
@@ -139,11 +108,13 @@ def render_map_png(
     vmin: float | None = None,
     vmax: float | None = None,
     fields_geojson: Path | None = None,
+    fields: Sequence[Field] | None = None,
 ) -> Path:
     """Draw a single-band GeoTIFF (nodata/NaN masked) as a PNG map with a labelled colorbar.
 
-    Axes are in the raster's CRS units with the CRS named in the axis labels. Field outlines
-    from ``fields_geojson`` (EPSG:4326 lon/lat, RFC 7946) are reprojected and drawn on top.
+    Axes are in the raster's CRS units with the CRS named in the axis labels. Field outlines are drawn on
+    top: ``fields`` as already read (:func:`mrv.fields.read_fields`, in the raster's CRS), or read from
+    the file ``fields_geojson`` (GeoJSON in lon/lat by RFC 7946, GeoPackage or Shapefile) and reprojected.
     Returns ``out_png``.
     """
     tif_path = Path(tif_path)
@@ -151,7 +122,9 @@ def render_map_png(
     if cmap not in colormaps:
         raise MRVError(f"Unknown colormap {cmap!r}; use a matplotlib colormap name such as 'YlOrBr'.")
     data, extent, crs = _read_band(tif_path)
-    segments = _field_outlines(Path(fields_geojson), crs) if fields_geojson is not None else []
+    if fields is None and fields_geojson is not None:
+        fields = _read_outlines(Path(fields_geojson), crs)
+    segments = _field_outlines(fields) if fields is not None else []
 
     has_data = bool(data.count())
     lo = vmin if vmin is not None else (float(data.min()) if has_data else 0.0)

@@ -9,22 +9,29 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import matplotlib.image as mpimg
 from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 
+from mrv.fsio import atomic_path
+from mrv.report.schema import Interval, Report
+
 A4 = (8.27, 11.69)
 ROWS_PER_PAGE = 40
 
 
-def _iv(obj: Any, unit: str, digits: int = 1) -> str:
-    if not isinstance(obj, Mapping) or obj.get("mean") is None:
+def _iv(obj: Interval | None, unit: str, digits: int = 1) -> str:
+    if obj is None or obj.mean is None:
         return "n/a"
-    lo, hi = obj.get("lower_90"), obj.get("upper_90")
+    lo, hi = obj.lower_90, obj.upper_90
     span = f" [{lo:,.{digits}f}, {hi:,.{digits}f}]" if lo is not None and hi is not None else ""
-    return f"{obj['mean']:,.{digits}f}{span} {unit}"
+    return f"{obj.mean:,.{digits}f}{span} {unit}"
+
+
+def _f(value: float | None, spec: str) -> str:
+    """``value`` formatted with ``spec``; ``nan`` formatting for a missing number (as before: ``nan``)."""
+    return format(float("nan") if value is None else value, spec)
 
 
 def _text_page(pdf: PdfPages, title: str, lines: Sequence[str]) -> None:
@@ -34,50 +41,50 @@ def _text_page(pdf: PdfPages, title: str, lines: Sequence[str]) -> None:
     pdf.savefig(fig)
 
 
-def _summary_lines(report: Mapping[str, Any]) -> list[str]:
-    run, proj = report.get("run", {}), report.get("project", {})
-    change = proj.get("change", {})
-    cv = report.get("model", {}).get("cv", {})
+def _summary_lines(report: Report) -> list[str]:
+    run, proj = report.run, report.project
+    change = proj.change
+    cv = report.model.cv if report.model is not None else None
     lines = [
-        f"Run {run.get('name', '')}, created {run.get('created_utc', '')}, CRS {run.get('crs', '')}",
-        f"Depth 0-{run.get('depth_cm', '')} cm; rounds {', '.join(map(str, run.get('rounds', [])))}; 90 % intervals",
+        f"Run {run.name}, created {run.created_utc}, CRS {run.crs}",
+        f"Depth 0-{run.depth_cm} cm; rounds {', '.join(run.rounds)}; 90 % intervals",
         "",
-        f"Project area          {proj.get('area_ha', 0):,.1f} ha in {proj.get('n_fields', '')} fields",
-        f"SOC stock ({run.get('latest_round', '')})     {_iv(proj.get('soc_stock_t_ha'), 't C/ha')}",
-        f"SOC total             {_iv(proj.get('soc_total_t'), 't C', 0)}",
+        f"Project area          {proj.area_ha:,.1f} ha in {proj.n_fields} fields",
+        f"SOC stock ({run.latest_round})     {_iv(proj.soc_stock_t_ha, 't C/ha')}",
+        f"SOC total             {_iv(proj.soc_total_t, 't C', 0)}",
     ]
-    if change:
+    if change is not None:
         lines += [
-            f"Change {change.get('from_round')} -> {change.get('to_round')}  {_iv(change.get('delta_soc_stock_t_ha'), 't C/ha', 2)}",
-            f"                      {_iv(change.get('co2e_t'), 't CO2e', 0)}",
+            f"Change {change.from_round} -> {change.to_round}  {_iv(change.delta_soc_stock_t_ha, 't C/ha', 2)}",
+            f"                      {_iv(change.co2e_t, 't CO2e', 0)}",
         ]
-    if cv:
+    if cv is not None:
         lines += [
             "",
-            f"Model (spatial block CV): RMSE {cv.get('rmse', float('nan')):.2f} t C/ha "
-            f"(mean-only {cv.get('baseline_rmse', float('nan')):.2f}), R2 {cv.get('r2', float('nan')):.2f}, "
-            f"90 % coverage {cv.get('picp_90', float('nan')):.0%}",
+            f"Model (spatial block CV): RMSE {_f(cv.rmse, '.2f')} t C/ha "
+            f"(mean-only {_f(cv.baseline_rmse, '.2f')}), R2 {_f(cv.r2, '.2f')}, "
+            f"90 % coverage {_f(cv.picp_90, '.0%')}",
         ]
-    meth = report.get("methodology") or {}
-    if meth:
-        lines += ["", f"Methodology: {meth.get('name', meth.get('id', ''))}"]
-        for c in meth.get("checks", []):
-            status = {True: "PASS", False: "FAIL"}.get(c.get("passed"), "not assessed")
-            lines.append(f"  [{status:>12}] {c.get('description', '')} (evidence {c.get('evidence_value')}; {c.get('section', '')})")
-    for d in report.get("deductions") or []:
+    meth = report.methodology
+    if meth is not None:
+        lines += ["", f"Methodology: {meth.name or meth.id}"]
+        for c in meth.checks:
+            status = "PASS" if c.passed is True else "FAIL" if c.passed is False else "not assessed"
+            lines.append(f"  [{status:>12}] {c.description} (evidence {c.evidence_value}; {c.section})")
+    for d in report.deductions or ():
         lines.append(
-            f"Deduction {d.get('methodology')}: uncertainty {100 * (d.get('uncertainty_fraction') or 0):.2f} %, "
-            f"deduction {100 * (d.get('deduction_fraction') or 0):.2f} %, credited {d.get('credited', 0):,.1f}"
+            f"Deduction {d.methodology}: uncertainty {100 * (d.uncertainty_fraction or 0):.2f} %, "
+            f"deduction {100 * (d.deduction_fraction or 0):.2f} %, credited {d.credited or 0:,.1f}"
         )
     lines += ["", "Provenance: manifest.json lists the SHA-256 of every input and output; check with 'mrv report verify'."]
     return lines
 
 
-def render_report_pdf(report: Mapping[str, Any], *, images: Mapping[str, tuple[str, Path]], out_pdf: Path) -> Path:
+def render_report_pdf(report: Report, *, images: Mapping[str, tuple[str, Path]], out_pdf: Path) -> Path:
     """Write the PDF: summary page, one page per figure, then the field table."""
     out_pdf.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_pdf.with_name(out_pdf.name + ".tmp")
-    with PdfPages(tmp, metadata={"CreationDate": None, "ModDate": None, "Creator": "soilcarbon-mrv"}) as pdf:
+    metadata = {"CreationDate": None, "ModDate": None, "Creator": "soilcarbon-mrv"}
+    with atomic_path(out_pdf) as tmp, PdfPages(tmp, metadata=metadata) as pdf:
         _text_page(pdf, "Soil organic carbon MRV report", _summary_lines(report))
         for caption, png in images.values():
             fig = Figure(figsize=A4)
@@ -87,9 +94,9 @@ def render_report_pdf(report: Mapping[str, Any], *, images: Mapping[str, tuple[s
             fig.text(0.05, 0.1, caption, fontsize=10, parse_math=False)
             pdf.savefig(fig)
         rows = [
-            [str(f.get("field_id", "")), str(f.get("name", ""))[:28], f"{f.get('area_ha', 0):.1f}",
-             _iv(f.get("soc_stock_t_ha"), ""), _iv((f.get("change") or {}).get("delta_soc_stock_t_ha"), "", 2)]
-            for f in report.get("fields", [])
+            [f.field_id, f.name[:28], f"{f.area_ha or 0:.1f}", _iv(f.soc_stock_t_ha, ""),
+             _iv(f.change.delta_soc_stock_t_ha if f.change is not None else None, "", 2)]
+            for f in report.fields
         ]  # fmt: skip
         for start in range(0, len(rows), ROWS_PER_PAGE):
             fig = Figure(figsize=A4)
@@ -108,5 +115,4 @@ def render_report_pdf(report: Mapping[str, Any], *, images: Mapping[str, tuple[s
             for cell in table.get_celld().values():
                 cell.get_text().set_parse_math(False)
             pdf.savefig(fig)
-    tmp.replace(out_pdf)
     return out_pdf

@@ -11,7 +11,7 @@ and the broken link):
    step recorded is listed with the hash the step recorded; every input a step consumed has, in the
    bundle, the hash the step recorded; the step's config values match the config's.
 4. **Re-derivation**: each derived artefact is recomputed from its inputs in the bundle by the
-   same functions the pipeline runs (:mod:`mrv.pipeline.steps`, :mod:`mrv.pipeline.report_step`) and
+   same functions the pipeline runs (:mod:`mrv.pipeline.steps`, :mod:`mrv.report.build`) and
    compared with the stored one, link by link (each link reads the bundle's stored inputs, so the
    first broken link is the one named):
 
@@ -61,7 +61,7 @@ import pandas as pd
 
 from mrv.config import RunConfig
 from mrv.errors import MRVError, VerificationError
-from mrv.pipeline.layout import RunLayout
+from mrv.pipeline.layout import STEP_RECORD, RunLayout, StepPlace
 from mrv.report.bundle import _config_path_keys, open_bundle, run_config
 from mrv.report.manifest import (
     MANIFEST_NAME,
@@ -72,6 +72,7 @@ from mrv.report.manifest import (
     sha256_file,
     verify_manifest,
 )
+from mrv.report.schema import Report, read_report
 from mrv.report.signing import SignatureCheck, verify_signature
 
 __all__ = [
@@ -271,117 +272,25 @@ def diff_raster(stored: Path, recomputed: Path, *, atol: float, label: str | Non
     return None
 
 
-# --------------------------------------------------------------------------- layout with redirected writes
-
-
-@dataclass(frozen=True)
-class _Layout(RunLayout):
-    """The bundle's layout (``root``), except the artefacts named in ``redirect``, which live under ``scratch``.
-
-    A re-derivation reads every input from the bundle and writes its result to scratch, where it is
-    compared with the bundle's stored artefact.
-    """
-
-    scratch: Path = Path(".")
-    redirect: frozenset[str] = frozenset()
-
-    def work(self, round_name: str) -> Path:
-        # Caches a step keeps beside its inputs (e.g. covariate_norm.json) go to scratch: verify never writes
-        # into the bundle. The stored artefacts under work/ are still read from the bundle (below).
-        d = RunLayout(self.scratch).work(round_name)
-        d.mkdir(parents=True, exist_ok=True)
-        return d
-
-    def covariates(self, round_name: str) -> Path:
-        return RunLayout(self.root).covariates(round_name)
-
-    def imagery_tile(self, round_name: str, tile_name: str) -> Path:
-        return RunLayout(self.root).imagery_tile(round_name, tile_name)
-
-    def imagery_summary(self, round_name: str) -> Path:
-        return RunLayout(self.root).imagery_summary(round_name)
-
-    def sites(self, round_name: str) -> Path:
-        return RunLayout(self.root).sites(round_name)
-
-    def samples_summary(self, round_name: str) -> Path:
-        return RunLayout(self.root).samples_summary(round_name)
-
-    def rejected(self, round_name: str) -> Path:
-        return RunLayout(self.root).rejected(round_name)
-
-    @property
-    def model_dir(self) -> Path:
-        return RunLayout(self.scratch if "model_dir" in self.redirect else self.root).model_dir
-
-    def round_maps(self, round_name: str) -> dict[str, Path]:
-        return RunLayout(self.scratch if "round_maps" in self.redirect else self.root).round_maps(round_name)
-
-    @property
-    def accounting(self) -> Path:
-        return RunLayout(self.scratch if "accounting" in self.redirect else self.root).accounting
-
-
 # --------------------------------------------------------------------------- structure checks
 
 
-def check_run_files(root: Path) -> dict[str, Any]:
-    """``report.json`` of ``root`` checked for shape (an object with object/list sections); returns it.
+def check_run_files(root: Path) -> Report:
+    """``report.json`` of ``root`` read into the typed :class:`~mrv.report.schema.Report`; returns it.
 
-    Used before re-rendering (``mrv report build``) so that a damaged report ends in one message.
+    Shape and types are checked against report schema 2 (:meth:`Report.from_json`), so a damaged
+    report ends in one message naming the JSON path (before re-rendering or re-deriving).
     """
-    path = root / "report.json"
-    if not path.is_file():
-        raise VerificationError(f"{root} has no report.json; pass a run directory written by 'mrv run'.")
-    report = _read_json(path, str(path))
-    if not isinstance(report, dict):
-        raise VerificationError(
-            f"{path} holds a JSON {type(report).__name__}, not an object; restore it from the original run."
-        )
-    kinds: dict[str, type | tuple[type, ...]] = {
-        "run": dict, "project": dict, "fields": list, "model": dict, "samples": dict, "imagery": dict,
-        "uncertainty": dict, "methodology": dict, "deductions": list, "maps": dict, "provenance": dict,
-    }  # fmt: skip
-    for key, kind in kinds.items():
-        if key in report and not isinstance(report[key], kind):
-            raise VerificationError(
-                f"{path}: '{key}' is a {type(report[key]).__name__}, expected a JSON "
-                f"{'list' if kind is list else 'object'}; the report is damaged - restore it from the original run."
-            )
-    for i, f in enumerate(report.get("fields", [])):
-        if not isinstance(f, dict):
-            raise VerificationError(
-                f"{path}: fields[{i}] is a {type(f).__name__}, expected an object; restore the report."
-            )
-    for i, d in enumerate(report.get("deductions", [])):
-        if not isinstance(d, dict):
-            raise VerificationError(
-                f"{path}: deductions[{i}] is a {type(d).__name__}, expected an object; restore the report."
-            )
-    run = report.get("run", {})
-    for key in ("crs", "fields"):
-        if key in run and not isinstance(run[key], str):
-            raise VerificationError(f"{path}: run.{key} is {run[key]!r}, expected a string; restore the report.")
-    return report
+    return read_report(RunLayout(root).report_json)
 
 
 # --------------------------------------------------------------------------- step chain
 
 
 def _expected_steps(cfg: RunConfig, layout: RunLayout) -> list[Any]:
-    from mrv.pipeline import cache, steps
+    from mrv.pipeline.plan import step_specs
 
-    grid = steps.project_grid(cfg)
-    tiles = steps.imagery_tiles(cfg, grid)
-    specs: list[Any] = []
-    for rnd in cfg.rounds:
-        specs.append(cache.samples_step(cfg, rnd, layout))
-        specs += [cache.imagery_tile_step(cfg, rnd, layout, t) for t in tiles]
-        specs.append(cache.mosaic_step(cfg, rnd, layout, tiles))
-    specs.append(cache.model_step(cfg, layout))
-    specs += [cache.predict_step(cfg, rnd, layout) for rnd in cfg.rounds]
-    specs.append(cache.account_step(cfg, layout))
-    return specs
+    return step_specs(cfg, layout)
 
 
 def _normalise_config(value: Any) -> Any:
@@ -410,7 +319,13 @@ def check_step_chain(cfg: RunConfig, root: Path, manifest: Mapping[str, Any]) ->
     specs = _expected_steps(cfg, layout)
     expected_sidecars = set()
     for spec in specs:
-        sidecar = spec.sidecar.relative_to(root).as_posix()
+        try:
+            step_dir = layout.step_dir(spec.place)
+        except MRVError as exc:
+            raise VerificationError(
+                f"Step {spec.name}: {exc} The run is incomplete or its pointer was deleted; re-run the pipeline."
+            ) from exc
+        sidecar = (step_dir / STEP_RECORD).relative_to(root).as_posix()
         expected_sidecars.add(sidecar)
         if sidecar not in outputs:
             raise VerificationError(
@@ -432,10 +347,14 @@ def check_step_chain(cfg: RunConfig, root: Path, manifest: Mapping[str, Any]) ->
                 f"Step {spec.name}: the manifest's step chain {'lacks' if listed is None else 'has another key for'} "
                 f"{sidecar}; the step record or the manifest was changed after the run."
             )
-        base = spec.sidecar.parent
-        for out in spec.outputs:
-            rel = out.relative_to(root).as_posix()
-            recorded = record["outputs"].get(Path(out).relative_to(base).as_posix())
+        if layout.keyed_dir(spec.place, str(record.get("key"))) != step_dir:
+            raise VerificationError(
+                f"Step {spec.name}: its directory {step_dir.relative_to(root).as_posix()} is not named after the key its "
+                f"record holds ({str(record.get('key'))[:16]}...); the directory or its record was replaced after the run."
+            )
+        for name in spec.outputs:
+            rel = (step_dir / name).relative_to(root).as_posix()
+            recorded = record["outputs"].get(name)
             if rel not in outputs:
                 raise VerificationError(
                     f"{rel} is an output of step {spec.name} ({sidecar}) but is not in the manifest: it was deleted "
@@ -497,9 +416,12 @@ def _check_required(cfg: RunConfig, root: Path, manifest: Mapping[str, Any]) -> 
             )
     outputs = {e["path"] for e in manifest_entries(manifest, "outputs", root / MANIFEST_NAME)}
     layout = RunLayout(root)
-    required = ["report.json", "report.html", "accounting.json", "report/fields.gpkg", "report/report.pdf"]
-    required += [p.relative_to(root).as_posix() for p in layout.latest_maps().values()]
-    required += ["maps/soc_stock_width90.tif", "model/model_card.json"]
+    required = ["report.json", "report.html", "index.json", "report/fields.gpkg", "report/report.pdf"]
+    try:
+        required += [_rel(root, layout.accounting), _rel(root, layout.model_dir / "model_card.json")]
+        required += [_rel(root, p) for p in layout.round_maps(cfg.rounds[-1].name).values()]
+    except MRVError as exc:
+        raise VerificationError(f"{exc} The run is incomplete: restore it from the original run.") from exc
     for rel in required:
         if rel not in outputs:
             raise VerificationError(
@@ -554,13 +476,18 @@ def _rel(root: Path, p: Path) -> str:
     return p.relative_to(root).as_posix()
 
 
+def _mkdir(d: Path) -> Path:
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
 def _link_samples(cfg: RunConfig, rnd: Any, root: Path, scratch: Path) -> Callable[[], str]:
     def run() -> str:
-        from mrv.pipeline import steps
+        from mrv.pipeline.samples import prepare_samples
 
-        s = RunLayout(scratch / "samples")
-        steps.prepare_samples(cfg, rnd, s)
         b = RunLayout(root)
+        s = b.placed(StepPlace("samples", rnd.name), _mkdir(scratch / "samples"))
+        prepare_samples(cfg, rnd, s)
         sources = ", ".join(sf.path.name for sf in rnd.samples)
         for stored, new in ((b.sites(rnd.name), s.sites(rnd.name)), (b.rejected(rnd.name), s.rejected(rnd.name))):
             msg = diff_csv(stored, new, _rel(root, stored))
@@ -581,30 +508,31 @@ def _link_samples(cfg: RunConfig, rnd: Any, root: Path, scratch: Path) -> Callab
 
 def _link_imagery(cfg: RunConfig, rnd: Any, root: Path, scratch: Path) -> Callable[[], str]:
     def run() -> str:
-        from mrv.pipeline import steps
+        from mrv.pipeline import imagery
 
-        s = RunLayout(scratch / "imagery")
         b = RunLayout(root)
-        grid = steps.project_grid(cfg)
-        tiles = steps.imagery_tiles(cfg, grid)
-        for tile in tiles:
-            steps.prepare_imagery_tile(cfg, rnd, s, tile, grid=grid)
+        grid = imagery.project_grid(cfg)
+        tiles = imagery.imagery_tiles(cfg, grid)
+        s = b
+        for tile in tiles:  # each tile recomputed into scratch; the mosaic then reads the recomputed tiles
+            s = s.placed(StepPlace("tile", rnd.name, tile.name), _mkdir(scratch / "tiles" / tile.name))
+            imagery.prepare_imagery_tile(cfg, rnd, s, tile, grid=grid)
             stored = b.imagery_tile(rnd.name, tile.name)
             msg = diff_raster(
                 stored, s.imagery_tile(rnd.name, tile.name), atol=COVARIATE_TOLERANCE, label=_rel(root, stored)
             )
             if msg:
                 raise _mismatch(_rel(root, stored), f"imagery[{rnd.name}]", "the STAC catalog in the bundle", msg)
+            stored_json = b.imagery_tile_summary(rnd.name, tile.name)
             msg = diff_json(
-                _read_json(stored.with_suffix(".json"), _rel(root, stored.with_suffix(".json"))),
-                _read_json(s.imagery_tile(rnd.name, tile.name).with_suffix(".json"), "recomputed"),
+                _read_json(stored_json, _rel(root, stored_json)),
+                _read_json(s.imagery_tile_summary(rnd.name, tile.name), "recomputed"),
                 "tile", ignore=frozenset({"computed_by"}),
             )  # fmt: skip
             if msg:
-                raise _mismatch(
-                    _rel(root, stored.with_suffix(".json")), f"imagery[{rnd.name}]", "the STAC catalog", msg
-                )
-        steps.mosaic_imagery(cfg, rnd, s)
+                raise _mismatch(_rel(root, stored_json), f"imagery[{rnd.name}]", "the STAC catalog", msg)
+        s = s.placed(StepPlace("imagery", rnd.name), _mkdir(scratch / "mosaic"))
+        imagery.mosaic_imagery(cfg, rnd, s)
         msg = diff_raster(
             b.covariates(rnd.name),
             s.covariates(rnd.name),
@@ -627,27 +555,28 @@ def _link_imagery(cfg: RunConfig, rnd: Any, root: Path, scratch: Path) -> Callab
 
 def _link_model(cfg: RunConfig, root: Path, scratch: Path) -> Callable[[], str]:
     def run() -> str:
-        from mrv.pipeline import steps
+        from mrv.pipeline.model import fit_model
 
-        m = _Layout(root, scratch=scratch, redirect=frozenset({"model_dir"}))
+        m = RunLayout(root).placed(StepPlace("model"), _mkdir(scratch / "model"))
         cfg_m = replace(cfg, model=replace(cfg.model, registry_dir=scratch / "registry"))
-        steps.fit_model(cfg_m, m)
+        fit_model(cfg_m, m)
         stored_dir, new_dir = RunLayout(root).model_dir, m.model_dir
-        sources = "work/<round>/sites.csv and covariates.tif (refit with the config's seed)"
+        sources = "every round's sites.csv and covariates.tif (refit with the config's seed)"
         for name in ("features.csv", "cv_predictions.csv"):
-            msg = diff_csv(stored_dir / name, new_dir / name, f"model/{name}")
+            msg = diff_csv(stored_dir / name, new_dir / name, _rel(root, stored_dir / name))
             if msg:
-                raise _mismatch(f"model/{name}", "model", sources, msg)
-        card = _read_json(stored_dir / "model_card.json", "model/model_card.json")
+                raise _mismatch(_rel(root, stored_dir / name), "model", sources, msg)
+        card_rel = _rel(root, stored_dir / "model_card.json")
+        card = _read_json(stored_dir / "model_card.json", card_rel)
         new_card = _read_json(new_dir / "model_card.json", "recomputed")
         msg = diff_json(card, new_card, "model_card", ignore=_CARD_VOLATILE)
         if msg:
-            raise _mismatch("model/model_card.json", "model", sources, msg)
+            raise _mismatch(card_rel, "model", sources, msg)
         stored_sha, new_sha = sha256_file(stored_dir / "model.pkl"), sha256_file(new_dir / "model.pkl")
         if stored_sha != new_sha:
             if card.get("package_versions") == new_card.get("package_versions"):
                 raise _mismatch(
-                    "model/model.pkl", "model", sources,
+                    _rel(root, stored_dir / "model.pkl"), "model", sources,
                     f"the refitted model pickles to SHA-256 {new_sha[:12]}..., the bundle's is {stored_sha[:12]}... with the same package versions",
                 )  # fmt: skip
             return f"model id {new_card.get('model_id')} refitted (pickle bytes differ: package versions differ from the run's)"
@@ -658,58 +587,61 @@ def _link_model(cfg: RunConfig, root: Path, scratch: Path) -> Callable[[], str]:
 
 def _link_maps(cfg: RunConfig, rnd: Any, root: Path, scratch: Path) -> Callable[[], str]:
     def run() -> str:
-        from mrv.pipeline import steps
+        from mrv.pipeline.model import predict_round
 
         # The refitted model (scratch/model, checked against the bundle's by the model link) predicts.
-        p = _Layout(root, scratch=scratch, redirect=frozenset({"model_dir", "round_maps"}))
-        steps.predict_round(cfg, rnd, p, client=None)
+        p = RunLayout(root).placed(StepPlace("model"), scratch / "model")
+        p = p.placed(StepPlace("maps", rnd.name), _mkdir(scratch / "maps" / rnd.name))
+        predict_round(cfg, rnd, p, client=None)
         stored = RunLayout(root).round_maps(rnd.name)
         for kind, path in stored.items():
             msg = diff_raster(path, p.round_maps(rnd.name)[kind], atol=MAP_TOLERANCE_T_HA, label=_rel(root, path))
             if msg:
                 raise _mismatch(
-                    _rel(root, path), f"maps[{rnd.name}]", f"work/{rnd.name}/covariates.tif and the model", msg
+                    _rel(root, path), f"maps[{rnd.name}]", f"{_rel(root, p.covariates(rnd.name))} and the model", msg
                 )
         return f"{len(stored)} maps re-predicted (tolerance {MAP_TOLERANCE_T_HA:g} t C/ha)"
 
     return run
 
 
-def _link_latest(cfg: RunConfig, root: Path) -> Callable[[], str]:
+def _link_index(cfg: RunConfig, root: Path) -> Callable[[], str]:
     def run() -> str:
+        from mrv.pipeline.plan import places
         from mrv.raster import read_raster
 
-        b = RunLayout(root)
+        layout = RunLayout(root)
+        index = _read_json(layout.index, "index.json")
+        steps = index.get("steps") if isinstance(index, dict) else None
+        implied = {p.label: _rel(root, layout.step_dir(p)) for p in places(cfg)}
+        msg = diff_json(steps, implied, "steps")
+        if msg:
+            raise _mismatch("index.json", "index", "the steps' pointers (<step>.current)", msg)
         latest = cfg.rounds[-1].name
-        for kind, path in b.latest_maps().items():
-            src = b.round_maps(latest)[kind]
-            if sha256_file(path) != sha256_file(src):
-                raise _mismatch(
-                    _rel(root, path),
-                    "maps[latest]",
-                    _rel(root, src),
-                    "the headline map is not a copy of the round's map",
-                )
-        p05, _, _ = read_raster(b.latest_maps()["p05"])
-        p95, _, _ = read_raster(b.latest_maps()["p95"])
-        width, _, _ = read_raster(root / "maps" / "soc_stock_width90.tif")
+        maps = {k: _rel(root, p) for k, p in layout.round_maps(latest).items()}
+        msg = diff_json(index.get("latest_maps"), maps, "latest_maps")
+        if msg:
+            raise _mismatch("index.json", "index", f"the maps of round {latest}", msg)
+        p05, _, _ = read_raster(layout.round_maps(latest)["p05"])
+        p95, _, _ = read_raster(layout.round_maps(latest)["p95"])
+        width, _, _ = read_raster(layout.round_maps(latest)["width90"])
         ok = np.isclose(width, p95 - p05, atol=MAP_TOLERANCE_T_HA, equal_nan=True)
         if not ok.all():
-            raise _mismatch(
-                "maps/soc_stock_width90.tif", "maps[latest]", "p95 - p05", f"{int((~ok).sum())} pixels differ"
-            )
-        return "headline maps are the latest round's; width90 = p95 - p05"
+            rel = _rel(root, layout.round_maps(latest)["width90"])
+            raise _mismatch(rel, "index", "p95 - p05", f"{int((~ok).sum())} pixels differ")
+        return f"index.json names every step's current directory; width90 = p95 - p05 in round {latest}"
 
     return run
 
 
 def _link_accounting(cfg: RunConfig, root: Path, scratch: Path) -> Callable[[], str]:
     def run() -> str:
-        from mrv.pipeline import steps
+        from mrv.pipeline.accounting import account
 
-        a = _Layout(root, scratch=scratch, redirect=frozenset({"accounting"}))
-        steps.account(cfg, a)
-        stored = _read_json(root / "accounting.json", "accounting.json")
+        b = RunLayout(root)
+        a = b.placed(StepPlace("accounting"), _mkdir(scratch / "accounting"))
+        account(cfg, a)
+        stored = _read_json(b.accounting, _rel(root, b.accounting))
         new = _read_json(a.accounting, "recomputed")
         for d in (stored, new):
             if isinstance(d, dict) and isinstance(d.get("inputs"), dict):
@@ -717,9 +649,9 @@ def _link_accounting(cfg: RunConfig, root: Path, scratch: Path) -> Callable[[], 
         msg = diff_json(stored, new, "accounting")
         if msg:
             raise _mismatch(
-                "accounting.json",
+                _rel(root, b.accounting),
                 "accounting",
-                "the maps, the field polygons, model/cv_predictions.csv and the config",
+                "the maps, the field polygons, the model's cv_predictions.csv and the config",
                 msg,
             )
         n = len(new.get("fields", [])) if isinstance(new, dict) else 0
@@ -734,33 +666,32 @@ _REPORT_DERIVED = (
 _REPORT_RUN_KEYS = ("name", "crs", "resolution_m", "depth_cm", "rounds", "latest_round", "baseline_round", "confidence")
 
 
-def _link_report(cfg: RunConfig, root: Path, report: dict[str, Any]) -> Callable[[], str]:
+def _link_report(cfg: RunConfig, root: Path, report: Report) -> Callable[[], str]:
     def run() -> str:
-        from mrv.pipeline import report_step
+        from mrv.report import build
 
         layout = RunLayout(root)
-        acc = _read_json(root / "accounting.json", "accounting.json")
-        card = _read_json(layout.model_dir / "model_card.json", "model/model_card.json")
-        samples, imagery_rounds = report_step.input_summaries(cfg, layout)
-        methodology, deductions = report_step._methodology_section(cfg, layout, acc, card, int(card["n_train"]))
-        latest = {k: _rel(root, p) for k, p in layout.latest_maps().items()}
+        acc = _read_json(layout.accounting, _rel(root, layout.accounting))
+        card = _read_json(layout.model_dir / "model_card.json", _rel(root, layout.model_dir / "model_card.json"))
+        samples, imagery_rounds = build.input_summaries(cfg, layout)
+        methodology, deductions = build.methodology_section(cfg, layout, acc, card, int(card["n_train"]))
+        latest = {k: _rel(root, p) for k, p in layout.round_maps(cfg.rounds[-1].name).items()}
         expected = {
             "project": acc["project"],
             "fields": acc["fields"],
-            "uncertainty": report_step._uncertainty_section(acc),
+            "uncertainty": build.uncertainty_section(acc),
             "model": card,
             "samples": samples,
             "imagery": {"source": cfg.imagery.source, "rounds": imagery_rounds},
             "methodology": methodology,
             "deductions": deductions,
-            "maps": {**latest, "width90": "maps/soc_stock_width90.tif"},
+            "maps": latest,
             "design_based": acc.get("design_based"),  # the change estimator's section, as accounted
         }
-        sources = "accounting.json, model/model_card.json, work/*/samples.json, work/*/imagery.json and the methodology profile"
+        stored = report.to_json()
+        sources = "accounting.json, model_card.json, every round's samples.json and imagery.json and the methodology profile"
         for key in _REPORT_DERIVED:
-            if key == "design_based" and key not in report:
-                continue
-            msg = diff_json(report.get(key), _plain_json(expected[key]), key)
+            msg = diff_json(stored.get(key), _plain_json(expected[key]), key)
             if msg:
                 raise _mismatch("report.json", "report", sources, msg)
         implied_run = {
@@ -768,41 +699,29 @@ def _link_report(cfg: RunConfig, root: Path, report: dict[str, Any]) -> Callable
             "rounds": [r.name for r in cfg.rounds], "latest_round": cfg.rounds[-1].name,
             "baseline_round": cfg.rounds[0].name, "confidence": cfg.accounting.confidence,
         }  # fmt: skip
-        run_section = report.get("run", {})
+        run_section = stored["run"]
         msg = diff_json({k: run_section.get(k) for k in _REPORT_RUN_KEYS}, _plain_json(implied_run), "run")
         if msg:
             raise _mismatch("report.json", "report", "the config", msg)
-        unknown = sorted(set(report) - {*_REPORT_DERIVED, "run", "schema_version", "provenance"})
-        return (
-            "sections "
-            + ", ".join(_REPORT_DERIVED)
-            + " recomputed"
-            + (f"; only hashed: {', '.join(unknown)}" if unknown else "")
-        )
+        return f"sections {', '.join(_REPORT_DERIVED)} recomputed (report schema {report.schema_version})"
 
     return run
 
 
-def _link_rendering(root: Path, scratch: Path, report: dict[str, Any], cfg: RunConfig) -> Callable[[], str]:
+def _link_rendering(root: Path, scratch: Path, report: Report, cfg: RunConfig) -> Callable[[], str]:
     def run() -> str:
-        from mrv.fields import read_fields
-        from mrv.pipeline import report_step
-        from mrv.report.gpkg import write_fields_gpkg
-        from mrv.report.html import render_report_html
-        from mrv.report.pdf import render_report_pdf
+        from mrv.report import render
 
-        # As report_step.render_outputs renders them: report.json, the figures it embeds, the field polygons.
-        images = report_step._images(report, root)
-        crs = str(report.get("run", {}).get("crs", cfg.region.crs))
-        rendered = {
-            "report.html": render_report_html(report, images=images, out_html=scratch / "report.html"),
-            report_step.PDF_PATH.as_posix(): render_report_pdf(report, images=images, out_pdf=scratch / "report.pdf"),
-            report_step.GPKG_PATH.as_posix(): write_fields_gpkg(
-                report, read_fields(cfg.region.fields, crs=crs), scratch / "fields.gpkg", crs=crs
-            ),
-        }
-        for rel, out in rendered.items():
-            if (root / rel).read_bytes() != out.read_bytes():
+        # As render.render_outputs renders them: report.json, the figures it embeds, the field polygons.
+        layout = RunLayout(root)
+        outputs = render.render_into(
+            report, root, html=scratch / "report.html", pdf=scratch / "report.pdf", gpkg=scratch / "fields.gpkg",
+            fields_path=cfg.region.fields,
+        )  # fmt: skip
+        stored = (layout.report_html, render.gpkg_path(layout), render.pdf_path(layout))
+        for path, out in zip(stored, outputs, strict=True):
+            rel = _rel(root, path)
+            if path.read_bytes() != out.read_bytes():
                 raise _mismatch(
                     rel,
                     "rendering",
@@ -872,7 +791,7 @@ def _code_note(manifest: Mapping[str, Any]) -> str:
     )
 
 
-def _rederive(cfg: RunConfig, root: Path, scratch: Path, report: dict[str, Any]) -> list[Link]:
+def _rederive(cfg: RunConfig, root: Path, scratch: Path, report: Report) -> list[Link]:
     links: list[Link] = []
     for rnd in cfg.rounds:
         b = RunLayout(root)
@@ -891,17 +810,14 @@ def _rederive(cfg: RunConfig, root: Path, scratch: Path, report: dict[str, Any])
                 f"imagery[{rnd.name}]", "hashed only", (_rel(root, b.covariates(rnd.name)),),
                 f"imagery from {cfg.imagery.source}: the assets are not in the bundle, so the composite is not recomputed",
             ))  # fmt: skip
-    links.append(
-        _run_link(
-            "model",
-            ["model/model.pkl", "model/model_card.json", "model/cv_predictions.csv"],
-            _link_model(cfg, root, scratch),
-        )
-    )
+    b = RunLayout(root)
+    model_files = [_rel(root, b.model_dir / n) for n in ("model.pkl", "model_card.json", "cv_predictions.csv")]
+    links.append(_run_link("model", model_files, _link_model(cfg, root, scratch)))
     for rnd in cfg.rounds:
-        links.append(_run_link(f"maps[{rnd.name}]", [f"maps/{rnd.name}/"], _link_maps(cfg, rnd, root, scratch)))
-    links.append(_run_link("maps[latest]", ["maps/soc_stock_*.tif"], _link_latest(cfg, root)))
-    links.append(_run_link("accounting", ["accounting.json"], _link_accounting(cfg, root, scratch)))
+        maps_dir = _rel(root, b.step_dir(StepPlace("maps", rnd.name))) + "/"
+        links.append(_run_link(f"maps[{rnd.name}]", [maps_dir], _link_maps(cfg, rnd, root, scratch)))
+    links.append(_run_link("index", ["index.json"], _link_index(cfg, root)))
+    links.append(_run_link("accounting", [_rel(root, b.accounting)], _link_accounting(cfg, root, scratch)))
     links.append(_run_link("report", ["report.json"], _link_report(cfg, root, report)))
     links.append(
         _run_link(
@@ -949,7 +865,7 @@ def rebuild_checked(run_dir: Path) -> tuple[tuple[Path, ...], list[str]]:
     The manifest (when present) and report.json are checked for shape first; a failure while
     rendering is reported as a damaged report.json.
     """
-    from mrv.pipeline.report_step import rebuild_report
+    from mrv.report.render import rebuild_report
 
     root = Path(run_dir).expanduser().resolve()
     if (root / MANIFEST_NAME).exists():

@@ -37,8 +37,13 @@ _REL_TOL = 1e-9
 
 
 @dataclass(frozen=True)
-class CumulativeProfile:
-    """Cumulative soil mass and SOC of one profile at the surface and at every layer bottom."""
+class CumulativeMassCurve:
+    """Cumulative soil mass and SOC of one soil profile (core) at the surface and at every layer bottom.
+
+    The curve ESM interpolates: cumulative SOC (t C/ha) as a function of cumulative fine-earth soil
+    mass (Mg/ha), with (0, 0) at the surface. "Profile" here is the soil core, not a format, provider
+    or methodology profile (the YAML description files of :mod:`mrv.resources`).
+    """
 
     profile_id: str
     depth_cm: tuple[float, ...]
@@ -107,14 +112,14 @@ def soil_mass_from_bulk_density_mg_ha(
     return np.asarray(bd * t * (1.0 - cf) * 100.0, dtype=np.float64)
 
 
-def cumulative_profile(
+def cumulative_mass_curve(
     top_cm: npt.ArrayLike,
     bottom_cm: npt.ArrayLike,
     layer_soil_mass_mg_ha: npt.ArrayLike,
     soc_g_kg: npt.ArrayLike,
     *,
     profile_id: str = "profile",
-) -> CumulativeProfile:
+) -> CumulativeMassCurve:
     """Cumulative fine-earth mass (Mg/ha) and SOC (t C/ha) at 0 cm and each layer bottom.
 
     Layer SOC (t C/ha) = layer mass (Mg/ha) x SOC (g/kg) / 1000. Layers are sorted by depth and
@@ -159,7 +164,7 @@ def cumulative_profile(
     cum_mass = np.concatenate([[0.0], np.cumsum(mass)])
     cum_soc = np.concatenate([[0.0], np.cumsum(mass * soc / 1000.0)])
     depth = np.concatenate([[0.0], bottom])
-    return CumulativeProfile(
+    return CumulativeMassCurve(
         profile_id=str(profile_id),
         depth_cm=tuple(float(x) for x in depth),
         soil_mass_mg_ha=tuple(float(x) for x in cum_mass),
@@ -167,7 +172,7 @@ def cumulative_profile(
     )
 
 
-def mass_at_depth_mg_ha(profile: CumulativeProfile, depth_cm: float) -> float:
+def mass_at_depth_mg_ha(profile: CumulativeMassCurve, depth_cm: float) -> float:
     """Cumulative fine-earth mass (Mg/ha) from 0 to ``depth_cm``.
 
     Linear interpolation of cumulative mass against depth, exact when bulk density is uniform
@@ -177,7 +182,7 @@ def mass_at_depth_mg_ha(profile: CumulativeProfile, depth_cm: float) -> float:
     return float(np.interp(depth_cm, profile.depth_cm, profile.soil_mass_mg_ha))
 
 
-def soc_at_depth_t_ha(profile: CumulativeProfile, depth_cm: float) -> float:
+def soc_at_depth_t_ha(profile: CumulativeMassCurve, depth_cm: float) -> float:
     """Fixed-depth SOC stock (t C/ha) from 0 to ``depth_cm``.
 
     Linear interpolation of cumulative SOC against depth, i.e. a layer straddling ``depth_cm``
@@ -187,7 +192,7 @@ def soc_at_depth_t_ha(profile: CumulativeProfile, depth_cm: float) -> float:
     return float(np.interp(depth_cm, profile.depth_cm, profile.soc_t_ha))
 
 
-def _check_depth(profile: CumulativeProfile, depth_cm: float) -> None:
+def _check_depth(profile: CumulativeMassCurve, depth_cm: float) -> None:
     deepest = profile.depth_cm[-1]
     if not (0 <= depth_cm <= deepest + DEPTH_TOLERANCE_CM):
         raise StockError(
@@ -196,7 +201,7 @@ def _check_depth(profile: CumulativeProfile, depth_cm: float) -> None:
         )
 
 
-def equivalent_depth_cm(profile: CumulativeProfile, reference_mass_mg_ha: float) -> float:
+def equivalent_depth_cm(profile: CumulativeMassCurve, reference_mass_mg_ha: float) -> float:
     """Depth (cm) at which the cumulative soil mass reaches ``reference_mass_mg_ha``.
 
     Linear interpolation of depth against cumulative mass (exact for uniform BD per layer).
@@ -205,7 +210,7 @@ def equivalent_depth_cm(profile: CumulativeProfile, reference_mass_mg_ha: float)
     return float(np.interp(reference_mass_mg_ha, profile.soil_mass_mg_ha, profile.depth_cm))
 
 
-def _check_reference(profile: CumulativeProfile, reference_mass_mg_ha: float) -> None:
+def _check_reference(profile: CumulativeMassCurve, reference_mass_mg_ha: float) -> None:
     if not (math.isfinite(reference_mass_mg_ha) and reference_mass_mg_ha > 0):
         raise StockError(f"reference mass must be a positive number of Mg/ha, got {reference_mass_mg_ha!r}.")
     deepest = profile.soil_mass_mg_ha[-1]
@@ -241,7 +246,7 @@ def _natural_spline_min_slope(spline: CubicSpline, upto: float) -> tuple[float, 
 
 
 def esm_stock(
-    profile: CumulativeProfile,
+    profile: CumulativeMassCurve,
     reference_mass_mg_ha: float,
     *,
     interpolation: Interpolation = "natural_cubic",
@@ -302,7 +307,7 @@ def esm_stock(
 
 
 def reference_mass_mg_ha(
-    profiles: Sequence[CumulativeProfile],
+    profiles: Sequence[CumulativeMassCurve],
     *,
     rule: Literal["lightest", "baseline_mean"],
     depth_cm: float,

@@ -27,6 +27,7 @@ import csv
 import datetime as dt
 import io
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -149,26 +150,55 @@ class IngestResult:
     @property
     def summary(self) -> IngestSummary:
         accepted_ids = set(self.accepted["sample_id"].astype(str)) if len(self.accepted) else set()
-        if self.layout == "long":
-            ids = {r.sample_id for r in self.rejected if r.sample_id}
-            loose = sum(1 for r in self.rejected if not r.sample_id and r.code != "empty_line")
-            samples_rejected = len(ids - accepted_ids) + loose
-        else:
-            samples_rejected = sum(1 for r in self.rejected if r.code != "empty_line")
-        flagged: Counter[str] = Counter()
-        for code in {(r.sample_id, r.code) for r in self.notes}:
-            flagged[code[1]] += 1
-        return IngestSummary(
-            layout=self.layout,
-            lines_submitted=self.submitted,
-            lines_accepted=self.accepted_lines,
-            lines_rejected=len(self.rejected),
-            samples_accepted=len(self.accepted),
-            samples_rejected=samples_rejected,
-            samples_flagged=len({r.sample_id for r in self.notes}),
-            rejected_by_reason=dict(Counter(r.code or "other" for r in self.rejected).most_common()),
-            flagged_by_reason=dict(flagged.most_common()),
-        )
+        return ingest_summary(self.layout, self.submitted, self.accepted_lines, len(self.accepted), self.rejected,
+                              self.notes, accepted_ids=accepted_ids)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class IngestPart:
+    """What one chunk of a file (or a whole long-layout file) gave: see :func:`ingest_parts`."""
+
+    submitted: int
+    """Data lines read."""
+    accepted: pd.DataFrame
+    """Like :attr:`IngestResult.accepted`; in a wide file before the file-wide duplicate-id check."""
+    rejected: list[Rejection]
+    notes: list[Rejection]
+    record_lines: tuple[tuple[int, ...], ...] = ()
+    """Long layout: the file lines of each accepted record (wide: one line each, left empty)."""
+
+
+def ingest_summary(
+    layout: str,
+    submitted: int,
+    accepted_lines: int,
+    samples_accepted: int,
+    rejected: tuple[Rejection, ...] | list[Rejection],
+    notes: tuple[Rejection, ...] | list[Rejection],
+    *,
+    accepted_ids: set[str] | None = None,
+) -> IngestSummary:
+    """Counts by outcome and reason (:class:`IngestSummary`); ``accepted_ids`` is needed for a long layout only."""
+    if layout == "long":
+        ids = {r.sample_id for r in rejected if r.sample_id}
+        loose = sum(1 for r in rejected if not r.sample_id and r.code != "empty_line")
+        samples_rejected = len(ids - (accepted_ids or set())) + loose
+    else:
+        samples_rejected = sum(1 for r in rejected if r.code != "empty_line")
+    flagged: Counter[str] = Counter()
+    for code in {(r.sample_id, r.code) for r in notes}:
+        flagged[code[1]] += 1
+    return IngestSummary(
+        layout=layout,
+        lines_submitted=submitted,
+        lines_accepted=accepted_lines,
+        lines_rejected=len(rejected),
+        samples_accepted=samples_accepted,
+        samples_rejected=samples_rejected,
+        samples_flagged=len({r.sample_id for r in notes}),
+        rejected_by_reason=dict(Counter(r.code or "other" for r in rejected).most_common()),
+        flagged_by_reason=dict(flagged.most_common()),
+    )
 
 
 # ----------------------------------------------------------------------------------- header helpers
@@ -273,9 +303,63 @@ def ingest(
         SubmissionRejected: the file (or its site table) cannot be used at all.
         ConfigError: ``project_crs`` is not a usable project CRS.
     """
+    path = Path(path)
+    table, ctx, site_frame = _prepare(path, fmt, source=source, submitter=submitter, project_crs=project_crs,
+                                      region_bounds=region_bounds, today=today, sites=sites, max_bytes=max_bytes)  # fmt: skip
+    if fmt.long is not None:
+        return _ingest_long(path, table, fmt.long, ctx, site_frame)
+    return _ingest_wide(path, table, ctx, site_frame)
+
+
+def ingest_parts(
+    path: Path,
+    fmt: SampleFormat,
+    *,
+    source: str,
+    submitter: str,
+    project_crs: str,
+    region_bounds: tuple[float, float, float, float] | None = None,
+    today: dt.date | None = None,
+    sites: Path | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    rows_per_chunk: int | None = None,
+) -> Iterator[IngestPart]:
+    """:func:`ingest` in bounded parts, for a caller that stores each part before reading the next.
+
+    The file is checked (size, encoding, header, site table) before this returns, so a file that
+    cannot be used at all raises :class:`~mrv.errors.SubmissionRejected` here, before any part.
+    A wide file yields one part per ``rows_per_chunk`` lines; the caller applies the file-wide
+    check of repeated sample ids (:func:`duplicate_ids`) to the records of the ids that occur more
+    than once. A long file (whose lines are pivoted across the file) yields one part, complete.
+    """
+    path = Path(path)
+    table, ctx, site_frame = _prepare(path, fmt, source=source, submitter=submitter, project_crs=project_crs,
+                                      region_bounds=region_bounds, today=today, sites=sites, max_bytes=max_bytes)  # fmt: skip
+    if fmt.long is not None:
+        long = fmt.long
+
+        def whole() -> Iterator[IngestPart]:
+            res = _ingest_long(path, table, long, ctx, site_frame)
+            yield IngestPart(res.submitted, res.accepted, list(res.rejected), list(res.notes), res.record_lines)
+
+        return whole()
+    return _wide_parts(path, table, ctx, site_frame, rows_per_chunk)
+
+
+def _prepare(
+    path: Path,
+    fmt: SampleFormat,
+    *,
+    source: str,
+    submitter: str,
+    project_crs: str,
+    region_bounds: tuple[float, float, float, float] | None,
+    today: dt.date | None,
+    sites: Path | None,
+    max_bytes: int,
+) -> tuple[reading.Table, Context, pd.DataFrame | None]:
     crs_text = str(project_crs)
     check_project_crs(crs_text)
-    path = Path(path)
     name = path.name
     table = reading.open_table(path, name, delimiter=fmt.delimiter, fallback_encoding=fmt.encoding or "latin-1",
                                max_bytes=max_bytes)  # fmt: skip
@@ -283,9 +367,7 @@ def ingest(
     decimal = fmt.decimal or ("," if table.delimiter == ";" else ".")
     site_frame, site_label = _site_table(fmt, path, sites, decimal, max_bytes)
     ctx = Context(fmt, crs_text, region_bounds, today or dt.date.today(), source, submitter, decimal, site_label)
-    if fmt.long is not None:
-        return _ingest_long(path, table, fmt.long, ctx, site_frame)
-    return _ingest_wide(path, table, ctx, site_frame)
+    return table, ctx, site_frame
 
 
 def _structural(bad: list[Malformed], chunk: Chunk | None, out: list[Rejection]) -> None:
@@ -411,30 +493,54 @@ def _site_table(
     return out, sname
 
 
+def _wide_parts(
+    path: Path, table: reading.Table, ctx: Context, site_frame: pd.DataFrame | None, rows_per_chunk: int | None = None
+) -> Iterator[IngestPart]:
+    """One :class:`IngestPart` per chunk of the file (before the file-wide duplicate-id check)."""
+    for chunk, bad in reading.iter_chunks(path, table, path.name, rows_per_chunk=rows_per_chunk):
+        submitted = len(bad) + (len(chunk.lines) if chunk is not None else 0)
+        rejected: list[Rejection] = []
+        _structural(bad, chunk, rejected)
+        if chunk is None or not (~chunk.control).any():
+            yield IngestPart(submitted, _typed(pd.DataFrame(columns=CANONICAL_COLUMNS)), rejected, [])
+            continue
+        rf = _wide_role_frame(chunk, ctx.fmt, site_frame, ctx)
+        del chunk
+        out = validate(rf, ctx)
+        ids = rf["sample_id"].to_numpy()
+        del rf
+        rejected += _rejections(out.failures, ids)
+        notes = _rejections(out.notes, ids)
+        records = out.records.reset_index(drop=True)
+        records[FLAG_COLUMN] = _flag_text(records["row"], notes).to_numpy()
+        yield IngestPart(submitted, _typed(_low_cardinality(records)), rejected, notes)
+
+
+def _low_cardinality(frame: pd.DataFrame) -> pd.DataFrame:
+    """Share one string object per distinct value in the columns that repeat (source, crs, method, ...):
+    200,000 copies of ``"lab"`` cost 11 MB, one costs nothing."""
+    for col in ("source", "submitter", "field_id", "crs", "method", "sampling_date", FLAG_COLUMN):
+        if col in frame.columns and (frame[col].dtype == object or pd.api.types.is_string_dtype(frame[col].dtype)):
+            values = frame[col].to_numpy(dtype=object)
+            seen: dict[object, object] = {}
+            frame[col] = pd.Series([seen.setdefault(v, v) for v in values], index=frame.index, dtype=frame[col].dtype)
+    return frame
+
+
 def _ingest_wide(path: Path, table: reading.Table, ctx: Context, site_frame: pd.DataFrame | None) -> IngestResult:
     fmt = ctx.fmt
     rejected: list[Rejection] = []
     notes: list[Rejection] = []
     records: list[pd.DataFrame] = []
-    flags: list[pd.Series] = []
     submitted = 0
-    for chunk, bad in reading.iter_chunks(path, table, path.name):
-        submitted += len(bad) + (len(chunk.lines) if chunk is not None else 0)
-        _structural(bad, chunk, rejected)
-        if chunk is None or not (~chunk.control).any():
-            continue
-        rf = _wide_role_frame(chunk, fmt, site_frame, ctx)
-        out = validate(rf, ctx)
-        ids = rf["sample_id"].to_numpy()
-        rejected += _rejections(out.failures, ids)
-        chunk_notes = _rejections(out.notes, ids)
-        notes += chunk_notes
-        records.append(out.records.reset_index(drop=True))
-        flags.append(_flag_text(out.records["row"], chunk_notes))
-    frame = pd.concat(records, ignore_index=True) if records else pd.DataFrame(columns=CANONICAL_COLUMNS)
-    flag = pd.concat(flags, ignore_index=True) if flags else pd.Series([], dtype=object)
-    frame[FLAG_COLUMN] = flag.to_numpy() if len(flag) == len(frame) else ""
-    frame, dup_rejections = _duplicates(frame, fmt)
+    for part in _wide_parts(path, table, ctx, site_frame):
+        submitted += part.submitted
+        rejected += part.rejected
+        notes += part.notes
+        if len(part.accepted):
+            records.append(part.accepted)
+    frame = pd.concat(records, ignore_index=True) if records else _typed(pd.DataFrame(columns=CANONICAL_COLUMNS))
+    frame, dup_rejections = duplicate_ids(frame, fmt)
     rejected += dup_rejections
     if dup_rejections:
         gone = {r.row for r in dup_rejections}
@@ -473,7 +579,7 @@ _SIGNATURE = ["site_id", "x", "y", "sampling_date", "top_cm", "bottom_cm", "soc_
               "coarse_fragments_vol_pct"]  # fmt: skip
 
 
-def _duplicates(frame: pd.DataFrame, fmt: SampleFormat) -> tuple[pd.DataFrame, list[Rejection]]:
+def duplicate_ids(frame: pd.DataFrame, fmt: SampleFormat) -> tuple[pd.DataFrame, list[Rejection]]:
     """A sample id used twice in one file: exact repeats are dropped (the first kept), differing copies all rejected."""
     if frame.empty:
         return frame, []

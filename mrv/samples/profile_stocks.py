@@ -34,9 +34,9 @@ import pandas as pd
 
 from mrv.errors import StockError
 from mrv.samples.esm import (
-    CumulativeProfile,
+    CumulativeMassCurve,
     Interpolation,
-    cumulative_profile,
+    cumulative_mass_curve,
     esm_stock,
     mass_at_depth_mg_ha,
     reference_mass_mg_ha,
@@ -219,11 +219,11 @@ def compute_profile_stocks(
         work = work[work["top_cm"] < depth_cm]
 
     keys: list[tuple[object, object]] = []
-    profiles: list[CumulativeProfile] = []
+    profiles: list[CumulativeMassCurve] = []
     for (pid, rnd), grp in work.groupby(["profile_id", "round"], sort=False):
         keys.append((pid, rnd))
         profiles.append(
-            cumulative_profile(
+            cumulative_mass_curve(
                 grp["top_cm"].to_numpy(),
                 grp["bottom_cm"].to_numpy(),
                 grp["_mass_mg_ha"].to_numpy(),
@@ -270,7 +270,7 @@ def compute_profile_stocks(
 
 def _resolve_reference(
     keys: list[tuple[object, object]],
-    profiles: list[CumulativeProfile],
+    profiles: list[CumulativeMassCurve],
     reference: float | str | None,
     baseline_round: str | None,
     depth_cm: float,
@@ -343,10 +343,10 @@ def profile_stocks_report(
     work = good.copy()
     work["_mass_mg_ha"] = _layer_masses(work)
     gkeys: list[tuple[object, object]] = []
-    profiles: list[CumulativeProfile] = []
+    profiles: list[CumulativeMassCurve] = []
     for (pid, rnd), grp in work.groupby(["profile_id", "round"], sort=False):
         gkeys.append((pid, rnd))
-        profiles.append(cumulative_profile(grp["top_cm"].to_numpy(), grp["bottom_cm"].to_numpy(),
+        profiles.append(cumulative_mass_curve(grp["top_cm"].to_numpy(), grp["bottom_cm"].to_numpy(),
                                            grp["_mass_mg_ha"].to_numpy(), grp["soc_g_kg"].to_numpy(),
                                            profile_id=f"{pid} (round {rnd})"))  # fmt: skip
     ref = _resolve_reference(gkeys, profiles, reference_mass_mg_ha, baseline_round, depth_cm)

@@ -30,7 +30,7 @@ import shapely
 from scipy.spatial import cKDTree
 from shapely.geometry.base import BaseGeometry
 
-from mrv.config import ErrorModel, SamplesConfig
+from mrv.config import SampleErrorModel, SamplesConfig
 
 #: Default position tolerance (m); see :attr:`mrv.config.SamplesConfig.gps_tolerance_m` for the sources.
 GPS_TOLERANCE_M = SamplesConfig.gps_tolerance_m
@@ -449,7 +449,7 @@ def flag_sample_outliers_against_lab(
     radius_m: float = 500.0,
     k: float = 3.5,
     min_lab_sites: int = 3,
-    error_models: Mapping[str, ErrorModel] | None = None,
+    error_models: Mapping[str, SampleErrorModel] | None = None,
     source: str = "crowd",
     reference: str = "lab",
     site_by: Sequence[str] = ("source", "submitter", "site_id"),
@@ -527,7 +527,7 @@ class SampleChecks:
     outlier_radius_m: float = SamplesConfig.outlier_radius_m
     outlier_k: float = SamplesConfig.outlier_k
     outlier_min_lab_sites: int = SamplesConfig.outlier_min_lab_sites
-    error_models: Mapping[str, ErrorModel] = field(default_factory=lambda: SamplesConfig().error_models)
+    error_models: Mapping[str, SampleErrorModel] = field(default_factory=lambda: SamplesConfig().error_models)
 
     @classmethod
     def from_config(cls, cfg: SamplesConfig) -> SampleChecks:

@@ -24,13 +24,13 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from mrv.config import ErrorModel, SamplesConfig
+from mrv.config import SampleErrorModel, SamplesConfig
 from mrv.errors import SampleError
 from mrv.samples.stocks import bulk_density_ptf, fixed_depth_stock
 
-__all__ = ["DEFAULT_ERROR_MODELS", "ErrorModel", "coarse_fragment_default", "incomplete_sites", "site_stocks"]
+__all__ = ["DEFAULT_ERROR_MODELS", "SampleErrorModel", "coarse_fragment_default", "incomplete_sites", "site_stocks"]
 
-DEFAULT_ERROR_MODELS: Mapping[str, ErrorModel] = SamplesConfig().error_models
+DEFAULT_ERROR_MODELS: Mapping[str, SampleErrorModel] = SamplesConfig().error_models
 
 #: Coarse fragments (vol %) assumed where none were measured and the records hold too few measured
 #: values to take the regional mean from: stone-free, with an SD of 5 vol % so that the assumption
@@ -70,7 +70,7 @@ def incomplete_sites(records: pd.DataFrame, *, depth_cm: float) -> dict[str, str
 
 
 def site_stocks(
-    records: pd.DataFrame, *, depth_cm: float, error_models: Mapping[str, ErrorModel] | None = None
+    records: pd.DataFrame, *, depth_cm: float, error_models: Mapping[str, SampleErrorModel] | None = None
 ) -> tuple[pd.DataFrame, dict[str, str]]:
     """One row per complete site: location, source, ``soc_stock_t_ha`` and ``soc_stock_sd_t_ha``.
 

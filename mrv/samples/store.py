@@ -165,6 +165,8 @@ _FLOAT_COLUMNS = {
     "soc_sd_g_kg",
     "gps_accuracy_m",
 }
+#: Columns of ``samples`` stored as floating-point numbers.
+FLOAT_COLUMNS = frozenset(_FLOAT_COLUMNS)
 _NOT_NULL = {
     "row",
     "sample_id",
@@ -424,6 +426,8 @@ class SampleStore:
             )
         if found and found[0] in _MIGRATABLE:
             return self._upgrade()
+        if found == [SCHEMA_VERSION]:
+            return None  # nothing to write: opening a store does not queue behind a writer
         with self.transaction() as conn:
             metadata.create_all(conn)
             if not conn.execute(sa.select(schema_version.c.version)).first():

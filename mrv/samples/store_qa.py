@@ -68,13 +68,53 @@ def _frame(rows: Iterable[tuple[object, ...]]) -> pd.DataFrame:
     return frame
 
 
+#: Text columns with few distinct values: one string object per value is kept (200,000 copies of a date cost 11 MB).
+_SHARED = ("agency", "source", "submitter", "sampling_date", "qa_flag")
+_INTS = ("id", "submission_id", "row")
+#: Rows read from the database at a time.
+_READ_BATCH = 20_000
+
+
+def _read(conn: Connection, stmt: sa.Executable) -> pd.DataFrame:
+    """The QA columns of ``stmt`` (a :func:`_select`), read in batches into typed columns.
+
+    Rows are never all held as tuples of Python objects: each batch becomes numpy columns
+    (floats, ints; repeated texts share one object) before the next is fetched.
+    """
+    result = conn.execute(stmt)
+    cursor = result.cursor  # type: ignore[attr-defined]
+    shared: dict[object, object] = {}
+    parts: list[pd.DataFrame] = []
+    try:
+        while cursor is not None and (rows := cursor.fetchmany(_READ_BATCH)):
+            data: dict[str, np.ndarray] = {}
+            for name, col in zip(QA_COLUMNS, zip(*rows, strict=True), strict=True):
+                if name in _FLOATS:
+                    data[name] = np.array([np.nan if v is None else v for v in col], dtype=float)
+                elif name in _INTS:
+                    data[name] = np.asarray(col, dtype=np.int64)
+                elif name in _SHARED:
+                    data[name] = np.array([shared.setdefault(v, v) for v in col], dtype=object)
+                else:
+                    data[name] = np.array(col, dtype=object)
+            del rows
+            parts.append(pd.DataFrame(data, columns=QA_COLUMNS))
+    finally:
+        result.close()
+    if not parts:
+        return _frame([])
+    frame = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+    frame["qa_flag"] = frame["qa_flag"].fillna("").astype(str)
+    return frame
+
+
 def _select() -> sa.Select[tuple[object, ...]]:
     return sa.select(*[samples.c[c] for c in QA_COLUMNS])
 
 
 def qa_frame(conn: Connection) -> pd.DataFrame:
     """Every stored sample's QA columns, oldest first (submission, then file row)."""
-    return _frame(fetch_tuples(conn, _select().order_by(samples.c.submission_id, samples.c.row)))
+    return _read(conn, _select().order_by(samples.c.submission_id, samples.c.row))
 
 
 def _cell_keys(x: np.ndarray, y: np.ndarray, margin_m: float) -> pd.DataFrame:
@@ -118,10 +158,10 @@ def neighbourhood(conn: Connection, new: pd.DataFrame, checks: SampleChecks) -> 
     keys = keys.drop(columns="pos").drop_duplicates()
     dup = _temp_table(conn, "mrv_qa_dup_cells", [sa.Column("sampling_date", sa.Text), sa.Column("gy", sa.Integer),
                                                   sa.Column("gx", sa.Integer)], keys)  # fmt: skip
-    parts.append(_frame(fetch_tuples(conn,
+    parts.append(_read(conn,
         _select().join(dup, sa.and_(samples.c.sampling_date == dup.c.sampling_date, samples.c.gy == dup.c.gy,
                                     samples.c.gx == dup.c.gx)).where(not_new)
-    )))  # fmt: skip
+    ))  # fmt: skip
     dup.drop(conn)
 
     # Jitter: the earlier records of the same sites (one join on the site index; none for a new agency).
@@ -132,10 +172,10 @@ def neighbourhood(conn: Connection, new: pd.DataFrame, checks: SampleChecks) -> 
     if known is not None and len(site_keys):
         sites = _temp_table(conn, "mrv_qa_sites", [sa.Column("agency", sa.Text), sa.Column("site_id", sa.Text)],
                             site_keys)  # fmt: skip
-        parts.append(_frame(fetch_tuples(conn,
+        parts.append(_read(conn,
             _select().join(sites, sa.and_(samples.c.agency == sites.c.agency, samples.c.site_id == sites.c.site_id))
             .where(not_new)
-        )))  # fmt: skip
+        ))  # fmt: skip
         sites.drop(conn)
 
     # Outliers: lab samples within the radius of new crowd samples (any date).
@@ -143,10 +183,10 @@ def neighbourhood(conn: Connection, new: pd.DataFrame, checks: SampleChecks) -> 
     if crowd.any():
         ck = _cell_keys(x[crowd], y[crowd], checks.outlier_radius_m).drop(columns="pos").drop_duplicates()
         lab = _temp_table(conn, "mrv_qa_lab_cells", [sa.Column("gy", sa.Integer), sa.Column("gx", sa.Integer)], ck)
-        parts.append(_frame(fetch_tuples(conn,
+        parts.append(_read(conn,
             _select().join(lab, sa.and_(samples.c.gy == lab.c.gy, samples.c.gx == lab.c.gx))
             .where(samples.c.source == "lab", not_new)
-        )))  # fmt: skip
+        ))  # fmt: skip
         lab.drop(conn)
     if not parts:
         return _frame([])
@@ -172,7 +212,7 @@ def apply_qa(
         frame = qa_frame(conn)
     else:
         new = (
-            _frame(fetch_tuples(conn, _select().where(samples.c.submission_id == submission_id)))
+            _read(conn, _select().where(samples.c.submission_id == submission_id))
             if new_samples is None
             else _new_frame(conn, submission_id, new_samples, agency=new_agency)
         )

@@ -27,29 +27,40 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import hashlib
 import json
 import os
 import re
+import sqlite3
 import stat
 import tempfile
 from collections import Counter
 from collections.abc import Sequence
+from contextlib import closing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from mrv.errors import ConfigError, SampleError, SubmissionRejected
+from mrv.fsio import sha256_bytes
 from mrv.samples import ingest as ingest_mod
 from mrv.samples.formats import SampleFormat
-from mrv.samples.ingest import CANONICAL_COLUMNS, IngestResult, Rejection, ingest
+from mrv.samples.ingest import (
+    CANONICAL_COLUMNS,
+    IngestResult,
+    IngestSummary,
+    Rejection,
+    duplicate_ids,
+    ingest_parts,
+    ingest_summary,
+)
 from mrv.samples.qa import SampleChecks
 from mrv.samples.store import (
     FAILED,
+    FLOAT_COLUMNS,
     REJECTED,
     SAMPLE_TABLE_COLUMNS,
     STORED,
@@ -91,7 +102,7 @@ def profile_hash(fmt: SampleFormat) -> str:
     content.pop("name", None)
     content.pop("description", None)
     text = json.dumps(content, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return sha256_bytes(text.encode("utf-8"))
 
 
 def read_submission(path: str | Path, *, max_bytes: int = MAX_FILE_BYTES) -> bytes:
@@ -150,7 +161,7 @@ def submit_file(
     path = Path(path)
     name = Path(filename).name if filename else path.name
     raw = read_submission(path)
-    sha = hashlib.sha256(raw).hexdigest()
+    sha = sha256_bytes(raw)
     phash = profile_hash(fmt)
     meta = {"agency": agency, "source": source, "fmt": fmt, "filename": name, "sha": sha, "phash": phash}
 
@@ -161,20 +172,40 @@ def submit_file(
         if replaces is not None:
             _check_replaceable(conn, replaces, agency, store.safe_url)
 
-    try:
-        result = _ingest_bytes(raw, name, fmt, source=source, agency=agency, project_crs=project_crs,
-                               region_bounds=region_bounds, today=today)  # fmt: skip
-    except SubmissionRejected as exc:
-        submission_id = _record(store, meta, status=REJECTED, reason=str(exc))
-        raise SubmissionRejected(f"{exc} (Recorded as rejected submission {submission_id}.)") from exc
+    with tempfile.TemporaryDirectory(prefix="mrv-submit-") as tmp:
+        try:
+            staged = _stage(raw, name, fmt, Path(tmp), source=source, agency=agency, project_crs=project_crs,
+                            region_bounds=region_bounds, today=today)  # fmt: skip
+        except SubmissionRejected as exc:
+            submission_id = _record(store, meta, status=REJECTED, reason=str(exc))
+            raise SubmissionRejected(f"{exc} (Recorded as rejected submission {submission_id}.)") from exc
+        found_id, stored_id = _write(store, meta, staged, raw, checks=checks, replaces=replaces)
+        del raw
+    if found_id is not None:
+        with store.engine.connect() as conn:
+            return _report(conn, found_id, duplicate_of=found_id, store_url=store.safe_url)
+    with store.engine.connect() as conn:
+        return _report(conn, stored_id, store_url=store.safe_url)
 
+
+def _write(
+    store: SampleStore,
+    meta: dict[str, Any],
+    staged: _Staged,
+    raw: bytes,
+    *,
+    checks: SampleChecks | None,
+    replaces: int | None,
+) -> tuple[int | None, int]:
+    """The write transaction: ``(id of the identical stored submission, None)`` or ``(None, new id)``."""
+    agency, sha, phash = meta["agency"], meta["sha"], meta["phash"]
     try:
         for attempt in range(_ATTEMPTS):
             try:
                 with store.transaction() as conn:
                     found = _stored_submission_in(conn, agency, sha)
                     if found is not None and found[1] == phash and replaces is None:
-                        return _report(conn, found[0], duplicate_of=found[0], store_url=store.safe_url)
+                        return found[0], found[0]
                     # The replaced submissions are retired first: the new one may reuse their sample ids.
                     olds = sorted({i for i in (found[0] if found else None, replaces) if i is not None})
                     for old in olds:
@@ -182,12 +213,10 @@ def submit_file(
                         _retire(conn, old, reason="superseded")
                     new_id = _insert_submission(conn, meta, counts=(0, 0, 0), status=STORED, reason=None)
                     _link_superseded(conn, olds, new_id)
-                    rejected, stored = _store_rows(conn, new_id, result, meta=meta, raw=raw)
-                    apply_qa(conn, checks, submission_id=new_id, new_samples=stored, new_agency=agency)
-                    del stored
-                    _write_summary(conn, new_id, result, rejected)
-                stored_id = new_id
-                break
+                    rejected = _store_rows(conn, new_id, staged, meta=meta, raw=raw)
+                    apply_qa(conn, checks, submission_id=new_id)
+                    _write_summary(conn, new_id, staged, rejected)
+                return None, new_id
             except sa.exc.IntegrityError:
                 # A concurrent submission stored the same file or a sample id first: check again.
                 if attempt == _ATTEMPTS - 1:
@@ -199,9 +228,7 @@ def submit_file(
         except StoreBusy:
             raise StoreBusy(f"{exc} The failure could not be recorded in the ledger either.") from exc
         raise StoreBusy(f"{exc} (Recorded as failed submission {submission_id}.)") from exc
-    del result, raw  # the report of a 200,000-row file is built without the ingested frame in memory
-    with store.engine.connect() as conn:
-        return _report(conn, stored_id, store_url=store.safe_url)
+    raise AssertionError("unreachable: the last attempt re-raises")  # pragma: no cover
 
 
 def withdraw(store: SampleStore, submission_id: int, *, reason: str) -> SubmissionReport:
@@ -270,23 +297,111 @@ def _link_superseded(conn: Connection, olds: Sequence[int], new_id: int) -> None
     )
 
 
-def _ingest_bytes(
+@dataclass
+class _Staged:
+    """A file ingested into a staging SQLite database beside its copy (outside the store's write lock).
+
+    The ``staged`` table holds the accepted records (``_STAGED_COLUMNS``, file order in ``pos``),
+    after the file-wide check of repeated sample ids; rejected lines and notes are kept here.
+    """
+
+    db: Path
+    layout: str
+    submitted: int
+    rejected: list[Rejection]
+    notes: list[Rejection]
+    records: int
+    lines: dict[int, tuple[int, ...]]
+    """Long layout: record row -> its file lines (wide: empty, one line each)."""
+
+    @property
+    def summary(self) -> IngestSummary:
+        accepted_lines = sum(len(v) for v in self.lines.values()) if self.lines else self.records
+        ids = None
+        if self.layout == "long":
+            with closing(sqlite3.connect(self.db)) as db:
+                ids = {str(r[0]) for r in db.execute("SELECT sample_id FROM staged")}
+        return ingest_summary(self.layout, self.submitted, accepted_lines, self.records, self.rejected, self.notes,
+                              accepted_ids=ids)  # fmt: skip
+
+    def lines_of(self, row: int) -> tuple[int, ...]:
+        return self.lines.get(row, (row,)) if self.lines else (row,)
+
+
+#: Columns of the staging table, in the order they are inserted into ``samples`` (after submission id, agency, qa_flag).
+_STAGED_COLUMNS = ["gx", "gy", INGEST_FLAG, *CANONICAL_COLUMNS]
+_SID = _STAGED_COLUMNS.index("sample_id")
+_ROW = _STAGED_COLUMNS.index("row")
+#: Lines per ingest part: the memory of a submission follows this, not the file.
+_PART_ROWS = 20_000
+
+
+def _stage(
     raw: bytes,
     filename: str,
     fmt: SampleFormat,
+    tmp: Path,
     *,
     source: str,
     agency: str,
     project_crs: str,
     region_bounds: tuple[float, float, float, float] | None,
     today: dt.date | None,
-) -> IngestResult:
-    """Ingest exactly the bytes that were hashed (a copy under the original name, for the messages)."""
-    with tempfile.TemporaryDirectory(prefix="mrv-submit-") as tmp:
-        copy = Path(tmp) / (Path(filename).name or "submission.csv")
-        copy.write_bytes(raw)
-        return ingest(copy, fmt, source=source, submitter=agency, project_crs=project_crs,
-                      region_bounds=region_bounds, today=today)  # fmt: skip
+) -> _Staged:
+    """Ingest exactly the bytes that were hashed (a copy under the original name, for the messages), part by part,
+    into a staging database: no more than one part of the file is held as Python objects at a time."""
+    copy = tmp / (Path(filename).name or "submission.csv")
+    copy.write_bytes(raw)
+    parts = ingest_parts(copy, fmt, source=source, submitter=agency, project_crs=project_crs,
+                         region_bounds=region_bounds, today=today, rows_per_chunk=_PART_ROWS)  # fmt: skip
+    db_path = tmp / "staged.sqlite"
+    staged = _Staged(db_path, "long" if fmt.long is not None else "wide", 0, [], [], 0, {})
+    with closing(sqlite3.connect(db_path)) as db:
+        db.execute("PRAGMA journal_mode=OFF")
+        db.execute("PRAGMA synchronous=OFF")
+        cols = ", ".join(f'"{c}"' for c in _STAGED_COLUMNS)
+        db.execute(f"CREATE TABLE staged (pos INTEGER PRIMARY KEY, {cols})")
+        insert = f"INSERT INTO staged ({cols}) VALUES ({', '.join('?' * len(_STAGED_COLUMNS))})"
+        for part in parts:
+            staged.submitted += part.submitted
+            staged.rejected += part.rejected
+            staged.notes += part.notes
+            acc = part.accepted
+            if part.record_lines:
+                staged.lines.update((lines[0], lines) for lines in part.record_lines if lines)
+            if len(acc):
+                values = [cells(acc["x"]).tolist(), cells(acc["y"]).tolist(),
+                          acc[INGEST_FLAG].fillna("").astype(str).tolist(), *[db_column(acc[c]) for c in CANONICAL_COLUMNS]]  # fmt: skip
+                db.executemany(insert, zip(*values, strict=True))
+            del part, acc
+        if staged.layout == "wide":
+            _staged_duplicates(db, fmt, staged)
+        staged.records = int(db.execute("SELECT count(*) FROM staged").fetchone()[0])
+        db.commit()
+    staged.rejected.sort(key=lambda r: r.row)
+    staged.notes.sort(key=lambda r: r.row)
+    return staged
+
+
+def _staged_duplicates(db: sqlite3.Connection, fmt: SampleFormat, staged: _Staged) -> None:
+    """The file-wide repeated-id check (:func:`mrv.samples.ingest.duplicate_ids`) on the records of repeated ids only."""
+    db.execute("CREATE INDEX staged_sample_id ON staged (sample_id)")
+    cols = ", ".join(f'"{c}"' for c in CANONICAL_COLUMNS)
+    rows = db.execute(
+        f"SELECT pos, {cols} FROM staged WHERE sample_id IN "
+        "(SELECT sample_id FROM staged GROUP BY sample_id HAVING count(*) > 1) ORDER BY pos"
+    ).fetchall()
+    if not rows:
+        return
+    frame = pd.DataFrame(rows, columns=["pos", *CANONICAL_COLUMNS])
+    for col in FLOAT_COLUMNS:
+        frame[col] = pd.to_numeric(frame[col], errors="coerce").astype(float)
+    kept, dup_rejections = duplicate_ids(frame, fmt)
+    gone = sorted(set(frame["pos"].tolist()) - set(kept["pos"].tolist()))
+    db.executemany("DELETE FROM staged WHERE pos = ?", [(int(p),) for p in gone])
+    staged.rejected += dup_rejections
+    lost = {r.row for r in dup_rejections}
+    staged.notes = [n for n in staged.notes if n.row not in lost]
 
 
 def _stored_submission_in(conn: Connection, agency: str, sha: str) -> tuple[int, str | None] | None:
@@ -329,79 +444,61 @@ def _insert_submission(
 
 
 def _store_rows(
-    conn: Connection, submission_id: int, result: IngestResult, *, meta: dict[str, Any], raw: bytes
-) -> tuple[tuple[Rejection, ...], pd.DataFrame]:
-    """Counts into the ledger row, samples, rejections and the raw file; returns the rejected rows and the samples."""
-    accepted, id_clashes = _split_known_ids(conn, result.accepted, agency=meta["agency"], fmt=meta["fmt"])
-    # Counts are file lines: a long-layout record spans several lines (IngestResult.record_lines).
-    lines = result.lines_by_row()
-    id_clashes = [dataclasses.replace(r, row=n) for r in id_clashes for n in lines.get(r.row, (r.row,))]
-    n_accepted = sum(len(lines.get(int(row), (row,))) for row in accepted["row"])
-    rejected = tuple(sorted((*result.rejected, *id_clashes), key=lambda r: r.row))
-    if n_accepted + len(rejected) != result.submitted:  # pragma: no cover - guards ingest's contract
-        raise AssertionError(f"{n_accepted} accepted + {len(rejected)} rejected != {result.submitted} submitted")
+    conn: Connection, submission_id: int, staged: _Staged, *, meta: dict[str, Any], raw: bytes
+) -> tuple[Rejection, ...]:
+    """Counts into the ledger row, samples (from the staging database, in batches), rejections and the raw file;
+    returns the rejected rows."""
+    agency = meta["agency"]
+    column = meta["fmt"].columns.get("sample_id", "sample_id")
+    check_ids = conn.execute(sa.select(samples.c.id).where(samples.c.agency == agency).limit(1)).first() is not None
+    id_clashes: list[Rejection] = []
+    n_accepted = 0
+    columns = ["submission_id", "agency", "qa_flag", *_STAGED_COLUMNS]
+    with closing(sqlite3.connect(staged.db)) as db:
+        # In index order (cell, date): B-tree inserts then land next to each other, about 1.7x faster into a large store.
+        cur = db.execute(f"SELECT {', '.join(chr(34) + c + chr(34) for c in _STAGED_COLUMNS)} FROM staged "
+                         "ORDER BY gy, gx, sampling_date, pos")  # fmt: skip
+        while batch := cur.fetchmany(_BATCH):
+            known = _known_ids(conn, agency, [str(r[_SID]) for r in batch]) if check_ids else {}
+            keep = []
+            for r in batch:
+                sub = known.get(str(r[_SID]))
+                if sub is None:
+                    keep.append((submission_id, agency, "", *r))
+                    n_accepted += len(staged.lines_of(int(r[_ROW])))
+                    continue
+                # Counts are file lines: a long-layout record spans several lines.
+                id_clashes += [
+                    Rejection(n, column, str(r[_SID]),
+                              f"sample id '{r[_SID]}' was already stored by {agency} in submission {sub}; "
+                              "give each sample its own id (or correct the earlier submission: mrv samples submit --replaces)",
+                              "id_already_stored", str(r[_SID]))
+                    for n in staged.lines_of(int(r[_ROW]))
+                ]  # fmt: skip
+            insert_rows(conn, samples, columns, keep)
+            del batch, keep
+    rejected = tuple(sorted((*staged.rejected, *id_clashes), key=lambda r: r.row))
+    if n_accepted + len(rejected) != staged.submitted:  # pragma: no cover - guards ingest's contract
+        raise AssertionError(f"{n_accepted} accepted + {len(rejected)} rejected != {staged.submitted} submitted")
     conn.execute(
         submissions.update()
         .where(submissions.c.submission_id == submission_id)
-        .values(submitted=result.submitted, accepted=n_accepted, rejected=len(rejected))
+        .values(submitted=staged.submitted, accepted=n_accepted, rejected=len(rejected))
     )
-    _insert_samples(conn, submission_id, meta["agency"], accepted)
     _insert_rejections(conn, submission_id, rejected)
     _archive_raw(conn, meta["sha"], raw)
-    return rejected, accepted
+    return rejected
 
 
-def _split_known_ids(
-    conn: Connection, accepted: pd.DataFrame, *, agency: str, fmt: SampleFormat
-) -> tuple[pd.DataFrame, list[Rejection]]:
-    """Move rows whose sample id this agency already stored (in a submission in use) to the rejected rows."""
+def _known_ids(conn: Connection, agency: str, ids: list[str]) -> dict[str, int]:
+    """Sample id -> submission of the ids this agency already stored (in a submission in use)."""
     known: dict[str, int] = {}
-    stored_before = conn.execute(sa.select(samples.c.id).where(samples.c.agency == agency).limit(1)).first()
-    ids = [str(s) for s in accepted["sample_id"]] if stored_before is not None else []
-    for chunk in _chunks(ids, 500):
+    for lo in range(0, len(ids), 500):
         query = sa.select(samples.c.sample_id, samples.c.submission_id).where(
-            samples.c.agency == agency, samples.c.sample_id.in_(chunk)
+            samples.c.agency == agency, samples.c.sample_id.in_(ids[lo : lo + 500])
         )
         known.update({str(sid): int(sub) for sid, sub in fetch_tuples(conn, query)})
-    if not known:
-        return accepted, []
-    clash = accepted["sample_id"].astype(str).isin(list(known))
-    column = fmt.columns.get("sample_id", "sample_id")
-    rejected = [
-        Rejection(
-            int(row),
-            column,
-            str(sid),
-            f"sample id '{sid}' was already stored by {agency} in submission {known[str(sid)]}; "
-            "give each sample its own id (or correct the earlier submission: mrv samples submit --replaces)",
-            *(("id_already_stored", str(sid)) if "code" in Rejection.__dataclass_fields__ else ()),
-        )
-        for row, sid in zip(accepted.loc[clash, "row"], accepted.loc[clash, "sample_id"], strict=True)
-    ]
-    return accepted.loc[~clash], rejected
-
-
-def _chunks(items: Sequence[str], size: int) -> list[Sequence[str]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
-
-
-def _insert_samples(conn: Connection, submission_id: int, agency: str, accepted: pd.DataFrame) -> None:
-    """Insert in batches of ``_BATCH`` rows, with the grid cells of the neighbourhood index."""
-    if accepted.empty:
-        return
-    columns = ["submission_id", "agency", "qa_flag", "ingest_flag", "gx", "gy", *CANONICAL_COLUMNS]
-    # In index order (cell, date): B-tree inserts then land next to each other, about 1.7x faster into a large store.
-    order = np.lexsort((accepted["sampling_date"].astype(str).to_numpy(), cells(accepted["x"]), cells(accepted["y"])))
-    for lo in range(0, len(order), _BATCH):
-        part = accepted.iloc[order[lo : lo + _BATCH]]  # one batch copied at a time
-        n = len(part)
-        notes = part[INGEST_FLAG].fillna("").astype(str).tolist() if INGEST_FLAG in part.columns else [""] * n
-        values = [
-            [submission_id] * n, [agency] * n, [""] * n, notes,
-            cells(part["x"]).tolist(), cells(part["y"]).tolist(),
-            *[db_column(part[c]) for c in CANONICAL_COLUMNS],
-        ]  # fmt: skip
-        insert_rows(conn, samples, columns, list(zip(*values, strict=True)))
+    return known
 
 
 def _insert_rejections(conn: Connection, submission_id: int, rejected: Sequence[Rejection]) -> None:
@@ -432,7 +529,7 @@ def reason_key(column: str, reason: str) -> str:
 
 
 def summarise(
-    result: IngestResult, *, accepted_lines: int, rejected: Sequence[Rejection], accepted_samples: int, flagged: int
+    result: IngestResult | _Staged, *, accepted_lines: int, rejected: Sequence[Rejection], accepted_samples: int, flagged: int
 ) -> dict[str, Any]:
     """Counts of one submission: lines and samples by outcome, rejected lines by reason.
 
@@ -452,7 +549,7 @@ def summarise(
     return out
 
 
-def _write_summary(conn: Connection, submission_id: int, result: IngestResult, rejected: Sequence[Rejection]) -> None:
+def _write_summary(conn: Connection, submission_id: int, result: _Staged, rejected: Sequence[Rejection]) -> None:
     mine = samples.c.submission_id == submission_id
     n_samples = int(conn.execute(sa.select(sa.func.count()).select_from(samples).where(mine)).scalar_one())
     n_flagged = int(

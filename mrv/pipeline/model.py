@@ -1,0 +1,235 @@
+"""Model stage: train the SOC model on every round's sites, then map each round.
+
+Two kinds of cached step, each declared beside its function:
+
+* ``fit-model`` (:func:`model_spec`, :func:`fit_model`): reads the model section, the rounds and the
+  region (round normalisation masks the field pixels); its upstream steps are every round's samples
+  and imagery mosaic.
+* ``predict-maps[<round>]`` (:func:`predict_spec`, :func:`predict_round`): reads the round's name, the
+  soil depth and the normalisation switch; upstream are the model and the round's mosaic. The Dask
+  chunk size is read but is not part of the key: it does not change per-pixel predictions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import pickle
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import pandas as pd
+
+from mrv import progress
+from mrv.config import RoundConfig, RunConfig
+from mrv.errors import ModelError
+from mrv.fsio import write_bytes, write_json
+from mrv.modeling.features import apply_normalisation, extract_at_points, normalise_stack
+from mrv.modeling.model import OUTPUTS, SOCPredictor
+from mrv.modeling.predict import predict_map
+from mrv.modeling.registry import MODEL_FILE, read_card
+from mrv.modeling.registry import register as register_model
+from mrv.modeling.train import train
+from mrv.pipeline.cache import StepSpec, declare, run_cached
+from mrv.pipeline.change_step import covariate_norm_stats
+from mrv.pipeline.imagery import read_covariates
+from mrv.pipeline.layout import MAP_LAYERS, RunLayout, StepPlace
+from mrv.raster import write_cogs_by_strips
+from mrv.textsafe import write_csv
+
+__all__ = [
+    "MODEL_OUTPUTS",
+    "fit_model",
+    "load_model",
+    "model_spec",
+    "predict_round",
+    "predict_spec",
+    "run_fit",
+    "run_predict",
+    "training_table",
+]
+
+log = logging.getLogger(__name__)
+
+MODEL_READS = ("cfg.model", "cfg.rounds", "cfg.region")
+MODEL_OUTPUTS = ("model.pkl", "model_card.json", "features.csv", "cv_predictions.csv")
+PREDICT_READS = ("round.name", "cfg.depth_cm", "cfg.model.round_normalisation", "cfg.region")
+
+
+def model_spec(cfg: RunConfig, layout: RunLayout) -> StepSpec:
+    upstream = [p for r in cfg.rounds for p in (StepPlace("samples", r.name), StepPlace("imagery", r.name))]
+    return declare(
+        "fit-model", StepPlace("model"), layout=layout, roots={"cfg": cfg}, reads=MODEL_READS, upstream=upstream,
+        outputs=MODEL_OUTPUTS,
+    )  # fmt: skip
+
+
+def predict_spec(cfg: RunConfig, rnd: RoundConfig, layout: RunLayout) -> StepSpec:
+    return declare(
+        f"predict-maps[{rnd.name}]", StepPlace("maps", rnd.name), layout=layout, roots={"cfg": cfg, "round": rnd},
+        reads=PREDICT_READS, unkeyed=("cfg.imagery.chunk_px",),
+        upstream=[StepPlace("model"), StepPlace("imagery", rnd.name)],
+        outputs=tuple(f"soc_stock_{o}.tif" for o in MAP_LAYERS),
+    )  # fmt: skip
+
+
+def run_fit(cfg: RunConfig, layout: RunLayout) -> tuple[StepSpec, bool]:
+    spec = model_spec(cfg, layout)
+    return spec, run_cached(spec, layout, lambda lay: fit_model(spec.view("cfg", cfg), lay))
+
+
+def run_predict(
+    cfg: RunConfig, rnd: RoundConfig, layout: RunLayout, *, client: Any | None = None
+) -> tuple[StepSpec, bool]:
+    spec = predict_spec(cfg, rnd, layout)
+    ran = run_cached(spec, layout, lambda lay: predict_round(spec.view("cfg", cfg), spec.view("round", rnd), lay,
+                                                             client=client))  # fmt: skip
+    return spec, ran
+
+
+def training_table(cfg: RunConfig, layout: RunLayout) -> pd.DataFrame:
+    """Sites of every round with the covariates of their own round's composite."""
+    parts = []
+    for rnd in cfg.rounds:
+        sites = pd.read_csv(layout.sites(rnd.name), keep_default_na=False, na_values=[""])
+        flag = sites["qa_flag"] if "qa_flag" in sites.columns else pd.Series("", index=sites.index)
+        sites = sites[flag.isna() | (flag.astype(str).str.strip() == "")]  # flagged sites stay out of training
+        stack, _ = read_covariates(layout.covariates(rnd.name))
+        cov = extract_at_points(stack, sites["x"].to_numpy(float), sites["y"].to_numpy(float))
+        if cfg.model.round_normalisation:  # round-invariant inputs: imagery differences must not become change
+            cov = apply_normalisation(cov, covariate_norm_stats(cfg, layout, rnd.name))
+        parts.append(pd.concat([sites.reset_index(drop=True).assign(round=rnd.name), cov], axis=1))
+    return pd.concat(parts, ignore_index=True)
+
+
+def fit_model(cfg: RunConfig, layout: RunLayout) -> Path:
+    """Train, cross-validate spatially and calibrate; register the model and keep a copy in the run directory.
+
+    The model is registered under its content id in ``model.registry_dir`` (default
+    ``<output_dir>/models``, see :mod:`mrv.modeling.registry`). ``model/model.pkl`` is a byte-identical
+    copy and ``model/model_card.json`` the registry's card plus this run's CV record, so the run
+    directory and its manifest stay self-contained.
+    """
+    table = training_table(cfg, layout)
+    stack, _ = read_covariates(layout.covariates(cfg.rounds[0].name))
+    covariates = [str(c) for c in stack["covariate"].to_numpy()]
+    result = train(table, covariates, cfg.model)
+    model = result.model
+    d = layout.model_dir
+    write_csv(table, d / "features.csv")
+    write_csv(result.oof, d / "cv_predictions.csv")
+    block = result.block.to_dict()
+    card = {
+        "kind": MODEL_KIND_NAMES[model.kind],
+        "n_train": model.metadata["n_train"],
+        "params": {k: v for k, v in model.params().items() if isinstance(v, int | float | str)},
+        "calibration": {
+            "method": "conformalized quantile regression (spatial CV)",
+            "margin_t_ha": model.margin_t_ha,
+            **result.calibration,
+        },  # fmt: skip
+        "cv_block_size_m": result.block.block_size_m,
+        "autocorrelation_range_m": block.get("range_m"),
+        "cv_block_rule": result.block.rule,
+        "cv_block": block,
+        "cv": {"scheme": "spatial_block", "block_size_m": result.block.block_size_m, **result.spatial_cv.to_dict()},
+        "cv_random": {"scheme": "random_kfold (optimistic)", **result.random_cv.to_dict()},
+        "cv_by_source": {src: m.to_dict() for src, m in result.spatial_cv_by_source.items()},
+        "cv_coverage_by_decile": result.coverage_by_decile,
+        "cv_fold_sizes": result.fold_sizes,
+    }
+    registry_dir = cfg.model.registry_dir or layout.root / "models"
+    ref = register_model(model, card, registry_dir=registry_dir)
+    stored = read_card(model.model_id, registry_dir=registry_dir)
+    where = ref.entry_dir
+    blob = ref.model_path.read_bytes()
+    write_bytes(d / "model.pkl", blob)
+    write_json(d / "model_card.json", {**stored, **card, "registry": {"dir": str(registry_dir), "path": str(where)}},
+               allow_nan=True)  # fmt: skip
+    return d / "model.pkl"
+
+
+def load_model(path: Path) -> SOCPredictor:
+    """The run's model; its bytes must match the SHA-256 in ``model_card.json`` beside it when that records one."""
+    try:
+        blob = path.read_bytes()
+    except OSError as exc:
+        raise ModelError(f"Cannot read the model {path}: {exc}. Re-run the training step.") from exc
+    card_path = path.with_name("model_card.json")
+    expected = None
+    if card_path.is_file():
+        try:
+            expected = json.loads(card_path.read_text(encoding="utf-8")).get("model_sha256")
+        except (OSError, ValueError, AttributeError) as exc:
+            raise ModelError(f"Cannot read the model card {card_path}: {exc}. Re-run the training step.") from exc
+    actual = hashlib.sha256(blob).hexdigest()
+    if expected is not None and actual != expected:
+        raise ModelError(
+            f"{path} does not match its model card: SHA-256 {actual} but {card_path.name} records {expected}. "
+            "The file was modified after training; re-run the training step or copy it back from the registry."
+        )
+    try:
+        model = pickle.loads(blob)  # bytes checked against the card above when it has a hash
+    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError) as exc:
+        raise ModelError(f"Cannot load the model {path}: {exc}. Re-run the training step.") from exc
+    if not isinstance(model, SOCPredictor):
+        raise ModelError(f"{path} holds a {type(model).__name__}, not an SOC model; re-run the training step.")
+    return model
+
+
+def predict_round(cfg: RunConfig, rnd: RoundConfig, layout: RunLayout, *, client: Any | None = None) -> dict[str, Path]:
+    """Predict mean, p05, p50, p95, sd and width90 (p95 - p05) maps (t C/ha) for one round with Dask.
+
+    With a ``distributed.Client``, losing a worker mid-run can cancel the prediction: the model
+    scattered to that worker is not recomputable (dask/distributed#3149). The round is then
+    predicted again (up to 3 attempts) with the model scattered to the remaining workers; the
+    maps do not depend on which worker computed which block.
+    """
+    from distributed import KilledWorker
+    from distributed.client import FutureCancelledError
+
+    model = load_model(layout.model_dir / "model.pkl")
+    chunk = cfg.imagery.chunk_px
+    stack, grid = read_covariates(layout.covariates(rnd.name), chunk_px=chunk)
+    if cfg.model.round_normalisation:
+        stack = normalise_stack(stack, covariate_norm_stats(cfg, layout, rnd.name))
+    paths = layout.round_maps(rnd.name)
+    quantity = {o: f"SOC stock {o}" for o in OUTPUTS} | {"width90": "90 % interval width (p95 - p05)"}
+    tags = [
+        {
+            "quantity": quantity[name],
+            "units": "t C/ha",
+            "depth_cm": f"0-{cfg.depth_cm:g}",
+            "round": rnd.name,
+            "model_id": model.model_id,
+            "crs": grid.crs,
+        }
+        for name in MAP_LAYERS
+    ]
+    attempts = 3 if client is not None else 1
+    for attempt in range(1, attempts + 1):
+        pred = predict_map(stack, model, client=client, chunk_px=chunk)
+        p05, p95 = (pred.data[OUTPUTS.index(q)] for q in ("p05", "p95"))
+        layers = da.concatenate([pred.data, (p95 - p05)[None]])  # width90, as float32 as the quantiles
+        try:
+            # Strips of a few block rows keep every worker busy while memory stays bounded.
+            with progress.track(f"predict {rnd.name}", grid.height, unit="row") as advance:
+                write_cogs_by_strips(
+                    [paths[o] for o in MAP_LAYERS], layers, grid, tags=tags,
+                    band_names=[f"soc_stock_{o}" for o in MAP_LAYERS], strip_px=2 * chunk, on_strip=advance,
+                )  # fmt: skip
+            break
+        except (FutureCancelledError, KilledWorker) as exc:
+            if attempt == attempts:
+                raise ModelError(
+                    f"Predicting round {rnd.name} failed {attempts} times because Dask workers were lost ({exc!r}). "
+                    "Check the workers' memory and logs, or unset dask.address to use a local cluster."
+                ) from exc
+            log.warning("round %s: Dask workers lost during prediction (%r); predicting again (%d/%d)",
+                        rnd.name, exc, attempt + 1, attempts)  # fmt: skip
+    return paths
+
+
+MODEL_KIND_NAMES = {"qrf": "quantile_regression_forest", "gbm_quantile": "quantile_gradient_boosting"}
