@@ -22,6 +22,13 @@ import xarray as xr
 
 from mrv.errors import ConfigError
 
+__all__ = [
+    "open_run",
+    "read_map",
+    "run",
+    "RunResult",
+]
+
 
 @dataclass(frozen=True)
 class RunResult:

@@ -220,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     samples = sub.add_parser("samples", help="soil sample tools").add_subparsers(dest="samples_command", required=True)
     add_sample_commands(samples)
-    st = samples.add_parser("stocks", help="fixed-depth or equivalent-soil-mass stocks of a profile CSV")
+    st = samples.add_parser("stocks", help="fixed-depth or equivalent-soil-mass stocks of a soil-profile (layer) CSV")
     st.add_argument("file", type=Path)
     st.add_argument("--method", choices=["fixed", "esm"], default="fixed")
     st.add_argument("--depth", type=float, default=30.0, help="fixed depth in cm (default 30)")

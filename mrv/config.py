@@ -290,7 +290,7 @@ class ModelConfig:
     seed: int = 0
     registry_dir: Path = field(default_factory=default_model_registry, metadata=RESOLVED_DEFAULT)
     """Shared, content-addressed model registry (:mod:`mrv.modeling.registry`, ``models/README.md``) the
-    trained model is registered in, relative to the config file. Unset: ``$MRV_MODEL_REGISTRY``, else
+    trained model is registered in, relative to the config file. Unset or null: ``$MRV_MODEL_REGISTRY``, else
     ``models/`` of the source checkout, else ``~/.local/share/mrv/models`` (resolved when the config is loaded)."""
     round_normalisation: bool = True
     """Normalise each round's covariates by their own median and IQR over the field pixels before training

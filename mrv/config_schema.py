@@ -23,6 +23,11 @@ from typing import Any, Literal, Union
 
 from mrv import config as config_module
 
+__all__ = [
+    "run_config_schema",
+    "SCHEMA_ID",
+]
+
 SCHEMA_ID = "https://soilcarbon-mrv.org/schemas/run-config.schema.json"
 
 #: YAML shorthands the loader accepts besides the mapping form (field name -> extra schema).
@@ -115,6 +120,9 @@ def _object_schema(cls: type) -> dict[str, Any]:
         schema = dict(_schema_for(_type_of(f.type) if isinstance(f.type, str) else f.type))
         if f.name in docs:
             schema["description"] = docs[f.name]
+        if f.metadata.get("resolved_default"):  # null, like a missing key, asks for the loader's default
+            schema = {"anyOf": [{k: v for k, v in schema.items() if k != "description"}, {"type": "null"}],
+                      **({"description": schema["description"]} if "description" in schema else {})}  # fmt: skip
         default = _default_of(f)
         if default is not dataclasses.MISSING and default is not None:
             schema["default"] = default

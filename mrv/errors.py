@@ -7,6 +7,20 @@ message without a traceback and exits non-zero.
 
 from __future__ import annotations
 
+__all__ = [
+    "AccountingError",
+    "ConfigError",
+    "CovariateMismatch",
+    "ImageryError",
+    "ModelError",
+    "MRVError",
+    "NoImageryFound",
+    "SampleError",
+    "StockError",
+    "SubmissionRejected",
+    "VerificationError",
+]
+
 
 class MRVError(Exception):
     """Base class of every error this package raises on purpose."""

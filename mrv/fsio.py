@@ -12,7 +12,7 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -67,10 +67,8 @@ def atomic_path(target: Path | str, *, suffix: str | None = None) -> Iterator[Pa
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix if suffix is not None else target.suffix,
-                                dir=target.parent)  # fmt: skip
-    os.close(fd)
-    tmp = Path(name)
+    # A unique name the writer creates itself, so the file gets the usual permissions (umask), not mkstemp's 0600.
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}{suffix if suffix is not None else target.suffix}")
     try:
         yield tmp
         fsync_file(tmp)

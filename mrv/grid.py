@@ -11,6 +11,12 @@ from pyproj import CRS, Transformer
 
 from mrv.errors import ConfigError
 
+__all__ = [
+    "Grid",
+    "Tile",
+    "tiles",
+]
+
 if TYPE_CHECKING:
     from odc.geo.geobox import GeoBox
 

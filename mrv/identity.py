@@ -15,6 +15,14 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+__all__ = [
+    "DISTRIBUTION",
+    "Identity",
+    "identity",
+    "package_version",
+    "REVISION_ENV",
+]
+
 DISTRIBUTION = "soilcarbon-mrv"
 REVISION_ENV = "MRV_SOURCE_REVISION"
 

@@ -20,6 +20,14 @@ import os
 import sys
 import time
 
+__all__ = [
+    "BarSafeHandler",
+    "configure",
+    "FORMAT",
+    "QUIET_LIBRARIES",
+    "RUN_LOGGERS",
+]
+
 QUIET_LIBRARIES = ("distributed", "dask", "prefect", "httpx", "urllib3", "rasterio", "numba")
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 

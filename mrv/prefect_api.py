@@ -30,6 +30,15 @@ from typing import Any
 
 from mrv.errors import ConfigError
 
+__all__ = [
+    "check_prefect_home",
+    "DEFAULT_STARTUP_TIMEOUT_S",
+    "prefect_api",
+    "prefect_home",
+    "STARTUP_TIMEOUT_ENV",
+    "startup_timeout_s",
+]
+
 log = logging.getLogger(__name__)
 
 STARTUP_TIMEOUT_ENV = "MRV_PREFECT_STARTUP_TIMEOUT_S"

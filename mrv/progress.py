@@ -12,6 +12,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import IO, Protocol
 
+__all__ = [
+    "Bar",
+    "show_bars",
+    "track",
+]
+
 
 class Bar(Protocol):
     def update(self, n: int) -> object: ...

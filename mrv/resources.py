@@ -20,6 +20,15 @@ from pathlib import Path
 
 from mrv.errors import ConfigError
 
+__all__ = [
+    "available_profiles",
+    "find_profile",
+    "KINDS",
+    "PACKAGE_PROFILES",
+    "profile_dirs",
+    "user_profile_dir",
+]
+
 PACKAGE_PROFILES = Path(__file__).resolve().parent / "profiles"
 KINDS = ("providers", "methodologies", "sample_formats")
 

@@ -18,6 +18,16 @@ from typing import Any
 
 import pandas as pd
 
+__all__ = [
+    "for_terminal",
+    "for_terminal_lines",
+    "FORMULA_PREFIXES",
+    "is_safe_component",
+    "neutralise_cell",
+    "neutralise_frame",
+    "write_csv",
+]
+
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _SAFE_COMPONENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")

@@ -27,6 +27,14 @@ from mrv.errors import ConfigError, MRVError
 from mrv.samples.formats import SampleFormat
 from mrv.samples.reading import irregular_kind
 
+__all__ = [
+    "EXTRA_COVARIATES",
+    "TERRAIN_COVARIATES",
+    "validate_config",
+    "validate_path",
+    "Validation",
+]
+
 #: Bands of the bare-soil composite beyond the reflectance bands (indices, counts) and terrain layers.
 EXTRA_COVARIATES = 4
 TERRAIN_COVARIATES = 3
@@ -76,7 +84,7 @@ def _check_sample_header(path: Path, fmt: SampleFormat, key: str, problems: list
     if missing:
         problems.append(
             f"{key}: {path.name} lacks column(s) {', '.join(missing)} required by sample format '{fmt.name}' "
-            f"(its header has {header}). Rename the columns in the file or in the profile, or choose the matching format."
+            f"(its header has {header}). Rename the columns in the file or in the format profile, or choose the matching format."
         )
 
 

@@ -14,7 +14,7 @@ import pytest
 from regions import region_config
 
 from mrv.config import load_config
-from mrv.pipeline import steps
+from mrv.pipeline import plan
 from mrv.pipeline.layout import RunLayout
 from mrv.report.build import build_report
 from mrv.synthetic import SceneSpec
@@ -38,13 +38,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]
     cfg_path.write_text(text)
     cfg = load_config(cfg_path)
     layout = RunLayout(cfg.output_dir)
-    for rnd in cfg.rounds:
-        steps.prepare_imagery(cfg, rnd, layout)
-        steps.prepare_samples(cfg, rnd, layout)
-    steps.fit_model(cfg, layout)
-    for rnd in cfg.rounds:
-        steps.predict_round(cfg, rnd, layout)
-    steps.account(cfg, layout)
+    plan.run_steps(cfg, layout)
     path = build_report(cfg, layout)
     return path, json.loads(path.read_text())
 

@@ -27,8 +27,9 @@ from regions import region_config
 from mrv.config import DaskConfig, RunConfig, load_config
 from mrv.dask_cluster import dask_client
 from mrv.errors import ConfigError
-from mrv.pipeline import steps
-from mrv.pipeline.layout import RunLayout
+from mrv.pipeline import plan
+from mrv.pipeline.layout import RunLayout, StepPlace
+from mrv.pipeline.model import predict_round
 from mrv.raster import read_raster
 
 pytestmark = pytest.mark.slow
@@ -77,10 +78,7 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> Prepared:
     path, _ = region_config(root, spec, name="dask", output_dir=root / "run", sections=sections)
     cfg = load_config(path)
     layout = RunLayout(cfg.output_dir)
-    for rnd in cfg.rounds:
-        steps.prepare_imagery(cfg, rnd, layout)
-        steps.prepare_samples(cfg, rnd, layout)
-    steps.fit_model(cfg, layout)
+    plan.run_steps(cfg, layout, until="model")
     return Prepared(cfg, layout)
 
 
@@ -133,16 +131,19 @@ def cluster(tmp_path: Path) -> Iterator[ExternalCluster]:
 
 
 def _predict(prep: Prepared, root: Path, dask_cfg: DaskConfig, round_name: str) -> dict[str, np.ndarray]:
-    """Predict one round into ``root`` (a copy of the run's model and covariates) and read the maps back."""
+    """Predict one round into ``root`` (from the run's model and covariates) and read the maps back."""
     cfg = replace(prep.cfg, dask=dask_cfg)
-    layout = RunLayout(root)
-    for src in (prep.layout.model_dir / "model.pkl", prep.layout.covariates(round_name)):
-        dst = root / src.relative_to(prep.layout.root)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        dst.write_bytes(src.read_bytes())
+    model_dir, imagery_dir = prep.layout.model_dir, prep.layout.step_dir(StepPlace("imagery", round_name))
+    (root / "maps").mkdir(parents=True)
+    layout = (
+        RunLayout(root)
+        .placed(StepPlace("model"), model_dir)
+        .placed(StepPlace("imagery", round_name), imagery_dir)
+        .placed(StepPlace("maps", round_name), root / "maps")
+    )
     rnd = next(r for r in cfg.rounds if r.name == round_name)
     with dask_client(cfg.dask) as client:
-        paths = steps.predict_round(cfg, rnd, layout, client=client)
+        paths = predict_round(cfg, rnd, layout, client=client)
     return {name: read_raster(p)[0] for name, p in paths.items()}
 
 
@@ -222,7 +223,7 @@ def test_flow_on_the_cluster_survives_a_lost_worker_and_matches_the_local_run(
     layout = RunLayout(tmp_path / "run")
 
     def tile_summaries() -> list[dict[str, Any]]:
-        found = [p for p in layout.root.glob("work/*/tiles/*.json") if not p.name.endswith(".done.json")]
+        found = [p for p in layout.root.glob("work/*/tiles/*/tile.json") if not p.parent.name.startswith(".")]
         return [json.loads(p.read_text()) for p in found]
 
     killed = threading.Event()

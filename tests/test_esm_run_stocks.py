@@ -13,7 +13,7 @@ from regions import region_config
 
 from mrv.accounting.change import pair_sites
 from mrv.config import StocksConfig, load_config
-from mrv.pipeline import steps
+from mrv.pipeline import samples
 from mrv.pipeline.layout import RunLayout
 from mrv.synthetic import SceneSpec
 
@@ -36,7 +36,8 @@ def _paired_change(cfg_path: Path, method: str, out: Path) -> pd.DataFrame:
     layout = RunLayout(cfg.output_dir)
     sites = {}
     for rnd in cfg.rounds:
-        sites[rnd.name] = pd.read_csv(steps.prepare_samples(cfg, rnd, layout), dtype={"field_id": str})
+        samples.run_samples(cfg, rnd, layout)
+        sites[rnd.name] = pd.read_csv(layout.sites(rnd.name), dtype={"field_id": str})
     a, b = (sites[r.name] for r in cfg.rounds)
     pairs = pair_sites(a, b, max_distance_m=10.0)
     pairs["change"] = pairs.stock_last_t_ha - pairs.stock_first_t_ha
@@ -64,7 +65,7 @@ def test_esm_removes_the_compaction_artefact(region: tuple[Path, Path], tmp_path
     # what is left of ESM's error is interpolation across the moved plough-layer boundary (SOC drops at the old
     # 30 cm; two increments cannot resolve it): it stays below the artefact it removes
     assert err_esm.max() < artefact.abs().max()
-    summary = json.loads((tmp_path / "esm" / "work" / "2024" / "samples.json").read_text())
+    summary = json.loads(RunLayout(tmp_path / "esm").samples_summary("2024").read_text())
     esm_info = summary["stocks_esm"]
     assert esm_info["esm_sites"] >= 0.9 * SPEC.n_lab_sites
     assert esm_info["min_depth_increments"] == 3

@@ -127,12 +127,23 @@ def test_ingest_flow_takes_the_database_url_from_a_secret_block_never_from_param
 def test_verification_flow_is_the_cli_verify_and_fails_on_tampered_output(tmp_path: Path) -> None:
     """The flow runs mrv.report.verify.verify (re-derivation by default, --hash-only as hash_only=True)."""
     from regions import region_config
-    from test_verify_bundle import SECTIONS, SPEC, run_pipeline
 
     from flows.verification_report import ARTIFACT_KEY, verification_report
+    from mrv.config import load_config
+    from mrv.pipeline.layout import RunLayout
+    from mrv.pipeline.plan import run_steps
+    from mrv.report.build import build_report
+    from mrv.synthetic import SceneSpec
 
-    config, _ = region_config(tmp_path, SPEC, name="flow-verify", output_dir=tmp_path / "run", sections=SECTIONS)
-    run = run_pipeline(config)
+    spec = SceneSpec(seed=11, width_px=64, height_px=64, n_fields=4, n_lab_sites=30, n_crowd=10)
+    sections = {"imagery": {"tile_px": 64, "chunk_px": 64}, "model": {"n_estimators": 10, "cv_block_size_m": 160},
+                "accounting": {"n_simulations": 40}, "dask": {"n_workers": 1}}  # fmt: skip
+    config, _ = region_config(tmp_path, spec, name="flow-verify", output_dir=tmp_path / "run", sections=sections)
+    cfg = load_config(config)
+    layout = RunLayout(cfg.output_dir.resolve())
+    run_steps(cfg, layout)
+    build_report(cfg, layout)
+    run = layout.root
     state = verification_report(run_dir=str(run), return_state=True)
     out = state.result()
     assert out["ok"] is True

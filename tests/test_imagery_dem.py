@@ -19,8 +19,8 @@ from mrv.errors import ConfigError, ImageryError
 from mrv.grid import Grid
 from mrv.imagery.dem import dem_hrefs, horn_slope_deg, terrain_covariates, topographic_position_index
 from mrv.imagery.stac_api import StacApiSource
+from mrv.pipeline.imagery import read_covariates, run_round
 from mrv.pipeline.layout import RunLayout
-from mrv.pipeline.steps import prepare_imagery, read_covariates
 from mrv.synthetic import SceneSpec, build_region
 from mrv.synthetic.spec import DEFAULT_ROUNDS
 
@@ -201,7 +201,7 @@ def test_prepare_imagery_adds_terrain_covariates(tmp_path: Path) -> None:
     utm_plane_dem(tmp_path / "dem.tif")
     cfg = parse_config(_raw(root, dem=str(tmp_path / "dem.tif")), source_path=tmp_path / "run.yaml")
     layout = RunLayout(tmp_path / "out")
-    stack, grid = read_covariates(prepare_imagery(cfg, cfg.rounds[0], layout))
+    stack, grid = read_covariates(run_round(cfg, cfg.rounds[0], layout))
     names = [str(c) for c in stack["covariate"].to_numpy()]
     assert names[-3:] == ["elevation", "slope", "tpi"]
     assert names[:6] == ["blue", "green", "red", "nir", "swir16", "swir22"]

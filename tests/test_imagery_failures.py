@@ -22,8 +22,8 @@ from mrv.imagery.guards import aoi_area_km2, check_aoi_size
 from mrv.imagery.load import load_reflectance, probe_asset
 from mrv.imagery.local import LocalCatalogSource
 from mrv.imagery.source import SearchRequest
+from mrv.pipeline.imagery import run_round
 from mrv.pipeline.layout import RunLayout
-from mrv.pipeline.steps import prepare_imagery
 from mrv.synthetic import SceneSpec, build_region
 from mrv.synthetic.spec import DEFAULT_ROUNDS
 
@@ -150,7 +150,7 @@ def test_prepare_imagery_lists_dropped_items_in_imagery_json(damaged: Path, tmp_
     _asset_path(items[3], "nir").unlink()
     cfg = _config(damaged, tmp_path / "out")
     layout = RunLayout(tmp_path / "out")
-    prepare_imagery(cfg, cfg.rounds[0], layout)
+    run_round(cfg, cfg.rounds[0], layout)
     summary = json.loads(layout.imagery_summary("2021").read_text())
     assert summary["items"] == [items[1].id, items[2].id]
     assert summary["n_dropped"] == 2
@@ -179,7 +179,7 @@ def test_a_mislabelled_scene_is_corrected_and_recorded_in_imagery_json(damaged: 
     _mislabel(items[1], -0.1)  # the BOA offset claimed once too often: 0.1 too dark if trusted
     cfg = _config(damaged, tmp_path / "out", tile_px=256)  # several tiles: each judges on the whole region
     layout = RunLayout(tmp_path / "out")
-    prepare_imagery(cfg, cfg.rounds[0], layout)
+    run_round(cfg, cfg.rounds[0], layout)
     summary = json.loads(layout.imagery_summary("2021").read_text())
     assert summary["tiles"] > 1
     assert summary["items"] == [it.id for it in items]
@@ -206,8 +206,10 @@ def test_aoi_guard_says_to_tile_or_shrink(region: Path, tmp_path: Path) -> None:
     check_aoi_size(GRID, max_km2=10_000.0)  # 13 km² passes
     cfg = _config(region, tmp_path / "out", max_aoi_km2=1)
     with pytest.raises(ConfigError, match="above imagery.max_aoi_km2 = 1 km"):
-        prepare_imagery(cfg, cfg.rounds[0], RunLayout(tmp_path / "out"))
-    assert not (tmp_path / "out").exists()  # refused before anything was loaded or written
+        run_round(cfg, cfg.rounds[0], RunLayout(tmp_path / "out"))
+    # refused before anything was loaded or written: no file, no tile directory (its staging dir was removed)
+    written = list((tmp_path / "out").rglob("*"))
+    assert not [p for p in written if p.is_file() or p.name.startswith(("r0", ".r0"))], written
 
 
 def test_local_source_max_items_guard(region: Path) -> None:

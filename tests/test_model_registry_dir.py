@@ -89,7 +89,7 @@ def test_config_resolves_the_registry_at_load(tmp_path: Path, no_env: pytest.Mon
 
 def test_schema_has_the_key_but_no_machine_specific_default() -> None:
     prop = run_config_schema()["properties"]["model"]["properties"]["registry_dir"]
-    assert prop["type"] == "string"
+    assert prop["anyOf"] == [{"type": "string"}, {"type": "null"}]
     assert "default" not in prop
     assert "MRV_MODEL_REGISTRY" in prop["description"]
     assert str(REPO) not in json.dumps(run_config_schema())

@@ -25,6 +25,7 @@ from mrv.modeling.registry import (
     card_json_schema,
     check_compatible,
     check_entry,
+    check_registry_writable,
     copy_entry,
     list_models,
     load,
@@ -426,3 +427,17 @@ def test_readme_documents_every_card_field() -> None:
         cells = [c.strip() for c in rows[f.name].split("|")]
         assert (cells[3], cells[4]) == (f.unit, f.written_by), f"models/README.md row of {f.name}: {cells}"
     assert f"`card_version` {registry.CARD_VERSION}" in readme
+
+
+def test_registry_writability_is_checked_before_any_work(tmp_path: Path) -> None:
+    assert check_registry_writable(tmp_path / "new" / "models") == tmp_path / "new" / "models"  # created on use
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ModelError, match=r"file is not a directory\. Set model\.registry_dir"):
+        check_registry_writable(tmp_path / "file" / "models")
+    ro = tmp_path / "ro"
+    ro.mkdir(mode=0o555)
+    if os.access(ro, os.W_OK):  # root ignores permissions
+        pytest.skip("running as root: directory permissions are not enforced")
+    with pytest.raises(ModelError, match="ro is not writable"):
+        check_registry_writable(ro / "models")

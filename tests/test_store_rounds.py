@@ -19,8 +19,8 @@ import yaml
 
 from mrv.config import load_config, scheduled_rounds
 from mrv.errors import ConfigError
-from mrv.pipeline import cache, steps
-from mrv.pipeline.layout import RunLayout
+from mrv.pipeline import imagery, samples
+from mrv.pipeline.layout import RunLayout, StepPlace
 from mrv.resources import profile_dirs
 from mrv.samples.formats import load_format
 from mrv.samples.store import SampleStore, list_submissions
@@ -50,7 +50,7 @@ def _config(tmp_path: Path, db_url: str, **round_store: Any) -> Path:
 
 def _submit(db_url: str, path: Path, agency: str) -> int:
     cfg = load_config(DEMO)
-    grid = steps.project_grid(cfg)
+    grid = imagery.project_grid(cfg)
     fmt = load_format("lab_wide", search_dirs=profile_dirs("sample_formats"))
     with SampleStore.open(db_url) as store:
         return submit_file(store, path, agency=agency, source="lab", fmt=fmt, project_crs=cfg.region.crs,
@@ -61,10 +61,15 @@ def _prepare(config: Path) -> tuple[bool, pd.DataFrame, dict[str, Any]]:
     cfg = load_config(config)
     layout = RunLayout(cfg.output_dir)
     rnd = cfg.rounds[1]
-    spec = cache.samples_step(cfg, rnd, layout)
-    ran = cache.run_cached(spec, lambda: steps.prepare_samples(cfg, rnd, layout))
+    _spec, ran = samples.run_samples(cfg, rnd, layout)
     sites = pd.read_csv(layout.sites(rnd.name), keep_default_na=False, na_values=[""])
     return ran, sites, json.loads(layout.samples_summary(rnd.name).read_text())
+
+
+def _current_dir(config: Path) -> Path:
+    """The samples step directory of the store-fed round that the run directory's pointer names."""
+    cfg = load_config(config)
+    return RunLayout(cfg.output_dir).step_dir(StepPlace("samples", cfg.rounds[1].name))
 
 
 @pytest.mark.slow
@@ -79,6 +84,7 @@ def test_a_round_takes_its_samples_from_the_store_and_reruns_only_when_they_chan
     ran, sites, summary = _prepare(config)
     expected = pd.read_csv(LAB_2024)["site_id"].nunique()
     assert ran
+    first_dir = _current_dir(config)
     assert len(sites) == expected
     assert summary["lab"]["from_store"]["submissions"] == [first]
     assert summary["lab"]["from_store"]["database"] == db_url
@@ -96,6 +102,7 @@ def test_a_round_takes_its_samples_from_the_store_and_reruns_only_when_they_chan
     second = _submit(db_url, later_path, "Second Lab")
     ran, sites, summary = _prepare(config)
     assert ran  # new data: real work
+    assert _current_dir(config) != first_dir  # a new keyed directory beside the first one
     assert summary["lab"]["from_store"]["submissions"] == [first, second]
     assert len(sites) > expected
 
@@ -103,7 +110,9 @@ def test_a_round_takes_its_samples_from_the_store_and_reruns_only_when_they_chan
         withdraw(store, second, reason="wrong plot")
         assert [s.status for s in list_submissions(store)] == ["stored", "withdrawn"]
     ran, sites, _ = _prepare(config)
-    assert ran
+    # the store holds what it held at first again: the first run's keyed directory is current again, not recomputed
+    assert not ran
+    assert _current_dir(config) == first_dir
     assert len(sites) == expected
 
     out_of_window = _config(tmp_path, "env:AGENCY_STORE", start="2030-01-01", end="2030-12-31")

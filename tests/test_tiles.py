@@ -19,7 +19,7 @@ from regions import region_config
 from mrv.config import DemConfig, load_config
 from mrv.errors import ConfigError
 from mrv.grid import Grid, tiles
-from mrv.pipeline import steps
+from mrv.pipeline import imagery
 from mrv.pipeline.layout import RunLayout
 from mrv.raster import read_raster
 from mrv.synthetic import SceneSpec
@@ -63,16 +63,16 @@ def test_tiled_covariates_equal_the_whole_region(tmp_path: Path) -> None:
     spec = SceneSpec(seed=3, width_px=90, height_px=90, n_fields=4, n_lab_sites=12, n_crowd=10)
     path, _ = region_config(tmp_path, spec, name="tiles", output_dir=tmp_path / "whole")
     cfg = load_config(path)
-    dem = _bumpy_dem(tmp_path / "dem.tif", steps.project_grid(cfg), margin_m=1000.0)
+    dem = _bumpy_dem(tmp_path / "dem.tif", imagery.project_grid(cfg), margin_m=1000.0)
     cfg = replace(cfg, imagery=replace(cfg.imagery, dem=DemConfig(path=dem, tpi_radius_m=100.0), chunk_px=32))
     rnd = cfg.rounds[0]
 
     whole = RunLayout(tmp_path / "whole")
-    steps.prepare_imagery(cfg, rnd, whole)
+    imagery.run_round(cfg, rnd, whole)
     tiled_cfg = replace(cfg, imagery=replace(cfg.imagery, tile_px=40))
-    assert len(steps.imagery_tiles(tiled_cfg)) >= 4
+    assert len(imagery.imagery_tiles(tiled_cfg)) >= 4
     tiled = RunLayout(tmp_path / "tiled")
-    steps.prepare_imagery(tiled_cfg, rnd, tiled)
+    imagery.run_round(tiled_cfg, rnd, tiled)
 
     a, grid_a, names_a = read_raster(whole.covariates(rnd.name))
     b, grid_b, names_b = read_raster(tiled.covariates(rnd.name))
@@ -83,7 +83,7 @@ def test_tiled_covariates_equal_the_whole_region(tmp_path: Path) -> None:
     np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-6, equal_nan=True)
     sa = json.loads(whole.imagery_summary(rnd.name).read_text())
     sb = json.loads(tiled.imagery_summary(rnd.name).read_text())
-    assert (sa["tiles"], sb["tiles"]) == (1, len(steps.imagery_tiles(tiled_cfg)))
+    assert (sa["tiles"], sb["tiles"]) == (1, len(imagery.imagery_tiles(tiled_cfg)))
     for key in ("items", "covariates", "bare_observations_median", "fields_without_bare_soil_pct", "n_dropped"):
         assert sa[key] == sb[key], key
     with rasterio.open(tiled.covariates(rnd.name)) as src:

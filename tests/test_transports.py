@@ -13,6 +13,7 @@ is tested against real local servers in ``test_stac_api.py``, ``test_stac_cql2.p
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -180,9 +181,9 @@ class RecordedStacIO(StacApiIO):
 
 
 def _request(**kw: Any) -> SearchRequest:
-    base = {"bbox_wgs84": BBOX, "start": dt.date(2025, 5, 1), "end": dt.date(2025, 5, 31),
-            "max_cloud_pct": 100.0, "collection": "sentinel-2-l2a"}  # fmt: skip
-    return SearchRequest(**(base | kw))
+    base = SearchRequest(bbox_wgs84=BBOX, start=dt.date(2025, 5, 1), end=dt.date(2025, 5, 31), max_cloud_pct=100.0,
+                         collection="sentinel-2-l2a")  # fmt: skip
+    return dataclasses.replace(base, **kw)
 
 
 def _source(io: StacApiIO, **kw: Any) -> StacApiSource:

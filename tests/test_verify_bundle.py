@@ -22,6 +22,7 @@ from regions import region_config
 
 from mrv.cli import main
 from mrv.errors import VerificationError
+from mrv.pipeline.layout import STEP_RECORD, RunLayout
 from mrv.report.bundle import make_bundle
 from mrv.report.manifest import MANIFEST_NAME, sha256_file
 from mrv.report.signing import generate_keypair
@@ -40,29 +41,19 @@ SECTIONS = {
 def run_pipeline(config: Path) -> Path:
     """The steps of the regional-monitoring flow in order, each through the step cache (as the flow runs them)."""
     from mrv.config import load_config
-    from mrv.pipeline import cache, steps
-    from mrv.pipeline.layout import RunLayout
+    from mrv.pipeline import plan
     from mrv.report.build import build_report
 
     cfg = load_config(config)
     layout = RunLayout(cfg.output_dir.resolve())
-    tiles = steps.imagery_tiles(cfg)
-    for rnd in cfg.rounds:
-        cache.run_cached(cache.samples_step(cfg, rnd, layout), lambda rnd=rnd: steps.prepare_samples(cfg, rnd, layout))
-        for t in tiles:
-            cache.run_cached(
-                cache.imagery_tile_step(cfg, rnd, layout, t),
-                lambda rnd=rnd, t=t: steps.prepare_imagery_tile(cfg, rnd, layout, t),
-            )
-        cache.run_cached(
-            cache.mosaic_step(cfg, rnd, layout, tiles), lambda rnd=rnd: steps.mosaic_imagery(cfg, rnd, layout)
-        )
-    cache.run_cached(cache.model_step(cfg, layout), lambda: steps.fit_model(cfg, layout))
-    for rnd in cfg.rounds:
-        cache.run_cached(cache.predict_step(cfg, rnd, layout), lambda rnd=rnd: steps.predict_round(cfg, rnd, layout))
-    cache.run_cached(cache.account_step(cfg, layout), lambda: steps.account(cfg, layout))
+    plan.run_steps(cfg, layout)
     build_report(cfg, layout)
     return layout.root
+
+
+def _rel(root: Path, path: Path) -> str:
+    """``path`` relative to the run or bundle ``root``, as the manifest and verify's messages spell it."""
+    return path.relative_to(root).as_posix()
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +107,7 @@ def _forge(root: Path) -> None:
         best += [p for p in files if "inputs" in p.parts and original.endswith("/" + "/".join(p.parts[-1:]))]
         return best[0] if best else None
 
-    for sidecar in root.rglob("*.done.json"):
+    for sidecar in root.rglob(STEP_RECORD):
         record = json.loads(sidecar.read_text())
         for rel, e in record["outputs"].items():
             p = sidecar.parent / rel
@@ -235,11 +226,11 @@ def test_signature_unsigned_wrong_key_and_changed_manifest(
 
 
 def test_01_flipped_bit_in_a_map(bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    tif = bundle / "maps" / "2024" / "soc_stock_mean.tif"
+    tif = RunLayout(bundle).round_maps("2024")["mean"]
     data = bytearray(tif.read_bytes())
     data[len(data) // 2] ^= 0x01
     tif.write_bytes(bytes(data))
-    _fails(bundle, "maps/2024/soc_stock_mean.tif: sha256 mismatch", capsys=capsys)
+    _fails(bundle, f"{_rel(bundle, tif)}: sha256 mismatch", capsys=capsys)
 
 
 def test_02_report_edited_without_rehash(bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -257,14 +248,17 @@ def test_03_forged_project_number_rehashed(bundle: Path, capsys: pytest.CaptureF
 
 
 def test_04_edited_accounting_settings_with_forged_records(bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    _edit_json(bundle / "accounting.json", lambda a: a["settings"].update(n_simulations=5000))
+    accounting = RunLayout(bundle).accounting
+    _edit_json(accounting, lambda a: a["settings"].update(n_simulations=5000))
     _forge(bundle)
-    _fails(bundle, "accounting.json does not follow from", "link 'accounting'", "settings.n_simulations", capsys=capsys)
+    _fails(bundle, f"{_rel(bundle, accounting)} does not follow from", "link 'accounting'", "settings.n_simulations",
+           capsys=capsys)  # fmt: skip
 
 
 def test_05_missing_file(bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    (bundle / "model" / "cv_predictions.csv").unlink()
-    _fails(bundle, "model/cv_predictions.csv: missing", capsys=capsys)
+    cv = RunLayout(bundle).model_dir / "cv_predictions.csv"
+    cv.unlink()
+    _fails(bundle, f"{_rel(bundle, cv)}: missing", capsys=capsys)
 
 
 def test_06_credited_deduction_rerendered_with_build(bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -282,26 +276,26 @@ def test_06_credited_deduction_rerendered_with_build(bundle: Path, capsys: pytes
 def test_07_mean_maps_scaled_and_accounting_redone_with_project_code(
     bundle: Path, operator: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from mrv.pipeline import steps
-    from mrv.pipeline.layout import RunLayout
+    from mrv.pipeline.accounting import account
     from mrv.report.build import build_report
     from mrv.report.bundle import bundle_config
     from mrv.report.manifest import load_manifest
 
     cfg = bundle_config(bundle, load_manifest(bundle))
-    before = json.loads((bundle / "accounting.json").read_text())["project"]["soc_total_t"]["mean"]
+    layout = RunLayout(bundle)
+    before = json.loads(layout.accounting.read_text())["project"]["soc_total_t"]["mean"]
     for rnd in ("2021", "2024"):
-        _scale_raster(bundle / "maps" / rnd / "soc_stock_mean.tif", 1.2)
-    steps.account(cfg, RunLayout(bundle))
+        _scale_raster(layout.round_maps(rnd)["mean"], 1.2)
+    account(cfg, layout)  # the step function itself, rewriting accounting.json in its keyed directory
     manifest = (bundle / MANIFEST_NAME).read_text()
-    build_report(cfg, RunLayout(bundle))  # report, figures, rendering and a fresh run manifest ...
+    build_report(cfg, layout)  # report, figures, rendering and a fresh run manifest ...
     (bundle / MANIFEST_NAME).write_text(manifest)  # ... put back as the bundle's, re-hashed
     _forge(bundle)
-    after = json.loads((bundle / "accounting.json").read_text())["project"]["soc_total_t"]["mean"]
+    after = json.loads(layout.accounting.read_text())["project"]["soc_total_t"]["mean"]
     assert after == pytest.approx(1.2 * before, rel=0.05)
     _fails(
         bundle,
-        "maps/2021/soc_stock_mean.tif does not follow from",
+        f"{_rel(bundle, layout.round_maps('2021')['mean'])} does not follow from",
         "link 'maps[2021]'",
         "band 'soc_stock_mean'",
         capsys=capsys,
@@ -313,10 +307,11 @@ def test_08_cv_metrics_edited_in_card_and_report(bundle: Path, capsys: pytest.Ca
         d["cv"]["rmse"] *= 0.5
         d["cv"]["r2"] = 0.95
 
-    _edit_json(bundle / "model" / "model_card.json", better)
+    card = RunLayout(bundle).model_dir / "model_card.json"
+    _edit_json(card, better)
     _edit_json(bundle / "report.json", lambda r: better(r["model"]))
     _forge(bundle)
-    _fails(bundle, "model/model_card.json does not follow from", "link 'model'", "model_card.cv.", capsys=capsys)
+    _fails(bundle, f"{_rel(bundle, card)} does not follow from", "link 'model'", "model_card.cv.", capsys=capsys)
 
 
 def test_09_sample_counts_edited(bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -336,11 +331,12 @@ def test_10_sample_file_edited_with_its_input_hash(bundle: Path, capsys: pytest.
         bundle, "Step prepare-samples[2021] consumed", csv.name, "the input was changed after the run", capsys=capsys
     )
     _forge(bundle)  # the step record rewritten as well: the re-ingested sites give it away
-    _fails(bundle, "work/2021/sites.csv does not follow from", "link 'samples[2021]'", capsys=capsys)
+    sites = _rel(bundle, RunLayout(bundle).sites("2021"))
+    _fails(bundle, f"{sites} does not follow from", "link 'samples[2021]'", capsys=capsys)
 
 
 def test_11_file_deleted_with_its_manifest_entry(bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    target = "work/2021/samples_rejected.csv"
+    target = _rel(bundle, RunLayout(bundle).rejected("2021"))
     (bundle / target).unlink()
     _edit_json(bundle / MANIFEST_NAME, lambda m: m.update(outputs=[e for e in m["outputs"] if e["path"] != target]))
     _fails(
@@ -383,16 +379,17 @@ def test_16_config_setting_edited_with_rehash(bundle: Path, capsys: pytest.Captu
 
 
 def test_17_covariates_forged_with_records(bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    _scale_raster(bundle / "work" / "2024" / "covariates.tif", 1.05)
+    covariates = RunLayout(bundle).covariates("2024")
+    _scale_raster(covariates, 1.05)
     _forge(bundle)
-    _fails(bundle, "work/2024/covariates.tif does not follow from", "link 'imagery[2024]'", capsys=capsys)
+    _fails(bundle, f"{_rel(bundle, covariates)} does not follow from", "link 'imagery[2024]'", capsys=capsys)
 
 
 def test_18_model_swapped_with_records(bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    pkl = bundle / "model" / "model.pkl"
+    pkl = RunLayout(bundle).model_dir / "model.pkl"
     pkl.write_bytes(pkl.read_bytes() + b"\x00")  # never unpickled by verify: compared with the refit
     _forge(bundle)
-    _fails(bundle, "model/model.pkl does not follow from", "link 'model'", capsys=capsys)
+    _fails(bundle, f"{_rel(bundle, pkl)} does not follow from", "link 'model'", capsys=capsys)
 
 
 def test_zip_bundle_with_path_traversal_is_refused(tmp_path: Path) -> None:

@@ -27,6 +27,8 @@ from scipy import sparse
 from mrv.accounting.simulate import exponential_grf
 from mrv.errors import AccountingError
 
+__all__ = ["CO2_PER_C", "Interval", "RoundMaps", "Simulation", "simulate_zone_means", "summarize", "zone_summary"]
+
 CO2_PER_C = 44.0 / 12.0
 #: Simulations drawn at once (bounds memory: one batch of correlated fields per round).
 _BATCH = 50

@@ -355,7 +355,7 @@ def car_sep_deduction(
     )
 
 
-#: Methodology id -> deduction function. The ids match ``deduction:`` in the YAML profiles.
+#: Methodology id -> deduction function. The ids match ``deduction:`` in the methodology profiles.
 DEDUCTION_METHODS: dict[str, Callable[..., Deduction]] = {
     "verra_vm0042_v2": vm0042_deduction,
     "gold_standard_soc": gold_standard_deduction,

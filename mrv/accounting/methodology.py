@@ -1,6 +1,6 @@
 """Methodology design requirements as data, and a checklist that tests evidence against them.
 
-Each carbon-market methodology the pipeline supports is described by a YAML profile in
+Each carbon-market methodology the pipeline supports is described by a YAML methodology profile in
 ``methodologies`` (shipped in ``mrv/profiles/methodologies/<id>.yaml``, looked up by
 :func:`mrv.resources.find_profile`)::
 
@@ -244,7 +244,7 @@ class CheckResult:
 
 
 def available_methodologies(directory: Path = DEFAULT_DIRECTORY) -> list[str]:
-    """Return the sorted ids (file stems) of the ``*.yaml`` profiles in ``directory``.
+    """Return the sorted ids (file stems) of the ``*.yaml`` methodology profiles in ``directory``.
 
     Raises:
         ConfigError: if ``directory`` does not exist.

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+__all__ = ["exponential_grf"]
+
 
 def exponential_grf(
     shape: tuple[int, int], *, cell_m: float, range_m: float, n: int, rng: np.random.Generator

@@ -279,7 +279,7 @@ def evidence_fields(result: Vt0014Result) -> dict[str, Any]:
 
 
 def vt0014_section(cv_csv: Path, *, baseline_round: str | None, confidence: float, config_path: Path | None = None) -> dict[str, Any]:
-    """``report.json``'s VT0014 section: the computed validation and the profile's checklist on it."""
+    """``report.json``'s VT0014 section: the computed validation and the methodology profile's checklist on it."""
     from mrv.accounting.methodology import Evidence, check_methodology, load_methodology
 
     if not cv_csv.is_file():

@@ -16,6 +16,8 @@ import pystac
 
 from mrv.errors import ImageryError
 
+__all__ = ["SCL", "asset_resolution_m", "resolve_assets"]
+
 #: Sentinel-2 MSI band ids by common name (ESA S2 MSI User Guide).
 S2_BAND_IDS: dict[str, str] = {
     "coastal": "B01",

@@ -5,6 +5,8 @@ from __future__ import annotations
 from mrv.errors import ConfigError
 from mrv.grid import Grid
 
+__all__ = ["aoi_area_km2", "check_aoi_size"]
+
 
 def aoi_area_km2(grid: Grid) -> float:
     """Area of the project grid in km²."""

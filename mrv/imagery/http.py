@@ -10,6 +10,8 @@ from __future__ import annotations
 from pystac_client.stac_api_io import StacApiIO
 from urllib3.util.retry import Retry
 
+__all__ = ["retry_policy", "retrying_stac_io"]
+
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 RETRY_METHODS = frozenset({"GET", "HEAD", "POST"})
 

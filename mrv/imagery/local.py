@@ -14,6 +14,8 @@ from mrv.grid import Grid
 from mrv.imagery.load import load_reflectance
 from mrv.imagery.source import LoadedScenes, SearchRequest
 
+__all__ = ["LocalCatalogSource"]
+
 
 def _item_date(item: pystac.Item) -> dt.date:
     when = item.datetime or pystac.utils.str_to_datetime(item.properties["start_datetime"])

@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
+__all__ = ["CLEAR_LAND_CLASSES", "clear_mask"]
+
 #: Classes that show the land surface clearly enough to see soil or the crop on it.
 CLEAR_LAND_CLASSES: tuple[int, ...] = (4, 5)
 

@@ -15,6 +15,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pystac
 
+__all__ = ["items_as_fetched"]
+
 
 def _unsigned(href: str) -> str:
     parts = urlsplit(href)

@@ -16,6 +16,8 @@ import yaml
 from mrv.errors import ConfigError
 from mrv.resources import PACKAGE_PROFILES, find_profile
 
+__all__ = ["ProviderProfile", "load_profile"]
+
 #: The provider profiles shipped with the package.
 PROFILE_DIR = PACKAGE_PROFILES / "providers"
 

@@ -20,6 +20,15 @@ import pystac
 
 from mrv.errors import ImageryError
 
+__all__ = [
+    "BOA_OFFSET_REFLECTANCE",
+    "RULE_HARMONIZED",
+    "Scaling",
+    "band_scaling",
+    "baseline_at_least",
+    "processing_baseline",
+]
+
 QUANTIFICATION = 10_000.0
 BOA_ADD_OFFSET_DN = -1000.0
 #: The BOA offset in reflectance units (-0.1): what a mislabelled scene is off by.

@@ -20,6 +20,8 @@ from pathlib import Path
 
 from mrv.errors import ConfigError
 
+__all__ = ["check_s3_settings"]
+
 CDSE_BUCKET = "eodata"
 CDSE_ENDPOINT = "eodata.dataspace.copernicus.eu"
 CREDENTIAL_SETTINGS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")

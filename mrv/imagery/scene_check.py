@@ -40,6 +40,8 @@ import numpy as np
 from mrv.imagery.masking import CLEAR_LAND_CLASSES
 from mrv.imagery.radiometry import BOA_OFFSET_REFLECTANCE
 
+__all__ = ["CheckConfig", "SceneStats", "Verdict", "judge", "scene_stats"]
+
 BOA = -BOA_OFFSET_REFLECTANCE
 """The size of the offset error looked for: 0.1 reflectance (1000 DN / 10000)."""
 

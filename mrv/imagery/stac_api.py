@@ -73,7 +73,7 @@ def datetime_range(start: dt.date, end: dt.date) -> str:
 
 
 def signing_modifier(profile: ProviderProfile) -> Modifier | None:
-    """The pystac-client ``modifier`` that signs asset hrefs for ``profile``, or None if none is needed."""
+    """The pystac-client ``modifier`` that signs asset hrefs for the provider profile ``profile``, or None if none is needed."""
     if profile.signing == "none":
         return None
     if profile.signing == "planetary_computer":

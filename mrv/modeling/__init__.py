@@ -1,0 +1,48 @@
+"""SOC model: covariates at sites, quantile regression forest (or gradient-boosted quantiles), spatial block
+cross-validation, conformal calibration and map prediction.
+
+The names below are imported lazily on first use, so ``import mrv.modeling`` loads no scikit-learn.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mrv.modeling.features import extract_at_points
+    from mrv.modeling.model import OUTPUTS, SOCPredictor
+    from mrv.modeling.predict import predict_map
+    from mrv.modeling.train import TrainingResult
+    from mrv.modeling.validation import Metrics, metrics
+
+__all__ = [
+    "OUTPUTS",
+    "Metrics",
+    "SOCPredictor",
+    "TrainingResult",
+    "extract_at_points",
+    "metrics",
+    "predict_map",
+]
+
+#: Public name -> the submodule defining it (imported on first access, PEP 562).
+_LAZY: dict[str, str] = {
+    "extract_at_points": "features",
+    "OUTPUTS": "model", "SOCPredictor": "model",
+    "TrainingResult": "train",
+    "predict_map": "predict",
+    "Metrics": "validation", "metrics": "validation",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+__all__ = ["predict_kernel"]
+
 
 def _ensure_cache_dir() -> None:
     """numba caches beside this file; in a read-only install (site-packages owned by root, a container

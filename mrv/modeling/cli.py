@@ -18,6 +18,11 @@ from mrv.textsafe import for_terminal
 __all__ = ["add_commands"]
 
 
+def _section(card: dict[str, Any], key: str) -> dict[str, Any]:
+    value = card.get(key)
+    return value if isinstance(value, dict) else {}
+
+
 def _num(value: Any, fmt: str = ".2f") -> str:
     return format(value, fmt) if isinstance(value, int | float) and not isinstance(value, bool) else "-"
 
@@ -36,7 +41,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
     rows = [("model_id", "kind", "created (UTC)", "n_train", "covariates", "cv_rmse_t_ha", "cv_picp_90")]
     for model_id in ids:
         card = read_card(model_id, root)
-        cv = card.get("cv") if isinstance(card.get("cv"), dict) else {}
+        cv = _section(card, "cv")
         covariates = card.get("covariates")
         rows.append(
             (
@@ -65,8 +70,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.write(json.dumps(card, indent=2, sort_keys=True) + "\n")
         return 0
-    cv = card.get("cv") if isinstance(card.get("cv"), dict) else {}
-    cal = card.get("calibration") if isinstance(card.get("calibration"), dict) else {}
+    cv, cal = _section(card, "cv"), _section(card, "calibration")
     lines = [
         f"model {card.get('model_id')} ({card.get('kind', card.get('model_kind'))}), card_version {card.get('card_version')}",
         f"  entry        {ref.entry_dir}",
@@ -81,7 +85,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
         f"  spatial CV   block {_num(card.get('cv_block_size_m'), '.0f')} m: RMSE {_num(cv.get('rmse'))} t C/ha, "
         f"R2 {_num(cv.get('r2'), '.3f')}, PICP90 {_num(cv.get('picp_90'), '.3f')}, "
         f"width90 {_num(cv.get('mean_width_90'))} t C/ha",
-        f"  versions     {', '.join(f'{k} {v}' for k, v in (card.get('package_versions') or {}).items())}",
+        f"  versions     {', '.join(f'{k} {v}' for k, v in _section(card, 'package_versions').items())}",
     ]
     sys.stdout.write("\n".join(for_terminal(line) for line in lines) + "\n")
     return 0

@@ -6,6 +6,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+__all__ = ["NORMALISATION", "apply_normalisation", "extract_at_points", "normalise_stack", "round_normalisation"]
+
 
 def extract_at_points(stack: xr.DataArray, x: np.ndarray, y: np.ndarray) -> pd.DataFrame:
     """Covariate values at points given in the stack's CRS; NaN where the pixel has no composite.

@@ -37,6 +37,20 @@ from typing import Any
 
 import numpy as np
 
+__all__ = [
+    "FEATURE_BITS",
+    "FEATURE_SLOTS",
+    "CompiledForest",
+    "cached_forest",
+    "compile_forest",
+    "float32_threshold",
+    "kernel",
+    "order_key",
+    "order_positions",
+    "predict_forest",
+    "selection_network",
+]
+
 
 #: Bits of a node's low word holding the covariate index (the left child id is the low word >> this):
 #: a constant, so the kernel's shift and mask are immediates and ``xk[lane][covariate]`` has a fixed stride.

@@ -31,6 +31,20 @@ from mrv.config import ModelConfig
 from mrv.errors import CovariateMismatch, ModelError
 from mrv.fsio import sha256_bytes
 
+__all__ = [
+    "OUTPUTS",
+    "GBMQuantileModel",
+    "SOCModel",
+    "SOCPredictor",
+    "calibrated",
+    "check_covariate_names",
+    "conformal_margin",
+    "conformal_rank",
+    "fit_estimator",
+    "make_forest",
+    "make_gbm",
+]
+
 #: Output layers of :meth:`SOCPredictor.predict`, in order.
 OUTPUTS = ("mean", "p05", "p50", "p95", "sd")
 #: Model kinds accepted by ``model.kind``.

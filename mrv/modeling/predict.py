@@ -15,6 +15,8 @@ import xarray as xr
 
 from mrv.modeling.model import OUTPUTS, SOCPredictor
 
+__all__ = ["predict_block", "predict_map"]
+
 
 def predict_block(block: np.ndarray, model: SOCPredictor) -> np.ndarray:
     """``(covariate, y, x)`` block to ``(output, y, x)`` predictions; NaN where any covariate is NaN."""

@@ -60,6 +60,7 @@ __all__ = [
     "card_json_schema",
     "check_compatible",
     "check_entry",
+    "check_registry_writable",
     "copy_entry",
     "list_models",
     "load",
@@ -372,6 +373,24 @@ def resolve_registry(registry_dir: str | Path | None) -> Path:
 
         return default_model_registry()
     return Path(registry_dir).expanduser().resolve()
+
+
+def check_registry_writable(registry_dir: str | Path | None = None) -> Path:
+    """The registry directory, after checking that models can be registered there (for ``mrv validate``).
+
+    The directory need not exist yet: its nearest existing ancestor must be a writable directory.
+    """
+    root = resolve_registry(registry_dir)
+    probe = root
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        what = "is not a directory" if not probe.is_dir() else "is not writable"
+        raise ModelError(
+            f"Models cannot be registered in {root}: {probe} {what}. Set model.registry_dir (or $MRV_MODEL_REGISTRY) "
+            "to a writable directory."
+        )
+    return root
 
 
 def _versions() -> dict[str, str | None]:

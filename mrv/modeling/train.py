@@ -25,7 +25,13 @@ import pandas as pd
 from mrv.config import ModelConfig
 from mrv.errors import ModelError
 from mrv.fsio import sha256_bytes
-from mrv.modeling.conformal import fit_label_conditional, label_conditional_interval
+from mrv.modeling.conformal import (
+    LabelConditionalMargins,
+    band_confidence,
+    banded_interval,
+    fit_label_conditional,
+    with_bands,
+)
 from mrv.modeling.model import (
     GBMQuantileModel,
     SOCModel,
@@ -36,6 +42,17 @@ from mrv.modeling.model import (
 )
 from mrv.modeling.validation import Metrics, fold_indices, fold_sizes, metrics
 from mrv.modeling.variogram import BlockSizeChoice, choose_block_size, estimate_variogram
+
+__all__ = [
+    "CrowdBias",
+    "TrainingResult",
+    "coverage_by_decile",
+    "cross_validated_intervals",
+    "crowd_bias",
+    "cv_block_size",
+    "sample_weights",
+    "train",
+]
 
 MIN_TRAINING_SAMPLES = 20
 #: Random-CV repetitions whose mean residual gives the autocorrelation range (and its spread).
@@ -183,10 +200,23 @@ def _cross_validate(
     return mean, lo, hi, base, fold_id
 
 
+def fit_bands(y: np.ndarray, lo: np.ndarray, hi: np.ndarray, confidence: float) -> LabelConditionalMargins | None:
+    """Label-conditional margins by deciles of ``y`` at the per-band level of :func:`band_confidence`, or ``None``
+    when fewer than two bands of :data:`mrv.modeling.conformal.MIN_BAND_POINTS` points fit (pooled margin only)."""
+    from mrv.modeling.conformal import MIN_BAND_POINTS, N_BANDS, band_count
+
+    if band_count(y.size, n_bands=N_BANDS, min_points=MIN_BAND_POINTS) < 2:
+        return None
+    return fit_label_conditional(y, lo, hi, confidence=band_confidence(confidence), min_points=MIN_BAND_POINTS)
+
+
 def _cross_conformal_bounds(
-    y: np.ndarray, lo: np.ndarray, hi: np.ndarray, fold_id: np.ndarray, confidence: float, calib: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Each fold's interval widened by the margin of the *other* folds' calibration points (``calib`` mask)."""
+    y: np.ndarray, lo: np.ndarray, hi: np.ndarray, fold_id: np.ndarray, confidence: float, calib: np.ndarray,
+    *, banded: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Each fold's interval calibrated on the *other* folds' calibration points (``calib`` mask): the maps'
+    interval (:func:`mrv.modeling.conformal.banded_interval`: pooled CQR margin joined with the
+    label-conditional margins by decile), or with ``banded=False`` the pooled margin alone."""
     lower, upper = lo.copy(), hi.copy()
     for k in np.unique(fold_id):
         inside = fold_id == k
@@ -194,8 +224,8 @@ def _cross_conformal_bounds(
         if not use.any():
             use = ~inside
         q = conformal_margin(y[use], lo[use], hi[use], confidence=confidence)
-        lower[inside] -= q
-        upper[inside] += q
+        bands = fit_bands(y[use], lo[use], hi[use], confidence) if banded else None
+        lower[inside], upper[inside] = banded_interval(lo[inside], hi[inside], bands, q)
     return lower, upper
 
 
@@ -222,25 +252,13 @@ def _cross_conformal_metrics(
     return metrics(y, mean, lower, upper, base)
 
 
-def _label_conditional_record(
-    y: np.ndarray, lo: np.ndarray, hi: np.ndarray, fold_id: np.ndarray, confidence: float
-) -> dict[str, object]:
-    """Cross-conformal check of the label-conditional intervals (:mod:`mrv.modeling.conformal`) and their margins
-    fitted on every calibration point. Reported beside the single-margin intervals the maps use."""
-    try:
-        lower, upper = lo.copy(), hi.copy()
-        for k in np.unique(fold_id):
-            te = fold_id == k
-            m = fit_label_conditional(y[~te], lo[~te], hi[~te], confidence=confidence)
-            lower[te], upper[te] = label_conditional_interval(lo[te], hi[te], m)
-        full = fit_label_conditional(y, lo, hi, confidence=confidence)
-    except ModelError as exc:
-        return {"available": False, "note": str(exc)}
-    inside = (y >= lower) & (y <= upper)
+def _single_margin_record(y: np.ndarray, lo: np.ndarray, hi: np.ndarray, fold_id: np.ndarray, confidence: float) -> dict[str, object]:
+    """Cross-conformal check of the one-margin CQR intervals (the maps' intervals before issue 13.4), for comparison."""
+    lower, upper = _cross_conformal_bounds(y, lo, hi, fold_id, confidence, np.ones(y.size, bool), banded=False)
     return {
-        "available": True, "used_by_maps": False, **full.to_dict(), "cv_picp": float(inside.mean()),
-        "cv_mean_width_t_ha": float(np.mean(upper - lower)), "cv_coverage_by_decile": coverage_by_decile(y, lower, upper),
-        "note": "Mondrian (label-conditional) CQR over bands of the observed stock; the maps still use one margin",
+        "cv_picp": float(np.mean((y >= lower) & (y <= upper))), "cv_mean_width_t_ha": float(np.mean(upper - lower)),
+        "cv_coverage_by_decile": coverage_by_decile(y, lower, upper),
+        "note": "one CQR margin for every pixel; not used by the maps (top and bottom deciles under-covered)",
     }  # fmt: skip
 
 

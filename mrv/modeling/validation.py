@@ -14,6 +14,8 @@ from sklearn.model_selection import KFold
 
 from mrv.errors import ModelError
 
+__all__ = ["Metrics", "balanced_block_folds", "fold_indices", "fold_sizes", "lins_ccc", "metrics", "spatial_blocks"]
+
 
 def spatial_blocks(x: np.ndarray, y: np.ndarray, *, block_size_m: float) -> np.ndarray:
     """Integer block id (0..n_blocks-1, occupied blocks only) of each point on a square grid of ``block_size_m``."""

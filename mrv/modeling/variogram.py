@@ -39,6 +39,15 @@ from mrv.errors import ModelError
 from mrv.geostats import VariogramError, empirical_variogram, fit_exponential
 from mrv.modeling.validation import balanced_block_folds, spatial_blocks
 
+__all__ = [
+    "BlockSizeChoice",
+    "Variogram",
+    "balanced_block_size",
+    "block_floor",
+    "choose_block_size",
+    "estimate_variogram",
+]
+
 #: Smallest CV block (m) the automatic rule returns, whatever the fitted range.
 MIN_BLOCK_M = 500.0
 #: At most this many points enter the variogram (a seeded random subset beyond it).

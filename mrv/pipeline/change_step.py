@@ -1,4 +1,4 @@
-"""Run-directory glue of the design-based estimates (:mod:`mrv.accounting.change`) and the round normalisation.
+"""Run-directory glue of the design-based estimates (:mod:`mrv.accounting.change`).
 
 Reads the out-of-fold predictions (``model/cv_predictions.csv``), the fields and the round maps the
 accounting step already holds, and returns the ``design_based`` section of ``accounting.json``:
@@ -8,7 +8,6 @@ from the lab sites (re-measured sites for the change) with the maps as auxiliary
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,39 +19,10 @@ from mrv.accounting.aggregate import RoundMaps
 from mrv.accounting.change import DesignEstimate, design_change, design_stock, pair_sites
 from mrv.config import RunConfig
 from mrv.errors import AccountingError
-from mrv.fields import Field, field_index_raster, read_fields
-from mrv.modeling.features import NORMALISATION, round_normalisation
+from mrv.fields import Field
 from mrv.pipeline.layout import RunLayout
-from mrv.raster import read_raster
 
-__all__ = ["covariate_norm_stats", "design_accounting", "design_section"]
-
-
-def covariate_norm_stats(cfg: RunConfig, layout: RunLayout, round_name: str) -> dict[str, tuple[float, float]]:
-    """Per-covariate (median, IQR) of a round's composite over the field pixels, cached beside the composite.
-
-    The cache (``work/<round>/covariate_norm.json``) records the composite's size and modification time
-    and is recomputed when they change.
-    """
-    cov = layout.covariates(round_name)
-    st = cov.stat()
-    key = {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
-    cache = layout.work(round_name) / "covariate_norm.json"
-    if cache.is_file():
-        stored = json.loads(cache.read_text(encoding="utf-8"))
-        if stored.get("composite") == key:
-            return {k: (float(v[0]), float(v[1])) for k, v in stored["stats"].items()}
-    arr, grid, names = read_raster(cov)
-    keep = [i for i, n in enumerate(names) if n != "n_bare"]
-    mask = field_index_raster(read_fields(cfg.region.fields, crs=cfg.region.crs), grid) >= 0
-    stats = round_normalisation(arr[keep], [names[i] for i in keep], mask)
-    tmp = cache.with_suffix(".tmp")
-    tmp.write_text(
-        json.dumps({"method": NORMALISATION, "composite": key, "stats": {k: list(v) for k, v in stats.items()}}, indent=1),
-        encoding="utf-8",
-    )
-    tmp.replace(cache)
-    return stats
+__all__ = ["design_accounting", "design_section"]
 
 
 def _zone_means(m: np.ndarray, zones: np.ndarray, n: int) -> np.ndarray:

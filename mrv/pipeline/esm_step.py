@@ -59,7 +59,7 @@ def esm_for_round(
 
 
 def esm_profiles(records: pd.DataFrame) -> dict[str, CumulativeMassCurve]:
-    """Cumulative mass/SOC profile of every site whose layers all have a measured bulk density.
+    """Cumulative mass curve (soil mass vs SOC) of every site whose layers all have a measured bulk density.
 
     ``records`` are accepted sample records (``site_id, top_cm, bottom_cm, soc_g_kg, bulk_density_g_cm3``
     and optionally ``coarse_fragments_vol_pct``); sites with a missing or estimated bulk density, or

@@ -35,16 +35,20 @@ from mrv.imagery.guards import check_aoi_size
 from mrv.imagery.provenance import items_as_fetched
 from mrv.imagery.source import SearchRequest
 from mrv.imagery.sources import source_for
+from mrv.modeling.features import NORMALISATION, round_normalisation
 from mrv.pipeline.cache import StepSpec, declare, run_cached
 from mrv.pipeline.layout import RunLayout, StepPlace
 from mrv.raster import mosaic_to_cog, read_raster, read_raster_lazy, write_cog
 
 __all__ = [
+    "covariate_norm_stats",
+    "normalisation_stats",
     "imagery_tiles",
     "mosaic_imagery",
     "mosaic_spec",
     "prepare_imagery_tile",
     "run_mosaic",
+    "run_round",
     "run_tile",
     "project_grid",
     "read_covariates",
@@ -56,6 +60,7 @@ TILE_READS = ("cfg.region", "cfg.imagery", "round.name", "round.start", "round.e
 #: What the mosaic step reads besides its tiles.
 MOSAIC_READS = ("cfg.region", "cfg.imagery.tile_px", "round.name", "round.start", "round.end")
 TILE_OUTPUTS = ("tile.tif", "tile.json")
+MOSAIC_OUTPUTS = ("covariates.tif", "imagery.json", "covariate_norm.json")
 
 
 def tile_spec(cfg: RunConfig, rnd: RoundConfig, layout: RunLayout, tile: Tile) -> StepSpec:
@@ -73,7 +78,7 @@ def mosaic_spec(cfg: RunConfig, rnd: RoundConfig, layout: RunLayout, tile_set: S
     return declare(
         f"mosaic-imagery[{rnd.name}]", StepPlace("imagery", rnd.name), layout=layout,
         roots={"cfg": cfg, "round": rnd}, reads=MOSAIC_READS,
-        upstream=[StepPlace("tile", rnd.name, t.name) for t in tile_set], outputs=("covariates.tif", "imagery.json"),
+        upstream=[StepPlace("tile", rnd.name, t.name) for t in tile_set], outputs=MOSAIC_OUTPUTS,
     )  # fmt: skip
 
 
@@ -188,6 +193,7 @@ def mosaic_imagery(cfg: RunConfig, rnd: RoundConfig, layout: RunLayout) -> Path:
             values, n = np.unique(np.nan_to_num(src.read(src.count)[on_fields], nan=0.0), return_counts=True)
         counts.update(dict(zip(values.astype(int).tolist(), n.tolist(), strict=True)))
     n_on = sum(counts.values())
+    write_json(layout.covariate_norm(rnd.name), normalisation_stats(path, field_index_raster(fields, grid) >= 0))
     dropped = list({d["item"]: d for s in summaries for d in s["dropped"]}.values())  # an item may span tiles
     checked = {key: _by_item(summaries, key) for key in ("corrected", "flagged")}  # judged per tile
     write_json(
@@ -210,6 +216,27 @@ def mosaic_imagery(cfg: RunConfig, rnd: RoundConfig, layout: RunLayout) -> Path:
         allow_nan=True,
     )
     return path
+
+
+def normalisation_stats(covariates: Path, on_fields: np.ndarray) -> dict[str, Any]:
+    """Per-covariate (median, IQR) of a composite over the field pixels (:func:`mrv.modeling.features.round_normalisation`).
+
+    Read band by band, so memory holds one band of the region rather than the whole stack.
+    """
+    stats: dict[str, tuple[float, float]] = {}
+    with rasterio.open(covariates) as src:
+        for band, desc in enumerate(src.descriptions, start=1):
+            name = desc or f"band_{band}"  # as mrv.raster.read_raster names them
+            if name != "n_bare":
+                values = src.read(band, masked=True).astype("float32").filled(np.nan)
+                stats |= round_normalisation(values[None], [name], on_fields)
+    return {"method": NORMALISATION, "stats": {k: list(v) for k, v in stats.items()}}
+
+
+def covariate_norm_stats(layout: RunLayout, round_name: str) -> dict[str, tuple[float, float]]:
+    """The round's normalisation statistics, as its mosaic step recorded them."""
+    stored = json.loads(layout.covariate_norm(round_name).read_text(encoding="utf-8"))
+    return {k: (float(v[0]), float(v[1])) for k, v in stored["stats"].items()}
 
 
 def _by_item(summaries: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
@@ -262,3 +289,12 @@ def run_mosaic(cfg: RunConfig, rnd: RoundConfig, layout: RunLayout) -> tuple[Ste
     spec = mosaic_spec(cfg, rnd, layout, imagery_tiles(cfg))
     ran = run_cached(spec, layout, lambda lay: mosaic_imagery(spec.view("cfg", cfg), spec.view("round", rnd), lay))
     return spec, ran
+
+
+def run_round(cfg: RunConfig, rnd: RoundConfig, layout: RunLayout) -> Path:
+    """Every tile of one round, then their mosaic, through the cache (the flow runs the same steps as tasks)."""
+    grid = project_grid(cfg)
+    for tile in imagery_tiles(cfg, grid):
+        run_tile(cfg, rnd, layout, tile, grid=grid)
+    run_mosaic(cfg, rnd, layout)
+    return layout.covariates(rnd.name)

@@ -5,7 +5,7 @@ Every cached step writes into its own **content-keyed directory**, named after t
 
     <run>/work/<round>/samples-<key>/       sites.csv, samples_rejected.csv, samples.json, step.json
     <run>/work/<round>/tiles/<tile>-<key>/  tile.tif, tile.json, [items.json], step.json
-    <run>/work/<round>/imagery-<key>/       covariates.tif, imagery.json, step.json
+    <run>/work/<round>/imagery-<key>/       covariates.tif, imagery.json, covariate_norm.json, step.json
     <run>/work/model-<key>/                 model_card.json, model.pkl, features.csv, cv_predictions.csv, step.json
     <run>/maps/<round>/maps-<key>/          soc_stock_{mean,p05,p50,p95,sd,width90}.tif, step.json
     <run>/work/accounting-<key>/            accounting.json, step.json
@@ -128,6 +128,10 @@ class RunLayout:
 
     def imagery_summary(self, round_name: str) -> Path:
         return self.step_dir(StepPlace("imagery", round_name)) / "imagery.json"
+
+    def covariate_norm(self, round_name: str) -> Path:
+        """Per-covariate (median, IQR) over the field pixels of the round's composite (round normalisation)."""
+        return self.step_dir(StepPlace("imagery", round_name)) / "covariate_norm.json"
 
     def imagery_tile(self, round_name: str, tile_name: str) -> Path:
         """One tile's covariates (and ``tile.json`` summary beside it), mosaicked into :meth:`covariates`."""

@@ -29,12 +29,11 @@ from mrv.fsio import write_bytes, write_json
 from mrv.modeling.features import apply_normalisation, extract_at_points, normalise_stack
 from mrv.modeling.model import OUTPUTS, SOCPredictor
 from mrv.modeling.predict import predict_map
-from mrv.modeling.registry import MODEL_FILE, read_card
+from mrv.modeling.registry import read_card
 from mrv.modeling.registry import register as register_model
 from mrv.modeling.train import train
 from mrv.pipeline.cache import StepSpec, declare, run_cached
-from mrv.pipeline.change_step import covariate_norm_stats
-from mrv.pipeline.imagery import read_covariates
+from mrv.pipeline.imagery import covariate_norm_stats, read_covariates
 from mrv.pipeline.layout import MAP_LAYERS, RunLayout, StepPlace
 from mrv.raster import write_cogs_by_strips
 from mrv.textsafe import write_csv
@@ -99,7 +98,7 @@ def training_table(cfg: RunConfig, layout: RunLayout) -> pd.DataFrame:
         stack, _ = read_covariates(layout.covariates(rnd.name))
         cov = extract_at_points(stack, sites["x"].to_numpy(float), sites["y"].to_numpy(float))
         if cfg.model.round_normalisation:  # round-invariant inputs: imagery differences must not become change
-            cov = apply_normalisation(cov, covariate_norm_stats(cfg, layout, rnd.name))
+            cov = apply_normalisation(cov, covariate_norm_stats(layout, rnd.name))
         parts.append(pd.concat([sites.reset_index(drop=True).assign(round=rnd.name), cov], axis=1))
     return pd.concat(parts, ignore_index=True)
 
@@ -194,7 +193,7 @@ def predict_round(cfg: RunConfig, rnd: RoundConfig, layout: RunLayout, *, client
     chunk = cfg.imagery.chunk_px
     stack, grid = read_covariates(layout.covariates(rnd.name), chunk_px=chunk)
     if cfg.model.round_normalisation:
-        stack = normalise_stack(stack, covariate_norm_stats(cfg, layout, rnd.name))
+        stack = normalise_stack(stack, covariate_norm_stats(layout, rnd.name))
     paths = layout.round_maps(rnd.name)
     quantity = {o: f"SOC stock {o}" for o in OUTPUTS} | {"width90": "90 % interval width (p95 - p05)"}
     tags = [

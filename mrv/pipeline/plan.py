@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from mrv.config import RunConfig
 from mrv.fsio import write_json
@@ -15,7 +16,7 @@ from mrv.pipeline import accounting, imagery, model, samples
 from mrv.pipeline.cache import StepSpec
 from mrv.pipeline.layout import STEP_RECORD, RunLayout, StepPlace
 
-__all__ = ["places", "run_outputs", "step_specs", "write_index"]
+__all__ = ["places", "run_outputs", "run_steps", "step_specs", "write_index"]
 
 
 def places(cfg: RunConfig) -> list[StepPlace]:
@@ -45,6 +46,29 @@ def step_specs(cfg: RunConfig, layout: RunLayout) -> list[StepSpec]:
     specs += [model.predict_spec(cfg, rnd, layout) for rnd in cfg.rounds]
     specs.append(accounting.account_spec(cfg, layout))
     return specs
+
+
+def run_steps(cfg: RunConfig, layout: RunLayout, *, client: Any | None = None, until: str = "accounting") -> None:
+    """Run the cached steps in this process, in flow order, without Prefect (tests, benchmarks, notebooks).
+
+    ``until`` stops after ``"samples"``, ``"imagery"``, ``"model"``, ``"maps"`` or ``"accounting"`` (every round's
+    steps of that stage included). The flow (:mod:`flows.regional_monitoring`) runs the same steps as tasks.
+    """
+    order = ("samples", "imagery", "model", "maps", "accounting")
+    if until not in order:
+        raise ValueError(f"until must be one of {order}, not {until!r}")
+    stop = order.index(until)
+    for rnd in cfg.rounds:
+        samples.run_samples(cfg, rnd, layout)
+        if stop >= 1:
+            imagery.run_round(cfg, rnd, layout)
+    if stop >= 2:
+        model.run_fit(cfg, layout)
+    if stop >= 3:
+        for rnd in cfg.rounds:
+            model.run_predict(cfg, rnd, layout, client=client)
+    if stop >= 4:
+        accounting.run_account(cfg, layout)
 
 
 def write_index(cfg: RunConfig, layout: RunLayout) -> Path:

@@ -28,7 +28,6 @@ import stat
 import tempfile
 import zipfile
 from collections.abc import Iterator, Mapping
-from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -110,8 +109,7 @@ def run_config(root: Path, manifest: Mapping[str, Any]) -> RunConfig:
         return bundle_config(root, manifest)
     config = manifest["config"]
     path = resolve_entry(root, config["path"], inside=False, schema=int(manifest["schema_version"]))
-    cfg = load_config(path, output_dir=root)
-    return replace(cfg, model=replace(cfg.model, registry_dir=None))
+    return load_config(path, output_dir=root)  # model.registry_dir: the registry the run used
 
 
 def bundle_config(root: Path, manifest: Mapping[str, Any]) -> RunConfig:

@@ -638,7 +638,7 @@ def _bad(source: str, path: str, expected: str, value: Any) -> VerificationError
 
 def _describe(tp: Any) -> str:
     origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         return f"an object ({tp.__name__})"
     if origin in (Union, types.UnionType):
         return " or ".join(_describe(a) for a in typing.get_args(tp))

@@ -6,12 +6,13 @@ and the broken link):
 1. **Signature** (:mod:`mrv.report.signing`): with ``--key`` the bundle must be signed by that key.
 2. **Hashes and completeness** (:func:`mrv.report.manifest.verify_manifest`): every listed file has
    its SHA-256, every file present is listed, neither inputs nor outputs are empty.
-3. **Step chain**: every step the config implies (:mod:`mrv.pipeline.cache` specs) has its
-   ``.done.json`` record in the manifest with the key the manifest's ``steps`` list; every output a
+3. **Step chain**: every step the config implies (:func:`mrv.pipeline.plan.step_specs`) has its
+   ``step.json`` record in the manifest with the key the manifest's ``steps`` list, in the directory its
+   pointer names, which is named after that key; every output a
    step recorded is listed with the hash the step recorded; every input a step consumed has, in the
    bundle, the hash the step recorded; the step's config values match the config's.
 4. **Re-derivation**: each derived artefact is recomputed from its inputs in the bundle by the
-   same functions the pipeline runs (:mod:`mrv.pipeline.steps`, :mod:`mrv.report.build`) and
+   same functions the pipeline runs (the stage modules of :mod:`mrv.pipeline`, :mod:`mrv.report.build`) and
    compared with the stored one, link by link (each link reads the bundle's stored inputs, so the
    first broken link is the one named):
 
@@ -27,7 +28,7 @@ and the broken link):
                              config seed (full refit, spatial CV, CQR)     model_card.json, model.pkl bytes
    ``maps[<round>]``         covariates.tif + the refitted model           mean/p05/p50/p95/sd
                                                                            (|d| <= 1e-4 t C/ha)
-   ``maps[latest]``          maps/<latest round>/                          maps/soc_stock_*.tif, width90
+   ``index``                 the steps' pointers, the latest round's maps  index.json; width90 = p95 - p05
    ``accounting``            maps, field polygons, CV predictions, config  accounting.json (rel. 1e-6)
    ``report``                accounting.json, model card, samples.json,    report.json sections (project,
                              imagery.json, methodology profile, config     fields, deductions, ...)

@@ -4,7 +4,7 @@ Every parser takes a pandas Series of stripped text (``""`` = missing) and retur
 values with NaN / NaT where a cell is missing or cannot be read, plus a boolean mask of the cells
 that were present but unreadable, so that callers can reject exactly those rows with a reason.
 
-Strictness (issue 16.3): only ASCII decimal numbers in the profile's decimal mark are numbers
+Strictness (issue 16.3): only ASCII decimal numbers in the format profile's decimal mark are numbers
 (``1_5``, Arabic-Indic ``١٥`` and full-width ``１５`` digits are not, although Python's ``float``
 reads all three as 15); dates must match a format over the whole cell (``2024-02-29garbage`` is not
 a date) and lie between :data:`MIN_DATE` and the day of ingest; EPSG codes are whole numbers.
@@ -18,6 +18,23 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+
+__all__ = [
+    "Dates",
+    "DepthRanges",
+    "Measured",
+    "Parsed",
+    "Points",
+    "is_missing",
+    "missing_variants",
+    "number_pattern",
+    "parse_dates",
+    "parse_depth_ranges",
+    "parse_epsg",
+    "parse_measured",
+    "parse_numbers",
+    "parse_points",
+]
 
 #: Earliest plausible sampling date. Soil survey laboratory data start in the early 20th century;
 #: an earlier year is a typo (``0001-01-01``, ``1021`` for ``2021``) or a placeholder.
@@ -207,7 +224,7 @@ class DepthRanges:
     top: pd.Series
     bottom: pd.Series
     unit: pd.Series
-    """Unit written in the cell (``cm``, ``mm``, ``m``) or ``""`` for the profile's ``depth_unit``."""
+    """Unit written in the cell (``cm``, ``mm``, ``m``) or ``""`` for the format profile's ``depth_unit``."""
     bad: pd.Series
 
 

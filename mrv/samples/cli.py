@@ -13,7 +13,7 @@ user text printed (file names, agencies, sample ids, reasons) goes through
 :func:`mrv.textsafe.write_csv`.
 
 ``submit`` reads the project CRS and region from ``--config RUN.yaml`` (or ``--crs`` /
-``--bounds``); resubmitting a file under a corrected profile supersedes the earlier submission,
+``--bounds``); resubmitting a file under a corrected format profile supersedes the earlier submission,
 ``--replaces ID`` does so for a corrected file, ``withdraw ID --reason TEXT`` withdraws one.
 ``list`` shows the whole history (superseded and withdrawn submissions stay in it). ``flags``
 lists the samples the QA flagged (they stay in the store); ``qa`` recomputes every flag in one
@@ -55,7 +55,23 @@ from mrv.samples.store_qa import rerun_qa
 from mrv.samples.submit import SOURCES, submit_file, withdraw
 from mrv.textsafe import for_terminal, write_csv
 
-#: Profile used when ``--format`` is not given.
+__all__ = [
+    "DEFAULT_FORMAT",
+    "add_commands",
+    "cmd_export",
+    "cmd_flags",
+    "cmd_list",
+    "cmd_qa",
+    "cmd_report",
+    "cmd_submit",
+    "cmd_withdraw",
+    "project_of",
+    "stocks_input",
+    "write_report",
+    "write_summary",
+]
+
+#: Format profile used when ``--format`` is not given.
 DEFAULT_FORMAT = {"lab": "lab_wide", "crowd": "crowd"}
 #: Reasons listed in a submission's summary (the rest are counted as "other reasons").
 _TOP_REASONS = 10
@@ -119,7 +135,7 @@ def add_commands(samples: Any) -> None:
     ex.add_argument("--source", action="append", choices=SOURCES, default=None, help="only this source (repeatable)")
     ex.add_argument("--agency", action="append", default=None, help="only this agency (repeatable)")
     ex.add_argument("--round-by", choices=("year", "date"), default="year",
-                    help="what makes a profile's round: its sampling year (default) or date")  # fmt: skip
+                    help="what makes a soil profile's round: its sampling year (default) or date")  # fmt: skip
     ex.add_argument("--no-flagged", action="store_true", help="leave out samples with a QA flag")
     _db_option(ex)
     ex.set_defaults(func=cmd_export)
@@ -222,7 +238,7 @@ def cmd_submit(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
     if report.duplicate_of is not None:
         out.write(
             f"{for_terminal(args.file)} was already submitted by {for_terminal(s.agency)} as submission "
-            f"{s.submission_id} on {s.received_utc} with the same profile (file sha256 {s.sha256[:12]}...); nothing "
+            f"{s.submission_id} on {s.received_utc} with the same format profile (file sha256 {s.sha256[:12]}...); nothing "
             "was stored again. To correct it, resubmit with the corrected --format profile, or submit the corrected "
             f"file with --replaces {s.submission_id}; to withdraw it: mrv samples withdraw {s.submission_id} "
             "--reason TEXT.\n"
@@ -386,7 +402,7 @@ STOCKS_COLUMNS = [
 
 
 def stocks_input(stored: pd.DataFrame, *, round_by: str = "year") -> pd.DataFrame:
-    """Stored samples as the layer table of ``mrv samples stocks``: one row per layer, a profile per site and round.
+    """Stored samples as the layer table of ``mrv samples stocks``: one row per layer, a soil profile per site and round.
 
     ``profile_id`` is ``agency/site_id`` (site ids are an agency's own); ``round`` the sampling
     year (or date). Extra columns (position, ids, flags) are carried along for the record; the
@@ -421,7 +437,7 @@ def cmd_export(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
         raise SampleError(f"Cannot write {for_terminal(args.output)}: {exc.strerror}. Check the path.") from exc
     n_profiles = table[["profile_id", "round"]].drop_duplicates().shape[0] if len(table) else 0
     out.write(
-        f"Wrote {len(table)} layers of {n_profiles} profiles to {for_terminal(args.output)} "
+        f"Wrote {len(table)} layers of {n_profiles} soil profiles to {for_terminal(args.output)} "
         f"(input of 'mrv samples stocks {for_terminal(args.output)} --method fixed|esm').\n"
     )
     return 0

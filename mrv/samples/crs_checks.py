@@ -4,7 +4,7 @@
   known, projected, two-dimensional CRS in metres (UTM, a national grid). Geographic, geocentric
   (EPSG:4978), vertical (EPSG:5703) and foot-based (EPSG:2263) CRSs are refused with a message
   saying which kind it is.
-* A **file's CRS** (an ``epsg`` column, a profile's ``epsg:``, an EWKT ``SRID=``) may be geographic
+* A **file's CRS** (an ``epsg`` column, a format profile's ``epsg:``, an EWKT ``SRID=``) may be geographic
   or projected in any linear unit (pyproj converts feet), or compound (its horizontal part is
   used); geocentric and vertical CRSs are refused per row.
 * **Area of use**: a position must lie inside the CRS's area of use as EPSG publishes it
@@ -23,6 +23,8 @@ from pyproj import CRS, Transformer
 from pyproj.exceptions import CRSError
 
 from mrv.errors import ConfigError
+
+__all__ = ["SourceCRS", "UnusableCRS", "inside_area", "project_area", "project_crs", "source_crs"]
 
 #: Degrees by which a CRS's published area of use is widened before positions are rejected.
 AREA_OF_USE_MARGIN_DEG = 1.0

@@ -31,6 +31,21 @@ from scipy.interpolate import CubicSpline, PchipInterpolator
 from mrv.errors import StockError
 from mrv.samples.stocks import DEPTH_TOLERANCE_CM, FloatArray
 
+__all__ = [
+    "CumulativeMassCurve",
+    "EsmResult",
+    "Interpolation",
+    "core_area_cm2",
+    "cumulative_mass_curve",
+    "equivalent_depth_cm",
+    "esm_stock",
+    "mass_at_depth_mg_ha",
+    "reference_mass_mg_ha",
+    "soc_at_depth_t_ha",
+    "soil_mass_from_bulk_density_mg_ha",
+    "soil_mass_from_core_mg_ha",
+]
+
 Interpolation = Literal["natural_cubic", "pchip", "linear"]
 
 _REL_TOL = 1e-9

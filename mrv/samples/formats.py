@@ -1,10 +1,10 @@
-"""Column-mapping profiles that describe how one agency's sample file is laid out.
+"""Sample format profiles: column mappings that describe how one agency's sample file is laid out.
 
 Two layouts are supported:
 
 ``wide`` (default)
     one row per sample (one depth interval at one site); every measured quantity has its own
-    column (``columns: {soc: soc_g_kg, bulk_density: ...}``) in the unit the profile names
+    column (``columns: {soc: soc_g_kg, bulk_density: ...}``) in the unit the format profile names
     (``soc_unit``, ``som_unit``).
 ``long``
     one row per measured parameter of a sample, as many agency databases export them::
@@ -19,7 +19,7 @@ Two layouts are supported:
     ``coarse_fragments``) and, per role, the unit texts of the file to known unit codes.
     :func:`mrv.samples.ingest.ingest` pivots such a file to one record per sample.
 
-Profile features for files as agencies publish them (no preprocessing):
+Format profile features for files as agencies publish them (no preprocessing):
 
 ``constants:``
     values that hold for the whole file, e.g. ``{top: 0, bottom: 30, sampling_date: 2019-05-01}``.
@@ -44,7 +44,7 @@ Profile features for files as agencies publish them (no preprocessing):
     the sample file; ``ingest(..., sites=PATH)`` (``--sites``) names it instead.
 ``sample_id_from: [pedon, horizon]``
     a wide file without a sample id column: the id is the cells of these columns joined with ``/``
-    (a horizon table identifies a sample by its profile and horizon name).
+    (a horizon table identifies a sample by its soil profile and horizon name).
 ``long: {prefer: {soc: [Corg (Dumas), DIN EN 15936]}}``
     several SOC parameters or methods on one sample: the first listed (parameter name or method)
     that the sample has is used; the other lines stay with the sample, noted as not used.
@@ -63,14 +63,27 @@ import yaml
 from mrv.errors import ConfigError
 from mrv.resources import find_profile
 
-#: Canonical column roles a profile may map. Required ones are checked in :func:`load_format`.
+__all__ = [
+    "DEPTH_UNITS",
+    "MEASURED_ROLES",
+    "UNIT_FACTORS",
+    "LongLayout",
+    "SampleFormat",
+    "SiteTable",
+    "UnitColumn",
+    "load_format",
+    "normalize_name",
+    "parse_format",
+]
+
+#: Canonical column roles a format profile may map. Required ones are checked in :func:`load_format`.
 ROLES = (
     "sample_id", "site_id", "field_id", "submitter", "x", "y", "lon", "lat", "epsg", "sampling_date",
     "top", "bottom", "soc", "som", "bulk_density", "coarse_fragments", "method", "gps_accuracy", "depth", "geometry",
 )  # fmt: skip
 REQUIRED = ("sample_id", "sampling_date", "top", "bottom")
 
-#: Missing-value codes used when a profile gives none (compared ignoring case, after trimming).
+#: Missing-value codes used when a format profile gives none (compared ignoring case, after trimming).
 DEFAULT_MISSING = ("", "NA", "N/A", "n.a.", "-9999")
 
 #: Policies for values below the limit of detection (``<L``):
@@ -274,7 +287,7 @@ class SampleFormat:
 def load_format(
     name_or_path: str | Path, *, search_dirs: tuple[Path, ...] | None = None, config_path: Path | None = None
 ) -> SampleFormat:
-    """Load a profile by name or by path.
+    """Load a format profile by name or by path.
 
     With ``search_dirs`` (tests) a name is looked up only there; by default through
     :func:`mrv.resources.find_profile` (next to ``config_path``, the user directory, the package).
@@ -299,7 +312,7 @@ def load_format(
 
 
 def parse_format(raw: dict[str, Any], *, where: str, default_name: str) -> SampleFormat:
-    """Validate an already-parsed profile mapping (see :func:`load_format`)."""
+    """Validate an already-parsed format profile mapping (see :func:`load_format`)."""
     unknown = set(raw) - _TOP_KEYS
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {sorted(_TOP_KEYS)}.")

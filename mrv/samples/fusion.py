@@ -22,6 +22,8 @@ import pandas as pd
 from mrv.errors import SampleError
 from mrv.modeling.train import sample_weights
 
+__all__ = ["SourceWeight", "add_weights", "source_weights", "treat_as"]
+
 
 @dataclass(frozen=True)
 class SourceWeight:

@@ -14,8 +14,8 @@ exactly one place: in an accepted record or in ``rejected``.
 
 The file is checked and read in bounded chunks (:mod:`mrv.samples.reading`), every cell parsed
 strictly (:mod:`mrv.samples.cells`) and every sample validated vectorised
-(:mod:`mrv.samples.records`). A file whose header lacks a column the profile requires is
-rejected whole, in one message naming each column and the profile key that asks for it, before
+(:mod:`mrv.samples.records`). A file whose header lacks a column the format profile requires is
+rejected whole, in one message naming each column and the format profile key that asks for it, before
 any row is read. Accepted records may carry notes (``IngestResult.notes``, also joined into the
 record's ``ingest_flag``): an implausible bulk density stored as missing, a value below the
 detection limit, ... ``IngestResult.summary`` counts lines and samples by outcome and reason.
@@ -48,6 +48,21 @@ from mrv.samples.records import (  # noqa: F401  (re-exported: the plausibility 
     Context,
     validate,
 )
+
+__all__ = [
+    "CANONICAL_COLUMNS",
+    "IngestPart",
+    "IngestResult",
+    "IngestSummary",
+    "Rejection",
+    "decode",
+    "duplicate_ids",
+    "header_problems",
+    "ingest",
+    "ingest_parts",
+    "ingest_summary",
+    "read_table",
+]
 
 #: Columns of an accepted record, all stored in the sample store (:mod:`mrv.samples.store`).
 #:
@@ -240,7 +255,7 @@ def read_table(
 
 
 def header_problems(header: list[str], fmt: SampleFormat) -> list[str]:
-    """Each missing column with the profile key that asks for it (empty when the header is complete)."""
+    """Each missing column with the format profile key that asks for it (empty when the header is complete)."""
     have = set(header)
     problems = [
         f"'{col}' (columns.{role})"
@@ -295,7 +310,7 @@ def ingest(
     2-D, metres); positions outside the CRS's area of use, or outside ``region_bounds`` (in
     ``project_crs``) are rejected. SOC is converted to g/kg; soil organic matter (SOM, loss on
     ignition) to SOC with :func:`~mrv.samples.stocks.som_to_soc` (van Bemmelen factor 0.58), the
-    conversion SD kept in ``soc_sd_g_kg``. ``sites`` is the site table of a profile with
+    conversion SD kept in ``soc_sd_g_kg``. ``sites`` is the site table of a format profile with
     ``sites:`` (default: its ``sites.file`` next to ``path``). Files larger than ``max_bytes``,
     and anything that is not a regular file, are rejected whole.
 
@@ -815,7 +830,7 @@ def _choose(sample: _Sample, long: LongLayout, out: list[Rejection]) -> None:
             if r != best:
                 sample.unused.append((e.line, long.value_column,
                                       f"{e.name} ({e.method or 'no method'}) not used: {first.name} ({first.method or 'no method'}) "
-                                      f"on line {first.line} is preferred by the profile"))  # fmt: skip
+                                      f"on line {first.line} is preferred by the format profile"))  # fmt: skip
         for other in top[1:]:
             if np.isclose(other.number, first.number, rtol=1e-9, atol=1e-12) and other.unit == first.unit:
                 out.append(
@@ -830,7 +845,7 @@ def _choose(sample: _Sample, long: LongLayout, out: list[Rejection]) -> None:
                 other.value,
                 f"sample {sample.sample_id} has two different {_ROLE_LABELS[role]} values "
                 f"({first.value} {first.unit} on line {first.line}, {other.value} {other.unit} here); keep one, "
-                "or list the preferred parameter or method under long.prefer in the profile",
+                "or list the preferred parameter or method under long.prefer in the format profile",
                 "conflicting_values",
                 other.line,
             )

@@ -2,7 +2,7 @@
 
 Input table: one row per layer with ``profile_id, round, top_cm, bottom_cm, soc_g_kg`` and
 either ``bulk_density_g_cm3`` (optionally ``coarse_fragments_vol_pct``) or ``soil_mass_g`` +
-``core_area_cm2`` (oven-dry fine-earth core mass and total cored area). A profile is one
+``core_area_cm2`` (oven-dry fine-earth core mass and total cored area). A (soil) profile is one
 ``(profile_id, round)`` pair: the same sampling point re-sampled in another round is a
 different profile.
 
@@ -50,6 +50,16 @@ from mrv.samples.stocks import (
     find_layer_problems,
     format_layer_problems,
 )
+
+__all__ = [
+    "compute_profile_stocks",
+    "format_profile_problems",
+    "profile_stocks_report",
+    "read_profile_csv",
+    "stocks_command",
+    "stocks_input_from_records",
+    "stored_to_stocks_input",
+]
 
 OUTPUT_COLUMNS = (
     "profile_id",

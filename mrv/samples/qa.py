@@ -32,6 +32,21 @@ from shapely.geometry.base import BaseGeometry
 
 from mrv.config import SampleErrorModel, SamplesConfig
 
+__all__ = [
+    "SampleChecks",
+    "carry_sample_flags",
+    "check_samples",
+    "flag_duplicates",
+    "flag_field_edges",
+    "flag_gps_accuracy",
+    "flag_outliers_against_lab",
+    "flag_position_jitter",
+    "flag_sample_duplicates",
+    "flag_sample_outliers_against_lab",
+    "lab_soc_over",
+    "robust_sd",
+]
+
 #: Default position tolerance (m); see :attr:`mrv.config.SamplesConfig.gps_tolerance_m` for the sources.
 GPS_TOLERANCE_M = SamplesConfig.gps_tolerance_m
 #: Two positions closer than this (m) are "the same position" (coordinates retyped or reprojected).

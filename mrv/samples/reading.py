@@ -30,6 +30,19 @@ import pandas as pd
 
 from mrv.errors import SubmissionRejected
 
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "Chunk",
+    "Malformed",
+    "Table",
+    "check_regular_file",
+    "detect_encoding",
+    "irregular_kind",
+    "iter_chunks",
+    "looks_binary",
+    "open_table",
+]
+
 #: Largest submission read by default (bytes); 200,000 rows of a wide lab file are about 25 MB.
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 #: Rows per chunk handed to the validation.

@@ -27,6 +27,17 @@ from mrv.samples.crs_checks import UnusableCRS, inside_area, project_area, sourc
 from mrv.samples.formats import DEPTH_UNITS, UNIT_FACTORS, SampleFormat
 from mrv.samples.stocks import VAN_BEMMELEN_FACTOR, VAN_BEMMELEN_FACTOR_SD
 
+__all__ = [
+    "BD_RANGE_G_CM3",
+    "GPS_ACCURACY_MAX_M",
+    "MAX_DEPTH_CM",
+    "SOC_MAX_G_KG",
+    "SOM_MAX_G_KG",
+    "Context",
+    "Outcome",
+    "validate",
+]
+
 #: Plausibility limits. SOC above 580 g/kg would exceed pure organic matter (van Bemmelen 0.58);
 #: mineral bulk density cannot exceed quartz particle density, 2.65 g/cm3.
 SOC_MAX_G_KG = 580.0

@@ -23,6 +23,22 @@ import pandas as pd
 
 from mrv.errors import StockError
 
+__all__ = [
+    "DEPTH_TOLERANCE_CM",
+    "VAN_BEMMELEN_FACTOR",
+    "VAN_BEMMELEN_FACTOR_SD",
+    "FloatArray",
+    "bulk_density_ptf",
+    "check_columns",
+    "check_values",
+    "find_layer_problems",
+    "fixed_depth_stock",
+    "format_layer_problems",
+    "soc_stock_sd_t_ha",
+    "soc_stock_t_ha",
+    "som_to_soc",
+]
+
 FloatArray = npt.NDArray[np.float64]
 
 #: Tolerance (cm) when checking that one layer's bottom equals the next layer's top.

@@ -75,6 +75,49 @@ from mrv.errors import ConfigError, SampleError
 from mrv.samples.ingest import CANONICAL_COLUMNS, Rejection
 from mrv.samples.stocks import VAN_BEMMELEN_FACTOR, VAN_BEMMELEN_FACTOR_SD
 
+__all__ = [
+    "CELL_M",
+    "DB_ENV",
+    "DEFAULT_URL",
+    "FAILED",
+    "FLOAT_COLUMNS",
+    "LOCK_TIMEOUT_S",
+    "REJECTED",
+    "SAMPLE_TABLE_COLUMNS",
+    "SCHEMA_VERSION",
+    "STORED",
+    "SUPERSEDED",
+    "WITHDRAWN",
+    "AcceptedRow",
+    "SampleQuery",
+    "SampleStore",
+    "StoreBusy",
+    "Submission",
+    "SubmissionReport",
+    "cells",
+    "db_column",
+    "db_value",
+    "fetch_tuples",
+    "flag_counts",
+    "flagged_samples",
+    "insert_rows",
+    "list_submissions",
+    "raw_file",
+    "raw_files",
+    "redact_url",
+    "rejections",
+    "resolve_url",
+    "retired_samples",
+    "round_samples",
+    "samples",
+    "samples_frame",
+    "store_query",
+    "store_state",
+    "submission_report",
+    "submissions",
+    "utc_now",
+]
+
 SCHEMA_VERSION = 3
 #: Versions :meth:`SampleStore.open` can upgrade in place.
 _MIGRATABLE = (1, 2)

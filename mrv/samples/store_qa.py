@@ -33,6 +33,8 @@ from sqlalchemy.engine import Connection
 from mrv.samples.qa import SampleChecks, check_samples
 from mrv.samples.store import CELL_M, SampleStore, cells, fetch_tuples, insert_rows, rejections, samples
 
+__all__ = ["QAOutcome", "apply_qa", "neighbourhood", "qa_frame", "rerun_qa"]
+
 #: Columns the checks read.
 QA_COLUMNS = [
     "id", "submission_id", "row", "agency", "source", "submitter", "sample_id", "site_id", "x", "y",

@@ -83,6 +83,17 @@ from mrv.samples.store import (
 )
 from mrv.samples.store_qa import apply_qa
 
+__all__ = [
+    "MAX_FILE_BYTES",
+    "SOURCES",
+    "profile_hash",
+    "read_submission",
+    "reason_key",
+    "submit_file",
+    "summarise",
+    "withdraw",
+]
+
 SOURCES = ("lab", "crowd")
 #: Column of ``IngestResult.accepted`` with the ingest's notes on a record (stored in ``samples.ingest_flag``).
 INGEST_FLAG = str(getattr(ingest_mod, "FLAG_COLUMN", "ingest_flag"))
