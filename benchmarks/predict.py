@@ -60,6 +60,8 @@ SEED = 20240917
 TARGET_S_PER_MPX = 1.0
 TARGET_VS_RANGER = 100.0
 TARGET_VS_QF = 10.0
+QF = "quantile-forest predict, chunks of 100k px"
+RANGER = "R ranger (quantreg) + terra::predict"
 
 
 # --------------------------------------------------------------------------- synthetic data
@@ -264,7 +266,8 @@ def run_cluster(scene: Path, model: SOCModel, out: Path, repeat: int, *, process
                 cm.__exit__(None, None, None)
     name = "2 worker processes (before)" if processes else "in-process, 2 threads"
     return [
-        Row(f"this project, LocalCluster {name}, + 5 COGs", span, f"cluster started once, best of {repeat}"),
+        Row(PROJECT if not processes else f"this project, LocalCluster {name}, + 5 COGs", span,
+            f"cluster started once, best of {repeat}"),
         Row("  cluster start (once per run)", start),
         Row("  first round on the fresh cluster", first, "worker imports, numba kernel load, model scatter"),
         Row("  cluster close", m.span),
@@ -318,7 +321,7 @@ def main() -> None:
             rows += run_cluster(scene, model, work / "processes", args.repeat, processes=True)
         if "qf" in systems:
             n = 1 if mpx * args.trees > 400 else args.repeat
-            rows.append(Row("quantile-forest predict, chunks of 100k px", best_of(n, lambda: qf_predict(scene, model)),
+            rows.append(Row(QF, best_of(n, lambda: qf_predict(scene, model)),
                             f"n_jobs=2, no COG writes, best of {n}"))  # fmt: skip
             print(rows[-1], flush=True)
         if "ranger" in systems:
@@ -329,7 +332,7 @@ def main() -> None:
                 with TreeMeter() as m:
                     seconds, versions = ranger_predict(scene, model, work)
                 span = Span(seconds, m.span.cpu_s, m.span.peak_mb, m.span.load)
-                rows.append(Row("R ranger (quantreg) + terra::predict", span,
+                rows.append(Row(RANGER, span,
                                 f"{versions}, num.threads=2, run once; CPU and MB include the fit"))  # fmt: skip
             print(rows[-1], flush=True)
         print_table(rows, mpx, args)
@@ -337,26 +340,34 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
+PROJECT = "this project, LocalCluster in-process, 2 threads, + 5 COGs"
+
+
 def print_table(rows: list[Row], mpx: float, args: argparse.Namespace) -> None:
+    """The markdown table of benchmarks/README.md: one row per system, ratios against the project's row."""
+    by = {r.system: r.span for r in rows if r.span is not None}
+    ours = by.get(PROJECT)
     print(f"\n## Mean + 90 % PI maps, {mpx:.2f} Mpx, {args.trees} trees, min_samples_leaf {args.min_samples_leaf}, "
-          f"{os.cpu_count()} cores (wall = best of {args.repeat}; the machine is shared)\n")  # fmt: skip
-    print("| system | wall s | s per Mpx | CPU s | peak MB (process tree) | load avg | notes |")
-    print("|---|---:|---:|---:|---:|---:|---|")
+          f"{os.cpu_count()} cores (wall = best of {args.repeat}; load average at the end of each row)\n")  # fmt: skip
+    print("| system | wall s | s per Mpx | CPU s | peak MB (process tree) | load avg | wall / project | CPU / project | notes |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in rows:
         if r.span is None:
-            print(f"| {r.system} | - | - | - | - | - | {r.note} |")
+            print(f"| {r.system} | - | - | - | - | - | - | - | {r.note} |")
             continue
         s = r.span
-        print(f"| {r.system} | {s.wall_s:.2f} | {s.wall_s / mpx:.2f} | {s.cpu_s:.2f} | {s.peak_mb:.0f} | {s.load:.2f} | {r.note} |")
-    by = {r.system: r.span for r in rows if r.span is not None}
-    ours = by.get("this project, LocalCluster in-process, 2 threads, + 5 COGs")
+        ratio = cpu_ratio = "-"
+        if ours is not None and not r.system.startswith("  "):
+            ratio = f"{s.wall_s / ours.wall_s:.1f}x"
+            cpu_ratio = f"{s.cpu_s / max(ours.cpu_s, 1e-9):.1f}x"
+        print(f"| {r.system} | {s.wall_s:.2f} | {s.wall_s / mpx:.2f} | {s.cpu_s:.2f} | {s.peak_mb:.0f} | {s.load:.2f} | "
+              f"{ratio} | {cpu_ratio} | {r.note} |")  # fmt: skip
     if ours is None:
         return
     spm = ours.wall_s / mpx
-    print(f"\nthis project: {spm:.2f} s/Mpx including the COG writes -> target <= {TARGET_S_PER_MPX:g} s/Mpx "
-          f"{'MET' if spm <= TARGET_S_PER_MPX else 'MISSED'}")  # fmt: skip
-    for name, target in (("R ranger (quantreg) + terra::predict", TARGET_VS_RANGER),
-                         ("quantile-forest predict, chunks of 100k px", TARGET_VS_QF)):  # fmt: skip
+    print(f"\nthis project: {spm:.2f} s/Mpx including the COG writes ({ours.cpu_s / mpx:.2f} CPU s/Mpx) "
+          f"-> target <= {TARGET_S_PER_MPX:g} s/Mpx {'MET' if spm <= TARGET_S_PER_MPX else 'MISSED'}")  # fmt: skip
+    for name, target in ((RANGER, TARGET_VS_RANGER), (QF, TARGET_VS_QF)):
         peer = by.get(name)
         if peer is not None:
             ratio = peer.wall_s / ours.wall_s

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/region.py [--sizes 1,25,100] [--workdir DIR] [--keep]
+    python benchmarks/region.py [--sizes 1,25] [--workdir DIR]   # --sizes 1,25,100 on request (hours)
 
 For each size (Mpx, square at 10 m) a seeded synthetic region (``mrv.synthetic.build_region``:
 Sentinel-2 L2A COGs in a static STAC catalog, fields, lab samples, two rounds) is generated once
@@ -10,13 +10,17 @@ Sentinel-2 L2A COGs in a static STAC catalog, fields, lab samples, two rounds) i
 stage in a fresh child process (stages pass files, as the flow's tasks do), measured over the whole
 process tree (wall s, CPU s, peak RSS), so each peak is that stage's own:
 
-``imagery``    every round's tiles composited (``steps.prepare_imagery_tile``, ``imagery.tile_px`` 2048)
-               and mosaicked into the covariate stack (``steps.mosaic_imagery``)
-``samples``    ``steps.prepare_samples`` per round
-``model``      ``steps.fit_model`` (QRF, spatial CV, conformal calibration)
+``imagery``    every round's tiles composited (``imagery.run_tile``, ``imagery.tile_px`` 2048)
+               and mosaicked into the covariate stack (``imagery.run_mosaic``)
+``samples``    ``samples.run_samples`` per round
+``model``      ``model.run_fit`` (QRF, spatial CV, conformal calibration)
 ``cluster``    ``mrv.dask_cluster.dask_client`` opened once for the run
-``maps``       ``steps.predict_round`` per round (five COGs each)
-``accounting`` ``steps.account`` (Monte Carlo field and project totals, change)
+``maps``       ``model.run_predict`` per round (six COGs each)
+``accounting`` ``accounting.run_account`` (Monte Carlo field and project totals, change)
+
+Every step goes through the step cache (``mrv.pipeline.cache.run_cached``: input hashing, staging
+directory, step record), as in the flow; the run directory is emptied before each size, so nothing
+is skipped.
 
 Printed: one row per size and stage, then per stage the ratio of seconds per Mpx and of peak MB
 between the largest and the smallest region (1.00 = linear time / flat memory). Synthetic regions
@@ -76,12 +80,12 @@ def child(config: str, stage: str) -> None:
 
     from mrv.config import load_config
     from mrv.dask_cluster import dask_client
-    from mrv.pipeline import steps
+    from mrv.pipeline import accounting, imagery, model, samples
     from mrv.pipeline.layout import RunLayout
 
     cfg = load_config(config)
     layout = RunLayout(cfg.output_dir.resolve())
-    grid = steps.project_grid(cfg)
+    grid = imagery.project_grid(cfg)
 
     def emit(name: str, meter: TreeMeter) -> None:
         print(json.dumps({"stage": name, "mpx": grid.width * grid.height / 1e6, **asdict(meter.span)}), flush=True)
@@ -89,18 +93,18 @@ def child(config: str, stage: str) -> None:
     if stage == "imagery":
         with TreeMeter() as m:
             for rnd in cfg.rounds:
-                for tile in steps.imagery_tiles(cfg, grid):
-                    steps.prepare_imagery_tile(cfg, rnd, layout, tile, grid=grid)
-                steps.mosaic_imagery(cfg, rnd, layout)
+                for tile in imagery.imagery_tiles(cfg, grid):
+                    imagery.run_tile(cfg, rnd, layout, tile, grid=grid)
+                imagery.run_mosaic(cfg, rnd, layout)
         emit("imagery", m)
     elif stage == "samples":
         with TreeMeter() as m:
             for rnd in cfg.rounds:
-                steps.prepare_samples(cfg, rnd, layout)
+                samples.run_samples(cfg, rnd, layout)
         emit("samples", m)
     elif stage == "model":
         with TreeMeter() as m:
-            steps.fit_model(cfg, layout)
+            model.run_fit(cfg, layout)
         emit("model", m)
     elif stage == "maps":  # the cluster is opened once for all rounds, as in the flow's predict-maps task
         with TreeMeter() as m:
@@ -110,13 +114,13 @@ def child(config: str, stage: str) -> None:
         try:
             with TreeMeter() as m:
                 for rnd in cfg.rounds:
-                    steps.predict_round(cfg, rnd, layout, client=client)
+                    model.run_predict(cfg, rnd, layout, client=client)
             emit("maps", m)
         finally:
             cm.__exit__(None, None, None)
     elif stage == "accounting":
         with TreeMeter() as m:
-            steps.account(cfg, layout)
+            accounting.run_account(cfg, layout)
         emit("accounting", m)
 
 
@@ -135,7 +139,7 @@ def run_size(config: Path) -> list[dict[str, float | str]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", default="1,25,100", help="region sizes in Mpx (square, 10 m pixels)")
+    ap.add_argument("--sizes", default="1,25", help="region sizes in Mpx (square, 10 m pixels); 100 on request")
     ap.add_argument("--workdir", type=Path, default=None, help="keep generated regions here (re-used)")
     ap.add_argument("--child", nargs=2, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()

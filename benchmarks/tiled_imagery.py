@@ -5,8 +5,9 @@ Usage::
     python benchmarks/tiled_imagery.py [--sizes 500,1000] [--tile 256] [--workdir DIR]
 
 For each square scene size (pixels at 10 m) a seeded synthetic region is generated once, then
-``mrv.pipeline.steps.prepare_imagery`` runs in a fresh child process per mode, so each peak RSS
-(``ru_maxrss``) is that mode's alone:
+``mrv.pipeline.imagery.run_round`` (every tile, then the mosaic, through the step cache) runs in a
+fresh child process per mode, into an emptied run directory, so each peak RSS (``ru_maxrss``) is
+that mode's alone and no step is skipped:
 
 ``whole``  ``imagery.tile_px`` larger than the scene: one tile, the previous behaviour (the whole
            covariate stack is computed in memory, then written).
@@ -26,6 +27,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -38,17 +40,17 @@ REPO = Path(__file__).resolve().parents[1]
 
 def child(config: str, tile_px: int, out: str) -> None:
     from mrv.config import load_config
-    from mrv.pipeline import steps
+    from mrv.pipeline import imagery
     from mrv.pipeline.layout import RunLayout
 
     cfg = load_config(config)
     cfg = replace(cfg, imagery=replace(cfg.imagery, tile_px=tile_px))
-    grid = steps.project_grid(cfg)
+    grid = imagery.project_grid(cfg)
     t0 = time.perf_counter()
-    steps.prepare_imagery(cfg, cfg.rounds[0], RunLayout(Path(out)))
+    imagery.run_round(cfg, cfg.rounds[0], RunLayout(Path(out)))
     seconds = time.perf_counter() - t0
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    tiles = len(steps.imagery_tiles(cfg, grid))
+    tiles = len(imagery.imagery_tiles(cfg, grid))
     print(json.dumps({"seconds": seconds, "peak_mb": peak_mb, "pixels": grid.width * grid.height, "tiles": tiles}))
 
 
@@ -73,6 +75,7 @@ def region(workdir: Path, size: int) -> Path:
 
 
 def measure(config: Path, tile_px: int, out: Path) -> dict[str, float]:
+    shutil.rmtree(out, ignore_errors=True)  # a kept run directory would let the step cache skip the work
     cmd = [sys.executable, __file__, "--child", str(config), str(tile_px), str(out)]
     env = {**os.environ, "GDAL_CACHEMAX": "256"}
     done = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)

@@ -3,8 +3,8 @@
 ``python benchmarks/validity.py [--seeds 11,23,37,41,59] [--size 200] [--zero-change-seeds 71,83]``
 
 For every seed a region is generated (:mod:`mrv.synthetic`, lab samples only, every baseline site
-re-measured in the last round) and the pipeline steps are called directly (imagery, samples, model,
-prediction, accounting; no Prefect). Two estimators are compared on the same imagery and samples:
+re-measured in the last round) and the pipeline steps run in this process through the step cache
+(imagery, samples, model, prediction, accounting; no Prefect). Two estimators are compared on the same imagery and samples:
 
 * **today**: one model pooled over both rounds on raw covariates; stock and change from the Monte Carlo
   of the maps (``mrv.accounting.aggregate``, round error correlation 0);
@@ -41,7 +41,7 @@ sys.path.insert(0, str(REPO))
 
 from mrv.config import load_config  # noqa: E402
 from mrv.fields import field_index_raster, read_fields  # noqa: E402
-from mrv.pipeline import steps  # noqa: E402
+from mrv.pipeline import accounting, imagery, model, samples  # noqa: E402
 from mrv.pipeline.layout import RunLayout  # noqa: E402
 from mrv.raster import read_raster  # noqa: E402
 from mrv.synthetic import SceneSpec, build_region  # noqa: E402
@@ -72,17 +72,18 @@ def run_region(root: Path, spec: SceneSpec) -> dict[str, Any]:
     base = load_config(cfg_path)
     layout = RunLayout(base.output_dir)
     for rnd in base.rounds:
-        steps.prepare_imagery(base, rnd, layout)
-        steps.prepare_samples(base, rnd, layout)
+        imagery.run_round(base, rnd, layout)
+        samples.run_samples(base, rnd, layout)
     truth = pd.read_csv(root / "region" / "truth" / "fields_truth.csv", dtype={"round": str})
     first, last = base.rounds[0].name, base.rounds[-1].name
     out: dict[str, Any] = {"seed": spec.seed, "change_scale": spec.change_scale}
     for label, norm in (("today", False), ("new", True)):
         cfg = replace(base, model=replace(base.model, round_normalisation=norm))
-        steps.fit_model(cfg, layout)
+        model.run_fit(cfg, layout)  # each estimator's steps in their own keyed directories
         for rnd in cfg.rounds:
-            steps.predict_round(cfg, rnd, layout)
-        acc = json.loads(steps.account(cfg, layout).read_text())
+            model.run_predict(cfg, rnd, layout)
+        accounting.run_account(cfg, layout)
+        acc = json.loads(layout.accounting.read_text())
         res: dict[str, Any] = {"fields": {}, "project": {}}
         # pixel coverage of the map intervals, both rounds, field pixels only
         pix = []
@@ -98,6 +99,12 @@ def run_region(root: Path, spec: SceneSpec) -> dict[str, Any]:
             on = np.isfinite(p05[0]) & (zones >= 0)
             pix.append(float(np.mean((tr[on] >= p05[0][on]) & (tr[on] <= p95[0][on]))))
         res["pixel_coverage"] = float(np.mean(pix))
+        card = json.loads((layout.model_dir / "model_card.json").read_text())
+        res["deciles"] = card.get("cv_coverage_by_decile") or []  # the maps' intervals (spatial CV)
+        single = card.get("calibration", {}).get("single_margin") or {}
+        res["deciles_single"] = single.get("cv_coverage_by_decile") or []  # one CQR margin, for comparison
+        res["cv_picp"] = (card["cv"]["picp_90"], single.get("cv_picp"))
+        res["cv_width"] = (card["cv"]["mean_width_90"], single.get("cv_mean_width_t_ha"))
         design = acc.get("design_based", {})
         for f in acc["fields"]:
             fid = f["field_id"]
@@ -126,8 +133,57 @@ def run_region(root: Path, spec: SceneSpec) -> dict[str, Any]:
             c = design["change"]["project"]["per_ha"]
         res["project"]["stock"] = (s["mean"], s["lower_90"], s["upper_90"])
         res["project"]["change"] = (c["mean"], c["lower_90"], c["upper_90"])
+        res["project"]["change_se"] = c.get("se")
+        if label == "new":
+            ch = design["change"]
+            res["change_info"] = {**ch.get("info", {}), "n_pairs": ch.get("n_pairs"), "df": ch["project"].get("df")}
+            res["alone"] = sites_alone(cfg, layout, first, last)
         out[label] = res
     return out
+
+
+def sites_alone(cfg: Any, layout: RunLayout, first: str, last: str) -> dict[str, Any]:
+    """The change estimator alone on the run's ``sites.csv`` (every lab site, flagged or not, field from the
+    sample file, b = 0, polygon areas): what the pipeline's design-based change adds to or loses from it."""
+    from mrv.accounting.change import design_change, pair_sites
+
+    fields = read_fields(cfg.region.fields, crs=cfg.region.crs)
+    area = {f.field_id: float(f.area_ha) for f in fields}
+    a = pd.read_csv(layout.sites(first), dtype={"field_id": str})
+    b = pd.read_csv(layout.sites(last), dtype={"field_id": str})
+    a, b = a[a["source"] == "lab"].reset_index(drop=True), b[b["source"] == "lab"].reset_index(drop=True)
+    pairs = pair_sites(a, b, max_distance_m=cfg.accounting.pair_distance_m)
+    _, proj, info = design_change(pairs, zones=list(area), zone_map_change_t_ha={}, area_ha=area, method="none",
+                                  confidence=cfg.accounting.confidence)  # fmt: skip
+    lo, hi = proj.interval()
+    flagged = int(sum((t["qa_flag"].fillna("").astype(str).str.strip() != "").sum() for t in (a, b)))
+    return {"change": (proj.mean_t_ha, lo, hi), "se": proj.se_t_ha, "n_pairs": len(pairs), "flagged": flagged,
+            "unsampled": info["strata_without_sites"]}  # fmt: skip
+
+
+def decile_table(results: list[dict[str, Any]], label: str = "new") -> list[str]:
+    """Spatial-CV coverage by decile of the observed stock, pooled over regions (counts summed), maps' interval
+    beside the one-margin CQR interval; plus the share of (region, decile) cells below 0.8."""
+    lines = ["| decile | maps' interval | one margin | regions below 0.80 (maps / one margin) |", "|---:|---:|---:|---:|"]
+    for k in range(1, 11):
+        cells = []
+        for key in ("deciles", "deciles_single"):
+            hit = n = 0.0
+            low = 0
+            for r in results:
+                for e in r[label].get(key, []):
+                    if e["decile"] == k:
+                        hit += e["picp"] * e["n"]
+                        n += e["n"]
+                        low += e["picp"] < 0.8
+            cells.append((hit / n if n else float("nan"), low))
+        lines.append(f"| {k} | {cells[0][0]:.3f} | {cells[1][0]:.3f} | {cells[0][1]}/{len(results)} / {cells[1][1]}/{len(results)} |")
+    picp = np.array([r[label]["cv_picp"] for r in results], dtype=float)
+    width = np.array([r[label]["cv_width"] for r in results], dtype=float)
+    lines.append(f"| all | {np.nanmean(picp[:, 0]):.3f} (width {np.nanmean(width[:, 0]):.1f} t C/ha) | "
+                 f"{np.nanmean(picp[:, 1]):.3f} (width {np.nanmean(width[:, 1]):.1f} t C/ha) | width ratio "
+                 f"{np.nanmean(width[:, 0]) / np.nanmean(width[:, 1]):.2f} |")  # fmt: skip
+    return lines
 
 
 def summarise(results: list[dict[str, Any]], label: str) -> dict[str, str]:
@@ -240,6 +296,30 @@ def main(argv: list[str] | None = None) -> int:
         print("|---|---:|---:|")
         for k in today:
             print(f"| {k} | {today[k]} | {new[k]} |")
+    if results:
+        print("\nProject change, per region (new estimator; 'alone' = the estimator on sites.csv, b = 0, every site):")
+        print("| seed | truth | pipeline est [90 %] | z | pairs | b | unsampled fields | alone est [90 %] | z | pairs | flagged |")
+        print("|---:|---:|---|---:|---:|---:|---:|---|---:|---:|---:|")
+        for r in results:
+            n, al, tru = r["new"], r["new"]["alone"], r["new"]["project"]["true_change"]
+            e, lo, hi = n["project"]["change"]
+            ea, la, ha = al["change"]
+            z = (e - tru) / n["project"]["change_se"] if n["project"]["change_se"] else float("nan")
+            za = (ea - tru) / al["se"] if al["se"] else float("nan")
+            info = n["change_info"]
+            print(f"| {r['seed']} | {tru:+.2f} | {e:+.2f} [{lo:+.2f}, {hi:+.2f}] | {z:+.2f} | {info['n_pairs']} | "
+                  f"{info['slope_b']:+.2f} | {len(info['strata_without_sites'])} | {ea:+.2f} [{la:+.2f}, {ha:+.2f}] | "
+                  f"{za:+.2f} | {al['n_pairs']} | {al['flagged']} |")  # fmt: skip
+        zs = [((r["new"]["project"]["change"][0] - r["new"]["project"]["true_change"]) / r["new"]["project"]["change_se"])
+              for r in results]  # fmt: skip
+        za = [((r["new"]["alone"]["change"][0] - r["new"]["project"]["true_change"]) / r["new"]["alone"]["se"])
+              for r in results]  # fmt: skip
+        print(f"mean z^2: pipeline {np.mean(np.square(zs)):.2f}, alone {np.mean(np.square(za)):.2f}; "
+              f"mean z: pipeline {np.mean(zs):+.2f}, alone {np.mean(za):+.2f} (1 and 0 when the variance and bias are right)")
+    if results and results[0]["new"].get("deciles"):
+        print(f"\nSpatial-CV 90 % coverage by decile of the observed stock (new estimator's model card), pooled over "
+              f"{len(results)} regions:")  # fmt: skip
+        print("\n".join(decile_table(results)))
     if zero_results:
         print(f"\nZero true change ({len(zero_results)} regions, seeds {args.zero_change_seeds}):")
         print("| estimator | project change covers 0 | mean project change t C/ha |")

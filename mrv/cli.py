@@ -59,6 +59,17 @@ def _cmd_config_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report_schema(args: argparse.Namespace) -> int:
+    from mrv.report.schema import schema_text
+
+    if args.output:
+        Path(args.output).write_text(schema_text(), encoding="utf-8")
+        sys.stdout.write(f"JSON Schema of report.json written to {args.output}\n")
+    else:
+        sys.stdout.write(schema_text())
+    return 0
+
+
 def _print_summary(report_path: Path) -> None:
     report = json.loads(report_path.read_text(encoding="utf-8"))
     run = report["run"]
@@ -252,6 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
     bld = rep.add_parser("build", help="re-render RUN_DIR/report.html and report/fields.gpkg from report.json")
     bld.add_argument("run_dir", type=Path)
     bld.set_defaults(func=_cmd_build)
+    rsch = rep.add_parser("schema", help="print the JSON Schema of report.json (generated from mrv.report.schema)")
+    rsch.add_argument("-o", "--output", type=Path, default=None, help="write it to a file instead of stdout")
+    rsch.set_defaults(func=_cmd_report_schema)
     return p
 
 

@@ -132,8 +132,9 @@ def write_cogs_by_strips(
         raise
     for dst in outs:
         dst.close()
-    for src, final in zip(staging, paths, strict=True):
-        _finish_cog(src, final)
+    # The COG copies are independent and GDAL releases the GIL: all at once rather than one after another.
+    with ThreadPoolExecutor(max_workers=max(1, len(paths)), thread_name_prefix="cog") as pool:
+        list(pool.map(_finish_cog, staging, paths))
 
 
 def mosaic_to_cog(
@@ -220,3 +221,38 @@ def read_raster_lazy(path: Path, *, chunk_px: int) -> tuple[da.Array, Grid, list
     reader = _WindowReader(path)
     arr = da.from_array(reader, chunks=(-1, chunk_px, chunk_px), lock=False, meta=np.empty((0, 0, 0), "float32"))
     return arr, grid, names
+
+
+def sample_at_points(
+    path: Path, x: np.ndarray, y: np.ndarray, *, skip_bands: Sequence[str] = ("n_bare",)
+) -> tuple[np.ndarray, list[str]]:
+    """``(points, bands)`` float32 values of the GeoTIFF ``path`` at points in its CRS, without loading it.
+
+    The same pixels and values as :func:`mrv.modeling.features.extract_at_points` on the whole stack
+    (:func:`read_raster`): the nearest pixel centre, ``col = rint((x - x_0) / res)`` from the first
+    centre ``x_0``; NaN for nodata and for points outside the grid (never the edge pixel). Bands
+    named in ``skip_bands`` are left out; the names of the others are returned. Each GeoTIFF block
+    holding a point is read once (all kept bands, one window), so memory is one block, whatever
+    the raster's size.
+    """
+    with rasterio.open(path) as src:
+        names = [d or f"band_{i + 1}" for i, d in enumerate(src.descriptions)]
+        keep = [i for i, n in enumerate(names) if n not in skip_bands]
+        b = src.bounds
+        grid = Grid(crs=src.crs.to_string(), bounds=(b.left, b.bottom, b.right, b.top), resolution_m=src.res[0])
+        res = grid.resolution_m
+        x0, y0 = grid.bounds[0] + 0.5 * res, grid.bounds[3] - 0.5 * res  # first pixel centres, as x_coords()
+        col = np.rint((np.asarray(x, dtype="float64") - x0) / res).astype(np.int64)
+        row = np.rint((y0 - np.asarray(y, dtype="float64")) / res).astype(np.int64)
+        inside = (col >= 0) & (col < src.width) & (row >= 0) & (row < src.height)
+        values = np.full((col.size, len(keep)), np.nan, dtype="float32")
+        bh, bw = src.block_shapes[0]
+        idx = np.flatnonzero(inside)
+        block_id = (row[idx] // bh) * ((src.width + bw - 1) // bw) + col[idx] // bw
+        for bid in np.unique(block_id):
+            pts = idx[block_id == bid]
+            r0, c0 = int(row[pts[0]] // bh * bh), int(col[pts[0]] // bw * bw)
+            window = Window(c0, r0, min(bw, src.width - c0), min(bh, src.height - r0))  # type: ignore[no-untyped-call]
+            block = src.read([i + 1 for i in keep], window=window, masked=True).astype("float32").filled(np.nan)
+            values[pts] = block[:, row[pts] - r0, col[pts] - c0].T
+    return values, [names[i] for i in keep]

@@ -81,7 +81,7 @@ def test_crowd_noise_does_not_widen_lab_intervals_and_bias_is_found(seed: int) -
     assert abs(bias["bias_t_ha"] - 6.0) < 3 * bias["se_t_ha"] + 1.0, bias
     # the margin comes from lab residuals: not the wider one every site would set
     oof = res.oof
-    raw_lo, raw_hi = oof["lower"] + res.model.margin_t_ha, oof["upper"] - res.model.margin_t_ha
+    raw_lo, raw_hi = oof["lower_raw"], oof["upper_raw"]
     margin_all = conformal_margin(oof["observed"].to_numpy(), raw_lo.to_numpy(), raw_hi.to_numpy(), confidence=0.9)
     assert res.model.margin_t_ha < margin_all
     by_source = cal["margin_by_source_t_ha"]

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from regions import region_config
 
+from mrv.pipeline.layout import RunLayout
 from mrv.raster import read_raster
 
 pytestmark = pytest.mark.slow
@@ -50,8 +51,14 @@ def test_report_has_fields_with_intervals(small_run: Path) -> None:
         s = f["soc_stock_t_ha"]
         assert s["lower_90"] <= s["mean"] <= s["upper_90"]
     assert "co2e_t" in report["project"]["change"]
-    for name in ("mean", "p05", "p95"):
-        assert (small_run / "run" / "maps" / f"soc_stock_{name}.tif").is_file()
+    # the latest round's maps, as the report and index.json name them (inside the round's keyed maps directory)
+    index = json.loads((small_run / "run" / "index.json").read_text())
+    assert index["latest_round"] == "2024"
+    assert report["maps"] == index["latest_maps"]
+    latest = RunLayout(small_run / "run").round_maps("2024")
+    for name in ("mean", "p05", "p50", "p95", "sd", "width90"):
+        assert report["maps"][name] == latest[name].relative_to(small_run / "run").as_posix()
+        assert (small_run / "run" / report["maps"][name]).is_file()
     assert (small_run / "run" / "report.html").is_file()
     assert (small_run / "run" / "manifest.json").is_file()
 
@@ -63,8 +70,9 @@ def test_model_beats_mean_only_baseline(small_run: Path) -> None:
 
 def test_intervals_cover_held_out_truth(small_run: Path) -> None:
     truth_full, tgrid, _ = read_raster(small_run / "region" / "truth" / "soc_stock_0_30cm_2024.tif")
-    p05, grid, _ = read_raster(small_run / "run" / "maps" / "soc_stock_p05.tif")
-    p95, _, _ = read_raster(small_run / "run" / "maps" / "soc_stock_p95.tif")
+    maps = json.loads((small_run / "run" / "report.json").read_text())["maps"]  # the latest round's (2024)
+    p05, grid, _ = read_raster(small_run / "run" / maps["p05"])
+    p95, _, _ = read_raster(small_run / "run" / maps["p95"])
     # The run grid covers the fields' bounding box: cut the same window out of the truth grid.
     col0 = round((grid.bounds[0] - tgrid.bounds[0]) / grid.resolution_m)
     row0 = round((tgrid.bounds[3] - grid.bounds[3]) / grid.resolution_m)
@@ -87,7 +95,7 @@ def test_python_api_opens_the_run(small_run: Path) -> None:
     arr = result.map("p95", round="2024")
     assert arr.odc.crs.epsg == 32633
     assert arr.attrs["units"] == "t C/ha"
-    values, grid, _ = read_raster(small_run / "run" / "maps" / "2024" / "soc_stock_p95.tif")
+    values, grid, _ = read_raster(RunLayout(small_run / "run").round_maps("2024")["p95"])
     np.testing.assert_array_equal(arr.values, values[0])
     assert float(arr.x[0]) == pytest.approx(grid.bounds[0] + grid.resolution_m / 2)
     from mrv.errors import ConfigError

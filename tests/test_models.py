@@ -262,12 +262,19 @@ def _write_field(path: Path, grid: Grid) -> None:
     path.write_text(json.dumps({"type": "FeatureCollection", "features": [feature]}))
 
 
-def _write_round(layout: RunLayout, grid: Grid, names: list[str], *, n_sites: int = 160) -> None:
+def _write_round(layout: RunLayout, grid: Grid, names: list[str], fields: Path, *, n_sites: int = 160) -> None:
+    """The imagery step's outputs (covariates.tif, covariate_norm.json) and the samples step's sites.csv for r1."""
+    from mrv.fields import field_index_raster, read_fields
+    from mrv.fsio import write_json
+    from mrv.pipeline.imagery import normalisation_stats
+
     xs, ys = np.asarray(grid.x_coords()), np.asarray(grid.y_coords())
     gx, gy = np.meshgrid(xs, ys)
     cov = smooth_covariates(gx.ravel(), gy.ravel()).T.reshape(len(COVS), len(ys), len(xs)).astype("float32")
     n_bare = np.ones((1, len(ys), len(xs)), dtype="float32")
     write_cog(layout.covariates("r1"), np.concatenate([cov, n_bare]), grid, band_names=[*names, "n_bare"])
+    on_fields = field_index_raster(read_fields(fields, crs=grid.crs), grid) >= 0
+    write_json(layout.covariate_norm("r1"), normalisation_stats(layout.covariates("r1"), on_fields))
     rng = np.random.default_rng(4)
     row, col = rng.integers(0, len(ys), n_sites), rng.integers(0, len(xs), n_sites)
     c = cov[:, row, col].T
@@ -294,8 +301,8 @@ def run(tmp_path: Path) -> tuple[RunConfig, RunLayout, Grid]:
         d.mkdir(parents=True)
         layout = layout.placed(place, d)
     layout.work("r1").mkdir(parents=True)
-    _write_round(layout, grid, COVS)
     _write_field(tmp_path / "fields.geojson", grid)
+    _write_round(layout, grid, COVS, tmp_path / "fields.geojson")
     cfg = RunConfig(
         name="t",
         source_path=tmp_path / "cfg.yaml",
@@ -329,7 +336,7 @@ def test_fit_model_registers_and_prediction_checks_covariates(run) -> None:
     maps = steps.predict_round(cfg, cfg.rounds[0], layout)
     assert maps["mean"].is_file()
 
-    _write_round(layout, grid, ["c0", "c1", "c2", "swir16"])
+    _write_round(layout, grid, ["c0", "c1", "c2", "swir16"], cfg.region.fields)
     with pytest.raises(CovariateMismatch, match=r"missing \['c3'\], unexpected \['swir16'\]"):
         steps.predict_round(cfg, cfg.rounds[0], layout)
 

@@ -40,7 +40,7 @@ def _pixels(seed: int, n: int, n_feat: int) -> np.ndarray:
 def test_compiled_walk_matches_numpy_path_and_quantile_forest(seed: int, n_trees: int, n_feat: int) -> None:
     model = _model(seed, n_trees=n_trees, n_feat=n_feat)
     assert model._compiled() is not None
-    X = _pixels(seed, 3001, n_feat)  # not a multiple of the 32-pixel block
+    X = _pixels(seed, 3001, n_feat)  # not a multiple of the 48-pixel block
     fast = model.predict(X)
     ref = model._predict_numpy(X, batch=1000)
     assert fast.shape == ref.shape == (3001, 5)
@@ -119,3 +119,18 @@ def test_pickled_model_predicts_the_same_and_carries_no_compiled_layout() -> Non
     assert b"CompiledForest" not in blob
     again = pickle.loads(blob)
     np.testing.assert_array_equal(again.predict(X), before)
+
+
+@pytest.mark.parametrize("n_feat", [forest_walk.FEATURE_SLOTS, forest_walk.FEATURE_SLOTS + 1])
+def test_covariate_count_at_and_beyond_the_packed_layout(n_feat: int) -> None:
+    """Up to FEATURE_SLOTS covariates the compiled walk runs; beyond, the numpy path gives the same numbers."""
+    model = _model(11, n_trees=12, n_feat=n_feat, n=300)
+    compiled = model._compiled()
+    assert (compiled is not None) == (n_feat <= forest_walk.FEATURE_SLOTS)
+    X = _pixels(11, 500, n_feat)
+    ok = np.isfinite(X).all(axis=1)
+    out = model.predict(X)
+    q = np.asarray(model.forest.predict(X[ok], quantiles=list(model.quantiles)))
+    np.testing.assert_allclose(out[ok, 2], q[:, 1], atol=1e-4)
+    np.testing.assert_allclose(out[ok, 0], model.forest.predict(X[ok], quantiles="mean"), atol=1e-4)
+    assert np.isnan(out[~ok]).all()

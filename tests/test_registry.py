@@ -145,12 +145,28 @@ def test_unknown_id_lists_known_models(tmp_path: Path, model: SOCModel) -> None:
 def test_unpicklable_bytes_name_the_versions(tmp_path: Path, model: SOCModel) -> None:
     """A pickle that no longer loads (e.g. other library versions) is a ModelError, not a traceback."""
     ref = register(model, CARD, tmp_path)
-    blob = b"not a pickle at all"
-    card = json.loads(ref.card_path.read_text())
-    card["model_sha256"] = sha256_bytes(blob)
-    ref.model_path.write_bytes(blob)
-    ref.card_path.write_text(json.dumps(card))
+    _replace_pickle(ref, b"not a pickle at all")
     with pytest.raises(ModelError, match=r"Cannot unpickle .*written with \{.*scikit-learn"):
+        load(model.model_id, tmp_path)
+
+
+def _replace_pickle(ref: ModelRef, blob: bytes) -> None:
+    """Swap the entry's pickle and make the card agree (a consistent but wrong entry)."""
+    card = json.loads(ref.card_path.read_text())
+    ref.model_path.write_bytes(blob)
+    ref.card_path.write_text(json.dumps({**card, "model_sha256": sha256_bytes(blob)}))
+
+
+def test_entries_holding_something_else_are_refused(tmp_path: Path, model: SOCModel) -> None:
+    import pickle
+
+    ref = register(model, CARD, tmp_path)
+    _replace_pickle(ref, pickle.dumps({"not": "a model"}))
+    with pytest.raises(ModelError, match="holds a dict, not an SOC model"):
+        load(model.model_id, tmp_path)
+    other = tiny_model(margin=3.0)
+    _replace_pickle(ref, pickle.dumps(other))
+    with pytest.raises(ModelError, match=rf"holds model {other.model_id}, not {model.model_id}.*Move it back"):
         load(model.model_id, tmp_path)
 
 
@@ -435,6 +451,9 @@ def test_registry_writability_is_checked_before_any_work(tmp_path: Path) -> None
     (tmp_path / "file").write_text("x")
     with pytest.raises(ModelError, match=r"file is not a directory\. Set model\.registry_dir"):
         check_registry_writable(tmp_path / "file" / "models")
+
+
+def test_read_only_registry_is_refused(tmp_path: Path) -> None:
     ro = tmp_path / "ro"
     ro.mkdir(mode=0o555)
     if os.access(ro, os.W_OK):  # root ignores permissions

@@ -548,3 +548,18 @@ def test_render_map_png_handles_all_nodata_and_bad_input(tmp_path: Path) -> None
         render_map_png(tif, tmp_path / "x.png", title="x", units="u", cmap="nope")
     with pytest.raises(MRVError, match="Cannot read GeoTIFF"):
         render_map_png(tmp_path / "missing.tif", tmp_path / "x.png", title="x", units="u")
+
+
+def test_real_report_credits_the_design_based_change(tmp_path: Path) -> None:
+    """The fixture is a real run's report.json: the headline shows the design-based change it credits."""
+    data = json.loads((Path(__file__).parent / "fixtures" / "report_v2.json").read_text(encoding="utf-8"))
+    html, doc = _render(tmp_path, data, with_images=False)
+    text = " ".join(" ".join(doc.text).split())
+    co2e = data["design_based"]["change"]["project"]["co2e"]
+    assert f"Change as CO2e (2021 to 2024) {co2e['mean']:,.1f} t CO2e" in text
+    assert "Not significant the 90 % interval spans zero (design-based, re-measured sites)" in text
+    meth = doc.tables["methodology-table"]
+    assert len(meth) == 1 + len(data["methodology"]["checks"]) + len(data["methodology"]["vt0014"]["checks"])
+    assert any(r[0].startswith("VT0014 r2_positive") for r in meth)
+    assert _row(doc.tables["samples-table"], "lab") == ["lab", "120", "120", "0"]
+    assert "report.json schema version 2" in text

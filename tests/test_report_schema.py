@@ -31,7 +31,7 @@ def _validator() -> jsonschema.Draft202012Validator:
 
 def test_published_schema_is_the_generated_one() -> None:
     assert PUBLISHED.read_text(encoding="utf-8") == schema_text(), (
-        "mrv/report/report.schema.json is stale: python -m mrv.report.schema > mrv/report/report.schema.json"
+        "mrv/report/report.schema.json is stale: mrv report schema -o mrv/report/report.schema.json"
     )
     assert json.loads(PUBLISHED.read_text())["$schema"] == "https://json-schema.org/draft/2020-12/schema"
 
@@ -125,6 +125,13 @@ def test_non_finite_numbers_become_null(data: dict[str, Any]) -> None:
     out = dataclasses.replace(report, project=project).to_json()
     assert out["project"]["soc_stock_t_ha"]["sd"] is None
     json.dumps(out, allow_nan=False)
+
+
+def test_cli_prints_the_schema(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from mrv.cli import main
+
+    assert main(["report", "schema", "-o", str(tmp_path / "s.json")]) == 0
+    assert (tmp_path / "s.json").read_text(encoding="utf-8") == schema_text()
 
 
 def test_read_report_names_the_file(tmp_path: Path) -> None:

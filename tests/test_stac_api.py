@@ -583,8 +583,9 @@ def test_read_chunks_grow_with_few_items_and_stay_within_the_task_budget() -> No
     from mrv.imagery.load import READ_TASK_BYTES, read_chunk_px
 
     big = Grid(crs=CRS, bounds=(X0, Y0 - 20_000, X0 + 20_000, Y0), resolution_m=10.0)  # 2000 x 2000 px
-    assert read_chunk_px(4, 256, big) == 2000  # 8 x 256 = 2048, capped at the grid
-    assert read_chunk_px(20, 256, big) == 768
+    assert read_chunk_px(1, 256, big) == 2000  # 8 x 256 = 2048, capped at the grid
+    assert read_chunk_px(2, 256, big) == 1280
+    assert read_chunk_px(4, 256, big) == 1024
     assert read_chunk_px(200, 256, big) == 256  # never below chunk_px
     assert read_chunk_px(1, 256, GRID) == 256
     for n in (1, 4, 20, 60):

@@ -20,7 +20,7 @@ import yaml
 from regions import finish_mrv_run, region_config, run_env, start_mrv_run
 from test_store import run_cli
 
-from mrv.pipeline.layout import RunLayout
+from mrv.pipeline.layout import RunLayout, StepPlace
 from mrv.synthetic import SceneSpec
 
 pytestmark = pytest.mark.slow  # three small `mrv run`s: about 2-3 minutes on 2 busy cores
@@ -35,6 +35,11 @@ def _report(layout: RunLayout) -> dict[str, Any]:
 
 def _store_summary(layout: RunLayout) -> dict[str, Any]:
     return json.loads(layout.samples_summary("2024").read_text())["lab"]
+
+
+def _record(layout: RunLayout, round_name: str) -> dict[str, Any]:
+    """The step record of a round's current samples step (its key, code version and the store state it was keyed on)."""
+    return json.loads(layout.step_record(StepPlace("samples", round_name)).read_text())
 
 
 def _site_ids(layout: RunLayout) -> set[str]:
@@ -72,19 +77,26 @@ def test_a_store_fed_round_follows_submissions_through_mrv_run(tmp_path: Path, p
     run("first")
     summary = _store_summary(layout)
     assert summary["from_store"]["submissions"] == [1]
-    assert summary["accepted"] == n_first
+    assert summary["from_store"]["samples"] == summary["accepted"] == n_first
     n_2021 = int(json.loads(layout.samples_summary("2021").read_text())["lab"]["accepted"])
     assert _report(layout)["samples"]["lab"]["accepted"] == n_2021 + n_first
     assert _site_ids(layout) == first_sites
-    sites_2021, sites_2024 = layout.sites("2021"), layout.sites("2024")
+    assert _record(layout, "2024")["config"]["store"]["submissions"] == [1]
+    before = {r: _record(layout, r) for r in ("2021", "2024")}
 
     submit(later, "Second Lab")
     run("second")
-    assert layout.sites("2024") != sites_2024  # the store's new submission: the step was recomputed
-    assert layout.sites("2021") == sites_2021  # the file-fed round: reused
+    after = {r: _record(layout, r) for r in ("2021", "2024")}
+    # The store's new submission: the 2024 step was recomputed, keyed on the store's submissions.
+    assert after["2024"]["key"] != before["2024"]["key"]
+    assert after["2024"]["config"]["store"]["submissions"] == [1, 2]
+    assert after["2024"]["config"]["store"]["samples"] == [n_first, n_later]
+    if after["2021"]["code_version"] == before["2021"]["code_version"]:  # (a tree edited meanwhile re-keys every step)
+        assert after["2021"]["key"] == before["2021"]["key"]  # the file-fed round: reused
+        assert after["2021"]["finished_utc"] == before["2021"]["finished_utc"]
     summary = _store_summary(layout)
     assert summary["from_store"]["submissions"] == [1, 2]
-    assert summary["accepted"] == n_first + n_later
+    assert summary["from_store"]["samples"] == summary["accepted"] == n_first + n_later
     assert _report(layout)["samples"]["lab"]["accepted"] == n_2021 + n_first + n_later
     assert _site_ids(layout) == first_sites | later_sites
 
@@ -93,6 +105,6 @@ def test_a_store_fed_round_follows_submissions_through_mrv_run(tmp_path: Path, p
     run("withdrawn")
     summary = _store_summary(layout)
     assert summary["from_store"]["submissions"] == [2]
-    assert summary["accepted"] == n_later
+    assert summary["from_store"]["samples"] == summary["accepted"] == n_later
     assert _report(layout)["samples"]["lab"]["accepted"] == n_2021 + n_later
     assert _site_ids(layout) == later_sites

@@ -16,8 +16,30 @@ from regions import region_config
 from test_verify_bundle import SECTIONS, SPEC, _forge, _rehash, run_pipeline
 
 from mrv.cli import main
+from mrv.pipeline.layout import RunLayout, StepPlace
 from mrv.report.bundle import make_bundle
 from mrv.report.manifest import MANIFEST_NAME
+
+#: Files inside keyed step directories, named ``{name}`` in the cases below and resolved through the run's
+#: pointers (RunLayout) of the copy being damaged, so the cases spell no keyed directory.
+STEP_FILES: dict[str, Callable[[RunLayout], Path]] = {
+    "accounting": lambda lay: lay.accounting,
+    "accounting_record": lambda lay: lay.step_record(StepPlace("accounting")),
+    "cv_predictions": lambda lay: lay.model_dir / "cv_predictions.csv",
+    "features": lambda lay: lay.model_dir / "features.csv",
+    "model_card": lambda lay: lay.model_dir / "model_card.json",
+    "sd_2024": lambda lay: lay.round_maps("2024")["sd"],
+    "covariates_2021": lambda lay: lay.covariates("2021"),
+    "sites_2021": lambda lay: lay.sites("2021"),
+    "samples_2024": lambda lay: lay.samples_summary("2024"),
+    "imagery_2024": lambda lay: lay.imagery_summary("2024"),
+}
+
+
+def _step_files(root: Path) -> dict[str, str]:
+    """``{name: path relative to root}`` of :data:`STEP_FILES` in the run or bundle at ``root``."""
+    layout = RunLayout(root)
+    return {name: where(layout).relative_to(root).as_posix() for name, where in STEP_FILES.items()}
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +53,7 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def _json(rel: str, edit: Callable[[object], object]) -> Callable[[Path], None]:
     def damage(root: Path) -> None:
-        p = root / rel
+        p = root / rel.format(**_step_files(root))
         p.write_text(json.dumps(edit(json.loads(p.read_text()))))
 
     return damage
@@ -39,7 +61,7 @@ def _json(rel: str, edit: Callable[[object], object]) -> Callable[[Path], None]:
 
 def _bytes(rel: str, data: bytes | Callable[[bytes], bytes]) -> Callable[[Path], None]:
     def damage(root: Path) -> None:
-        p = root / rel
+        p = root / rel.format(**_step_files(root))
         p.write_bytes(data(p.read_bytes()) if callable(data) else data)
 
     return damage
@@ -88,16 +110,16 @@ VERIFY_CASES: dict[str, tuple[Callable[[Path], None], str, str]] = {
         "rehash",
         "report.json cannot be read as JSON",
     ),
-    "report.json fields a string": (_json("report.json", _set([], "fields", "F1")), "rehash", "'fields' is a str"),
-    "report.json project a number": (_json("report.json", _set([], "project", 3)), "rehash", "'project' is a int"),
+    "report.json fields a string": (_json("report.json", _set([], "fields", "F1")), "rehash", "fields is 'F1', expected a list"),
+    "report.json project a number": (_json("report.json", _set([], "project", 3)), "rehash", "project is 3, expected an object (ProjectResult)"),
     "report.json a list": (_bytes("report.json", b"[1]"), "rehash", "report.json holds a JSON list"),
     "accounting without interval_confidence": (
-        _json("accounting.json", _pop(["error_model"], "interval_confidence")),
+        _json("{accounting}", _pop(["error_model"], "interval_confidence")),
         "forge",
-        "accounting.json does not follow from",
+        "{accounting} does not follow from",
     ),  # fmt: skip
     "accounting negative n_simulations": (
-        _json("accounting.json", _set(["settings"], "n_simulations", -5)),
+        _json("{accounting}", _set(["settings"], "n_simulations", -5)),
         "forge",
         "settings.n_simulations",
     ),
@@ -120,48 +142,48 @@ VERIFY_CASES: dict[str, tuple[Callable[[Path], None], str, str]] = {
         "cannot be read as YAML",
     ),  # fmt: skip
     "garbage cv_predictions.csv": (
-        _bytes("model/cv_predictions.csv", b'x,"y\n\x00\x01"\n1,2,3,4\n'),
+        _bytes("{cv_predictions}", b'x,"y\n\x00\x01"\n1,2,3,4\n'),
         "forge",
-        "model/cv_predictions.csv does not follow from",
+        "{cv_predictions} does not follow from",
     ),
     "garbage features.csv": (
-        _bytes("model/features.csv", b"\xff\xfe\x00garbage"),
+        _bytes("{features}", b"\xff\xfe\x00garbage"),
         "forge",
-        "model/features.csv cannot be read as CSV",
+        "{features} cannot be read as CSV",
     ),
     "model card not JSON": (
-        _bytes("model/model_card.json", b"{"),
+        _bytes("{model_card}", b"{"),
         "forge",
-        "model/model_card.json cannot be read as JSON",
+        "{model_card} cannot be read as JSON",
     ),
     "truncated map": (
-        _bytes("maps/2024/soc_stock_sd.tif", lambda b: b[: len(b) // 3]),
+        _bytes("{sd_2024}", lambda b: b[: len(b) // 3]),
         "forge",
-        "maps/2024/soc_stock_sd.tif cannot be read as a GeoTIFF",
+        "{sd_2024} cannot be read as a GeoTIFF",
     ),
     "truncated covariates": (
-        _bytes("work/2021/covariates.tif", lambda b: b[:500]),
+        _bytes("{covariates_2021}", lambda b: b[:500]),
         "forge",
-        "work/2021/covariates.tif cannot be read as a GeoTIFF",
+        "{covariates_2021} cannot be read as a GeoTIFF",
     ),
     "garbage sites.csv": (
-        _bytes("work/2021/sites.csv", b"\x00\x00\x00"),
+        _bytes("{sites_2021}", b"\x00\x00\x00"),
         "forge",
-        "work/2021/sites.csv does not follow from",
+        "{sites_2021} does not follow from",
     ),
     "samples.json a list": (
-        _bytes("work/2024/samples.json", b"[]"),
+        _bytes("{samples_2024}", b"[]"),
         "forge",
-        "work/2024/samples.json does not follow from",
+        "{samples_2024} does not follow from",
     ),
-    "imagery.json key removed": (_json("work/2024/imagery.json", _pop([], "items")), "forge", "imagery.json"),
+    "imagery.json key removed": (_json("{imagery_2024}", _pop([], "items")), "forge", "{imagery_2024}"),
     "step record not JSON": (
-        _bytes("accounting.json.done.json", b"\x00"),
+        _bytes("{accounting_record}", b"\x00"),
         "rehash",
-        "accounting.json.done.json cannot be read as JSON",
+        "{accounting_record} cannot be read as JSON",
     ),
     "step record outputs a list": (
-        _json("accounting.json.done.json", _set([], "outputs", [])),
+        _json("{accounting_record}", _set([], "outputs", [])),
         "rehash",
         "is not a step record",
     ),
@@ -175,6 +197,7 @@ def test_verify_damaged_bundle_one_message(
     damage, cover, expected = VERIFY_CASES[case]
     root = tmp_path / "bundle"
     shutil.copytree(made["bundle"], root)
+    expected = expected.format(**_step_files(root))
     damage(root)
     if cover == "rehash":
         _rehash(root)
@@ -208,13 +231,13 @@ BUILD_CASES: dict[str, tuple[Callable[[Path], None], str]] = {
     "manifest a list": (_bytes(MANIFEST_NAME, b"[1, 2]"), "manifest.json holds a JSON list"),
     "outputs a string": (_json(MANIFEST_NAME, _set([], "outputs", "x")), "'outputs' must be a list"),
     "report.json binary": (_bytes("report.json", bytes(range(256))), "report.json cannot be read as JSON"),
-    "report.json fields a string": (_json("report.json", _set([], "fields", "x")), "'fields' is a str"),
+    "report.json fields a string": (_json("report.json", _set([], "fields", "x")), "fields is 'x', expected a list"),
     "report.json a field is a list": (_json("report.json", _set([], "fields", [[1]])), "fields[0] is a list"),
     "report.json run.crs a number": (_json("report.json", _set(["run"], "crs", 32633)), "run.crs is 32633"),
     "report.json without run": (_json("report.json", _pop([], "run")), "report.json"),
     "report.json deductions an object": (
         _json("report.json", _set([], "deductions", {"credited": 1})),
-        "'deductions' is a dict",
+        "deductions is an object, expected a list",
     ),
 }
 

@@ -116,12 +116,12 @@ def simulate_zone_means(
     if not 0 <= nugget_share <= 1:
         raise AccountingError(f"The nugget share must be in [0, 1], got {nugget_share}; check the error variogram.")
     shape = np.asarray(zones).shape
-    valid = np.ones(shape, bool)
-    for m in maps:
-        valid &= np.isfinite(m.mean) & np.isfinite(m.sd)
     rows_all, cols_all, z_all, w_all = _zone_entries(zones, n_zones)
     all_counts = np.bincount(z_all, weights=w_all, minlength=n_zones).astype(float)
-    ok = valid[rows_all, cols_all]
+    # Mapped in every round, tested at the zones' pixels only: no region-sized temporaries.
+    ok = np.ones(rows_all.size, bool)
+    for m in maps:
+        ok &= np.isfinite(m.mean[rows_all, cols_all]) & np.isfinite(m.sd[rows_all, cols_all])
     if not ok.any():
         raise AccountingError("No field pixel has a prediction; check that the maps overlap the fields.")
     rows, cols, z_idx, wt = rows_all[ok], cols_all[ok], z_all[ok], w_all[ok]

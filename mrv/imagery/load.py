@@ -54,8 +54,12 @@ log = logging.getLogger(__name__)
 # geotransform" although odc passes the transforms explicitly; the warning says nothing about the data.
 warnings.filterwarnings("ignore", category=rasterio.errors.NotGeoreferencedWarning, module="rasterio.warp")
 
-READ_TASK_BYTES = 64 * 2**20
-"""Upper bound on one read task's output (one band of every item over one chunk, as float32)."""
+READ_TASK_BYTES = 16 * 2**20
+"""Upper bound on one read task's output (one band of every item over one chunk, as float32).
+
+16 MiB (1024 px chunks for 4 items): a 2048 px tile's composite peaked at 474 MB instead of 950 MB
+with 64 MiB (2048 px chunks, the whole tile per task), in 27.8 vs 26.1 s at load average 9
+(benchmarks/README.md, "Imagery load")."""
 SAMPLE_PX = 256
 """Side (pixels) of the decimated sample of each scene that :mod:`mrv.imagery.scene_check` judges."""
 

@@ -1,8 +1,10 @@
 """numba kernels of :mod:`mrv.modeling.forest_walk` (imported on first use: importing numba takes ~0.3 s).
 
-The walk keeps 16 pixels' node ids in scalar locals (registers) rather than an array, so the
-16 independent walks interleave in the CPU's out-of-order window; written out lane by lane because
-numba has no fixed-size register arrays. ``cache=True`` stores the machine code in ``__pycache__``,
+The walk keeps 12 pixels' node ids in scalar locals (registers) rather than an array, so the
+12 independent walks interleave in the CPU's out-of-order window; written out lane by lane because
+numba has no fixed-size register arrays. 12 lanes, not 16: x86-64 has 16 general registers, and with
+16 lanes the node and covariate pointers were spilled to the stack (1.05 vs 1.22 us per pixel for 100
+trees, same outputs; 8, 10, 11, 13, 14 lanes were slower too, benchmarks/README.md). ``cache=True`` stores the machine code in ``__pycache__``,
 so the first process after an install compiles (~7 s) and later ones load it (~0.1-0.3 s).
 """
 
@@ -40,9 +42,9 @@ from numba import njit  # noqa: E402 - after the cache directory is chosen
 
 from mrv.modeling.forest_walk import FEATURE_BITS, FEATURE_SLOTS  # noqa: E402
 
-#: Pixels per block: two groups of 16 walked lanes; the selection network runs over all 32 at once
-#: (one vectorised min/max over 32 float32 per compare-exchange).
-BLOCK = 32
+#: Pixels per block: four groups of 12 walked lanes; the selection network runs over all 48 at once
+#: (one vectorised min/max over 48 float32 per compare-exchange).
+BLOCK = 48
 #: Levels walked before the lanes' subtree heights are looked up (twice); 6 was fastest of 4-8 on the benchmark scene.
 FIRST_LEVELS = 6
 _FEATURE_BITS = np.uint32(FEATURE_BITS)
@@ -64,8 +66,8 @@ def _step(k, node, xk, lane):  # type: ignore[no-untyped-def]  # pragma: no cove
 
 
 @njit(cache=True, nogil=True, boundscheck=False, inline="always")
-def _steps16(node, xk, base, count, k0, k1, k2, k3, k4, k5, k6, k7, k8, k9, k10, k11, k12, k13, k14, k15):  # type: ignore[no-untyped-def]  # pragma: no cover
-    """``count`` levels down for 16 lanes (node ids in and out as scalars, kept in registers once inlined)."""
+def _steps12(node, xk, base, count, k0, k1, k2, k3, k4, k5, k6, k7, k8, k9, k10, k11):  # type: ignore[no-untyped-def]  # pragma: no cover
+    """``count`` levels down for 12 lanes (node ids in and out as scalars, kept in registers once inlined)."""
     for _ in range(count):
         k0 = _step(k0, node, xk, base + 0)
         k1 = _step(k1, node, xk, base + 1)
@@ -79,27 +81,23 @@ def _steps16(node, xk, base, count, k0, k1, k2, k3, k4, k5, k6, k7, k8, k9, k10,
         k9 = _step(k9, node, xk, base + 9)
         k10 = _step(k10, node, xk, base + 10)
         k11 = _step(k11, node, xk, base + 11)
-        k12 = _step(k12, node, xk, base + 12)
-        k13 = _step(k13, node, xk, base + 13)
-        k14 = _step(k14, node, xk, base + 14)
-        k15 = _step(k15, node, xk, base + 15)
-    return k0, k1, k2, k3, k4, k5, k6, k7, k8, k9, k10, k11, k12, k13, k14, k15
+    return k0, k1, k2, k3, k4, k5, k6, k7, k8, k9, k10, k11
 
 
 @njit(cache=True, nogil=True, boundscheck=False, inline="always")
-def _walk16(node, height, value, r, d, xk, base, vals, t):  # type: ignore[no-untyped-def]  # pragma: no cover
-    """Leaf values of tree ``t`` (root ``r``, depth ``d``) for lanes ``base .. base + 15`` into ``vals[t]``.
+def _walk12(node, height, value, r, d, xk, base, vals, t):  # type: ignore[no-untyped-def]  # pragma: no cover
+    """Leaf values of tree ``t`` (root ``r``, depth ``d``) for lanes ``base .. base + 11`` into ``vals[t]``.
 
     Neighbouring pixels mostly fall into the same subtrees, so after a few levels the lanes need
     only as many more steps as the highest subtree they are in (``height``), not the tree's depth.
     """
-    k0, k1, k2, k3, k4, k5, k6, k7, k8, k9, k10, k11, k12, k13, k14, k15 = r, r, r, r, r, r, r, r, r, r, r, r, r, r, r, r
+    k0, k1, k2, k3, k4, k5, k6, k7, k8, k9, k10, k11 = r, r, r, r, r, r, r, r, r, r, r, r
     first = min(FIRST_LEVELS, d)
-    k0, k1, k2, k3, k4, k5, k6, k7, k8, k9, k10, k11, k12, k13, k14, k15 = _steps16(node, xk, base, first, k0, k1, k2, k3, k4, k5, k6, k7, k8, k9, k10, k11, k12, k13, k14, k15)
-    more = min(FIRST_LEVELS, max(height[k0], height[k1], height[k2], height[k3], height[k4], height[k5], height[k6], height[k7], height[k8], height[k9], height[k10], height[k11], height[k12], height[k13], height[k14], height[k15]))
-    k0, k1, k2, k3, k4, k5, k6, k7, k8, k9, k10, k11, k12, k13, k14, k15 = _steps16(node, xk, base, more, k0, k1, k2, k3, k4, k5, k6, k7, k8, k9, k10, k11, k12, k13, k14, k15)
-    rest = max(height[k0], height[k1], height[k2], height[k3], height[k4], height[k5], height[k6], height[k7], height[k8], height[k9], height[k10], height[k11], height[k12], height[k13], height[k14], height[k15])
-    k0, k1, k2, k3, k4, k5, k6, k7, k8, k9, k10, k11, k12, k13, k14, k15 = _steps16(node, xk, base, rest, k0, k1, k2, k3, k4, k5, k6, k7, k8, k9, k10, k11, k12, k13, k14, k15)
+    k0, k1, k2, k3, k4, k5, k6, k7, k8, k9, k10, k11 = _steps12(node, xk, base, first, k0, k1, k2, k3, k4, k5, k6, k7, k8, k9, k10, k11)
+    more = min(FIRST_LEVELS, max(height[k0], height[k1], height[k2], height[k3], height[k4], height[k5], height[k6], height[k7], height[k8], height[k9], height[k10], height[k11]))
+    k0, k1, k2, k3, k4, k5, k6, k7, k8, k9, k10, k11 = _steps12(node, xk, base, more, k0, k1, k2, k3, k4, k5, k6, k7, k8, k9, k10, k11)
+    rest = max(height[k0], height[k1], height[k2], height[k3], height[k4], height[k5], height[k6], height[k7], height[k8], height[k9], height[k10], height[k11])
+    k0, k1, k2, k3, k4, k5, k6, k7, k8, k9, k10, k11 = _steps12(node, xk, base, rest, k0, k1, k2, k3, k4, k5, k6, k7, k8, k9, k10, k11)
     vals[t, base + 0] = value[k0]
     vals[t, base + 1] = value[k1]
     vals[t, base + 2] = value[k2]
@@ -112,10 +110,6 @@ def _walk16(node, height, value, r, d, xk, base, vals, t):  # type: ignore[no-un
     vals[t, base + 9] = value[k9]
     vals[t, base + 10] = value[k10]
     vals[t, base + 11] = value[k11]
-    vals[t, base + 12] = value[k12]
-    vals[t, base + 13] = value[k13]
-    vals[t, base + 14] = value[k14]
-    vals[t, base + 15] = value[k15]
 
 
 @njit(cache=True, nogil=True, boundscheck=False)
@@ -147,8 +141,10 @@ def predict_kernel(  # type: ignore[no-untyped-def]  # pragma: no cover
                 u = xu[f * BLOCK + b]
                 xk[b * FEATURE_SLOTS + f] = ~u if u >> np.uint32(31) else u | np.uint32(0x80000000)
         for t in range(n_trees):
-            _walk16(node, height, value, root[t], depth[t], xk, 0, vals, t)
-            _walk16(node, height, value, root[t], depth[t], xk, 16, vals, t)
+            _walk12(node, height, value, root[t], depth[t], xk, 0, vals, t)
+            _walk12(node, height, value, root[t], depth[t], xk, 12, vals, t)
+            _walk12(node, height, value, root[t], depth[t], xk, 24, vals, t)
+            _walk12(node, height, value, root[t], depth[t], xk, 36, vals, t)
         for b in range(BLOCK):
             acc[b] = 0.0
         for t in range(n_trees):

@@ -181,9 +181,17 @@ class BandedSOCModel(SOCModel):
 
     def predict(self, X: np.ndarray, *, batch: int = 65_536) -> np.ndarray:
         """As :meth:`SOCModel.predict` (t C/ha), with the label-conditional interval in p05/p95 and its sd."""
-        raw = SOCModel(forest=self.forest, covariates=self.covariates, confidence=self.confidence, metadata=self.metadata)
-        out = np.asarray(SOCModel.predict(raw, X, batch=batch))
+        out = np.asarray(SOCModel.predict(self._raw(), X, batch=batch))
         return _apply_bands(out, self.bands, self.margin_t_ha, self.confidence)
+
+    def _predict_numpy(self, X: np.ndarray, *, batch: int = 65_536) -> np.ndarray:
+        """:meth:`predict` through the numpy reference path."""
+        out = SOCModel._predict_numpy(self._raw(), X, batch=batch)
+        return _apply_bands(out, self.bands, self.margin_t_ha, self.confidence)
+
+    def _raw(self) -> SOCModel:
+        """The same forest (shared, so its compiled walk is cached once) with margin 0: raw quantiles."""
+        return SOCModel(forest=self.forest, covariates=self.covariates, confidence=self.confidence, metadata=self.metadata)
 
     @property
     def model_id(self) -> str:

@@ -15,11 +15,11 @@ This module computes that without one ``tree_.apply`` call per tree and without 
   thr)]``). Thresholds are stored as the largest float32 not above scikit-learn's float64 threshold:
   for a float32 covariate x, ``x <= t64`` exactly when ``x <= t32``, so leaves are those of ``apply``.
   The comparison is done on integer keys with the order of the floats (:func:`order_key`), so the
-  threshold and the node's links come from one 8-byte load. 16 neighbouring pixels walk together;
+  threshold and the node's links come from one 8-byte load. 12 neighbouring pixels walk together;
   after a few levels they take only as many more steps as the highest subtree they are in.
 * the order statistics come from a sorting network (Batcher's odd-even merge sort, Knuth TAOCP vol.
   3, 5.3.4, Algorithm M) pruned to the comparators that reach the needed positions, applied to
-  blocks of pixels at once, so each compare-exchange is a vector min/max over pixels.
+  blocks of 48 pixels at once, so each compare-exchange is a vector min/max over pixels.
 
 Outputs are float32; :func:`predict_forest` writes them into a ``(5, n)`` array (mean, p05, p50, p95,
 sd of the calibrated interval), so a ``(covariate, y, x)`` block maps to ``(output, y, x)`` without

@@ -298,6 +298,24 @@ def _config_files(value: Any, name: str = "") -> list[Path]:
     return []
 
 
+def _without(config: dict[str, Any], unkeyed: Sequence[str]) -> dict[str, Any]:
+    """``config`` without the unkeyed paths nested in a declared value (e.g. ``cfg.model.registry_dir`` in ``model``)."""
+    out = dict(config)
+    for path in unkeyed:
+        root, *rest = path.split(".")
+        parts = rest if root == "cfg" else [root, *rest]
+        for i in range(1, len(parts)):
+            key = ".".join(parts[:i])
+            if key in out:
+                value = json.loads(canonical_json(out[key]))
+                node = value
+                for part in parts[i:-1]:
+                    node = node[part]
+                node.pop(parts[-1], None)
+                out[key] = value
+    return out
+
+
 def declare(
     name: str,
     place: StepPlace,
@@ -315,7 +333,7 @@ def declare(
     Inputs are ``files``, then every path inside the declared config values (sample files, field polygons,
     the DEM, ...), then the record of every upstream step, in that order and without repeats.
     """
-    config = config_values(roots, reads)
+    config = _without(config_values(roots, reads), unkeyed)
     found = [*files, *_config_files(config), *(layout.step_record(p) for p in upstream)]
     inputs = tuple(dict.fromkeys(Path(p) for p in found))
     return StepSpec(name=name, place=place, inputs=inputs, config=config, outputs=tuple(outputs), reads=tuple(reads),

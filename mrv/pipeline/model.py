@@ -12,10 +12,7 @@ Two kinds of cached step, each declared beside its function:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +22,19 @@ import pandas as pd
 from mrv import progress
 from mrv.config import RoundConfig, RunConfig
 from mrv.errors import ModelError
-from mrv.fsio import write_bytes, write_json
+from mrv.fsio import write_json
 from mrv.modeling.features import apply_normalisation, extract_at_points, normalise_stack
 from mrv.modeling.model import OUTPUTS, SOCPredictor
 from mrv.modeling.predict import predict_map
-from mrv.modeling.registry import read_card
-from mrv.modeling.registry import register as register_model
+from mrv.modeling.registry import (
+    REF_FILE,
+    load_reference,
+    read_card,
+    read_reference,
+    register,
+    training_card,
+    write_reference,
+)
 from mrv.modeling.train import train
 from mrv.pipeline.cache import StepSpec, declare, run_cached
 from mrv.pipeline.imagery import covariate_norm_stats, read_covariates
@@ -53,7 +57,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MODEL_READS = ("cfg.model", "cfg.rounds", "cfg.region")
-MODEL_OUTPUTS = ("model.pkl", "model_card.json", "features.csv", "cv_predictions.csv")
+MODEL_OUTPUTS = (REF_FILE, "model_card.json", "features.csv", "cv_predictions.csv")
 PREDICT_READS = ("round.name", "cfg.depth_cm", "cfg.model.round_normalisation", "cfg.region")
 
 
@@ -61,7 +65,7 @@ def model_spec(cfg: RunConfig, layout: RunLayout) -> StepSpec:
     upstream = [p for r in cfg.rounds for p in (StepPlace("samples", r.name), StepPlace("imagery", r.name))]
     return declare(
         "fit-model", StepPlace("model"), layout=layout, roots={"cfg": cfg}, reads=MODEL_READS, upstream=upstream,
-        outputs=MODEL_OUTPUTS,
+        outputs=MODEL_OUTPUTS, unkeyed=("cfg.model.registry_dir",),  # where the model is stored, not what it is
     )  # fmt: skip
 
 
@@ -104,78 +108,32 @@ def training_table(cfg: RunConfig, layout: RunLayout) -> pd.DataFrame:
 
 
 def fit_model(cfg: RunConfig, layout: RunLayout) -> Path:
-    """Train, cross-validate spatially and calibrate; register the model and keep a copy in the run directory.
+    """Train, cross-validate spatially and calibrate; register the model and reference it from the run.
 
-    The model is registered under its content id in ``model.registry_dir`` (default
-    ``<output_dir>/models``, see :mod:`mrv.modeling.registry`). ``model/model.pkl`` is a byte-identical
-    copy and ``model/model_card.json`` the registry's card plus this run's CV record, so the run
-    directory and its manifest stay self-contained.
+    The model is registered under its content id in ``model.registry_dir`` (:mod:`mrv.modeling.registry`;
+    default ``models/`` of the checkout or ``$MRV_MODEL_REGISTRY``). The step keeps ``model_ref.json``
+    (id, registry, SHA-256 of the pickle and card) instead of a second pickle, and ``model_card.json``:
+    the registry's card plus this run's CV record.
     """
     table = training_table(cfg, layout)
     stack, _ = read_covariates(layout.covariates(cfg.rounds[0].name))
     covariates = [str(c) for c in stack["covariate"].to_numpy()]
     result = train(table, covariates, cfg.model)
-    model = result.model
     d = layout.model_dir
     write_csv(table, d / "features.csv")
     write_csv(result.oof, d / "cv_predictions.csv")
-    block = result.block.to_dict()
-    card = {
-        "kind": MODEL_KIND_NAMES[model.kind],
-        "n_train": model.metadata["n_train"],
-        "params": {k: v for k, v in model.params().items() if isinstance(v, int | float | str)},
-        "calibration": {
-            "method": "conformalized quantile regression (spatial CV)",
-            "margin_t_ha": model.margin_t_ha,
-            **result.calibration,
-        },  # fmt: skip
-        "cv_block_size_m": result.block.block_size_m,
-        "autocorrelation_range_m": block.get("range_m"),
-        "cv_block_rule": result.block.rule,
-        "cv_block": block,
-        "cv": {"scheme": "spatial_block", "block_size_m": result.block.block_size_m, **result.spatial_cv.to_dict()},
-        "cv_random": {"scheme": "random_kfold (optimistic)", **result.random_cv.to_dict()},
-        "cv_by_source": {src: m.to_dict() for src, m in result.spatial_cv_by_source.items()},
-        "cv_coverage_by_decile": result.coverage_by_decile,
-        "cv_fold_sizes": result.fold_sizes,
-    }
-    registry_dir = cfg.model.registry_dir or layout.root / "models"
-    ref = register_model(model, card, registry_dir=registry_dir)
-    stored = read_card(model.model_id, registry_dir=registry_dir)
-    where = ref.entry_dir
-    blob = ref.model_path.read_bytes()
-    write_bytes(d / "model.pkl", blob)
-    write_json(d / "model_card.json", {**stored, **card, "registry": {"dir": str(registry_dir), "path": str(where)}},
+    card = training_card(result)
+    ref = register(result.model, card, cfg.model.registry_dir)
+    write_reference(d / REF_FILE, ref)
+    registry = {"dir": str(ref.registry_dir), "path": str(ref.entry_dir)}
+    write_json(d / "model_card.json", {**read_card(ref.model_id, ref.registry_dir), **card, "registry": registry},
                allow_nan=True)  # fmt: skip
-    return d / "model.pkl"
+    return d / REF_FILE
 
 
-def load_model(path: Path) -> SOCPredictor:
-    """The run's model; its bytes must match the SHA-256 in ``model_card.json`` beside it when that records one."""
-    try:
-        blob = path.read_bytes()
-    except OSError as exc:
-        raise ModelError(f"Cannot read the model {path}: {exc}. Re-run the training step.") from exc
-    card_path = path.with_name("model_card.json")
-    expected = None
-    if card_path.is_file():
-        try:
-            expected = json.loads(card_path.read_text(encoding="utf-8")).get("model_sha256")
-        except (OSError, ValueError, AttributeError) as exc:
-            raise ModelError(f"Cannot read the model card {card_path}: {exc}. Re-run the training step.") from exc
-    actual = hashlib.sha256(blob).hexdigest()
-    if expected is not None and actual != expected:
-        raise ModelError(
-            f"{path} does not match its model card: SHA-256 {actual} but {card_path.name} records {expected}. "
-            "The file was modified after training; re-run the training step or copy it back from the registry."
-        )
-    try:
-        model = pickle.loads(blob)  # bytes checked against the card above when it has a hash
-    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError) as exc:
-        raise ModelError(f"Cannot load the model {path}: {exc}. Re-run the training step.") from exc
-    if not isinstance(model, SOCPredictor):
-        raise ModelError(f"{path} holds a {type(model).__name__}, not an SOC model; re-run the training step.")
-    return model
+def load_model(layout: RunLayout) -> SOCPredictor:
+    """The run's model: the registry entry its reference pins (bytes checked against the reference and the card)."""
+    return load_reference(read_reference(layout.model_dir / REF_FILE))
 
 
 def predict_round(cfg: RunConfig, rnd: RoundConfig, layout: RunLayout, *, client: Any | None = None) -> dict[str, Path]:
@@ -189,7 +147,7 @@ def predict_round(cfg: RunConfig, rnd: RoundConfig, layout: RunLayout, *, client
     from distributed import KilledWorker
     from distributed.client import FutureCancelledError
 
-    model = load_model(layout.model_dir / "model.pkl")
+    model = load_model(layout)
     chunk = cfg.imagery.chunk_px
     stack, grid = read_covariates(layout.covariates(rnd.name), chunk_px=chunk)
     if cfg.model.round_normalisation:
@@ -230,5 +188,3 @@ def predict_round(cfg: RunConfig, rnd: RoundConfig, layout: RunLayout, *, client
                         rnd.name, exc, attempt + 1, attempts)  # fmt: skip
     return paths
 
-
-MODEL_KIND_NAMES = {"qrf": "quantile_regression_forest", "gbm_quantile": "quantile_gradient_boosting"}

@@ -103,6 +103,9 @@ def prepare_samples(cfg: RunConfig, rnd: RoundConfig, layout: RunLayout) -> Path
                 str(source), {"submitted": 0, "accepted": 0, "rejected": 0, "samples": 0, "files": []}
             )
             entry["samples"] += len(part)
+            # Stored samples were accepted at submission (their rejected lines stay in the store's ledger).
+            entry["submitted"] += len(part)
+            entry["accepted"] += len(part)
             entry["from_store"] = {"database": redact_url(url), "submissions": sorted(int(i) for i in part["submission_id"].unique()),
                                    "samples": len(part), "flagged_in_store": int((part["qa_flag"] != "").sum())}  # fmt: skip
     all_records = pd.concat(records, ignore_index=True) if records else pd.DataFrame()

@@ -33,6 +33,8 @@ from typing import Any
 
 from mrv.config import RunConfig, load_config, parse_config, read_yaml
 from mrv.errors import ConfigError, MRVError, VerificationError
+from mrv.modeling.registry import REF_FILE, copy_entry, read_reference
+from mrv.pipeline.layout import RunLayout
 from mrv.report.manifest import (
     MANIFEST_NAME,
     dump_manifest,
@@ -52,6 +54,8 @@ __all__ = ["MAX_EXTRACT_BYTES", "bundle_config", "make_bundle", "open_bundle", "
 MAX_EXTRACT_BYTES = 64 * 1024**3
 INPUTS_DIR = "inputs"
 CONFIG_DIR = f"{INPUTS_DIR}/config"
+#: Where a bundle carries the registry entry of the model its run references (``models/<model_id>/``).
+BUNDLED_REGISTRY = "models"
 
 
 def _copy(src: Path, dst: Path) -> None:
@@ -140,7 +144,7 @@ def bundle_config(root: Path, manifest: Mapping[str, Any]) -> RunConfig:
             ) from exc
     raw.pop("output_dir", None)
     if isinstance(raw.get("model"), dict):
-        raw["model"]["registry_dir"] = None
+        raw["model"]["registry_dir"] = str(root / BUNDLED_REGISTRY)  # the entry the run references travels along
     try:
         return parse_config(raw, source_path=path.resolve(), output_dir=root)
     except ConfigError as exc:
@@ -190,6 +194,7 @@ def _stage(run_dir: Path, manifest: Mapping[str, Any], cfg: RunConfig, raw: Any,
     outputs = manifest_entries(manifest, "outputs", run_manifest)
     for e in outputs:
         _copy(resolve_entry(run_dir, e["path"], inside=True), stage / e["path"])
+    outputs = [*outputs, *_registry_entry(run_dir, stage, {e["path"] for e in outputs})]
 
     config_src = resolve_entry(run_dir, manifest["config"]["path"], inside=False)
     config_rel = f"{CONFIG_DIR}/{config_src.name}"
@@ -265,6 +270,21 @@ def _stage(run_dir: Path, manifest: Mapping[str, Any], cfg: RunConfig, raw: Any,
             else "item ids only (work/<round>/imagery.json): the run did not keep the item JSON it fetched"
         ),
     }
+
+
+def _registry_entry(run_dir: Path, stage: Path, listed: set[str]) -> list[dict[str, Any]]:
+    """Copy the registry entry the run's model reference pins into ``models/<id>/`` (hashes checked first)."""
+    ref_path = RunLayout(run_dir).model_dir / REF_FILE
+    try:
+        copied = copy_entry(read_reference(ref_path), stage / BUNDLED_REGISTRY)
+    except MRVError as exc:
+        raise MRVError(f"The run's model cannot be bundled: {exc}") from exc
+    out = []
+    for f in (copied.model_path, copied.card_path):
+        rel = f.relative_to(stage).as_posix()
+        if rel not in listed:
+            out.append({"path": rel, "sha256": sha256_file(f), "bytes": f.stat().st_size})
+    return out
 
 
 def _zip(stage: Path, out: Path) -> None:

@@ -19,8 +19,9 @@ Mapping between attribute and JSON (also used by :func:`report_json_schema`):
   by another member whose name matches the regex; other unknown keys are an error.
 
 Schema versions: 1 was the untyped dict of earlier releases (same sections and keys; read as is),
-2 is this schema (:data:`REPORT_SCHEMA_VERSION`). Publish the JSON Schema with
-``python -m mrv.report.schema > mrv/report/report.schema.json`` (a test checks it is current).
+2 is this schema (:data:`REPORT_SCHEMA_VERSION`). The JSON Schema is published beside this module as
+``report.schema.json``; regenerate it with ``mrv report schema -o mrv/report/report.schema.json`` (a
+test checks it is current).
 """
 
 from __future__ import annotations
@@ -775,11 +776,7 @@ def _object_schema(cls: type, defs: dict[str, Any]) -> dict[str, Any]:
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
         if f is extra:
             continue
-        tp = hints[f.name]
-        if _is_optional_key(f):  # optional key: when present, not null
-            args = [a for a in typing.get_args(tp) if a is not type(None)]
-            tp = args[0] if len(args) == 1 else Union[tuple(args)]  # noqa: UP007 - built at run time
-        schema = dict(_schema_for(tp, defs))
+        schema = dict(_schema_for(hints[f.name], defs))  # an optional key may also be null (read as absent)
         if f.name in docs:
             schema["description"] = docs[f.name]
         properties[f.name] = schema
@@ -821,6 +818,3 @@ def schema_text() -> str:
     """:func:`report_json_schema` as the text of the published ``report.schema.json``."""
     return json.dumps(report_json_schema(), indent=2, ensure_ascii=False) + "\n"
 
-
-if __name__ == "__main__":  # pragma: no cover - publishing helper
-    sys.stdout.write(schema_text())

@@ -70,7 +70,6 @@ from mrv.report.manifest import (
     manifest_entries,
     raise_on_mismatch,
     resolve_entry,
-    sha256_file,
     verify_manifest,
 )
 from mrv.report.schema import Report, read_report
@@ -573,17 +572,42 @@ def _link_model(cfg: RunConfig, root: Path, scratch: Path) -> Callable[[], str]:
         msg = diff_json(card, new_card, "model_card", ignore=_CARD_VOLATILE)
         if msg:
             raise _mismatch(card_rel, "model", sources, msg)
-        stored_sha, new_sha = sha256_file(stored_dir / "model.pkl"), sha256_file(new_dir / "model.pkl")
-        if stored_sha != new_sha:
+        from mrv.modeling.registry import REF_FILE, check_entry, read_reference
+
+        ref_rel = _rel(root, stored_dir / REF_FILE)
+        try:
+            stored_ref = read_reference(stored_dir / REF_FILE)
+            bundled = root / "models"
+            if (bundled / stored_ref.model_id).is_dir():  # a bundle carries the registry entry it pins
+                stored_ref = read_reference(stored_dir / REF_FILE, registry_dir=bundled)
+        except MRVError as exc:
+            raise _damaged(ref_rel, "a model reference", exc) from exc
+        new_ref = read_reference(new_dir / REF_FILE)
+        if stored_ref.model_id != new_ref.model_id:
+            raise _mismatch(ref_rel, "model", sources, f"the refitted model is {new_ref.model_id}, the run references "
+                            f"{stored_ref.model_id}")  # fmt: skip
+        entry = "registry entry not present here: checked through its reference"
+        if stored_ref.entry_dir.is_dir():
+            try:
+                check_entry(stored_ref)  # hashes only: the run's pickle is never unpickled
+            except MRVError as exc:
+                raise _mismatch(_rel_or_abs(root, stored_ref.model_path), "model", ref_rel, str(exc)) from exc
+            entry = f"registry entry {_rel_or_abs(root, stored_ref.entry_dir)} matches the reference"
+        if stored_ref.model_sha256 != new_ref.model_sha256:
             if card.get("package_versions") == new_card.get("package_versions"):
                 raise _mismatch(
-                    _rel(root, stored_dir / "model.pkl"), "model", sources,
-                    f"the refitted model pickles to SHA-256 {new_sha[:12]}..., the bundle's is {stored_sha[:12]}... with the same package versions",
+                    ref_rel, "model", sources,
+                    f"the refitted model pickles to SHA-256 {new_ref.model_sha256[:12]}..., the run's is "
+                    f"{stored_ref.model_sha256[:12]}... with the same package versions",
                 )  # fmt: skip
-            return f"model id {new_card.get('model_id')} refitted (pickle bytes differ: package versions differ from the run's)"
-        return f"model {new_card.get('model_id')} refitted byte for byte, CV and card identical"
+            return f"model id {new_ref.model_id} refitted (pickle bytes differ: package versions differ from the run's); {entry}"
+        return f"model {new_ref.model_id} refitted byte for byte, CV and card identical; {entry}"
 
     return run
+
+
+def _rel_or_abs(root: Path, p: Path) -> str:
+    return _rel(root, p) if p.resolve().is_relative_to(root.resolve()) else str(p)
 
 
 def _link_maps(cfg: RunConfig, rnd: Any, root: Path, scratch: Path) -> Callable[[], str]:
@@ -812,7 +836,7 @@ def _rederive(cfg: RunConfig, root: Path, scratch: Path, report: Report) -> list
                 f"imagery from {cfg.imagery.source}: the assets are not in the bundle, so the composite is not recomputed",
             ))  # fmt: skip
     b = RunLayout(root)
-    model_files = [_rel(root, b.model_dir / n) for n in ("model.pkl", "model_card.json", "cv_predictions.csv")]
+    model_files = [_rel(root, b.model_dir / n) for n in ("model_ref.json", "model_card.json", "cv_predictions.csv")]
     links.append(_run_link("model", model_files, _link_model(cfg, root, scratch)))
     for rnd in cfg.rounds:
         maps_dir = _rel(root, b.step_dir(StepPlace("maps", rnd.name))) + "/"

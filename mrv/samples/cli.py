@@ -209,7 +209,7 @@ def _bounds(text: str | None) -> tuple[float, float, float, float] | None:
 def project_of(config: Path) -> tuple[str, tuple[float, float, float, float]]:
     """Project CRS and region bounds (the project grid's, in that CRS) of a run config."""
     from mrv.config import load_config
-    from mrv.pipeline.steps import project_grid
+    from mrv.pipeline.imagery import project_grid
 
     cfg = load_config(config)
     grid = project_grid(cfg)

@@ -528,18 +528,7 @@ def _wide_parts(
         notes = _rejections(out.notes, ids)
         records = out.records.reset_index(drop=True)
         records[FLAG_COLUMN] = _flag_text(records["row"], notes).to_numpy()
-        yield IngestPart(submitted, _typed(_low_cardinality(records)), rejected, notes)
-
-
-def _low_cardinality(frame: pd.DataFrame) -> pd.DataFrame:
-    """Share one string object per distinct value in the columns that repeat (source, crs, method, ...):
-    200,000 copies of ``"lab"`` cost 11 MB, one costs nothing."""
-    for col in ("source", "submitter", "field_id", "crs", "method", "sampling_date", FLAG_COLUMN):
-        if col in frame.columns and (frame[col].dtype == object or pd.api.types.is_string_dtype(frame[col].dtype)):
-            values = frame[col].to_numpy(dtype=object)
-            seen: dict[object, object] = {}
-            frame[col] = pd.Series([seen.setdefault(v, v) for v in values], index=frame.index, dtype=frame[col].dtype)
-    return frame
+        yield IngestPart(submitted, _typed(records), rejected, notes)
 
 
 def _ingest_wide(path: Path, table: reading.Table, ctx: Context, site_frame: pd.DataFrame | None) -> IngestResult:

@@ -92,7 +92,7 @@ def _read(conn: Connection, stmt: sa.Executable) -> pd.DataFrame:
             data: dict[str, np.ndarray] = {}
             for name, col in zip(QA_COLUMNS, zip(*rows, strict=True), strict=True):
                 if name in _FLOATS:
-                    data[name] = np.array([np.nan if v is None else v for v in col], dtype=float)
+                    data[name] = np.array(col, dtype=float)  # None -> NaN
                 elif name in _INTS:
                     data[name] = np.asarray(col, dtype=np.int64)
                 elif name in _SHARED:

@@ -344,7 +344,7 @@ _STAGED_COLUMNS = ["gx", "gy", INGEST_FLAG, *CANONICAL_COLUMNS]
 _SID = _STAGED_COLUMNS.index("sample_id")
 _ROW = _STAGED_COLUMNS.index("row")
 #: Lines per ingest part: the memory of a submission follows this, not the file.
-_PART_ROWS = 20_000
+_PART_ROWS = 25_000
 
 
 def _stage(
