@@ -71,7 +71,9 @@ ENV PATH=/opt/venv/bin:$PATH \
     MPLCONFIGDIR=/tmp/matplotlib \
     NUMBA_CACHE_DIR=/tmp/numba-cache \
     PREFECT_HOME=/opt/prefect \
-    PREFECT_SERVER_ANALYTICS_ENABLED=false
+    PREFECT_SERVER_ANALYTICS_ENABLED=false \
+    MRV_MODEL_REGISTRY=/data/models
+# The model registry (mrv.modeling.registry) lives on the data volume: the installed package is read-only.
 # Runtime user 1000 by default; any other uid works too (docker run --user "$(id -u):$(id -g)"), so /data
 # (outputs) and PREFECT_HOME are writable by everyone, with the sticky bit as on /tmp. Caches go to /tmp:
 # the venv is read-only and an arbitrary uid has no home (numba's cache=True fails without NUMBA_CACHE_DIR).

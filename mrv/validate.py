@@ -148,6 +148,12 @@ def validate_config(cfg: RunConfig) -> Validation:
         _readable_file(cfg.imagery.catalog, "imagery.catalog", problems)
     if cfg.imagery.dem is not None and cfg.imagery.dem.path is not None:
         _readable_file(cfg.imagery.dem.path, "imagery.dem.path", problems)
+    try:  # the model step registers the fitted model there (mrv.modeling.registry); imports no model code
+        from mrv.modeling.registry import check_registry_writable
+
+        check_registry_writable(cfg.model.registry_dir)
+    except MRVError as exc:
+        problems.append(f"model.registry_dir: {exc}")
     n_files = 0
     for i, rnd in enumerate(cfg.rounds):
         for j, sf in enumerate(rnd.samples):

@@ -104,6 +104,7 @@ CASES: dict[str, tuple[Edit, str]] = {
     "run too large": (_set("imagery", "max_run_gb", value=0.001), "over imagery.max_run_gb"),
     "negative Monte Carlo draws": (_set("accounting", "n_simulations", value=-5), "accounting.n_simulations"),
     "no workers": (_set("dask", "n_workers", value=0), "dask.n_workers"),
+    "model registry under a file": (_set("model", "registry_dir", value="/etc/hostname/models"), "model.registry_dir"),
     "provider typo": (_stac("earth_serch"), "Unknown provider profile 'earth_serch'"),
     "methodology typo": (_set("accounting", "methodology", value="verra_vm0042"), "verra_vm0042"),
     "format typo": (_set("rounds", 0, "samples", 0, "format", value="lab_wid"), "'lab_wid'"),

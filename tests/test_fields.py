@@ -168,3 +168,30 @@ def test_geopackage_with_several_layers_reads_the_fields_layer(tmp_path: Path) -
     _write(other, UTM_POLYGONS, crs=UTM, driver="GPKG", layer="parcels")
     with pytest.raises(ConfigError, match=r"holds 2 layers \(farms, parcels\); name the layer of field polygons 'fields'"):
         read_fields(other, crs=UTM)
+
+
+def test_report_map_outlines_come_from_the_one_reader(tmp_path: Path) -> None:
+    """``render_map_png`` draws the same outlines from a GeoJSON path, a GeoPackage path or already-read fields."""
+    import rasterio
+    from PIL import Image
+    from rasterio.transform import from_origin
+
+    from mrv.report.maps import render_map_png
+
+    tif = tmp_path / "mean.tif"
+    with rasterio.open(tif, "w", driver="GTiff", width=80, height=40, count=1, dtype="float32", crs=UTM,
+                       transform=from_origin(599_950, 5_360_150, 10, 10)) as dst:  # fmt: skip
+        dst.write(np.linspace(20, 60, 80 * 40, dtype="float32").reshape(1, 40, 80))
+    lonlat = {k: _lonlat(g) for k, g in UTM_POLYGONS.items()}
+    gj = _geojson(tmp_path / "f.geojson", [_feature(g, field_id=k) for k, g in lonlat.items()])
+    gpkg = _write(tmp_path / "f.gpkg", UTM_POLYGONS, crs=UTM, driver="GPKG")
+    pngs = [
+        render_map_png(tif, tmp_path / "a.png", title="t", units="t C/ha", fields_geojson=gj),
+        render_map_png(tif, tmp_path / "b.png", title="t", units="t C/ha", fields_geojson=gpkg),
+        render_map_png(tif, tmp_path / "c.png", title="t", units="t C/ha", fields=read_fields(gpkg, crs=UTM)),
+    ]
+    plain = np.asarray(Image.open(render_map_png(tif, tmp_path / "p.png", title="t", units="t C/ha")).convert("RGB"))
+    images = [np.asarray(Image.open(p).convert("RGB")).astype(int) for p in pngs]
+    assert (images[0] != plain).any()  # outlines drawn
+    for other in images[1:]:
+        assert np.abs(other - images[0]).max(axis=2).mean() < 0.01  # the same picture (sub-mm float differences)

@@ -107,16 +107,24 @@ def _forge(root: Path) -> None:
         best += [p for p in files if "inputs" in p.parts and original.endswith("/" + "/".join(p.parts[-1:]))]
         return best[0] if best else None
 
-    for sidecar in root.rglob(STEP_RECORD):
-        record = json.loads(sidecar.read_text())
-        for rel, e in record["outputs"].items():
-            p = sidecar.parent / rel
-            e["sha256"], e["bytes"] = sha256_file(p), p.stat().st_size
-        for e in record["inputs"]:
-            p = bundle_file(e["path"])
-            if p is not None:
-                e["sha256"] = sha256_file(p)
-        sidecar.write_text(json.dumps(record, indent=2))
+    # A step's record is an input of the steps downstream of it: rewrite until every record agrees (a fixed point).
+    for _ in range(20):
+        changed = False
+        for sidecar in sorted(root.rglob(STEP_RECORD)):
+            record = json.loads(sidecar.read_text())
+            for rel, e in record["outputs"].items():
+                p = sidecar.parent / rel
+                e["sha256"], e["bytes"] = sha256_file(p), p.stat().st_size
+            for e in record["inputs"]:
+                p = bundle_file(e["path"])
+                if p is not None:
+                    e["sha256"] = sha256_file(p)
+            text = json.dumps(record, indent=2)
+            if text != sidecar.read_text():
+                sidecar.write_text(text)
+                changed = True
+        if not changed:
+            break
     _rehash(root)
 
 
@@ -386,7 +394,12 @@ def test_17_covariates_forged_with_records(bundle: Path, capsys: pytest.CaptureF
 
 
 def test_18_model_swapped_with_records(bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    pkl = RunLayout(bundle).model_dir / "model.pkl"
+    from mrv.modeling.registry import REF_FILE, read_reference
+
+    # the registry entry the run's model reference pins travels in the bundle under models/<model_id>/
+    ref = read_reference(RunLayout(bundle).model_dir / REF_FILE, registry_dir=bundle / "models")
+    pkl = ref.model_path
+    assert pkl.is_relative_to(bundle)
     pkl.write_bytes(pkl.read_bytes() + b"\x00")  # never unpickled by verify: compared with the refit
     _forge(bundle)
     _fails(bundle, f"{_rel(bundle, pkl)} does not follow from", "link 'model'", capsys=capsys)

@@ -19,7 +19,7 @@ from mrv.cli import main
 from mrv.fsio import sha256_file, write_json
 from mrv.pipeline.layout import RunLayout
 from mrv.report.manifest import verify_manifest, write_manifest
-from mrv.report.render import gpkg_path, pdf_path, render_outputs
+from mrv.report.render import render_outputs
 from mrv.report.schema import Report
 from mrv.report.verify import check_run_files, diff_json
 
@@ -116,11 +116,11 @@ def test_build_rerenders_html_and_gpkg_and_manifest_still_matches(copy: Path) ->
     layout = RunLayout(copy)
     before = layout.report_html.read_bytes()
     layout.report_html.unlink()
-    gpkg_path(layout).unlink()
+    layout.report_gpkg.unlink()
     assert main(["report", "build", str(copy)]) == 0
     assert layout.report_html.read_bytes() == before  # rendering is deterministic
-    assert gpkg_path(layout).is_file()
-    assert pdf_path(layout).is_file()
+    assert layout.report_gpkg.is_file()
+    assert layout.report_pdf.is_file()
     html = layout.report_html.read_text()
     assert "North &lt;A&gt;" in html
     assert "North <A>" not in html

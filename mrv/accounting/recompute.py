@@ -39,9 +39,11 @@ __all__ = [
     "AccountingSettings",
     "MapErrorModel",
     "compute_accounting",
+    "cv_points",
     "estimate_error_model",
     "read_round_maps",
 ]
+
 
 @dataclass(frozen=True)
 class AccountingSettings:

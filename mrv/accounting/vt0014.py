@@ -43,10 +43,12 @@ __all__ = [
     "Selection",
     "Vt0014Result",
     "change_variance",
+    "evidence_fields",
     "lag_pair_counts",
     "validate_dsm",
     "validation_points",
     "vt0014_from_files",
+    "vt0014_section",
 ]
 
 #: Lag bins of the pair-count criterion: 0-500 m in bins of 50 m (the bin width is this code's choice).

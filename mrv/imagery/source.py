@@ -55,7 +55,7 @@ class LoadedScenes:
     offset of the processing baseline, NaN where SCL is not clear or the pixel is nodata) and ``scl`` (uint8
     Sen2Cor scene classification codes, 0 = no data), dims ``(time, y, x)`` on the requested grid: its CRS
     (``attrs["crs"]``, the project CRS, metres) and pixel-centre ``x``/``y`` coordinates. Coordinates
-    ``time`` (acquisition, UTC, datetime64[ns]) and ``item_id`` (time): the id of the scene of each time
+    ``time`` (acquisition, UTC, datetime64[ns]; 00:00 of the date for a same-day mosaic) and ``item_id`` (time): the id of the scene of each time
     step, for a mosaic of same-day scenes the first of them (all of them in :attr:`scenes`)."""
     items: tuple[str, ...]
     """Ids of every item whose pixels are in ``reflectance``, in time order."""

@@ -57,6 +57,7 @@ __all__ = [
     "cross_validated_intervals",
     "crowd_bias",
     "cv_block_size",
+    "fit_bands",
     "sample_weights",
     "train",
 ]

@@ -182,6 +182,15 @@ class RunLayout:
         return self.root / "report"
 
     @property
+    def report_gpkg(self) -> Path:
+        """Per-field results for GIS (:mod:`mrv.report.gpkg`)."""
+        return self.report_dir / "fields.gpkg"
+
+    @property
+    def report_pdf(self) -> Path:
+        return self.report_dir / "report.pdf"
+
+    @property
     def figures(self) -> Path:
         return self.root / "figures"
 

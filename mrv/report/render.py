@@ -27,31 +27,15 @@ from mrv.report.pdf import render_report_pdf
 from mrv.report.schema import Report, Uncertainty, read_report
 
 __all__ = [
-    "GPKG_NAME",
-    "PDF_NAME",
     "VARIOGRAM_PNG",
-    "gpkg_path",
     "images",
-    "pdf_path",
     "read_report",
     "rebuild_report",
     "render_outputs",
     "render_variogram_png",
 ]
 
-#: Per-field results for GIS (:mod:`mrv.report.gpkg`), inside the run's ``report/`` directory.
-GPKG_NAME = "fields.gpkg"
-#: Printable report, inside the run's ``report/`` directory.
-PDF_NAME = "report.pdf"
 VARIOGRAM_PNG = "error_variogram.png"
-
-
-def gpkg_path(layout: RunLayout) -> Path:
-    return layout.report_dir / GPKG_NAME
-
-
-def pdf_path(layout: RunLayout) -> Path:
-    return layout.report_dir / PDF_NAME
 
 
 def images(report: Report, root: Path) -> dict[str, tuple[str, Path]]:
@@ -138,7 +122,7 @@ def render_outputs(root: Path, report: Report | None = None) -> tuple[Path, Path
     layout = RunLayout(root)
     if report is None:
         report = read_report(layout.report_json)
-    return render_into(report, root, html=layout.report_html, pdf=pdf_path(layout), gpkg=gpkg_path(layout))
+    return render_into(report, root, html=layout.report_html, pdf=layout.report_pdf, gpkg=layout.report_gpkg)
 
 
 def rebuild_report(run_dir: Path) -> tuple[tuple[Path, ...], list[str]]:

@@ -743,7 +743,7 @@ def _link_rendering(root: Path, scratch: Path, report: Report, cfg: RunConfig) -
             report, root, html=scratch / "report.html", pdf=scratch / "report.pdf", gpkg=scratch / "fields.gpkg",
             fields_path=cfg.region.fields,
         )  # fmt: skip
-        stored = (layout.report_html, render.gpkg_path(layout), render.pdf_path(layout))
+        stored = (layout.report_html, layout.report_gpkg, layout.report_pdf)
         for path, out in zip(stored, outputs, strict=True):
             rel = _rel(root, path)
             if path.read_bytes() != out.read_bytes():

@@ -40,6 +40,7 @@ __all__ = [
     "equivalent_depth_cm",
     "esm_stock",
     "mass_at_depth_mg_ha",
+    "paired_mass_balance_stock",
     "reference_mass_mg_ha",
     "soc_at_depth_t_ha",
     "soil_mass_from_bulk_density_mg_ha",
@@ -318,6 +319,63 @@ def esm_stock(
         reference_mass_mg_ha=float(reference_mass_mg_ha),
         soc_stock_t_ha=value,
         equivalent_depth_cm=equivalent_depth_cm(profile, ref),
+    )
+
+
+def paired_mass_balance_stock(
+    profile: CumulativeMassCurve, baseline: CumulativeMassCurve, depth_cm: float
+) -> EsmResult:
+    """SOC (t C/ha) of a re-measured site in the soil mass its baseline profile held from 0 to ``depth_cm``.
+
+    ``M_ref = M_base(depth_cm)`` (the site's own baseline mass), and, with ``M_tot``/``C_tot`` the cumulative
+    mass and SOC of the whole re-measured profile and ``c_deep`` the SOC concentration (t C/Mg) of the
+    baseline profile's deepest increment,
+
+        C_ESM = C_tot - (M_tot - M_ref) * c_deep.
+
+    Mass balance with the deepest sampled increment as the correction layer (Ellert & Bettany 1995,
+    Can. J. Soil Sci. 75:529-538: the excess soil mass is removed at the concentration of the deepest
+    layer), applied against each site's own baseline mass. Why not an interpolation of cumulative SOC
+    at a common reference mass (Wendt & Hauser 2013): compaction or loosening moves the plough-layer
+    base, where SOC concentration drops, across the sampled boundary, and a curve through the
+    measured points cannot place that step. Cumulative SOC is concave there, so every interpolation
+    through the points under-reads it: on generated regions with bulk-density change (SD 0.15 g/cm3,
+    20 seeds, 1,440 re-measured sites) the change was biased -1.00 t C/ha (natural spline), -0.92
+    (PCHIP), -0.91 (exponential decline fitted through the increments), -1.45 (linear) with 0-30/30-50 cm
+    increments, and -0.98 with 0-15/15-30/30-50 cm; this estimator: -0.04 +- 0.12 and -0.09 +- 0.09
+    (benchmarks in tests/test_esm_paired.py). Mass is conserved under compaction, so the site's baseline
+    soil above ``depth_cm`` is the top ``M_ref`` of the re-measured profile; everything below it lies in
+    the deepest increment's material.
+
+    Assumptions (stated in the run's ``samples.json``): the deepest increment lies below the managed
+    layer and its SOC concentration did not change between the rounds; ``M_tot >= M_ref``.
+
+    Raises:
+        StockError: if either profile does not reach below ``depth_cm`` with a separate deepest increment, or
+            the re-measured profile holds less soil than the baseline reference mass.
+    """
+    m_b = np.asarray(baseline.soil_mass_mg_ha, dtype=np.float64)
+    c_b = np.asarray(baseline.soc_t_ha, dtype=np.float64)
+    d_b = np.asarray(baseline.depth_cm, dtype=np.float64)
+    if len(d_b) < 3 or d_b[-2] < depth_cm - DEPTH_TOLERANCE_CM:
+        raise StockError(
+            f"Baseline profile {baseline.profile_id} needs an increment below {depth_cm:g} cm (e.g. 30-50 cm) for the "
+            "paired mass balance; sample it deeper."
+        )
+    m_ref = mass_at_depth_mg_ha(baseline, depth_cm)
+    c_deep = float((c_b[-1] - c_b[-2]) / (m_b[-1] - m_b[-2]))
+    m_tot, c_tot = float(profile.soil_mass_mg_ha[-1]), float(profile.soc_t_ha[-1])
+    if profile.depth_cm[-1] < depth_cm - DEPTH_TOLERANCE_CM or m_tot < m_ref * (1 - _REL_TOL):
+        raise StockError(
+            f"Profile {profile.profile_id} holds {m_tot:.0f} Mg/ha of soil to {profile.depth_cm[-1]:g} cm, less than the "
+            f"{m_ref:.0f} Mg/ha its baseline held to {depth_cm:g} cm; sample it deeper."
+        )
+    value = c_tot - (m_tot - m_ref) * c_deep
+    return EsmResult(
+        profile_id=profile.profile_id,
+        reference_mass_mg_ha=m_ref,
+        soc_stock_t_ha=float(value),
+        equivalent_depth_cm=equivalent_depth_cm(profile, m_ref),
     )
 
 
