@@ -223,6 +223,38 @@ def read_raster_lazy(path: Path, *, chunk_px: int) -> tuple[da.Array, Grid, list
     return arr, grid, names
 
 
+
+def read_pixels(
+    path: Path, rows: np.ndarray, cols: np.ndarray, *, bands: Sequence[int] | None = None
+) -> np.ndarray:
+    """``(pixels, bands)`` float32 values of the GeoTIFF ``path`` at pixel indices (``rows``, ``cols``).
+
+    Nodata is NaN, as in :func:`read_raster`; indices outside the raster are NaN too. ``bands`` are
+    1-based (default all). Each GeoTIFF block holding a pixel is read once (every band asked for, one
+    window), so memory is one block whatever the raster's size: for sites, or a region's field
+    pixels, without loading the region.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    cols = np.asarray(cols, dtype=np.int64)
+    with rasterio.open(path) as src:
+        band_list = list(bands) if bands is not None else list(range(1, src.count + 1))
+        values = np.full((rows.size, len(band_list)), np.nan, dtype="float32")
+        inside = (cols >= 0) & (cols < src.width) & (rows >= 0) & (rows < src.height)
+        bh, bw = src.block_shapes[0]
+        idx = np.flatnonzero(inside)
+        block_id = (rows[idx] // bh) * ((src.width + bw - 1) // bw) + cols[idx] // bw
+        order = np.argsort(block_id, kind="stable")
+        idx, block_id = idx[order], block_id[order]
+        starts = np.flatnonzero(np.r_[True, block_id[1:] != block_id[:-1]]) if idx.size else np.zeros(0, np.int64)
+        for s0, s1 in zip(starts, [*starts[1:], idx.size], strict=True):
+            pts = idx[s0:s1]
+            r0, c0 = int(rows[pts[0]] // bh * bh), int(cols[pts[0]] // bw * bw)
+            window = Window(c0, r0, min(bw, src.width - c0), min(bh, src.height - r0))  # type: ignore[no-untyped-call]
+            block = src.read(band_list, window=window, masked=True).astype("float32").filled(np.nan)
+            values[pts] = block[:, rows[pts] - r0, cols[pts] - c0].T
+    return values
+
+
 def sample_at_points(
     path: Path, x: np.ndarray, y: np.ndarray, *, skip_bands: Sequence[str] = ("n_bare",)
 ) -> tuple[np.ndarray, list[str]]:
@@ -231,28 +263,14 @@ def sample_at_points(
     The same pixels and values as :func:`mrv.modeling.features.extract_at_points` on the whole stack
     (:func:`read_raster`): the nearest pixel centre, ``col = rint((x - x_0) / res)`` from the first
     centre ``x_0``; NaN for nodata and for points outside the grid (never the edge pixel). Bands
-    named in ``skip_bands`` are left out; the names of the others are returned. Each GeoTIFF block
-    holding a point is read once (all kept bands, one window), so memory is one block, whatever
-    the raster's size.
+    named in ``skip_bands`` are left out; the names of the others are returned. Read with
+    :func:`read_pixels` (one block at a time).
     """
     with rasterio.open(path) as src:
         names = [d or f"band_{i + 1}" for i, d in enumerate(src.descriptions)]
-        keep = [i for i, n in enumerate(names) if n not in skip_bands]
-        b = src.bounds
-        grid = Grid(crs=src.crs.to_string(), bounds=(b.left, b.bottom, b.right, b.top), resolution_m=src.res[0])
-        res = grid.resolution_m
-        x0, y0 = grid.bounds[0] + 0.5 * res, grid.bounds[3] - 0.5 * res  # first pixel centres, as x_coords()
-        col = np.rint((np.asarray(x, dtype="float64") - x0) / res).astype(np.int64)
-        row = np.rint((y0 - np.asarray(y, dtype="float64")) / res).astype(np.int64)
-        inside = (col >= 0) & (col < src.width) & (row >= 0) & (row < src.height)
-        values = np.full((col.size, len(keep)), np.nan, dtype="float32")
-        bh, bw = src.block_shapes[0]
-        idx = np.flatnonzero(inside)
-        block_id = (row[idx] // bh) * ((src.width + bw - 1) // bw) + col[idx] // bw
-        for bid in np.unique(block_id):
-            pts = idx[block_id == bid]
-            r0, c0 = int(row[pts[0]] // bh * bh), int(col[pts[0]] // bw * bw)
-            window = Window(c0, r0, min(bw, src.width - c0), min(bh, src.height - r0))  # type: ignore[no-untyped-call]
-            block = src.read([i + 1 for i in keep], window=window, masked=True).astype("float32").filled(np.nan)
-            values[pts] = block[:, row[pts] - r0, col[pts] - c0].T
-    return values, [names[i] for i in keep]
+        left, top, res = src.bounds.left, src.bounds.top, float(src.res[0])
+    keep = [i for i, n in enumerate(names) if n not in skip_bands]
+    x0, y0 = left + 0.5 * res, top - 0.5 * res  # first pixel centres, as Grid.x_coords() / y_coords()
+    col = np.rint((np.asarray(x, dtype="float64") - x0) / res).astype(np.int64)
+    row = np.rint((y0 - np.asarray(y, dtype="float64")) / res).astype(np.int64)
+    return read_pixels(path, row, col, bands=[i + 1 for i in keep]), [names[i] for i in keep]

@@ -288,7 +288,9 @@ def _config_files(value: Any, name: str = "") -> list[Path]:
     if name in _NOT_INPUTS:
         return []
     if isinstance(value, Path):
-        return [value]
+        from mrv.fields import field_files  # a Shapefile is read with its sidecars
+
+        return list(field_files(value))
     if is_dataclass(value) and not isinstance(value, type):
         return [p for f in fields(value) for p in _config_files(getattr(value, f.name), f.name)]
     if isinstance(value, Mapping):

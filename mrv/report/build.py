@@ -24,6 +24,7 @@ from mrv.accounting.methodology import Evidence, check_methodology, load_methodo
 from mrv.accounting.vt0014 import vt0014_section
 from mrv.config import RunConfig
 from mrv.errors import MRVError, VerificationError
+from mrv.fields import field_files, read_fields
 from mrv.fsio import write_json
 from mrv.identity import identity
 from mrv.pipeline.change_step import credit_basis
@@ -212,17 +213,19 @@ def build_report(cfg: RunConfig, layout: RunLayout) -> Path:
     report_path = write_json(root / "report.json", report.to_json())
 
     figs = layout.figures
-    vmin, vmax = (float(v) for v in np.nanpercentile(read_raster(latest_maps["mean"])[0], [2, 98]))
+    mean, grid, _ = read_raster(latest_maps["mean"])
+    vmin, vmax = (float(v) for v in np.nanpercentile(mean, [2, 98]))
+    outlines = read_fields(cfg.region.fields, crs=grid.crs)  # once, in the maps' CRS
     render_map_png(latest_maps["mean"], figs / "soc_stock_mean.png", title=f"SOC stock {latest}", units="t C/ha",
-                   vmin=vmin, vmax=vmax, fields_geojson=cfg.region.fields)
+                   vmin=vmin, vmax=vmax, fields=outlines)
     render_map_png(width_path, figs / "soc_stock_width90.png", title="90 % interval width", units="t C/ha",
-                   cmap="viridis", fields_geojson=cfg.region.fields)  # fmt: skip
+                   cmap="viridis", fields=outlines)  # fmt: skip
     vario = report.uncertainty.variogram if report.uncertainty is not None else None
     if vario is not None:
         render_variogram_png(vario, figs / VARIOGRAM_PNG)
     rendered = render_outputs(root, report)
 
-    inputs: dict[str, Path] = {"fields": cfg.region.fields}
+    inputs: dict[str, Path | tuple[Path, ...]] = {"fields": field_files(cfg.region.fields)}  # + Shapefile sidecars
     if cfg.imagery.catalog is not None:
         inputs["stac_catalog"] = cfg.imagery.catalog.parent
     if cfg.imagery.dem is not None and cfg.imagery.dem.path is not None:

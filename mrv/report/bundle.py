@@ -33,6 +33,7 @@ from typing import Any
 
 from mrv.config import RunConfig, load_config, parse_config, read_yaml
 from mrv.errors import ConfigError, MRVError, VerificationError
+from mrv.fsio import atomic_path
 from mrv.modeling.registry import REF_FILE, copy_entry, read_reference
 from mrv.pipeline.layout import RunLayout
 from mrv.report.manifest import (
@@ -288,12 +289,9 @@ def _registry_entry(run_dir: Path, stage: Path, listed: set[str]) -> list[dict[s
 
 
 def _zip(stage: Path, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+    with atomic_path(out) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for f in sorted(p for p in stage.rglob("*") if p.is_file()):
             zf.write(f, f.relative_to(stage).as_posix())
-    tmp.replace(out)
 
 
 @contextlib.contextmanager

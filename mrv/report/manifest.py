@@ -15,20 +15,20 @@ Environment variables and credentials are never recorded.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import json
 import os
 import platform
 import posixpath
 import sys
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from mrv.errors import MRVError, VerificationError
+from mrv.fsio import sha256_file, write_text
 from mrv.identity import identity
 
 __all__ = [
@@ -55,7 +55,6 @@ SCHEMA_VERSION = 2
 _READABLE_SCHEMAS = (1, 2)
 #: The record every cached step writes into its keyed directory (:mod:`mrv.pipeline.cache`).
 _STEP_RECORD = "step.json"
-_CHUNK = 1024 * 1024
 
 #: Distribution names whose versions are recorded (missing ones are skipped). GDAL is added
 #: separately from ``rasterio.__gdal_version__``.
@@ -116,15 +115,6 @@ class VerifyResult:
     ok: bool
     checked: int
     mismatches: tuple[Mismatch, ...]
-
-
-def sha256_file(path: Path | str) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _iter_files(directory: Path) -> Iterator[Path]:
@@ -231,7 +221,7 @@ def step_chain(root: Path, output_paths: Iterable[str]) -> list[dict[str, Any]]:
 def build_manifest(
     run_dir: Path,
     *,
-    inputs: Mapping[str, Path],
+    inputs: Mapping[str, Path | Sequence[Path]],
     config: Path,
     outputs: Iterable[Path],
     extra: Mapping[str, object] | None = None,
@@ -257,8 +247,9 @@ def build_manifest(
         raise MRVError(f"extra keys {clash} would overwrite standard manifest fields; rename them.")
 
     input_entries: list[dict[str, Any]] = []
-    for role, path in inputs.items():
-        input_entries.extend(_input_entries(role, path, run_dir))
+    for role, paths in inputs.items():
+        for path in (paths,) if isinstance(paths, str | Path) else paths:
+            input_entries.extend(_input_entries(role, path, run_dir))
 
     output_entries = [
         {"path": f.relative_to(run_dir).as_posix(), **_file_entry(f)} for f in _output_files(run_dir, outputs)
@@ -293,16 +284,13 @@ def dump_manifest(manifest: Mapping[str, Any], target: Path) -> Path:
         raise MRVError(
             f"The manifest cannot be written as JSON ({exc}); pass only JSON-serialisable, finite values in `extra`."
         ) from exc
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(text + "\n", encoding="utf-8")
-    os.replace(tmp, target)
-    return target
+    return write_text(target, text + "\n")
 
 
 def write_manifest(
     run_dir: Path,
     *,
-    inputs: Mapping[str, Path],
+    inputs: Mapping[str, Path | Sequence[Path]],
     config: Path,
     outputs: Iterable[Path],
     extra: Mapping[str, object] | None = None,
