@@ -245,7 +245,9 @@ def read_pixels(
         block_id = (rows[idx] // bh) * ((src.width + bw - 1) // bw) + cols[idx] // bw
         order = np.argsort(block_id, kind="stable")
         idx, block_id = idx[order], block_id[order]
-        starts = np.flatnonzero(np.r_[True, block_id[1:] != block_id[:-1]]) if idx.size else np.zeros(0, np.int64)
+        if idx.size == 0:
+            return values
+        starts = np.flatnonzero(np.r_[True, block_id[1:] != block_id[:-1]])
         for s0, s1 in zip(starts, [*starts[1:], idx.size], strict=True):
             pts = idx[s0:s1]
             r0, c0 = int(rows[pts[0]] // bh * bh), int(cols[pts[0]] // bw * bw)

@@ -23,6 +23,7 @@ def test_fixture_files_are_the_published_bytes() -> None:
         "site-data.csv": "63105b8bbf561f523595327e8166038d3459231646a75a8d8d0b972915c27cc6",
         "rasmussen-andesitic-lahar.csv": "b1a0ae27c04b6a88a6557d3e7d8166f852afc4aa0b509c3beaa58dfbace9ee57",
         "rasmussen-andesitic-lahar-site.csv": "ee0f127908f6accfff2bd2c4fc883909ce2aea05646d3fad541a89e9b18464e8",
+        "meuse.csv": "b27776bc1cad63c4bf308923c86a5a76a0a02566ac75984b018df2a477b52f64",
     }
 
 
@@ -77,3 +78,28 @@ def test_andesitic_lahar_horizons_identified_by_pedon_and_horizon_name() -> None
     top = sites.set_index("site_id").loc["Top"]  # 0-17 (42, 0.7), 17-34 (22, 0.9; 13 cm above 30 cm)
     assert top["soc_stock_t_ha"] == pytest.approx((42 * 0.7 * 17 + 22 * 0.9 * 13) / 10, rel=1e-6)
     assert set(sites["site_id"]) | set(incomplete) == {"Top", "Nobu", "Waca", "McCarthy", "Aiken", "Supan", "Inks"}
+
+
+def test_meuse_topsoil_in_the_dutch_national_grid() -> None:
+    """A national projected CRS (RD New) and organic matter in percent, both stated by the profile alone."""
+    d = SOIL / "meuse"
+    fmt = load_format(d / "meuse.yaml", search_dirs=())
+    res = ingest(d / "meuse.csv", fmt, source="lab", submitter="sp", project_crs="EPSG:28992", today=dt.date(2025, 1, 1))
+    assert (res.submitted, len(res.accepted)) == (155, 153)
+    # Lines 43 and 44 have om "NA" (R's missing value): no carbon value, rejected on their own with the column named.
+    assert [(r.row, r.column, r.code) for r in res.rejected] == [(43, "om", "missing_value"), (44, "om", "missing_value")]
+    first = res.accepted.set_index("sample_id").loc["181072/333611"]  # om 13.6 %
+    assert (first["x"], first["y"], first["crs"]) == (181072.0, 333611.0, "EPSG:28992")
+    assert first["soc_g_kg"] == pytest.approx(13.6 * 10 * 0.58)  # van Bemmelen: SOC = 0.58 x SOM
+    assert first["soc_sd_g_kg"] > 0  # the conversion's uncertainty is kept
+    assert (first["top_cm"], first["bottom_cm"], first["sampling_date"]) == (0.0, 20.0, "1990-01-01")
+    # Into UTM 31N: Stein (NL) lies at about 5.76 E, 50.99 N, 2.76 deg east of the zone's central meridian (3 E).
+    utm = ingest(d / "meuse.csv", fmt, source="lab", submitter="sp", project_crs="EPSG:32631", today=dt.date(2025, 1, 1))
+    p = utm.accepted.set_index("sample_id").loc["181072/333611"]
+    assert p["x"] == pytest.approx(500_000 + 2.76 * 111_320 * np.cos(np.radians(50.99)), abs=2_000)
+    assert p["y"] == pytest.approx(5_651_000, abs=3_000)
+    # A region that does not contain the floodplain rejects every position, naming the region.
+    away = ingest(d / "meuse.csv", fmt, source="lab", submitter="sp", project_crs="EPSG:28992",
+                  region_bounds=(100_000.0, 400_000.0, 110_000.0, 410_000.0), today=dt.date(2025, 1, 1))  # fmt: skip
+    assert away.accepted.empty
+    assert len(away.rejected) == 155

@@ -12,7 +12,7 @@ from rasterio.crs import CRS
 
 from mrv.grid import Grid
 from mrv.modeling.features import extract_at_points
-from mrv.raster import read_raster, sample_at_points
+from mrv.raster import read_pixels, read_raster, sample_at_points
 
 
 def _stack_file(path: Path, *, height: int, width: int, block: int, nodata: float | None) -> Grid:
@@ -73,3 +73,16 @@ def test_no_points_and_all_outside(tmp_path: Path) -> None:
     values, _ = sample_at_points(path, np.array([grid.bounds[0] - 100.0]), np.array([grid.bounds[3] + 100.0]))
     assert values.shape == (1, 2)
     assert np.isnan(values).all()
+
+
+def test_read_pixels_equals_indexing_the_loaded_raster(tmp_path: Path) -> None:
+    path = tmp_path / "maps.tif"
+    _stack_file(path, height=50, width=61, block=16, nodata=-9999.0)
+    arr, _, _ = read_raster(path)
+    rng = np.random.default_rng(4)
+    rows, cols = rng.integers(-3, 53, 2000), rng.integers(-3, 64, 2000)
+    got = read_pixels(path, rows, cols, bands=[3, 1])
+    inside = (rows >= 0) & (rows < 50) & (cols >= 0) & (cols < 61)
+    np.testing.assert_array_equal(got[inside], arr[[2, 0]][:, rows[inside], cols[inside]].T)
+    assert np.isnan(got[~inside]).all()
+    assert read_pixels(path, rows[:0], cols[:0]).shape == (0, 3)

@@ -6,8 +6,9 @@ The names below are imported lazily on first use, so ``import mrv.samples`` load
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from mrv.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from mrv.samples.esm import CumulativeMassCurve, EsmResult, cumulative_mass_curve, esm_stock, reference_mass_mg_ha
@@ -55,13 +56,4 @@ _LAZY: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
