@@ -24,6 +24,7 @@ from typing import Any, Literal, Union
 from mrv import config as config_module
 
 __all__ = [
+    "field_docs",
     "run_config_schema",
     "SCHEMA_ID",
 ]
@@ -37,7 +38,7 @@ _SHORTHANDS: dict[tuple[str, str], dict[str, Any]] = {
 
 
 @cache
-def _field_docs(cls: type) -> dict[str, str]:
+def field_docs(cls: type) -> dict[str, str]:
     """The docstring written under each field of ``cls`` (attribute docstrings, read with ``ast``)."""
     try:
         tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
@@ -111,7 +112,7 @@ def _default_of(f: dataclasses.Field[Any]) -> Any:
 
 
 def _object_schema(cls: type) -> dict[str, Any]:
-    docs = _field_docs(cls)
+    docs = field_docs(cls)
     properties: dict[str, Any] = {}
     required: list[str] = []
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]

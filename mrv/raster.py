@@ -132,9 +132,8 @@ def write_cogs_by_strips(
         raise
     for dst in outs:
         dst.close()
-    # The COG copies are independent and GDAL releases the GIL: all at once rather than one after another.
-    with ThreadPoolExecutor(max_workers=max(1, len(paths)), thread_name_prefix="cog") as pool:
-        list(pool.map(_finish_cog, staging, paths))
+    for src, final in zip(staging, paths, strict=True):
+        _finish_cog(src, final)
 
 
 def mosaic_to_cog(
@@ -146,7 +145,7 @@ def mosaic_to_cog(
 ) -> Path:
     """Mosaic the tile GeoTIFFs ``parts`` (each on ``tile.grid(grid)``) into one COG on ``grid``.
 
-    One tile is in memory at a time; band count and descriptions come from the first part. Pixels
+    One band of one tile is in memory at a time; band count and descriptions come from the first part. Pixels
     no part covers stay NaN (nodata).
     """
     if not parts:
@@ -166,7 +165,8 @@ def mosaic_to_cog(
                 if src.count != count or (src.height, src.width) != (tile.height, tile.width):
                     raise ValueError(f"{part} does not match tile {tile.name} ({count} bands of {tile.height}x{tile.width})")
                 window = Window(tile.col_off, tile.row_off, tile.width, tile.height)  # type: ignore[no-untyped-call]
-                dst.write(src.read(), window=window)
+                for band in range(1, count + 1):  # one band of one tile in memory at a time
+                    dst.write(src.read(band), band, window=window)
     _finish_cog(staging, path)
     return path
 

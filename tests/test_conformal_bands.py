@@ -34,7 +34,8 @@ def test_banded_interval_hand_example() -> None:
     # hull [43, 58] and [19, 26] joined with the pooled [42, 50] and [18, 27]
     assert lo[:2].tolist() == [42.0, 18.0]
     assert hi[:2].tolist() == [58.0, 27.0]
-    assert np.isnan(lo[2]) and np.isnan(hi[2])
+    assert np.isnan(lo[2])
+    assert np.isnan(hi[2])
     lo, hi = banded_interval(np.array([44.0]), np.array([48.0]), None, 2.0)  # no bands: pooled alone
     assert (lo.tolist(), hi.tolist()) == ([42.0], [50.0])
 
@@ -44,8 +45,11 @@ def test_too_few_calibration_points_fall_back_to_the_pooled_margin() -> None:
     y = rng.normal(50, 10, 15)
     assert fit_bands(y, y - 5, y + 5, 0.9) is None
     m = fit_bands(rng.normal(50, 10, 35), np.full(35, 45.0), np.full(35, 55.0), 0.9)
-    assert m is not None and len(m.margins_t_ha) == 3 and m.confidence == pytest.approx(0.85)
-    assert m.n_per_band == (12, 11, 12) or sum(m.n_per_band) == 35
+    assert m is not None
+    assert len(m.margins_t_ha) == 3
+    assert m.confidence == pytest.approx(0.85)
+    assert sum(m.n_per_band) == 35
+    assert min(m.n_per_band) >= 11
 
 
 def test_band_margins_are_conformal_margins_of_each_decile() -> None:

@@ -65,7 +65,9 @@ def _paired_errors(seed: int, layers: tuple[tuple[float, float], ...]) -> tuple[
         r, c = int((spec.origin_y - b.y) // res), int((b.x - spec.origin_x) // res)
         true = truth.states[last].stock_baseline_mass_t_ha[r, c] - truth.states[first].stock_baseline_mass_t_ha[r, c]
         new.append(b.soc_stock_t_ha - a.soc_stock_t_ha - true)
-        spline.append(esm_stock(prof2[b.site_id], ref).soc_stock_t_ha - esm_stock(prof1[a.site_id], ref).soc_stock_t_ha - true)
+        spline.append(
+            esm_stock(prof2[b.site_id], ref).soc_stock_t_ha - esm_stock(prof1[a.site_id], ref).soc_stock_t_ha - true
+        )
     return np.asarray(new), np.asarray(spline)
 
 

@@ -22,10 +22,11 @@ from mrv.config import (
     parse_config,
 )
 from mrv.errors import ConfigError, CovariateMismatch, ModelError
+from mrv.fsio import sha256_file
 from mrv.grid import Grid
 from mrv.modeling.model import GBMQuantileModel, SOCModel, SOCPredictor, fit_estimator
 from mrv.modeling.predict import predict_map
-from mrv.modeling.registry import MODEL_FILE, list_models, read_card
+from mrv.modeling.registry import MODEL_FILE, list_models, read_card, read_reference
 from mrv.modeling.train import train
 from mrv.modeling.validation import fold_indices, fold_sizes
 from mrv.modeling.variogram import block_floor, choose_block_size, estimate_variogram
@@ -162,13 +163,13 @@ def test_spatial_cv_and_held_out_coverage_near_nominal(trained, data) -> None:
     assert res.block.variogram is not None
     assert res.block.block_size_m >= 500
     assert res.model.metadata["cv_block_size_m"] == res.block.block_size_m
-    assert res.spatial_cv.picp_90 == pytest.approx(0.90, abs=0.05)
+    assert 0.85 <= res.spatial_cv.picp_90 <= 0.97  # >= 0.9 from the pooled margin; decile bands widen the tails (#13.4)
     assert res.spatial_cv.rmse < 0.8 * res.spatial_cv.baseline_rmse
     test = data[1]
     out = res.model.predict(test[COVS].to_numpy("float32"))
     obs = test["soc_stock_t_ha"].to_numpy()
     coverage = float(np.mean((obs >= out[:, 1]) & (obs <= out[:, 3])))
-    assert coverage == pytest.approx(0.90, abs=0.05), coverage
+    assert 0.85 <= coverage <= 0.97, coverage
     assert np.all(out[:, 1] <= out[:, 2])
     assert np.all(out[:, 2] <= out[:, 3])
     np.testing.assert_allclose(out[:, 4], (out[:, 3] - out[:, 1]) / (2 * 1.6448536), rtol=1e-4)
@@ -322,8 +323,10 @@ def test_fit_model_registers_and_prediction_checks_covariates(run) -> None:
     card = read_card_from(path)
     reg = cfg.model.registry_dir
     assert list_models(reg) == [card["model_id"]]
-    stored = reg / card["model_id"]
-    assert (stored / MODEL_FILE).read_bytes() == path.read_bytes()
+    ref = read_reference(path)  # the run keeps a reference, not a second pickle
+    assert not (layout.model_dir / MODEL_FILE).exists()
+    assert (ref.model_id, ref.registry_dir) == (card["model_id"], reg.resolve())
+    assert sha256_file(reg / card["model_id"] / MODEL_FILE) == ref.model_sha256 == card["model_sha256"]
     assert card["model_sha256"] == read_card(card["model_id"], registry_dir=reg)["model_sha256"]
     assert card["cv"]["block_size_m"] == card["cv_block_size_m"] >= 500
     assert card["autocorrelation_range_m"] is not None
@@ -347,32 +350,21 @@ def read_card_from(model_path: Path) -> dict[str, object]:
     return json.loads((model_path.parent / "model_card.json").read_text())
 
 
-def test_configured_registry_and_tampered_run_model(run, tmp_path: Path) -> None:
+def test_configured_registry_and_tampered_registry_entry(run, tmp_path: Path) -> None:
     cfg, layout, _ = run
     shared = tmp_path / "shared_registry"
     cfg = replace(cfg, model=replace(cfg.model, registry_dir=shared, kind="gbm_quantile", gbm_max_iter=20))
-    path = steps.fit_model(cfg, layout)
-    model = steps.load_model(path)
+    ref = read_reference(steps.fit_model(cfg, layout))
+    model = steps.load_model(layout)
     assert isinstance(model, GBMQuantileModel)
-    assert list_models(shared) == [model.model_id]
+    assert list_models(shared) == [model.model_id] == [ref.model_id]
     assert not (layout.root / "models").exists()
     assert not (tmp_path / "registry").exists()
-    data = bytearray(path.read_bytes())
+    data = bytearray(ref.model_path.read_bytes())
     data[len(data) // 2] ^= 0xFF
-    path.write_bytes(bytes(data))
+    ref.model_path.write_bytes(bytes(data))
     with pytest.raises(ModelError, match="does not match its model card"):
-        steps.load_model(path)
-
-
-def test_load_model_refuses_non_models(tmp_path: Path) -> None:
-    import pickle
-
-    p = tmp_path / "model.pkl"
-    p.write_bytes(pickle.dumps({"not": "a model"}))
-    with pytest.raises(ModelError, match="not an SOC model"):
-        steps.load_model(p)
-    with pytest.raises(ModelError, match="Cannot read"):
-        steps.load_model(tmp_path / "missing.pkl")
+        steps.load_model(layout)
 
 
 def test_qrf_is_an_soc_predictor() -> None:

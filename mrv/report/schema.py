@@ -39,7 +39,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal, Union
 
-from mrv.config_schema import _field_docs
+from mrv.config_schema import field_docs
 from mrv.errors import VerificationError
 
 __all__ = [
@@ -765,7 +765,7 @@ def _schema_for(tp: Any, defs: dict[str, Any]) -> dict[str, Any]:
 
 
 def _object_schema(cls: type, defs: dict[str, Any]) -> dict[str, Any]:
-    docs = _field_docs(cls)
+    docs = field_docs(cls)
     hints = _hints(cls)
     properties: dict[str, Any] = {}
     required: list[str] = []

@@ -12,7 +12,7 @@
   reason, :func:`summarise`) and the raw bytes are written in ONE transaction.
 * Memory follows a part of the file, not the file: the file is validated in parts of
   ``_PART_ROWS`` lines, each part's accepted records written to a staging SQLite database
-  beside the file's copy (before the write lock is taken, so other writers are not held up by
+  (in memory for a small file, else beside the file's copy; before the write lock is taken, so other writers are not held up by
   the parsing); the file-wide check of repeated sample ids runs there on the repeated ids
   only. Inside the transaction the staged records go into the store in batches, in the order
   of its neighbourhood index, and the QA reads them back in batches (200,000 rows: about
@@ -197,7 +197,8 @@ def submit_file(
         except SubmissionRejected as exc:
             submission_id = _record(store, meta, status=REJECTED, reason=str(exc))
             raise SubmissionRejected(f"{exc} (Recorded as rejected submission {submission_id}.)") from exc
-        found_id, stored_id = _write(store, meta, staged, raw, checks=checks, replaces=replaces)
+        with closing(staged.db):
+            found_id, stored_id = _write(store, meta, staged, raw, checks=checks, replaces=replaces)
         del raw
     if found_id is not None:
         with store.engine.connect() as conn:
@@ -317,13 +318,14 @@ def _link_superseded(conn: Connection, olds: Sequence[int], new_id: int) -> None
 
 @dataclass
 class _Staged:
-    """A file ingested into a staging SQLite database beside its copy (outside the store's write lock).
+    """A file ingested into a staging SQLite database (outside the store's write lock).
 
     The ``staged`` table holds the accepted records (``_STAGED_COLUMNS``, file order in ``pos``),
     after the file-wide check of repeated sample ids; rejected lines and notes are kept here.
     """
 
-    db: Path
+    db: sqlite3.Connection
+    """The staging database (in memory for a small file, else a file beside the copy); closed by the caller."""
     layout: str
     submitted: int
     rejected: list[Rejection]
@@ -337,8 +339,7 @@ class _Staged:
         accepted_lines = sum(len(v) for v in self.lines.values()) if self.lines else self.records
         ids = None
         if self.layout == "long":
-            with closing(sqlite3.connect(self.db)) as db:
-                ids = {str(r[0]) for r in db.execute("SELECT sample_id FROM staged")}
+            ids = {str(r[0]) for r in self.db.execute("SELECT sample_id FROM staged")}
         return ingest_summary(self.layout, self.submitted, accepted_lines, self.records, self.rejected, self.notes,
                               accepted_ids=ids)  # fmt: skip
 
@@ -353,6 +354,8 @@ _SID = 3 + _STAGED_COLUMNS.index("sample_id")
 _ROW = 3 + _STAGED_COLUMNS.index("row")
 #: Lines per ingest part: the memory of a submission follows this, not the file.
 _PART_ROWS = 25_000
+#: Files up to this size (bytes; ~30,000 lines of a wide file) are staged in memory, larger ones in a file.
+_MEMORY_STAGE_BYTES = 4 << 20
 
 
 def _stage(
@@ -373,9 +376,9 @@ def _stage(
     copy.write_bytes(raw)
     parts = ingest_parts(copy, fmt, source=source, submitter=agency, project_crs=project_crs,
                          region_bounds=region_bounds, today=today, rows_per_chunk=_PART_ROWS)  # fmt: skip
-    db_path = tmp / "staged.sqlite"
-    staged = _Staged(db_path, "long" if fmt.long is not None else "wide", 0, [], [], 0, {})
-    with closing(sqlite3.connect(db_path)) as db:
+    db = sqlite3.connect(":memory:" if len(raw) <= _MEMORY_STAGE_BYTES else tmp / "staged.sqlite")
+    staged = _Staged(db, "long" if fmt.long is not None else "wide", 0, [], [], 0, {})
+    try:
         db.execute("PRAGMA journal_mode=OFF")
         db.execute("PRAGMA synchronous=OFF")
         cols = ", ".join(f'"{c}"' for c in _STAGED_COLUMNS)
@@ -397,6 +400,9 @@ def _stage(
             _staged_duplicates(db, fmt, staged)
         staged.records = int(db.execute("SELECT count(*) FROM staged").fetchone()[0])
         db.commit()
+    except BaseException:
+        db.close()
+        raise
     staged.rejected.sort(key=lambda r: r.row)
     staged.notes.sort(key=lambda r: r.row)
     return staged
@@ -473,10 +479,10 @@ def _store_rows(
     id_clashes: list[Rejection] = []
     n_accepted = 0
     columns = ["submission_id", "agency", "qa_flag", *_STAGED_COLUMNS]
-    with closing(sqlite3.connect(staged.db)) as db:
+    with closing(staged.db.cursor()) as cur:
         # In index order (cell, date): B-tree inserts then land next to each other, about 1.7x faster into a large store.
         # Rows come out ready to insert: (submission id, agency, qa_flag, *staged columns).
-        cur = db.execute(f"SELECT ?, ?, '', {', '.join(chr(34) + c + chr(34) for c in _STAGED_COLUMNS)} FROM staged "
+        cur.execute(f"SELECT ?, ?, '', {', '.join(chr(34) + c + chr(34) for c in _STAGED_COLUMNS)} FROM staged "
                          "ORDER BY gy, gx, sampling_date, pos", (submission_id, agency))  # fmt: skip
         while batch := cur.fetchmany(_BATCH):
             known = _known_ids(conn, agency, [str(r[_SID]) for r in batch]) if check_ids else {}
