@@ -149,8 +149,8 @@ def sites_alone(cfg: Any, layout: RunLayout, first: str, last: str) -> dict[str,
 
     fields = read_fields(cfg.region.fields, crs=cfg.region.crs)
     area = {f.field_id: float(f.area_ha) for f in fields}
-    a = pd.read_csv(layout.sites(first), dtype={"field_id": str})
-    b = pd.read_csv(layout.sites(last), dtype={"field_id": str})
+    a = pd.read_csv(layout.sites(first), dtype={"field_id": str, "qa_flag": str})
+    b = pd.read_csv(layout.sites(last), dtype={"field_id": str, "qa_flag": str})
     a, b = a[a["source"] == "lab"].reset_index(drop=True), b[b["source"] == "lab"].reset_index(drop=True)
     pairs = pair_sites(a, b, max_distance_m=cfg.accounting.pair_distance_m)
     _, proj, info = design_change(pairs, zones=list(area), zone_map_change_t_ha={}, area_ha=area, method="none",

@@ -16,6 +16,7 @@ from pathlib import Path
 from mrv import logs, progress
 from mrv.errors import MRVError
 from mrv.modeling.cli import add_commands as add_model_commands
+from mrv.pipeline.layout import RunLayout
 from mrv.samples.cli import add_commands as add_sample_commands
 from mrv.textsafe import for_terminal, for_terminal_lines
 
@@ -28,7 +29,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.progress if args.progress is not None else sys.stderr.isatty():
         progress.show_bars(sys.stderr)
     result = run(args.config, output_dir=args.output)  # validates first: every expected mistake, before any work
-    _print_summary(result.run_dir / "report.json")
+    _print_summary(RunLayout(result.run_dir).report_json)
     return 0
 
 

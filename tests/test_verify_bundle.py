@@ -394,10 +394,10 @@ def test_17_covariates_forged_with_records(bundle: Path, capsys: pytest.CaptureF
 
 
 def test_18_model_swapped_with_records(bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from mrv.modeling.registry import REF_FILE, read_reference
+    from mrv.modeling.registry import read_reference
 
     # the registry entry the run's model reference pins travels in the bundle under models/<model_id>/
-    ref = read_reference(RunLayout(bundle).model_dir / REF_FILE, registry_dir=bundle / "models")
+    ref = read_reference(RunLayout(bundle).model_ref, registry_dir=bundle / "models")
     pkl = ref.model_path
     assert pkl.is_relative_to(bundle)
     pkl.write_bytes(pkl.read_bytes() + b"\x00")  # never unpickled by verify: compared with the refit

@@ -52,7 +52,6 @@ __all__ = [
     "CARD_VERSION",
     "KIND_NAMES",
     "MODEL_FILE",
-    "REF_FILE",
     "REF_VERSION",
     "CardField",
     "ModelRef",
@@ -77,7 +76,6 @@ __all__ = [
 MODEL_FILE = "model.pkl"
 CARD_FILE = "model_card.json"
 #: The reference a run keeps instead of a copy of the pickle (:func:`write_reference`).
-REF_FILE = "model_ref.json"
 #: Version of the card layout (:data:`CARD_FIELDS`); bump it and document the migration in models/README.md.
 CARD_VERSION = 1
 REF_VERSION = 1

@@ -52,8 +52,7 @@ def account(cfg: RunConfig, layout: RunLayout) -> Path:
     maps, grid = read_round_maps(map_paths)
     zones = field_index_raster(fields, grid)
     acc = cfg.accounting
-    cv_csv = layout.model_dir / "cv_predictions.csv"
-    oof = cv_points(cv_csv, layout.model_dir / "features.csv") if cv_csv.is_file() else None
+    oof = cv_points(layout.cv_predictions, layout.features) if layout.cv_predictions.is_file() else None
     em = estimate_error_model(
         oof,
         interval_confidence=cfg.model.confidence,

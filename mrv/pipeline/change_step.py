@@ -9,7 +9,6 @@ from the lab sites (re-measured sites for the change) with the maps as auxiliary
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -143,7 +142,7 @@ def design_accounting(
     grid: Any,
 ) -> dict[str, Any]:
     """:func:`design_section` for a run directory (reads ``model/cv_predictions.csv``)."""
-    cv = Path(layout.model_dir / "cv_predictions.csv")
+    cv = layout.cv_predictions
     if not cv.is_file():
         return {"error": "no cross-validation predictions (model/cv_predictions.csv); re-run the training step"}
     oof = pd.read_csv(cv, dtype={"round": str})

@@ -45,6 +45,8 @@ MAP_LAYERS = ("mean", "p05", "p50", "p95", "sd", "width90")
 #: The step record inside every keyed directory (key, inputs, config, output hashes).
 STEP_RECORD = "step.json"
 POINTER_SUFFIX = ".current"
+#: The run's reference to its model in the registry (:func:`mrv.modeling.registry.write_reference`).
+MODEL_REF = "model_ref.json"
 #: Where the report step writes what every run rebuilds (relative to the run root).
 REPORT_JSON = "report.json"
 INDEX_JSON = "index.json"
@@ -156,6 +158,25 @@ class RunLayout:
     @property
     def model_dir(self) -> Path:
         return self.step_dir(StepPlace("model"))
+
+    @property
+    def model_ref(self) -> Path:
+        """``model_ref.json``: the registry entry the run's model is (id, SHA-256 of pickle and card)."""
+        return self.model_dir / MODEL_REF
+
+    @property
+    def model_card(self) -> Path:
+        return self.model_dir / "model_card.json"
+
+    @property
+    def features(self) -> Path:
+        """The training table: every round's sites with their covariates."""
+        return self.model_dir / "features.csv"
+
+    @property
+    def cv_predictions(self) -> Path:
+        """Out-of-fold predictions of the spatial cross-validation (observed, predicted, quantiles, round)."""
+        return self.model_dir / "cv_predictions.csv"
 
     def round_maps(self, round_name: str) -> dict[str, Path]:
         """The round's maps by layer (:data:`MAP_LAYERS`), t C/ha."""

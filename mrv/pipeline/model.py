@@ -27,7 +27,6 @@ from mrv.modeling.features import apply_normalisation, extract_at_points, normal
 from mrv.modeling.model import OUTPUTS, SOCPredictor
 from mrv.modeling.predict import predict_map
 from mrv.modeling.registry import (
-    REF_FILE,
     load_reference,
     read_card,
     read_reference,
@@ -38,7 +37,7 @@ from mrv.modeling.registry import (
 from mrv.modeling.train import train
 from mrv.pipeline.cache import StepSpec, declare, run_cached
 from mrv.pipeline.imagery import covariate_norm_stats, read_covariates
-from mrv.pipeline.layout import MAP_LAYERS, RunLayout, StepPlace
+from mrv.pipeline.layout import MAP_LAYERS, MODEL_REF, RunLayout, StepPlace
 from mrv.raster import write_cogs_by_strips
 from mrv.textsafe import write_csv
 
@@ -57,7 +56,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MODEL_READS = ("cfg.model", "cfg.rounds", "cfg.region")
-MODEL_OUTPUTS = (REF_FILE, "model_card.json", "features.csv", "cv_predictions.csv")
+MODEL_OUTPUTS = (MODEL_REF, "model_card.json", "features.csv", "cv_predictions.csv")
 PREDICT_READS = ("round.name", "cfg.depth_cm", "cfg.model.round_normalisation", "cfg.region")
 
 
@@ -119,21 +118,20 @@ def fit_model(cfg: RunConfig, layout: RunLayout) -> Path:
     stack, _ = read_covariates(layout.covariates(cfg.rounds[0].name))
     covariates = [str(c) for c in stack["covariate"].to_numpy()]
     result = train(table, covariates, cfg.model)
-    d = layout.model_dir
-    write_csv(table, d / "features.csv")
-    write_csv(result.oof, d / "cv_predictions.csv")
+    write_csv(table, layout.features)
+    write_csv(result.oof, layout.cv_predictions)
     card = training_card(result)
     ref = register(result.model, card, cfg.model.registry_dir)
-    write_reference(d / REF_FILE, ref)
+    write_reference(layout.model_ref, ref)
     registry = {"dir": str(ref.registry_dir), "path": str(ref.entry_dir)}
-    write_json(d / "model_card.json", {**read_card(ref.model_id, ref.registry_dir), **card, "registry": registry},
+    write_json(layout.model_card, {**read_card(ref.model_id, ref.registry_dir), **card, "registry": registry},
                allow_nan=True)  # fmt: skip
-    return d / REF_FILE
+    return layout.model_ref
 
 
 def load_model(layout: RunLayout) -> SOCPredictor:
     """The run's model: the registry entry its reference pins (bytes checked against the reference and the card)."""
-    return load_reference(read_reference(layout.model_dir / REF_FILE))
+    return load_reference(read_reference(layout.model_ref))
 
 
 def predict_round(cfg: RunConfig, rnd: RoundConfig, layout: RunLayout, *, client: Any | None = None) -> dict[str, Path]:

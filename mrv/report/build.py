@@ -89,7 +89,7 @@ def methodology_section(
         n_depth_increments=_esm_increments(cfg, layout),
         remeasurement_interval_years=years,
         min_samples_per_stratum=_min_sites_per_field(
-            layout.model_dir / "features.csv", [str(f["field_id"]) for f in accounting["fields"]]
+            layout.features, [str(f["field_id"]) for f in accounting["fields"]]
         ),
         n_samples=n_samples,
         uncertainty_fraction=None,
@@ -98,7 +98,7 @@ def methodology_section(
         n_monte_carlo_draws=cfg.accounting.n_simulations,
     )
     vt0014 = vt0014_section(
-        layout.model_dir / "cv_predictions.csv", baseline_round=cfg.rounds[0].name, confidence=cfg.model.confidence,
+        layout.cv_predictions, baseline_round=cfg.rounds[0].name, confidence=cfg.model.confidence,
         config_path=cfg.source_path,
     )  # fmt: skip
     evidence = dataclasses.replace(evidence, vt0014_validation_passed=vt0014.get("passed"))
@@ -165,7 +165,7 @@ def build_report(cfg: RunConfig, layout: RunLayout) -> Path:
     """Write report.json, figures, report.html and manifest.json into the run directory."""
     root = layout.root
     accounting = _read_json(layout.accounting)
-    card = _read_json(layout.model_dir / "model_card.json")
+    card = _read_json(layout.model_card)
     latest = cfg.rounds[-1].name
     samples, imagery_rounds = input_summaries(cfg, layout)
 
@@ -210,7 +210,7 @@ def build_report(cfg: RunConfig, layout: RunLayout) -> Path:
         },
     }
     report = typed_report(data)
-    report_path = write_json(root / "report.json", report.to_json())
+    report_path = write_json(layout.report_json, report.to_json())
 
     figs = layout.figures
     mean, grid, _ = read_raster(latest_maps["mean"])

@@ -34,7 +34,7 @@ from typing import Any
 from mrv.config import RunConfig, load_config, parse_config, read_yaml
 from mrv.errors import ConfigError, MRVError, VerificationError
 from mrv.fsio import atomic_path
-from mrv.modeling.registry import REF_FILE, copy_entry, read_reference
+from mrv.modeling.registry import copy_entry, read_reference
 from mrv.pipeline.layout import RunLayout
 from mrv.report.manifest import (
     MANIFEST_NAME,
@@ -275,7 +275,7 @@ def _stage(run_dir: Path, manifest: Mapping[str, Any], cfg: RunConfig, raw: Any,
 
 def _registry_entry(run_dir: Path, stage: Path, listed: set[str]) -> list[dict[str, Any]]:
     """Copy the registry entry the run's model reference pins into ``models/<id>/`` (hashes checked first)."""
-    ref_path = RunLayout(run_dir).model_dir / REF_FILE
+    ref_path = RunLayout(run_dir).model_ref
     try:
         copied = copy_entry(read_reference(ref_path), stage / BUNDLED_REGISTRY)
     except MRVError as exc:

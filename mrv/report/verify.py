@@ -418,7 +418,7 @@ def _check_required(cfg: RunConfig, root: Path, manifest: Mapping[str, Any]) -> 
     layout = RunLayout(root)
     required = ["report.json", "report.html", "index.json", "report/fields.gpkg", "report/report.pdf"]
     try:
-        required += [_rel(root, layout.accounting), _rel(root, layout.model_dir / "model_card.json")]
+        required += [_rel(root, layout.accounting), _rel(root, layout.model_card)]
         required += [_rel(root, p) for p in layout.round_maps(cfg.rounds[-1].name).values()]
     except MRVError as exc:
         raise VerificationError(f"{exc} The run is incomplete: restore it from the original run.") from exc
@@ -560,29 +560,29 @@ def _link_model(cfg: RunConfig, root: Path, scratch: Path) -> Callable[[], str]:
         m = RunLayout(root).placed(StepPlace("model"), _mkdir(scratch / "model"))
         cfg_m = replace(cfg, model=replace(cfg.model, registry_dir=scratch / "registry"))
         fit_model(cfg_m, m)
-        stored_dir, new_dir = RunLayout(root).model_dir, m.model_dir
+        stored = RunLayout(root)
         sources = "every round's sites.csv and covariates.tif (refit with the config's seed)"
-        for name in ("features.csv", "cv_predictions.csv"):
-            msg = diff_csv(stored_dir / name, new_dir / name, _rel(root, stored_dir / name))
+        for old, new in ((stored.features, m.features), (stored.cv_predictions, m.cv_predictions)):
+            msg = diff_csv(old, new, _rel(root, old))
             if msg:
-                raise _mismatch(_rel(root, stored_dir / name), "model", sources, msg)
-        card_rel = _rel(root, stored_dir / "model_card.json")
-        card = _read_json(stored_dir / "model_card.json", card_rel)
-        new_card = _read_json(new_dir / "model_card.json", "recomputed")
+                raise _mismatch(_rel(root, old), "model", sources, msg)
+        card_rel = _rel(root, stored.model_card)
+        card = _read_json(stored.model_card, card_rel)
+        new_card = _read_json(m.model_card, "recomputed")
         msg = diff_json(card, new_card, "model_card", ignore=_CARD_VOLATILE)
         if msg:
             raise _mismatch(card_rel, "model", sources, msg)
-        from mrv.modeling.registry import REF_FILE, check_entry, read_reference
+        from mrv.modeling.registry import check_entry, read_reference
 
-        ref_rel = _rel(root, stored_dir / REF_FILE)
+        ref_rel = _rel(root, stored.model_ref)
         try:
-            stored_ref = read_reference(stored_dir / REF_FILE)
+            stored_ref = read_reference(stored.model_ref)
             bundled = root / "models"
             if (bundled / stored_ref.model_id).is_dir():  # a bundle carries the registry entry it pins
-                stored_ref = read_reference(stored_dir / REF_FILE, registry_dir=bundled)
+                stored_ref = read_reference(stored.model_ref, registry_dir=bundled)
         except MRVError as exc:
             raise _damaged(ref_rel, "a model reference", exc) from exc
-        new_ref = read_reference(new_dir / REF_FILE)
+        new_ref = read_reference(m.model_ref)
         if stored_ref.model_id != new_ref.model_id:
             raise _mismatch(ref_rel, "model", sources, f"the refitted model is {new_ref.model_id}, the run references "
                             f"{stored_ref.model_id}")  # fmt: skip
@@ -697,7 +697,7 @@ def _link_report(cfg: RunConfig, root: Path, report: Report) -> Callable[[], str
 
         layout = RunLayout(root)
         acc = _read_json(layout.accounting, _rel(root, layout.accounting))
-        card = _read_json(layout.model_dir / "model_card.json", _rel(root, layout.model_dir / "model_card.json"))
+        card = _read_json(layout.model_card, _rel(root, layout.model_card))
         samples, imagery_rounds = build.input_summaries(cfg, layout)
         methodology, deductions = build.methodology_section(cfg, layout, acc, card, int(card["n_train"]))
         latest = {k: _rel(root, p) for k, p in layout.round_maps(cfg.rounds[-1].name).items()}
@@ -836,7 +836,7 @@ def _rederive(cfg: RunConfig, root: Path, scratch: Path, report: Report) -> list
                 f"imagery from {cfg.imagery.source}: the assets are not in the bundle, so the composite is not recomputed",
             ))  # fmt: skip
     b = RunLayout(root)
-    model_files = [_rel(root, b.model_dir / n) for n in ("model_ref.json", "model_card.json", "cv_predictions.csv")]
+    model_files = [_rel(root, p) for p in (b.model_ref, b.model_card, b.cv_predictions)]
     links.append(_run_link("model", model_files, _link_model(cfg, root, scratch)))
     for rnd in cfg.rounds:
         maps_dir = _rel(root, b.step_dir(StepPlace("maps", rnd.name))) + "/"
