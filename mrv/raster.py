@@ -145,7 +145,7 @@ def mosaic_to_cog(
 ) -> Path:
     """Mosaic the tile GeoTIFFs ``parts`` (each on ``tile.grid(grid)``) into one COG on ``grid``.
 
-    One band of one tile is in memory at a time; band count and descriptions come from the first part. Pixels
+    One tile is in memory at a time; band count and descriptions come from the first part. Pixels
     no part covers stay NaN (nodata).
     """
     if not parts:
@@ -165,8 +165,7 @@ def mosaic_to_cog(
                 if src.count != count or (src.height, src.width) != (tile.height, tile.width):
                     raise ValueError(f"{part} does not match tile {tile.name} ({count} bands of {tile.height}x{tile.width})")
                 window = Window(tile.col_off, tile.row_off, tile.width, tile.height)  # type: ignore[no-untyped-call]
-                for band in range(1, count + 1):  # one band of one tile in memory at a time
-                    dst.write(src.read(band), band, window=window)
+                dst.write(src.read(), window=window)
     _finish_cog(staging, path)
     return path
 
