@@ -106,7 +106,9 @@ def write_cogs_by_strips(
     starts = list(range(0, grid.height, strip_px))
 
     def strip(row0: int) -> np.ndarray:
-        return np.asarray(data[:, row0 : row0 + strip_px, :].compute(), dtype="float32")
+        # Unfused: the fused keys of blockwise optimisation (named after the layer prefix only) collided
+        # between rounds computed on one in-process client (KeyError in Client._gather).
+        return np.asarray(data[:, row0 : row0 + strip_px, :].compute(optimize_graph=False), dtype="float32")
 
     outs = [rasterio.open(p, "w", **_staging_profile(grid, count=1, compress=False)) for p in staging]
     try:

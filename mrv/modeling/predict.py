@@ -7,6 +7,7 @@ covariate stack: each task sees one ``(covariate, chunk_y, chunk_x)`` block.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import dask.array as da
@@ -43,7 +44,9 @@ def predict_map(stack: xr.DataArray, model: SOCPredictor, *, client: Any | None 
         model_ref,
         dtype="float32",
         chunks=((len(OUTPUTS),), data.chunks[1], data.chunks[2]),
-        name="predict-soc",
+        # Unique per call: rounds (and retries) on one client must not share keys (dask: the name fully
+        # specifies the output keys), or a later graph collides with a released earlier one.
+        name=f"predict-soc-{uuid.uuid4().hex}",
     )
     result = xr.DataArray(
         out,
