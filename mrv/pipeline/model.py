@@ -23,7 +23,7 @@ from mrv import progress
 from mrv.config import RoundConfig, RunConfig
 from mrv.errors import ModelError
 from mrv.fsio import write_json
-from mrv.modeling.features import apply_normalisation, extract_at_points, normalise_stack
+from mrv.modeling.features import apply_normalisation, normalise_stack
 from mrv.modeling.model import OUTPUTS, SOCPredictor
 from mrv.modeling.predict import predict_map
 from mrv.modeling.registry import (
@@ -38,7 +38,7 @@ from mrv.modeling.train import train
 from mrv.pipeline.cache import StepSpec, declare, run_cached
 from mrv.pipeline.imagery import covariate_norm_stats, read_covariates
 from mrv.pipeline.layout import MAP_LAYERS, MODEL_REF, RunLayout, StepPlace
-from mrv.raster import write_cogs_by_strips
+from mrv.raster import sample_at_points, write_cogs_by_strips
 from mrv.textsafe import write_csv
 
 __all__ = [
@@ -56,6 +56,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MODEL_READS = ("cfg.model", "cfg.rounds", "cfg.region")
+#: Read by the model step without changing what it computes.
+MODEL_UNKEYED = ("cfg.model.registry_dir", "cfg.imagery.chunk_px")
 MODEL_OUTPUTS = (MODEL_REF, "model_card.json", "features.csv", "cv_predictions.csv")
 PREDICT_READS = ("round.name", "cfg.depth_cm", "cfg.model.round_normalisation", "cfg.region")
 
@@ -64,7 +66,7 @@ def model_spec(cfg: RunConfig, layout: RunLayout) -> StepSpec:
     upstream = [p for r in cfg.rounds for p in (StepPlace("samples", r.name), StepPlace("imagery", r.name))]
     return declare(
         "fit-model", StepPlace("model"), layout=layout, roots={"cfg": cfg}, reads=MODEL_READS, upstream=upstream,
-        outputs=MODEL_OUTPUTS, unkeyed=("cfg.model.registry_dir",),  # where the model is stored, not what it is
+        outputs=MODEL_OUTPUTS, unkeyed=MODEL_UNKEYED,  # where the model is stored, how the stack is read
     )  # fmt: skip
 
 
@@ -98,8 +100,11 @@ def training_table(cfg: RunConfig, layout: RunLayout) -> pd.DataFrame:
         sites = pd.read_csv(layout.sites(rnd.name), keep_default_na=False, na_values=[""])
         flag = sites["qa_flag"] if "qa_flag" in sites.columns else pd.Series("", index=sites.index)
         sites = sites[flag.isna() | (flag.astype(str).str.strip() == "")]  # flagged sites stay out of training
-        stack, _ = read_covariates(layout.covariates(rnd.name))
-        cov = extract_at_points(stack, sites["x"].to_numpy(float), sites["y"].to_numpy(float))
+        # only the sites' pixels are read (block by block): memory does not grow with the region
+        values, names = sample_at_points(
+            layout.covariates(rnd.name), sites["x"].to_numpy(float), sites["y"].to_numpy(float)
+        )
+        cov = pd.DataFrame(values, columns=names)
         if cfg.model.round_normalisation:  # round-invariant inputs: imagery differences must not become change
             cov = apply_normalisation(cov, covariate_norm_stats(layout, rnd.name))
         parts.append(pd.concat([sites.reset_index(drop=True).assign(round=rnd.name), cov], axis=1))
@@ -115,7 +120,7 @@ def fit_model(cfg: RunConfig, layout: RunLayout) -> Path:
     the registry's card plus this run's CV record.
     """
     table = training_table(cfg, layout)
-    stack, _ = read_covariates(layout.covariates(cfg.rounds[0].name))
+    stack, _ = read_covariates(layout.covariates(cfg.rounds[0].name), chunk_px=cfg.imagery.chunk_px)  # lazy: names only
     covariates = [str(c) for c in stack["covariate"].to_numpy()]
     result = train(table, covariates, cfg.model)
     write_csv(table, layout.features)
@@ -185,4 +190,3 @@ def predict_round(cfg: RunConfig, rnd: RoundConfig, layout: RunLayout, *, client
             log.warning("round %s: Dask workers lost during prediction (%r); predicting again (%d/%d)",
                         rnd.name, exc, attempt + 1, attempts)  # fmt: skip
     return paths
-
