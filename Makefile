@@ -22,11 +22,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/mrv run configs/demo.yaml
 
+# Two worker processes (pytest-xdist): the suite is half subprocesses and servers waiting on each other.
 test: $(STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2
 
 test-fast: $(STAMP)
-	$(BIN)/pytest -m "not slow"
+	$(BIN)/pytest -n 2 -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check mrv flows tests benchmarks

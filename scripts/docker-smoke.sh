@@ -33,7 +33,7 @@ docker run --rm --network none "$image" run configs/demo.yaml | tail -n 4 || fai
 step "2/4 demo into a host directory: --user $uid:$gid -v $out:/data"
 docker run --rm --network none --user "$uid:$gid" -v "$out:/data" "$image" run configs/demo.yaml | tail -n 4 \
     || fail "the demo run with a volume failed"
-for f in report.json report.html manifest.json maps/soc_stock_mean.tif; do
+for f in report.json report.html manifest.json index.json; do
     [ -s "$out/demo/$f" ] || fail "$out/demo/$f is missing"
 done
 foreign="$(find "$out/demo" ! -uid "$uid" | head -n 3)"

@@ -411,7 +411,11 @@ def _submit_in_child(url: str, path: str, sample_ids: list[str], barrier: Any, r
         results.put(("error", repr(exc), 0))
 
 
-def _run_concurrently(url: str, paths: list[Path]) -> list[tuple[Any, Any, int]]:
+def _run_concurrently(store: SampleStore, paths: list[Path]) -> list[tuple[Any, Any, int]]:
+    # No SQLite file descriptor may cross the fork: a child closing an inherited one drops its own POSIX
+    # locks on the database, letting another writer in mid-transaction (sqlite.org/howtocorrupt.html, 2.6).
+    store.engine.dispose()
+    url = store.url
     ctx = multiprocessing.get_context("fork")
     barrier, results = ctx.Barrier(len(paths)), ctx.Queue()
     procs = [ctx.Process(target=_submit_in_child, args=(url, str(p), [], barrier, results)) for p in paths]
@@ -429,7 +433,7 @@ def test_concurrent_submissions_of_one_file_store_it_once(store: SampleStore, la
     path = write_csv(tmp_path / "a.csv", [lab_row(f"S{i}") for i in range(1, 30)])
     copy = tmp_path / "a_again.csv"
     copy.write_bytes(path.read_bytes())
-    out = _run_concurrently(store.url, [path, copy])
+    out = _run_concurrently(store, [path, copy])
     ids = {r[0] for r in out}
     assert len(ids) == 1  # both processes report the same submission
     assert sorted(r[1] is None for r in out) == [False, True]  # one stored it, the other got the duplicate
@@ -443,7 +447,7 @@ def test_concurrent_files_with_the_same_sample_ids_store_each_id_once(
 ) -> None:
     a = write_csv(tmp_path / "a.csv", [lab_row(f"S{i}") for i in range(1, 11)])
     b = write_csv(tmp_path / "b.csv", [lab_row(f"S{i}", soc="21.5") for i in range(1, 11)])
-    out = _run_concurrently(store.url, [a, b])
+    out = _run_concurrently(store, [a, b])
     assert sorted(r[2] for r in out) == [0, 10]  # the later file's rows are all rejected as known ids
     assert sorted(s.accepted + s.rejected for s in list_submissions(store)) == [10, 10]
     assert table_counts(store)["samples"] == 10

@@ -85,6 +85,9 @@ def test_four_queued_submissions_are_all_stored_exactly_once(
     barrier, results = ctx.Barrier(FILES), ctx.Queue()
     procs = [ctx.Process(target=_child, args=(store_url, str(p), barrier, results)) for p in paths]
     with SampleStore.open(store_url) as holder:  # schema first: the children race only for the write lock
+        # No SQLite file descriptor may cross the fork: a child closing an inherited one drops its own POSIX
+        # locks on the database, letting another writer in mid-transaction (sqlite.org/howtocorrupt.html, 2.6).
+        holder.engine.dispose()
         for p in procs:
             p.start()
         early = _hold_lock_until_all_wait(holder, results, FILES)
@@ -102,7 +105,7 @@ def test_four_queued_submissions_are_all_stored_exactly_once(
     assert all(r[2] is None for r in out)
     with SampleStore.open(store_url) as store:
         subs = list_submissions(store)
-        assert [(s.status, s.accepted) for s in subs] == [("stored", ROWS)] * FILES
+        assert [(s.status, s.accepted) for s in subs] == [("stored", ROWS)] * FILES, [(s.submission_id, s.status, s.accepted) for s in subs]
         with store.engine.connect() as conn:
             n = conn.execute(sa.text("SELECT count(*), count(DISTINCT agency || '/' || sample_id) FROM samples")).one()
         assert tuple(n) == (ROWS * FILES, ROWS * FILES)

@@ -102,7 +102,7 @@ class CardField:
     written_by: Literal["registry", "pipeline", "run"]
     """``registry``: always present, written by :func:`build_card` (overrides a caller entry of that name);
     ``pipeline``: the model step's entries (:func:`training_card`), absent from cards registered by hand;
-    ``run``: only in the run's copy ``model/model_card.json``, never in the registry."""
+    ``run``: only in the run's copy (the model step's ``model_card.json``), never in the registry."""
 
 
 _NUM = {"type": "number"}

@@ -157,7 +157,7 @@ def typed_report(data: dict[str, Any]) -> Report:
     except VerificationError as exc:
         raise MRVError(
             f"{exc} This is a bug in mrv (a stage wrote a value the report schema does not allow): please report it "
-            "with the run's accounting.json and model/model_card.json."
+            "with the run's accounting.json and model_card.json."
         ) from exc
 
 

@@ -13,7 +13,7 @@
 The config is kept unchanged (its SHA-256 is the run's); ``config_paths`` in the manifest says which
 config keys point at which bundle file, so :func:`bundle_config` can load it on any machine. Profiles
 sit next to the config, where :mod:`mrv.resources` looks first, so the verifier's own profile
-directory (``$HOME``) plays no part. The step records (``*.done.json``) travel with their outputs and
+directory (``$HOME``) plays no part. The step records (``step.json``) travel with their outputs and
 the manifest lists the chain of step keys.
 
 Only a run whose files still match its own manifest is bundled.

@@ -2,7 +2,7 @@
 
 ``manifest.json`` records the SHA-256 of the configuration, of every input file (an input
 directory such as a STAC catalog is hashed file by file) and of every output, the chain of step
-keys (every ``*.done.json`` sidecar of :mod:`mrv.pipeline.cache` among the outputs), the git
+keys (every ``step.json`` record of :mod:`mrv.pipeline.cache` among the outputs), the git
 revision of this package's checkout and the versions of the numerical packages.
 
 Every path is relative to the directory holding the manifest (schema 2): outputs lie inside it;
@@ -231,7 +231,7 @@ def build_manifest(
     ``inputs`` maps a role (e.g. ``"samples"``, ``"stac_catalog"``) to a file or directory
     anywhere on disk; a directory is hashed file by file (``member`` is each file's path inside
     it). ``outputs`` are files or directories inside ``run_dir`` (relative paths are taken
-    relative to ``run_dir``); a file's ``.done.json`` step record is added beside it. Every path
+    relative to ``run_dir``). Every path
     is recorded relative to ``run_dir``. ``manifest.json`` and ``manifest.sig`` are never listed.
     ``extra`` keys are merged into the top level and must not shadow the standard keys.
     """

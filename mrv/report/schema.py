@@ -366,7 +366,7 @@ class CoverageDecile:
 
 @dataclass(frozen=True)
 class ModelCard:
-    """The model card (``model/model_card.json``); members the report shows are typed, the rest kept."""
+    """The model card (the model step's ``model_card.json``); members the report shows are typed, the rest kept."""
 
     kind: str | None = _opt()
     model_id: str | None = _opt()
