@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from regions import region_config
 
 from mrv.config import load_config
 from mrv.dask_cluster import dask_client
@@ -16,7 +17,6 @@ from mrv.pipeline import model, plan
 from mrv.pipeline.layout import RunLayout
 from mrv.raster import read_raster
 from mrv.synthetic import SceneSpec
-from regions import region_config
 
 
 def test_rounds_share_one_client_and_match_the_threaded_scheduler(tmp_path: Path) -> None:
