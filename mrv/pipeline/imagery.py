@@ -186,14 +186,15 @@ def mosaic_imagery(cfg: RunConfig, rnd: RoundConfig, layout: RunLayout) -> Path:
             "units": "reflectance (1) and indices (1); elevation and tpi m, slope degrees; n_bare count",
         },
     )
+    on_fields = field_index_raster(fields, grid) >= 0  # once: tiles share the region's pixel lattice
     counts: Counter[int] = Counter()  # n_bare value -> field pixels
     for part, tile in parts:
-        on_fields = field_index_raster(fields, tile.grid(grid)) >= 0
+        on_tile = on_fields[tile.row_off : tile.row_off + tile.height, tile.col_off : tile.col_off + tile.width]
         with rasterio.open(part) as src:
-            values, n = np.unique(np.nan_to_num(src.read(src.count)[on_fields], nan=0.0), return_counts=True)
+            values, n = np.unique(np.nan_to_num(src.read(src.count)[on_tile], nan=0.0), return_counts=True)
         counts.update(dict(zip(values.astype(int).tolist(), n.tolist(), strict=True)))
     n_on = sum(counts.values())
-    write_json(layout.covariate_norm(rnd.name), normalisation_stats(path, field_index_raster(fields, grid) >= 0))
+    write_json(layout.covariate_norm(rnd.name), normalisation_stats(path, on_fields))
     dropped = list({d["item"]: d for s in summaries for d in s["dropped"]}.values())  # an item may span tiles
     checked = {key: _by_item(summaries, key) for key in ("corrected", "flagged")}  # judged per tile
     write_json(
