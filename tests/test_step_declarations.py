@@ -81,6 +81,16 @@ def _recording(seen: list[Guarded]) -> Callable[..., bool]:
     return run
 
 
+def _run_recorded(cfg: RunConfig, layout: RunLayout) -> list[Guarded]:
+    """:func:`plan.run_steps` with every step's compute call recorded (the steps that ran, in order)."""
+    seen: list[Guarded] = []
+    with pytest.MonkeyPatch.context() as mp:
+        for module in STAGE_MODULES:
+            mp.setattr(module, "run_cached", _recording(seen))
+        plan.run_steps(cfg, layout)
+    return seen
+
+
 @pytest.fixture(scope="module")
 def pinned_code() -> Iterator[None]:
     """One code version for the module: the source tree may be edited by others while it runs."""
@@ -103,11 +113,7 @@ def run(tmp_path_factory: pytest.TempPathFactory, pinned_code: None) -> Run:
     config.write_text(yaml.safe_dump(raw))
     cfg = load_config(config)
     layout = RunLayout(cfg.output_dir.resolve())
-    seen: list[Guarded] = []
-    with pytest.MonkeyPatch.context() as mp:
-        for module in STAGE_MODULES:
-            mp.setattr(module, "run_cached", _recording(seen))
-        plan.run_steps(cfg, layout)
+    seen = _run_recorded(cfg, layout)
     build_report(cfg, layout)
     return Run(config, cfg, layout, tuple(seen))
 
@@ -316,11 +322,7 @@ def test_rerun_with_changed_setting_keeps_the_old_directories_and_verifies(
     config = run.config.with_name("declared-rerun.yaml")
     config.write_text(yaml.safe_dump(raw))
     cfg = load_config(config)
-    seen: list[Guarded] = []
-    with pytest.MonkeyPatch.context() as mp:
-        for module in STAGE_MODULES:
-            mp.setattr(module, "run_cached", _recording(seen))
-        plan.run_steps(cfg, layout)
+    seen = _run_recorded(cfg, layout)
     build_report(cfg, layout)
 
     assert [g.spec.name for g in seen] == ["account"]  # every other step was up to date and skipped
