@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 from mrv.errors import MRVError, VerificationError
+from mrv.fsio import sha256_file
 from mrv.report.manifest import (
     Mismatch,
     VerifyResult,
     build_manifest,
     raise_on_mismatch,
-    sha256_file,
     verify_manifest,
     write_manifest,
 )

@@ -22,9 +22,10 @@ from regions import region_config
 
 from mrv.cli import main
 from mrv.errors import VerificationError
+from mrv.fsio import sha256_file
 from mrv.pipeline.layout import STEP_RECORD, RunLayout
 from mrv.report.bundle import make_bundle
-from mrv.report.manifest import MANIFEST_NAME, sha256_file
+from mrv.report.manifest import MANIFEST_NAME
 from mrv.report.signing import generate_keypair
 from mrv.report.verify import verify
 from mrv.synthetic import SceneSpec

@@ -252,7 +252,7 @@ def test_build_damaged_run_one_message(
     damage(root)
     if case.startswith("report.json"):  # past the report.json hash check, into the renderer
         manifest = json.loads((root / MANIFEST_NAME).read_text())
-        from mrv.report.manifest import sha256_file
+        from mrv.fsio import sha256_file
 
         for e in manifest["outputs"]:
             if e["path"] == "report.json":

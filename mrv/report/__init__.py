@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from mrv.fsio import sha256_file
 from mrv.report.html import render_report_html
 from mrv.report.manifest import (
     Mismatch,
     VerifyResult,
     build_manifest,
     raise_on_mismatch,
-    sha256_file,
     verify_manifest,
     write_manifest,
 )

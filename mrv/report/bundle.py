@@ -33,7 +33,7 @@ from typing import Any
 
 from mrv.config import RunConfig, load_config, parse_config, read_yaml
 from mrv.errors import ConfigError, MRVError, VerificationError
-from mrv.fsio import atomic_path
+from mrv.fsio import atomic_path, sha256_file
 from mrv.modeling.registry import copy_entry, read_reference
 from mrv.pipeline.layout import RunLayout
 from mrv.report.manifest import (
@@ -43,7 +43,6 @@ from mrv.report.manifest import (
     manifest_entries,
     raise_on_mismatch,
     resolve_entry,
-    sha256_file,
     verify_manifest,
 )
 from mrv.resources import find_profile

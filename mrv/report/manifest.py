@@ -43,7 +43,6 @@ __all__ = [
     "package_versions",
     "raise_on_mismatch",
     "resolve_entry",
-    "sha256_file",
     "verify_manifest",
     "write_manifest",
 ]
