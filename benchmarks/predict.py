@@ -9,10 +9,10 @@ training set (2,000 points of the same generator); every system reads the same f
 after another on the same machine:
 
 ``floor``     reading the covariate GeoTIFF with rasterio (nothing can be faster than this).
-``project``   what ``predict_round`` does: ``read_raster_lazy`` -> ``predict_map`` -> five COGs strip by
-              strip (``write_cogs_by_strips``) on a LocalCluster of 2 single-threaded workers, started
-              once; the cluster start and the first round on fresh workers (imports, numba cache load)
-              are reported separately.
+``project``   what ``predict_round`` does: ``read_raster_lazy`` -> ``predict_map`` -> six COGs (mean, p05,
+              p50, p95, sd, width90) strip by strip (``write_cogs_by_strips``) on the run's client
+              (``mrv.dask_cluster.dask_client``: one in-process worker with 2 threads), started once; the
+              cluster start and the first round on it (numba cache load, model scatter) are reported separately.
 ``processes`` the same on the LocalCluster this project used before: 2 single-threaded worker processes.
 ``qf``        quantile-forest's own ``predict`` (quantiles [0.05, 0.5, 0.95], then ``"mean"``) of the
               same fitted forest, in chunks of 100k pixels, ``n_jobs=2``; no COG writing (flatters it).
@@ -52,7 +52,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 from mrv.grid import Grid  # noqa: E402
-from mrv.modeling.model import OUTPUTS, SOCModel  # noqa: E402
+from mrv.modeling.model import SOCModel  # noqa: E402
 
 N_COV = 10
 N_TRAIN = 2000
@@ -162,7 +162,11 @@ def read_floor(scene: Path) -> None:
 
 
 def project_to_cogs(scene: Path, model: SOCModel, out_dir: Path, *, client: Any | None, chunk_px: int = 256) -> None:
-    """``predict_round`` without the run layout: lazy read, ``predict_map``, five COGs strip by strip."""
+    """``predict_round`` without the run layout: lazy read, ``predict_map``, six COGs strip by strip.
+
+    The same calls with the same arguments as :func:`mrv.pipeline.model.predict_round` (``width90=True``,
+    ``strip_px=2 * chunk_px``, the default strip pixel budget): mean, p05, p50, p95, sd and width90.
+    """
     import xarray as xr
 
     from mrv.modeling.predict import predict_map
@@ -171,10 +175,11 @@ def project_to_cogs(scene: Path, model: SOCModel, out_dir: Path, *, client: Any 
     arr, grid, names = read_raster_lazy(scene, chunk_px=chunk_px)
     stack = xr.DataArray(arr, dims=("covariate", "y", "x"),
                          coords={"covariate": names, "y": grid.y_coords(), "x": grid.x_coords()})  # fmt: skip
-    pred = predict_map(stack, model, client=client, chunk_px=chunk_px)
-    paths = [out_dir / f"soc_stock_{o}.tif" for o in OUTPUTS]
-    write_cogs_by_strips(paths, pred.data, grid, tags=[{"units": "t C/ha"}] * len(OUTPUTS),
-                         band_names=list(OUTPUTS), strip_px=2 * chunk_px)  # fmt: skip
+    pred = predict_map(stack, model, client=client, chunk_px=chunk_px, width90=True)
+    layers = [str(o) for o in pred["output"].to_numpy()]
+    paths = [out_dir / f"soc_stock_{o}.tif" for o in layers]
+    write_cogs_by_strips(paths, pred.data, grid, tags=[{"units": "t C/ha"}] * len(layers),
+                         band_names=layers, strip_px=2 * chunk_px)  # fmt: skip
 
 
 def qf_predict(scene: Path, model: SOCModel, *, chunk: int = 100_000) -> None:
@@ -266,7 +271,7 @@ def run_cluster(scene: Path, model: SOCModel, out: Path, repeat: int, *, process
                 cm.__exit__(None, None, None)
     name = "2 worker processes (before)" if processes else "in-process, 2 threads"
     return [
-        Row(PROJECT if not processes else f"this project, LocalCluster {name}, + 5 COGs", span,
+        Row(PROJECT if not processes else f"this project, LocalCluster {name}, + 6 COGs", span,
             f"cluster started once, best of {repeat}"),
         Row("  cluster start (once per run)", start),
         Row("  first round on the fresh cluster", first, "worker imports, numba kernel load, model scatter"),
@@ -340,7 +345,7 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
-PROJECT = "this project, LocalCluster in-process, 2 threads, + 5 COGs"
+PROJECT = "this project, LocalCluster in-process, 2 threads, + 6 COGs"
 
 
 def print_table(rows: list[Row], mpx: float, args: argparse.Namespace) -> None:

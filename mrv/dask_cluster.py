@@ -7,7 +7,8 @@ and its rounds cost 1.3-1.6x the CPU of the same prediction in one process (resu
 the client, heartbeats, the COG-writing client beside two workers). The compiled QRF walk releases
 the GIL, so the local cluster is now one in-process worker with ``n_workers x threads_per_worker``
 threads: 0.03-0.15 s to start, the same maps (the model is still scattered once, as on a real
-cluster), no ports opened.
+cluster), no worker or scheduler ports (in-process transport). distributed's scheduler still starts its
+HTTP server (health and metrics routes, no dashboard without bokeh) on port 8787 or a free one.
 
 Where that start goes (measured 2026-12-01 at load average 7, one process): ``import distributed``
 1.8 s wall / 0.46 CPU s (paid once per process, by any code that imports Dask's scheduler); the
@@ -23,10 +24,24 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import dask
 from distributed import Client, LocalCluster
 
 from mrv.config import DaskConfig
 from mrv.errors import ConfigError
+from mrv.heap import limit_heap_growth
+
+__all__ = ["LOCAL_CLUSTER_CONFIG", "dask_client"]
+
+#: Dask settings while the run's local cluster is open: distributed's statistical profiler (a thread sampling
+#: every worker thread's stack each 10 ms) and the disk counters of its system monitor (psutil every 500 ms)
+#: only feed a dashboard the local cluster does not start; they took ~3 % of a round's samples (py-spy,
+#: benchmarks/README.md). An existing cluster (``dask.address``) keeps its own settings.
+LOCAL_CLUSTER_CONFIG: dict[str, object] = {
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.system-monitor.disk": False,
+    "distributed.admin.system-monitor.interval": "2s",
+}
 
 
 @contextmanager
@@ -43,8 +58,10 @@ def dask_client(cfg: DaskConfig, *, connect_timeout_s: float = 20.0, worker_time
     ``n_workers x threads_per_worker`` threads (see the module docstring for why not processes).
     BLAS/OpenMP are set to one thread (``OMP_NUM_THREADS=1``) so model prediction does not
     oversubscribe the cores Dask already parallelises over; start the workers of an existing
-    cluster with the same environment.
+    cluster with the same environment. Large arrays are mapped, not taken from the heap, from here on
+    (:func:`limit_heap_growth`), so the maps stage's memory stays flat as the region grows.
     """
+    limit_heap_growth()  # the client process gathers strip windows and writes the maps, whatever the cluster
     if cfg.address:
         try:
             client = Client(cfg.address, timeout=f"{connect_timeout_s:g}s", set_as_default=True)
@@ -67,10 +84,11 @@ def dask_client(cfg: DaskConfig, *, connect_timeout_s: float = 20.0, worker_time
     os.environ.update(env)  # for BLAS/OpenMP pools started from here on (threads already share the cores)
     try:
         with (
+            dask.config.set(LOCAL_CLUSTER_CONFIG),
             LocalCluster(
                 n_workers=1,
                 threads_per_worker=max(1, cfg.n_workers * cfg.threads_per_worker),
-                processes=False,  # in-process transport: no ports opened
+                processes=False,  # in-process transport: no scheduler/worker ports
                 dashboard_address=None,
             ) as cluster,
             Client(cluster) as client,

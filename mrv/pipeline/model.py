@@ -16,7 +16,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import dask.array as da
 import pandas as pd
 
 from mrv import progress
@@ -170,9 +169,8 @@ def predict_round(cfg: RunConfig, rnd: RoundConfig, layout: RunLayout, *, client
     ]
     attempts = 3 if client is not None else 1
     for attempt in range(1, attempts + 1):
-        pred = predict_map(stack, model, client=client, chunk_px=chunk)
-        p05, p95 = (pred.data[OUTPUTS.index(q)] for q in ("p05", "p95"))
-        layers = da.concatenate([pred.data, (p95 - p05)[None]])  # width90, as float32 as the quantiles
+        pred = predict_map(stack, model, client=client, chunk_px=chunk, width90=True)  # MAP_LAYERS, in order
+        layers = pred.data
         try:
             # Strips of a few block rows keep every worker busy while memory stays bounded.
             with progress.track(f"predict {rnd.name}", grid.height, unit="row") as advance:
