@@ -20,27 +20,32 @@ from pathlib import Path
 from typing import Any
 
 import dask
+import dask.array as da
 import numpy as np
 import rasterio
 import xarray as xr
+from rasterio.features import rasterize
+from rasterio.windows import Window
 
 from mrv.config import RoundConfig, RunConfig
 from mrv.errors import ImageryError
-from mrv.fields import Field, field_index_raster, fields_bounds, read_fields
+from mrv.fields import Field, fields_bounds, read_fields
 from mrv.fsio import write_json
 from mrv.grid import Grid, Tile, tiles
+from mrv.heap import limit_heap_growth, release_free_heap
 from mrv.imagery.composite import bare_soil_composite, covariate_stack
 from mrv.imagery.dem import dem_hrefs, terrain_covariates
 from mrv.imagery.guards import check_aoi_size
 from mrv.imagery.provenance import items_as_fetched
 from mrv.imagery.source import SearchRequest
 from mrv.imagery.sources import source_for
-from mrv.modeling.features import NORMALISATION, round_normalisation
+from mrv.modeling.features import NORMALISATION, ExactQuartiles, center_scale
 from mrv.pipeline.cache import StepSpec, declare, run_cached
 from mrv.pipeline.layout import RunLayout, StepPlace
-from mrv.raster import mosaic_to_cog, read_raster, read_raster_lazy, write_cog
+from mrv.raster import IO_CACHE_BYTES, mosaic_to_cog, read_raster, read_raster_lazy, write_cog_blocks
 
 __all__ = [
+    "FieldMask",
     "covariate_norm_stats",
     "normalisation_stats",
     "imagery_tiles",
@@ -105,6 +110,7 @@ def prepare_imagery_tile(
     covariates of :mod:`mrv.imagery.dem`, computed with a margin around the tile so that slope and
     TPI do not depend on the tiling. The composite is per pixel, so tiles share nothing else.
     """
+    limit_heap_growth()  # tile after tile in one process: freed chunks go back to the OS (mrv.heap)
     grid = grid or project_grid(cfg)
     check_aoi_size(grid, max_km2=cfg.imagery.max_aoi_km2, fields=str(cfg.region.fields))
     tile_grid = tile.grid(grid)
@@ -123,28 +129,30 @@ def prepare_imagery_tile(
     loaded = source.load(items, cfg.imagery.bands, tile_grid, chunk_px=cfg.imagery.chunk_px, check_grid=grid)
     composite = bare_soil_composite(loaded.reflectance, cfg.imagery.bands, cfg.imagery.bare_soil)
     stack = covariate_stack(composite, cfg.imagery.bands)
+    names = [str(c) for c in stack["covariate"].to_numpy()]
+    layers = [stack.data]
+    terrain_sources: list[str] = []
+    if cfg.imagery.dem is not None:
+        terrain = terrain_covariates(
+            dem_hrefs(cfg.imagery.dem, tile_grid, source), tile_grid, tpi_radius_m=cfg.imagery.dem.tpi_radius_m
+        )
+        layers.append(da.from_array(terrain.values, chunks=((1,) * len(terrain.names), *stack.data.chunks[1:])))
+        names = [*names, *terrain.names]
+        terrain_sources = list(terrain.sources)
+    layers.append(composite["n_bare"].data[None].astype("float32"))
+    # One band axis chunk: each block of the tile is written whole, as soon as it is computed.
+    bands = da.concatenate(layers).astype("float32").rechunk({0: -1})
+    path = layout.imagery_tile(rnd.name, tile.name)
     try:
         # Local threads even on a Dask worker: the tile is the unit of distribution.
         with dask.config.set(scheduler="threads"):
-            stack_v, n_bare_v = dask.compute(stack, composite["n_bare"])  # one pass over the imagery
+            write_cog_blocks(path, bands, tile_grid, band_names=[*names, "n_bare"])  # one pass over the imagery
     except (rasterio.errors.RasterioError, OSError) as exc:
         raise ImageryError(
             f"Reading the imagery of round {rnd.name} ({rnd.start} to {rnd.end}) from {source.name} failed while "
             f"compositing tile {tile.name}: {exc}. An asset passed the up-front probe but is damaged inside; remove "
             "or re-download that item (its path is in the message), or narrow the dates to leave it out."
         ) from exc
-    values, n_bare = stack_v.to_numpy(), n_bare_v.to_numpy()
-    names = [str(c) for c in stack["covariate"].to_numpy()]
-    terrain_sources: list[str] = []
-    if cfg.imagery.dem is not None:
-        terrain = terrain_covariates(
-            dem_hrefs(cfg.imagery.dem, tile_grid, source), tile_grid, tpi_radius_m=cfg.imagery.dem.tpi_radius_m
-        )
-        values = np.concatenate([values, terrain.values])
-        names = [*names, *terrain.names]
-        terrain_sources = list(terrain.sources)
-    path = layout.imagery_tile(rnd.name, tile.name)
-    write_cog(path, np.concatenate([values, n_bare[None].astype("float32")]), tile_grid, band_names=[*names, "n_bare"])
     write_json(
         layout.imagery_tile_summary(rnd.name, tile.name),
         {
@@ -170,6 +178,7 @@ def mosaic_imagery(cfg: RunConfig, rnd: RoundConfig, layout: RunLayout) -> Path:
     Memory holds one tile at a time; the median of bare observations over the field pixels is
     computed from per-tile counts (``n_bare`` is an integer count).
     """
+    limit_heap_growth()
     fields = read_fields(cfg.region.fields, crs=cfg.region.crs)
     grid = project_grid(cfg, fields)
     tile_set = imagery_tiles(cfg, grid)
@@ -186,15 +195,15 @@ def mosaic_imagery(cfg: RunConfig, rnd: RoundConfig, layout: RunLayout) -> Path:
             "units": "reflectance (1) and indices (1); elevation and tpi m, slope degrees; n_bare count",
         },
     )
-    on_fields = field_index_raster(fields, grid) >= 0  # once: tiles share the region's pixel lattice
+    on_fields = FieldMask(fields, grid)  # per tile, kept packed: tiles share the region's pixel lattice
     counts: Counter[int] = Counter()  # n_bare value -> field pixels
     for part, tile in parts:
-        on_tile = on_fields[tile.row_off : tile.row_off + tile.height, tile.col_off : tile.col_off + tile.width]
-        with rasterio.open(part) as src:
+        with rasterio.Env(GDAL_CACHEMAX=IO_CACHE_BYTES), rasterio.open(part) as src:
+            on_tile = on_fields.window(tile)
             values, n = np.unique(np.nan_to_num(src.read(src.count)[on_tile], nan=0.0), return_counts=True)
         counts.update(dict(zip(values.astype(int).tolist(), n.tolist(), strict=True)))
     n_on = sum(counts.values())
-    write_json(layout.covariate_norm(rnd.name), normalisation_stats(path, on_fields))
+    write_json(layout.covariate_norm(rnd.name), normalisation_stats(path, on_fields, windows=tile_set))
     dropped = list({d["item"]: d for s in summaries for d in s["dropped"]}.values())  # an item may span tiles
     checked = {key: _by_item(summaries, key) for key in ("corrected", "flagged")}  # judged per tile
     write_json(
@@ -219,19 +228,72 @@ def mosaic_imagery(cfg: RunConfig, rnd: RoundConfig, layout: RunLayout) -> Path:
     return path
 
 
-def normalisation_stats(covariates: Path, on_fields: np.ndarray) -> dict[str, Any]:
+class FieldMask:
+    """The pixels of ``grid`` whose centre lies in a field (as ``field_index_raster(fields, grid) >= 0``), window by window.
+
+    Each window is rasterized on its own transform (``rasterio.features.rasterize``, pixel centres, as
+    :func:`mrv.fields.field_index_raster`) the first time it is asked for and kept bit-packed (1 bit a
+    pixel: 12.5 MB for a 100 Mpx region instead of 400 MB of int32), so no region-sized array is built.
+    Tiles start at whole pixels of the grid, so a window's transform is the grid's shifted by whole pixels
+    and the window holds the same pixels as the same slice of the whole-grid raster.
+    """
+
+    def __init__(self, fields: Sequence[Field], grid: Grid) -> None:
+        self.fields, self.grid = tuple(fields), grid
+        self._packed: dict[tuple[int, int, int, int], np.ndarray] = {}
+
+    def window(self, tile: Tile) -> np.ndarray:
+        """Bool ``(tile.height, tile.width)``: True on field pixels."""
+        key = (tile.row_off, tile.col_off, tile.height, tile.width)
+        if key not in self._packed:
+            shapes = ((f.geometry, 1) for f in self.fields)
+            burnt = rasterize(shapes, out_shape=(tile.height, tile.width), transform=tile.grid(self.grid).transform,
+                              fill=0, dtype="uint8")  # fmt: skip
+            self._packed[key] = np.packbits(burnt.astype(bool))
+        return np.unpackbits(self._packed[key], count=tile.height * tile.width).reshape(tile.height, tile.width) == 1
+
+
+def normalisation_stats(
+    covariates: Path, on_fields: np.ndarray | FieldMask, *, windows: Sequence[Tile] | None = None
+) -> dict[str, Any]:
     """Per-covariate (median, IQR) of a composite over the field pixels (:func:`mrv.modeling.features.round_normalisation`).
 
-    Read band by band, so memory holds one band of the region rather than the whole stack.
+    ``on_fields`` is a whole-grid bool mask or a :class:`FieldMask`; the composite is read window by window
+    (``windows``, default the grid as :func:`mrv.grid.tiles` cuts it into :data:`DEFAULT_WINDOW_PX` squares),
+    in strips of :data:`STRIP_PX` rows of every band, twice, and the percentiles come from
+    :class:`mrv.modeling.features.ExactQuartiles`: the same numbers, bit for bit, as ``numpy.percentile``
+    over every field pixel of the band, with memory that holds one strip whatever the region's size.
     """
-    stats: dict[str, tuple[float, float]] = {}
-    with rasterio.open(covariates) as src:
-        for band, desc in enumerate(src.descriptions, start=1):
-            name = desc or f"band_{band}"  # as mrv.raster.read_raster names them
-            if name != "n_bare":
-                values = src.read(band, masked=True).astype("float32").filled(np.nan)
-                stats |= round_normalisation(values[None], [name], on_fields)
+    with rasterio.Env(GDAL_CACHEMAX=IO_CACHE_BYTES), rasterio.open(covariates) as src:  # each block is read once a pass
+        b = src.bounds
+        grid = Grid(crs=src.crs.to_string(), bounds=(b.left, b.bottom, b.right, b.top), resolution_m=src.res[0])
+        names = {band: desc or f"band_{band}" for band, desc in enumerate(src.descriptions, start=1)}  # as read_raster
+        bands = [band for band, name in names.items() if name != "n_bare"]
+        quartiles = {band: ExactQuartiles() for band in bands}
+        tile_set = tuple(windows) if windows is not None else tiles(grid, DEFAULT_WINDOW_PX)
+        for step in ("count", "refine"):  # radix selection: two passes over the same pixels
+            for tile in tile_set:
+                on_tile = on_fields.window(tile) if isinstance(on_fields, FieldMask) else on_fields[_slices(tile)]
+                for row0 in range(0, tile.height, STRIP_PX):
+                    on_strip = on_tile[row0 : row0 + STRIP_PX]
+                    if not on_strip.any():
+                        continue
+                    window = Window(tile.col_off, tile.row_off + row0, tile.width, on_strip.shape[0])  # type: ignore[no-untyped-call]
+                    strip = src.read(bands, window=window, masked=True)  # every band at once: each block decoded once
+                    for i, band in enumerate(bands):
+                        getattr(quartiles[band], step)(strip[i].astype("float32").filled(np.nan)[on_strip])
+    stats = {names[band]: center_scale(q.quartiles()) for band, q in quartiles.items()}
     return {"method": NORMALISATION, "stats": {k: list(v) for k, v in stats.items()}}
+
+
+#: Window side (px) :func:`normalisation_stats` cuts a composite into when not given the tiles.
+DEFAULT_WINDOW_PX = 2048
+#: Rows of a window :func:`normalisation_stats` reads at once (every band): one COG block row.
+STRIP_PX = 256
+
+
+def _slices(tile: Tile) -> tuple[slice, slice]:
+    return slice(tile.row_off, tile.row_off + tile.height), slice(tile.col_off, tile.col_off + tile.width)
 
 
 def covariate_norm_stats(layout: RunLayout, round_name: str) -> dict[str, tuple[float, float]]:
@@ -283,12 +345,14 @@ def run_tile(
     spec = tile_spec(cfg, rnd, layout, tile)
     ran = run_cached(spec, layout, lambda lay: prepare_imagery_tile(spec.view("cfg", cfg), spec.view("round", rnd), lay,
                                                                     tile, grid=grid))  # fmt: skip
+    release_free_heap()  # the next tile (or round) starts from the freed pages, not on top of them
     return spec, ran
 
 
 def run_mosaic(cfg: RunConfig, rnd: RoundConfig, layout: RunLayout) -> tuple[StepSpec, bool]:
     spec = mosaic_spec(cfg, rnd, layout, imagery_tiles(cfg))
     ran = run_cached(spec, layout, lambda lay: mosaic_imagery(spec.view("cfg", cfg), spec.view("round", rnd), lay))
+    release_free_heap()
     return spec, ran
 
 
