@@ -31,6 +31,7 @@ __all__ = [
     "ZoneRaster",
     "field_coverage",
     "field_files",
+    "field_index_at",
     "field_index_raster",
     "fields_bounds",
     "read_fields",
@@ -205,18 +206,21 @@ class FieldCoverage:
 def field_coverage(fields: tuple[Field, ...] | list[Field], grid: Grid) -> FieldCoverage:
     """The exact fraction of each pixel inside each field polygon (project CRS, north-up grid).
 
+    ``grid`` may be a window of the project grid (:meth:`mrv.grid.Grid.window`, e.g. one strip of rows): rows and
+    columns are then the window's, and only the fields reaching into it are visited, so the coverage of a large
+    region is computed strip by strip (:func:`mrv.accounting.recompute.stream_zone_sums`) with the same fractions.
+
     Pixels whose centre lies deeper inside the polygon than half a pixel diagonal are wholly inside
     (fraction 1); only the pixels along the boundary get a polygon-square intersection
     (shapely/GEOS), the approach of exactextract (Baston 2022) without its dependency. The 2 %
     margin on the half diagonal absorbs GEOS's polygonal approximation of buffer arcs.
     """
-    import shapely
-
     t = grid.transform
     res_x, res_y = float(t.a), float(-t.e)
     half = 0.5 * math.hypot(res_x, res_y) * 1.02
     rows, cols, zones, fracs = [], [], [], []
-    for i, f in enumerate(fields):
+    for i in _fields_on(fields, grid):
+        f = fields[i]
         minx, miny, maxx, maxy = f.geometry.bounds
         c0 = max(0, math.floor((minx - t.c) / res_x) - 1)
         c1 = min(grid.width, math.ceil((maxx - t.c) / res_x) + 1)
@@ -245,7 +249,7 @@ def field_coverage(fields: tuple[Field, ...] | list[Field], grid: Grid) -> Field
 
 
 def _cat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
-    return np.concatenate(parts).astype(dtype) if parts else np.empty(0, dtype)
+    return np.concatenate(parts).astype(dtype, copy=False) if parts else np.empty(0, dtype)
 
 
 class ZoneRaster(np.ndarray):
@@ -271,9 +275,37 @@ def field_index_raster(fields: tuple[Field, ...], grid: Grid) -> np.ndarray:
     """int32 raster on ``grid``: the 0-based index of the field covering each pixel centre, -1 elsewhere.
 
     Returned as a :class:`ZoneRaster`: ``.coverage()`` gives the exact pixel fractions used for field totals.
+    ``grid`` may be a window of the project grid (the same pixel centres, so the same indices as the whole grid's).
     """
-    shapes = ((f.geometry, i) for i, f in enumerate(fields))
-    idx = rasterize(shapes, out_shape=grid.shape, transform=grid.transform, fill=-1, dtype="int32")
+    shapes = [(fields[i].geometry, int(i)) for i in _fields_on(fields, grid)]  # in file order: the last one wins
+    if shapes:
+        idx = rasterize(shapes, out_shape=grid.shape, transform=grid.transform, fill=-1, dtype="int32")
+    else:
+        idx = np.full(grid.shape, -1, dtype="int32")
     out = idx.view(ZoneRaster)
     out._fields, out._grid, out._coverage = tuple(fields), grid, None
     return out
+
+
+def field_index_at(fields: tuple[Field, ...], grid: Grid, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """:func:`field_index_raster` at pixels (``rows``, ``cols``) of ``grid``, without the grid-sized raster.
+
+    Each pixel is rasterized as a one-pixel window (the same pixel-centre rule and overlap order); pixels outside
+    the grid get -1.
+    """
+    rows, cols = np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
+    out = np.full(rows.size, -1, dtype=np.int64)
+    for k in np.flatnonzero((rows >= 0) & (rows < grid.height) & (cols >= 0) & (cols < grid.width)):
+        out[k] = int(field_index_raster(fields, grid.window(int(rows[k]), int(cols[k]), 1, 1))[0, 0])
+    return out
+
+
+def _fields_on(fields: tuple[Field, ...] | list[Field], grid: Grid) -> np.ndarray:
+    """Indices (in order) of the fields whose bounding box reaches within a pixel of ``grid``'s bounds."""
+    if not fields:
+        return np.empty(0, dtype=np.int64)
+    b = shapely.bounds(np.array([f.geometry for f in fields], dtype=object))
+    left, bottom, right, top = grid.bounds
+    r = grid.resolution_m
+    near = (b[:, 0] <= right + r) & (b[:, 2] >= left - r) & (b[:, 1] <= top + r) & (b[:, 3] >= bottom - r)
+    return np.flatnonzero(near)

@@ -14,11 +14,13 @@ from mrv.accounting.recompute import (
     compute_accounting,
     cv_points,
     estimate_error_model,
-    read_round_maps,
+    round_maps_grid,
+    stream_zone_sums,
 )
 from mrv.config import RunConfig
-from mrv.fields import field_index_raster, read_fields
+from mrv.fields import read_fields
 from mrv.fsio import write_json
+from mrv.heap import limit_heap_growth
 from mrv.pipeline.cache import StepSpec, declare, run_cached
 from mrv.pipeline.change_step import design_accounting
 from mrv.pipeline.layout import RunLayout, StepPlace
@@ -46,11 +48,13 @@ def account(cfg: RunConfig, layout: RunLayout) -> Path:
     The error correlation comes from the variogram of the cross-validation errors when
     ``accounting.error_range_m`` is ``auto`` (:mod:`mrv.accounting.variogram`). Every setting and input
     is recorded so that ``mrv report verify`` can recompute the numbers (:mod:`mrv.accounting.recompute`).
+    The maps are read strip by strip (:func:`mrv.accounting.recompute.stream_zone_sums`): memory is bounded by a
+    strip of about 4 Mpx, not the region.
     """
+    limit_heap_growth()
     fields = read_fields(cfg.region.fields, crs=cfg.region.crs)
     map_paths = {rnd.name: {k: layout.round_maps(rnd.name)[k] for k in ("mean", "sd")} for rnd in cfg.rounds}
-    maps, grid = read_round_maps(map_paths)
-    zones = field_index_raster(fields, grid)
+    grid = round_maps_grid(map_paths)
     acc = cfg.accounting
     oof = cv_points(layout.cv_predictions, layout.features) if layout.cv_predictions.is_file() else None
     em = estimate_error_model(
@@ -69,8 +73,9 @@ def account(cfg: RunConfig, layout: RunLayout) -> Path:
         nugget_share=em.nugget_share,
         round_correlation=em.round_correlation,
     )
-    project, out_fields = compute_accounting(fields, maps, zones, pixel_m=grid.resolution_m, settings=settings)
-    design = design_accounting(cfg, layout, fields, maps, zones, grid)
+    sums = stream_zone_sums(fields, map_paths, grid, range_m=settings.range_m)  # the maps, strip by strip
+    project, out_fields = compute_accounting(fields, sums, settings=settings)
+    design = design_accounting(cfg, layout, fields, sums.centre_means(), grid)
     return write_json(
         layout.accounting,
         {

@@ -1,44 +1,35 @@
 """Run-directory glue of the design-based estimates (:mod:`mrv.accounting.change`).
 
-Reads the out-of-fold predictions (``model/cv_predictions.csv``), the fields and the round maps the
-accounting step already holds, and returns the ``design_based`` section of ``accounting.json``:
-each round's stock and the change between the first and last round, per field and for the project,
-from the lab sites (re-measured sites for the change) with the maps as auxiliary data.
+Reads the out-of-fold predictions (``model/cv_predictions.csv``), takes the fields and the zone means of the
+round maps the accounting step streamed (never the maps themselves), and returns the ``design_based`` section
+of ``accounting.json``: each round's stock and the change between the first and last round, per field and for
+the project, from the lab sites (re-measured sites for the change) with the maps as auxiliary data.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from mrv.accounting.aggregate import RoundMaps
 from mrv.accounting.change import DesignEstimate, design_change, design_stock, pair_sites
 from mrv.config import RunConfig
 from mrv.errors import AccountingError
-from mrv.fields import Field
+from mrv.fields import Field, field_index_at
+from mrv.grid import Grid
 from mrv.pipeline.layout import RunLayout
 
 __all__ = ["design_accounting", "design_section"]
 
 
-def _zone_means(m: np.ndarray, zones: np.ndarray, n: int) -> np.ndarray:
-    ok = (zones >= 0) & np.isfinite(m)
-    s = np.bincount(zones[ok], weights=m[ok], minlength=n)
-    c = np.bincount(zones[ok], minlength=n)
-    return np.divide(s, c, out=np.full(n, np.nan), where=c > 0)
-
-
-def _zone_of(x: np.ndarray, y: np.ndarray, zones: np.ndarray, transform: Any) -> np.ndarray:
-    # north-up grid (mrv.grid.Grid): col = (x - x0) / a, row = (y - y0) / e
-    col = np.floor((np.asarray(x, float) - transform.c) / transform.a).astype(int)
-    row = np.floor((np.asarray(y, float) - transform.f) / transform.e).astype(int)
-    inside = (row >= 0) & (row < zones.shape[0]) & (col >= 0) & (col < zones.shape[1])
-    out = np.full(len(col), -1)
-    out[inside] = zones[row[inside], col[inside]]
-    return out
+def _zone_of(x: np.ndarray, y: np.ndarray, fields: Sequence[Field], grid: Grid) -> np.ndarray:
+    """The field index (pixel-centre rule of :func:`mrv.fields.field_index_raster`) of the pixel holding each point."""
+    t = grid.transform  # north-up grid (mrv.grid.Grid): col = (x - x0) / a, row = (y - y0) / e
+    col = np.floor((np.asarray(x, float) - t.c) / t.a).astype(np.int64)
+    row = np.floor((np.asarray(y, float) - t.f) / t.e).astype(np.int64)
+    return field_index_at(tuple(fields), grid, row, col)
 
 
 def _section(
@@ -55,9 +46,8 @@ def _section(
 def design_section(
     oof: pd.DataFrame,
     fields: Sequence[Field],
-    maps: Sequence[RoundMaps],
-    zones: np.ndarray,
-    transform: Any,
+    zone_means: Mapping[str, np.ndarray],
+    grid: Grid,
     *,
     confidence: float,
     pair_distance_m: float,
@@ -67,39 +57,42 @@ def design_section(
 
     ``oof`` needs ``x, y, observed, predicted, round`` (and ``source``: only ``lab`` rows are used,
     crowd samples being biased). Stocks per round use all that round's lab sites; the change uses the
-    sites of the last round that re-measure a first-round site (:func:`pair_sites`).
+    sites of the last round that re-measure a first-round site (:func:`pair_sites`). ``zone_means`` holds, per round
+    in round order, each field's mean of the mean map over its pixel centres (t C/ha;
+    :meth:`mrv.accounting.aggregate.ZoneSums.centre_means`); a site's field is the one of its pixel on ``grid``.
     """
     ids = [f.field_id for f in fields]
     area = {f.field_id: float(f.area_ha) for f in fields}
     lab = oof if "source" not in oof.columns else oof[oof["source"].astype(str) == "lab"]
-    lab = lab.assign(zone=_zone_of(lab["x"].to_numpy(), lab["y"].to_numpy(), zones, transform))
+    lab = lab.assign(zone=_zone_of(lab["x"].to_numpy(), lab["y"].to_numpy(), fields, grid))
     lab = lab[lab["zone"] >= 0]
     lab = lab.assign(field_id=np.asarray(ids, dtype=object)[lab["zone"].to_numpy(int)])
-    means = {m.name: _zone_means(m.mean, zones, len(ids)) for m in maps}
+    means = dict(zone_means)
+    rounds = list(means)
     out: dict[str, Any] = {
         "unit_note": "per_ha in t C/ha, total in t C, co2e in t CO2e (44/12 x t C)",
         "confidence": confidence,
         "stock": {},
     }
-    for m in maps:
-        sites = lab[lab["round"].astype(str) == m.name].rename(
+    for name in rounds:
+        sites = lab[lab["round"].astype(str) == name].rename(
             columns={"observed": "soc_stock_t_ha", "predicted": "predicted_t_ha"}
         )
         try:
             est = design_stock(
-                sites, zones=ids, zone_map_mean_t_ha=dict(zip(ids, means[m.name], strict=True)), area_ha=area,
+                sites, zones=ids, zone_map_mean_t_ha=dict(zip(ids, means[name], strict=True)), area_ha=area,
                 confidence=confidence,
             )  # fmt: skip
         except AccountingError as exc:
-            out["stock"][m.name] = {"error": str(exc)}
+            out["stock"][name] = {"error": str(exc)}
             continue
-        out["stock"][m.name] = {
+        out["stock"][name] = {
             "estimator": "direct stratified estimator: area-weighted field means of the lab sites (design-based)",
             **_section(est, area),
         }
-    if len(maps) < 2:
+    if len(rounds) < 2:
         return out
-    first, last = maps[0].name, maps[-1].name
+    first, last = rounds[0], rounds[-1]
     a = lab[lab["round"].astype(str) == first].reset_index(drop=True)
     b = lab[lab["round"].astype(str) == last].reset_index(drop=True)
     pairs = pair_sites(
@@ -137,9 +130,8 @@ def design_accounting(
     cfg: RunConfig,
     layout: RunLayout,
     fields: Sequence[Field],
-    maps: Sequence[RoundMaps],
-    zones: np.ndarray,
-    grid: Any,
+    zone_means: Mapping[str, np.ndarray],
+    grid: Grid,
 ) -> dict[str, Any]:
     """:func:`design_section` for a run directory (reads ``model/cv_predictions.csv``)."""
     cv = layout.cv_predictions
@@ -149,7 +141,7 @@ def design_accounting(
     if "round" not in oof.columns:
         return {"error": "model/cv_predictions.csv has no round column; re-run the training step"}
     return design_section(
-        oof, fields, maps, zones, grid.transform,
+        oof, fields, zone_means, grid,
         confidence=cfg.accounting.confidence, pair_distance_m=cfg.accounting.pair_distance_m,
         estimator=cfg.accounting.change_estimator,
     )  # fmt: skip
