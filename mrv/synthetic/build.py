@@ -122,14 +122,15 @@ def _write_truth_raster(path: Path, arr: np.ndarray, spec: SceneSpec) -> None:
         dst.update_tags(1, units="t C/ha", depth="0-30 cm", source="mrv.synthetic truth")
 
 
-def _prepare(out_dir: Path, overwrite: bool) -> None:
+def prepare_output_dir(out_dir: Path, overwrite: bool, managed: tuple[str, ...] = _MANAGED) -> None:
+    """Create ``out_dir``; a non-empty one only with ``overwrite``, which removes the ``managed`` entries first."""
     if out_dir.exists() and any(out_dir.iterdir()):
         if not overwrite:
             raise ConfigError(
                 f"Output directory {out_dir} is not empty; choose an empty directory or pass "
                 "overwrite=True to replace a previously generated region."
             )
-        for name in _MANAGED:
+        for name in managed:
             p = out_dir / name
             if p.is_dir():
                 shutil.rmtree(p)
@@ -150,7 +151,7 @@ def build_region(
     false. With ``overwrite=True`` only the generator's own products are replaced.
     """
     out_dir = Path(out_dir)
-    _prepare(out_dir, overwrite)
+    prepare_output_dir(out_dir, overwrite)
     paths = region_paths(out_dir, spec)
     truth = make_truth(spec)
     acquisitions = make_acquisitions(spec, truth)
