@@ -24,12 +24,11 @@ import dask.array as da
 import numpy as np
 import rasterio
 import xarray as xr
-from rasterio.features import rasterize
 from rasterio.windows import Window
 
 from mrv.config import RoundConfig, RunConfig
 from mrv.errors import ImageryError
-from mrv.fields import Field, fields_bounds, read_fields
+from mrv.fields import Field, field_index_raster, fields_bounds, read_fields
 from mrv.fsio import write_json
 from mrv.grid import Grid, Tile, tiles
 from mrv.heap import limit_heap_growth, release_free_heap
@@ -231,8 +230,8 @@ def mosaic_imagery(cfg: RunConfig, rnd: RoundConfig, layout: RunLayout) -> Path:
 class FieldMask:
     """The pixels of ``grid`` whose centre lies in a field (as ``field_index_raster(fields, grid) >= 0``), window by window.
 
-    Each window is rasterized on its own transform (``rasterio.features.rasterize``, pixel centres, as
-    :func:`mrv.fields.field_index_raster`) the first time it is asked for and kept bit-packed (1 bit a
+    Each window is rasterized on its own grid (:func:`mrv.fields.field_index_raster` of the window, pixel
+    centres) the first time it is asked for and kept bit-packed (1 bit a
     pixel: 12.5 MB for a 100 Mpx region instead of 400 MB of int32), so no region-sized array is built.
     Tiles start at whole pixels of the grid, so a window's transform is the grid's shifted by whole pixels
     and the window holds the same pixels as the same slice of the whole-grid raster.
@@ -245,11 +244,8 @@ class FieldMask:
     def window(self, tile: Tile) -> np.ndarray:
         """Bool ``(tile.height, tile.width)``: True on field pixels."""
         key = (tile.row_off, tile.col_off, tile.height, tile.width)
-        if key not in self._packed:
-            shapes = ((f.geometry, 1) for f in self.fields)
-            burnt = rasterize(shapes, out_shape=(tile.height, tile.width), transform=tile.grid(self.grid).transform,
-                              fill=0, dtype="uint8")  # fmt: skip
-            self._packed[key] = np.packbits(burnt.astype(bool))
+        if key not in self._packed:  # the fields reaching into the window only (mrv.fields culls the others)
+            self._packed[key] = np.packbits(field_index_raster(self.fields, tile.grid(self.grid)) >= 0)
         return np.unpackbits(self._packed[key], count=tile.height * tile.width).reshape(tile.height, tile.width) == 1
 
 
