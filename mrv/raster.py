@@ -34,7 +34,9 @@ IO_CACHE_BYTES = 64 * 2**20
 DEFAULT_GDAL_CACHEMAX_MB = 256
 os.environ.setdefault("GDAL_CACHEMAX", str(DEFAULT_GDAL_CACHEMAX_MB))
 #: Creation options shared by every float32 raster the pipeline writes.
-_FLOAT_OPTIONS: dict[str, Any] = {"dtype": "float32", "nodata": float("nan"), "compress": "deflate", "predictor": 3}
+#: TIFF predictor 3 (floating point: byte planes of differences) for continuous float32 fields.
+FLOAT_PREDICTOR = 3
+_FLOAT_OPTIONS: dict[str, Any] = {"dtype": "float32", "nodata": float("nan"), "compress": "deflate", "predictor": FLOAT_PREDICTOR}
 #: Most pixels (rows x columns) of one strip window of :func:`write_cogs_by_strips`: a window of six float32
 #: bands is 24 MB however wide the region (a 10000 px wide region is cut into column ranges; issue 19.3).
 STRIP_PIXELS = 1 << 20
@@ -110,6 +112,7 @@ def write_cogs_by_strips(
     strip_px: int,
     max_strip_pixels: int = STRIP_PIXELS,
     on_strip: Callable[[int], None] | None = None,
+    predictors: Sequence[int] | None = None,
 ) -> None:
     """Write band ``i`` of a lazy ``(band, y, x)`` array to the COG ``paths[i]``, one strip window at a time.
 
@@ -123,10 +126,12 @@ def write_cogs_by_strips(
     overviews as they are (``OVERVIEWS=FORCE_USE_EXISTING`` through a VRT; 2.2x less CPU than GDAL building
     them, benchmarks/README.md), :data:`COG_COPIES_AT_ONCE` copies at a time. Windows that do not align (a
     ``strip_px`` or chunk size not a multiple of the largest overview factor) leave the overviews to GDAL.
-    ``on_strip(rows)`` is called after each full-width row of windows (progress reporting).
+    ``on_strip(rows)`` is called after each full-width row of windows (progress reporting). ``predictors``:
+    the TIFF predictor of each band's COG (3 floating point, the default; 1 none), lossless either way.
     """
-    if len(paths) != data.shape[0] or len(tags) != data.shape[0]:
-        raise ValueError("one path and one tag mapping per band are needed")
+    predictors = [FLOAT_PREDICTOR] * data.shape[0] if predictors is None else list(predictors)
+    if len(paths) != data.shape[0] or len(tags) != data.shape[0] or len(predictors) != data.shape[0]:
+        raise ValueError("one path, one tag mapping and one predictor per band are needed")
     if tuple(data.shape[1:]) != grid.shape:
         raise ValueError(f"array shape {data.shape[1:]} does not match grid {grid.shape}")
     for p in paths:
@@ -134,7 +139,7 @@ def write_cogs_by_strips(
     windows = _strip_windows(grid.height, data.chunks[2], strip_px, max_strip_pixels)
     levels = overview_levels(grid.height, grid.width)
     aligned = all(_aligned(w, grid.height, grid.width, 1 << levels) for w in windows)
-    stagings = [_OverviewStaging(p, grid, levels if aligned else 0) for p in paths]
+    stagings = [_OverviewStaging(p, grid, levels if aligned else 0, pr) for p, pr in zip(paths, predictors, strict=True)]
 
     def compute(w: Window) -> np.ndarray:
         # Unfused: the fused keys of blockwise optimisation (named after the layer prefix only) collided
@@ -223,8 +228,9 @@ class _OverviewStaging:
     (float32; exact counts up to 2**24 pixels per block), so every level averages full-resolution pixels.
     """
 
-    def __init__(self, final: Path, grid: Grid, levels: int) -> None:
+    def __init__(self, final: Path, grid: Grid, levels: int, predictor: int = 3) -> None:
         self.final = final
+        self.predictor = predictor
         self.grid = grid
         self.staging = final.with_suffix(".strips.tif")
         self.overviews = [final.with_suffix(f".strips.ovr{k}.tif") for k in range(1, levels + 1)]
@@ -265,9 +271,9 @@ class _OverviewStaging:
         """The COG under ``final`` from the staging files (atomically); the staging files are removed."""
         if self.overviews:
             self.vrt.write_text(_vrt_with_overviews(self.staging, self.overviews))
-            _finish_cog(self.vrt, self.final, overviews="FORCE_USE_EXISTING")
+            _finish_cog(self.vrt, self.final, overviews="FORCE_USE_EXISTING", predictor=self.predictor)
         else:
-            _finish_cog(self.staging, self.final)
+            _finish_cog(self.staging, self.final, predictor=self.predictor)
 
     def discard(self) -> None:
         self.close()
@@ -405,7 +411,7 @@ def _staging_profile(grid: Grid, *, count: int, compress: bool = True) -> dict[s
     }  # fmt: skip
 
 
-def _finish_cog(staging: Path, final: Path, *, overviews: str = "AUTO") -> None:
+def _finish_cog(staging: Path, final: Path, *, overviews: str = "AUTO", predictor: int = 3) -> None:
     """Copy a staging GeoTIFF (or VRT) to a COG under ``final`` (tags and descriptions kept), atomically, and drop it.
 
     ``overviews`` is the COG driver's ``OVERVIEWS`` option: ``AUTO`` builds them (GDAL's default resampling)
@@ -413,7 +419,7 @@ def _finish_cog(staging: Path, final: Path, *, overviews: str = "AUTO") -> None:
     """
     with atomic_path(final) as tmp:  # atomic, as in write_cog
         rasterio.shutil.copy(
-            staging, tmp, driver="COG", compress="deflate", predictor=3, level=COG_DEFLATE_LEVEL, blocksize=BLOCK_PX,
+            staging, tmp, driver="COG", compress="deflate", predictor=predictor, level=COG_DEFLATE_LEVEL, blocksize=BLOCK_PX,
             BIGTIFF="IF_SAFER", num_threads="ALL_CPUS", overviews=overviews,
         )  # fmt: skip
     staging.unlink()

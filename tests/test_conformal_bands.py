@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.stats import norm
 
 from mrv.config import ModelConfig
 from mrv.modeling.conformal import (
@@ -99,3 +100,26 @@ def test_banded_model_predicts_the_banded_interval(kind: str) -> None:
     # the calibration is part of the content id
     other = with_bands(raw_model, margin_t_ha=1.5, bands=None, metadata={"training_sha256": "x"})
     assert other.model_id != model.model_id
+
+
+@pytest.mark.parametrize("with_calibration_bands", [True, False])
+def test_compiled_walk_applies_the_bands_bit_for_bit(with_calibration_bands: bool) -> None:
+    """The walk's per-pixel banding (mrv.modeling._forest_kernel._banded) = banded_interval on its raw output."""
+    X, y = _data(7)
+    raw_model = fit_estimator(ModelConfig(n_estimators=60, seed=3), X[:200], y[:200], np.ones(200), ("a", "b", "c", "d"))
+    assert raw_model._compiled() is not None
+    raw = raw_model.predict(X[200:])
+    bands = fit_label_conditional(y[200:], raw[:, 1], raw[:, 3], confidence=0.85, min_points=10)
+    assert len(bands.margins_t_ha) == 10
+    model = with_bands(raw_model, margin_t_ha=0.7, bands=bands if with_calibration_bands else None, metadata={})
+    Xt = np.random.default_rng(8).uniform(-0.2, 1.2, (5000, 4)).astype("float32")  # beyond the training range too
+    Xt[::97, 2] = np.nan
+    out = model.predict(Xt)
+    ref = np.array(raw_model.predict(Xt))
+    lo, hi = banded_interval(ref[:, 1], ref[:, 3], model.bands, 0.7)
+    expected = ref.copy()
+    expected[:, 1], expected[:, 3] = lo, hi
+    expected[:, 4] = (hi - lo) / (2.0 * norm.ppf(0.95))
+    np.testing.assert_array_equal(out, expected)  # NaN rows included
+    if with_calibration_bands:  # the bands do cut: some intervals differ from the pooled one
+        assert (out[:, 3] != ref[:, 3] + np.float32(0.7)).sum() > 100

@@ -146,3 +146,19 @@ def test_predict_map_width90_is_p95_minus_p05_in_the_map_layers_order() -> None:
     assert np.isnan(got[:, 3:6, 4:9]).all()
     plain = predict_map(stack, model, chunk_px=32).compute().to_numpy()
     np.testing.assert_array_equal(plain, got[: len(OUTPUTS)])
+
+
+def test_each_band_gets_its_own_lossless_predictor(tmp_path: Path) -> None:
+    grid = _grid(300, 520)
+    data = _data(2, 300, 520)
+    data[1] = np.round(data[1])  # few distinct values, as the quantile layers (leaf values)
+    paths = [tmp_path / "smooth.tif", tmp_path / "steps.tif"]
+    write_cogs_by_strips(paths, da.from_array(data, chunks=(2, 128, 128)), grid, tags=[{}, {}], band_names=["s", "q"],
+                         strip_px=256, predictors=[3, 1])  # fmt: skip
+    for path, predictor, band in zip(paths, ("3", None), data, strict=True):
+        with rasterio.open(path) as ds:
+            assert ds.tags(ns="IMAGE_STRUCTURE").get("PREDICTOR") == predictor  # GDAL reports none as absent
+            np.testing.assert_array_equal(ds.read(1), band)
+    with pytest.raises(ValueError, match="one predictor per band"):
+        write_cogs_by_strips(paths, da.from_array(data), grid, tags=[{}, {}], band_names=["s", "q"], strip_px=256,
+                             predictors=[3])  # fmt: skip

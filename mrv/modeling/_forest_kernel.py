@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["predict_kernel"]
+__all__ = ["band_kernel", "predict_kernel"]
 
 
 def _ensure_cache_dir() -> None:
@@ -175,3 +175,36 @@ def predict_kernel(  # type: ignore[no-untyped-def]  # pragma: no cover
             out[2, p] = med
             out[3, p] = hi90
             out[4, p] = (hi90 - lo90) * inv_2z
+
+
+@njit(cache=True, nogil=True, boundscheck=False)
+def band_kernel(out, edges, band_margin, pooled, two_z):  # type: ignore[no-untyped-def]  # pragma: no cover
+    """Rewrite p05, p95 and sd of a ``(5, n)`` :func:`predict_kernel` output made with margin 0 (in place).
+
+    Per pixel, :func:`mrv.modeling.conformal.banded_interval` with the same float64 operations in the
+    same order: the hull of the label-conditional set (band k: [max(lower - Q_k, e_k), min(upper + Q_k,
+    e_k+1)] where not empty) joined with the pooled interval [lower - Q, upper + Q]; NaN stays NaN. A
+    separate pass, not a branch inside :func:`predict_kernel`: there its extra live values made the
+    12-lane walk spill registers (1.51 against 1.17 CPU s per Mpx, the banding itself costs ~0.03).
+    """
+    for p in range(out.shape[1]):
+        lower = np.float64(out[1, p])
+        upper = np.float64(out[3, p])
+        if not (np.isfinite(lower) and np.isfinite(upper)):
+            continue
+        lo = np.inf
+        hi = -np.inf
+        for k in range(band_margin.shape[0]):
+            lk = max(lower - band_margin[k], edges[k])
+            uk = min(upper + band_margin[k], edges[k + 1])
+            if lk <= uk:
+                lo = min(lo, lk)
+                hi = max(hi, uk)
+        if not np.isfinite(lo):
+            lo = lower - band_margin.max()
+            hi = upper + band_margin.max()
+        lo = min(lower - pooled, lo)
+        hi = max(upper + pooled, hi)
+        out[1, p] = lo
+        out[3, p] = hi
+        out[4, p] = (hi - lo) / two_z

@@ -196,10 +196,16 @@ class BandedSOCModel(SOCModel):
 
     bands: LabelConditionalMargins | None = field(default=None)
 
-    def predict(self, X: np.ndarray, *, batch: int = 65_536) -> np.ndarray:
-        """As :meth:`SOCModel.predict` (t C/ha), with the label-conditional interval in p05/p95 and its sd."""
-        out = np.asarray(SOCModel.predict(self._raw(), X, batch=batch))
-        return _apply_bands(out, self.bands, self.margin_t_ha, self.confidence)
+    # predict() is SOCModel's: on the compiled path a compiled pass over the walk's output applies the bands
+    # (_band_arrays, _forest_kernel.band_kernel); the numpy reference path below applies banded_interval.
+    # Both do the same float64 operations, so they agree bit for bit.
+
+    def _band_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """Edges and margins of the bands; without bands one band over all stocks with the pooled margin
+        (the walk then gives [lower - Q, upper + Q] from the float32 raw quantiles, as the numpy path)."""
+        if self.bands is None:
+            return np.asarray([-np.inf, np.inf]), np.asarray([self.margin_t_ha], dtype="float64")
+        return np.asarray(self.bands.edges_t_ha, dtype="float64"), np.asarray(self.bands.margins_t_ha, dtype="float64")
 
     def _predict_numpy(self, X: np.ndarray, *, batch: int = 65_536) -> np.ndarray:
         """:meth:`predict` through the numpy reference path."""

@@ -246,9 +246,13 @@ def predict_forest(
     *,
     margin: float,
     z: float,
+    bands: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
     """``(5, n)`` float32 mean, q_lo - margin, q_50, q_hi + margin, sd = width / (2 z); NaN where X has NaN.
 
+    With ``bands`` (float64 band edges ``(k + 1,)``, outer ones infinite, and band margins ``(k,)``, t C/ha)
+    the interval is :func:`mrv.modeling.conformal.banded_interval` of the raw float32 quantiles with
+    ``margin`` as the pooled one, computed per pixel by a compiled pass over the walk's output.
     ``X`` is ``(n, covariates)``; an F-ordered float32 ``X`` (the transpose of a ``(covariate, pixel)``
     block) is read without a copy. Releases the GIL, so Dask threads predict blocks in parallel.
     """
@@ -259,6 +263,13 @@ def predict_forest(
     out = np.empty((5, XT.shape[1]), dtype="float32")
     kernel()(
         XT, compiled.node, compiled.height, compiled.value, compiled.root, compiled.depth,
-        network, lo, hi, frac, float(margin), 1.0 / (2.0 * z), out,
+        network, lo, hi, frac, 0.0 if bands is not None else float(margin), 1.0 / (2.0 * z), out,
     )  # fmt: skip
+    if bands is not None:
+        edges, band_margin = (np.ascontiguousarray(b, dtype="float64") for b in bands)
+        if edges.shape != (band_margin.size + 1,):
+            raise ValueError(f"{edges.size} band edges for {band_margin.size} bands")
+        from mrv.modeling._forest_kernel import band_kernel
+
+        band_kernel(out, edges, band_margin, float(margin), 2.0 * z)
     return out

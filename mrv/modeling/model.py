@@ -206,8 +206,13 @@ class SOCModel:
             from mrv.modeling.forest_walk import predict_forest
 
             z = norm.ppf(0.5 + self.confidence / 2.0)
-            return predict_forest(fast[0], fast[1], X, self.quantiles, margin=self.margin_t_ha, z=z).T
+            bands = self._band_arrays()
+            return predict_forest(fast[0], fast[1], X, self.quantiles, margin=self.margin_t_ha, z=z, bands=bands).T
         return self._predict_numpy(X, batch=batch)
+
+    def _band_arrays(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Band edges and margins for the compiled walk's banded interval; ``None``: the pooled margin alone."""
+        return None
 
     def _predict_numpy(self, X: np.ndarray, *, batch: int = 65_536) -> np.ndarray:
         """:meth:`predict` with one ``tree_.apply`` per tree and a full sort (the reference path)."""

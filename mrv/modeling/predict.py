@@ -16,11 +16,23 @@ import xarray as xr
 
 from mrv.modeling.model import OUTPUTS, SOCPredictor
 
-__all__ = ["WIDTH90", "predict_block", "predict_map"]
+__all__ = ["WIDTH90", "cog_predictor", "predict_block", "predict_map"]
 
 
 #: The layer :func:`predict_map` adds with ``width90=True``: p95 - p05 (t C/ha), the calibrated 90 % interval's width.
 WIDTH90 = "width90"
+
+
+def cog_predictor(layer: str) -> int:
+    """TIFF predictor of a map layer's COG: 3 (floating point) for the mean, 1 (none) for the others.
+
+    The mean averages 100 leaf values and varies smoothly; the quantiles are leaf values (a few thousand
+    distinct training stocks) shifted by the margins, and sd and width90 follow from them, so their pixels
+    repeat exact values that deflate finds without a predictor. Benchmark scene, 1 Mpx, deflate level 1
+    (MB per map, predictor 3 -> none): mean 3.66 -> 4.36, p05 3.38 -> 2.46, p50 3.51 -> 2.87, p95 3.24 ->
+    2.41, sd 3.87 -> 3.56; CPU of the five copies 0.46 -> 0.39 s. Lossless either way.
+    """
+    return 3 if layer == "mean" else 1
 
 
 def predict_block(block: np.ndarray, model: SOCPredictor, *, width90: bool = False) -> np.ndarray:

@@ -24,7 +24,7 @@ from mrv.errors import ModelError
 from mrv.fsio import write_json
 from mrv.modeling.features import apply_normalisation, normalise_stack
 from mrv.modeling.model import OUTPUTS, SOCPredictor
-from mrv.modeling.predict import predict_map
+from mrv.modeling.predict import cog_predictor, predict_map
 from mrv.modeling.registry import (
     load_reference,
     read_card,
@@ -177,6 +177,7 @@ def predict_round(cfg: RunConfig, rnd: RoundConfig, layout: RunLayout, *, client
                 write_cogs_by_strips(
                     [paths[o] for o in MAP_LAYERS], layers, grid, tags=tags,
                     band_names=[f"soc_stock_{o}" for o in MAP_LAYERS], strip_px=2 * chunk, on_strip=advance,
+                    predictors=[cog_predictor(o) for o in MAP_LAYERS],
                 )  # fmt: skip
             break
         except (FutureCancelledError, KilledWorker) as exc:
