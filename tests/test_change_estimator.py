@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -13,7 +14,7 @@ from scipy import stats
 from mrv.accounting.change import design_change, design_stock, pair_sites
 from mrv.synthetic import SceneSpec, make_lab_samples, make_truth, soc_stock_t_ha
 
-# Short correlation ranges keep the generator fast (the truth of 140 regions is drawn below).
+# Short correlation ranges keep the generator fast (the truth of ~1,100 regions is drawn below, 1,000 in slow tests).
 SPEC = SceneSpec(width_px=80, height_px=80, n_fields=4, n_lab_sites=24, n_crowd=10, soc_range_m=400.0, detail_range_m=100.0)
 
 
@@ -166,3 +167,118 @@ def test_too_few_pairs_is_an_error_that_says_what_to_do() -> None:
     pairs = pd.DataFrame({"field_id": ["A"] * 3, "stock_first_t_ha": 50.0, "stock_last_t_ha": [51, 52, 50.0]})
     with pytest.raises(AccountingError, match="re-sample the baseline sites"):
         design_change(pairs, zones=["A"], zone_map_change_t_ha={"A": 0.0}, area_ha={"A": 1.0})
+
+
+def test_project_df_counts_the_pooled_variance_once() -> None:
+    """Fields with < 3 pairs share one pooled variance s_p^2 (df n - H); the project variance is then a linear
+    combination of the fields' independent sums of squares SS_h, and its Satterthwaite (1946) df is that
+    combination's, so it can never exceed n - H (counting s_p^2 once per field that uses it, as if independent,
+    gave 32.5 df from 13 pairs and 8 pooled df here)."""
+    d = {"A": [1.0, 4.0], "B": [0.0, 5.0], "C": [2.0, 1.0], "D": [3.0, -1.0], "E": [1.0, 2.0, 0.0, 3.0, 1.5]}
+    rows = [(f, v) for f, vs in d.items() for v in vs]
+    pairs = pd.DataFrame({"field_id": [f for f, _ in rows], "stock_first_t_ha": 50.0,
+                          "stock_last_t_ha": [50.0 + v for _, v in rows]})  # fmt: skip
+    area = {"A": 2.0, "B": 2.0, "C": 2.0, "D": 2.0, "E": 1.0}
+    pairs = pd.concat([pairs] * 2, ignore_index=True)  # 10 pairs at least (MIN_PAIRS); each field's SS doubles
+    _, p, info = design_change(pairs, zones=list(area), zone_map_change_t_ha={}, area_ha=area, method="none")
+    n_h = {f: 2 * len(v) for f, v in d.items()}
+    ss = {f: 2 * float(np.sum((np.array(v) - np.mean(v)) ** 2)) for f, v in d.items()}
+    n, h = sum(n_h.values()), len(n_h)
+    w = {f: a / sum(area.values()) for f, a in area.items()}
+    own = {f: n_h[f] >= 3 for f in d}
+    assert all(own.values())  # doubled: every field has >= 3 pairs -> own variances, Cochran Eq. 5.16
+    parts = np.array([w[f] ** 2 * ss[f] / (n_h[f] - 1) / n_h[f] for f in d])
+    assert p.se_t_ha**2 == pytest.approx(parts.sum())
+    assert p.df == pytest.approx(parts.sum() ** 2 / np.sum(parts**2 / np.array([n_h[f] - 1 for f in d])))
+    # single pairs per field in A-D: they use s_p^2 = sum SS / (n - H)
+    one = pd.DataFrame({"field_id": [f for f, _ in rows], "stock_first_t_ha": 50.0,
+                        "stock_last_t_ha": [50.0 + v for _, v in rows]})  # fmt: skip
+    _, p, info = design_change(one, zones=list(area), zone_map_change_t_ha={}, area_ha=area, method="none")
+    n_h = {f: len(v) for f, v in d.items()}
+    ss = {f: float(np.sum((np.array(v) - np.mean(v)) ** 2)) for f, v in d.items()}
+    n = sum(n_h.values())
+    df_p = n - h
+    sp2 = sum(ss.values()) / df_p
+    pooled = sum(w[f] ** 2 / n_h[f] for f in "ABCD")
+    assert p.se_t_ha**2 == pytest.approx(pooled * sp2 + w["E"] ** 2 * ss["E"] / (n_h["E"] - 1) / n_h["E"])
+    # Satterthwaite over the independent SS_h: coefficient a_h of SS_h, its df f_h, its variance estimated with
+    # the variance the field is assigned (own s_E^2 for E, the pooled s_p^2 for A-D)
+    a = {f: pooled / df_p + (w[f] ** 2 / n_h[f] / (n_h[f] - 1) if f == "E" else 0.0) for f in d}
+    f_h = {f: n_h[f] - 1 for f in d}
+    s2 = {f: ss[f] / f_h[f] if f == "E" else sp2 for f in d}
+    terms = np.array([a[f] * f_h[f] * s2[f] for f in d])
+    assert p.df == pytest.approx(terms.sum() ** 2 / np.sum(terms**2 / np.array(list(f_h.values()))))
+    assert p.df == pytest.approx(6.462, abs=1e-3)
+    assert p.df <= df_p == info["df_pooled"]
+    # every field on the pooled variance: the df is the pooled variance's, n - H
+    two = pd.DataFrame({"field_id": list("AABBCCDDGGHH"), "stock_first_t_ha": 50.0,
+                        "stock_last_t_ha": 50.0 + np.array([1, 4, 0, 5, 2, 1, 3, -1, 0, 0.5, 2, 6.0])})  # fmt: skip
+    _, p, info = design_change(two, zones=list("ABCDGH"), zone_map_change_t_ha={},
+                               area_ha=dict(zip("ABCDGH", [1, 2, 3, 1, 5, 2], strict=True)), method="none")  # fmt: skip
+    assert info["df_pooled"] == 12 - 6
+    assert p.df == pytest.approx(info["df_pooled"])
+
+
+def _alone(spec: SceneSpec) -> dict[str, Any]:
+    """The stratified estimators alone (b = 0) on one generated region's lab sites: ``(estimate, truth)`` of the
+    last round's project stock, the project change and each field's change (truth = the generated true,
+    pixel-weighted, field means), and the change's pooled df ``n - H``."""
+    truth = make_truth(spec)
+    first, last = (r.name for r in spec.rounds)
+    a, b = (_site_stocks(make_lab_samples(truth, n)) for n in (first, last))
+    idx = truth.fields.field_index
+    ids = list(truth.fields.field_ids)
+    area = {f: float((idx == i + 1).sum()) for i, f in enumerate(ids)}
+    w = np.array([area[f] for f in ids])
+    tl, tf = np.array(truth.field_mean_stock(last)), np.array(truth.field_mean_stock(first))
+    _, stock, _ = design_stock(b, zones=ids, zone_map_mean_t_ha={}, area_ha=area)
+    pairs = pair_sites(a, b, max_distance_m=10.0)
+    fields, change, info = design_change(pairs, zones=ids, zone_map_change_t_ha={}, area_ha=area, method="none")
+    return {
+        "stock": [(stock, float(np.average(tl, weights=w)))],
+        "change": [(change, float(np.average(tl - tf, weights=w)))],
+        "field change": [(fields[f], float(tl[i] - tf[i])) for i, f in enumerate(ids) if fields[f].design_based],
+        "df_pooled": info["df_pooled"],
+    }
+
+
+def _variance_ratio(records: list[tuple[object, float]]) -> tuple[float, float, float]:
+    """mean(err^2) / mean(se^2) with its standard error (ratio estimator, Cochran 1977 Eq. 6.9), and coverage."""
+    err = np.array([e.mean_t_ha - t for e, t in records])  # type: ignore[attr-defined]
+    se2 = np.array([e.se_t_ha**2 for e, _ in records])  # type: ignore[attr-defined]
+    r = float(np.mean(err**2) / np.mean(se2))
+    se_r = float(np.std(err**2 - r * se2, ddof=1) / (math.sqrt(len(err)) * np.mean(se2)))
+    cover = float(np.mean([e.interval()[0] <= t <= e.interval()[1] for e, t in records]))  # type: ignore[attr-defined]
+    return r, se_r, cover
+
+
+@pytest.mark.slow
+def test_design_variances_match_the_true_errors_over_many_regions() -> None:
+    """On 600 generated regions the realised squared errors (against the generated truth) average to the estimated
+    variances: project stock and change within 3 SE of a ratio of 1, 90 % t intervals covering ~90 %. Field
+    change (2,400 fields, pooled variance) is precise enough to have power: a variance 20 % too small (a ratio
+    1.25 x the true one) would lie outside the band."""
+    runs = [_alone(replace(SPEC, seed=5000 + s)) for s in range(600)]
+    for name in ("stock", "change", "field change"):
+        r, se_r, cover = _variance_ratio([x for run in runs for x in run[name]])
+        assert abs(r - 1) < 3 * se_r, (name, r, se_r)
+        assert 0.87 <= cover <= 0.95, (name, cover)  # binomial SE 0.012 (project), 0.006 (fields)
+    r, se_r, _ = _variance_ratio([x for run in runs for x in run["field change"]])
+    assert abs(r - 0.8) > 3 * se_r, (r, se_r)  # power: the band excludes a variance 20 % too small
+
+
+@pytest.mark.slow
+def test_project_change_with_few_pairs_per_field_covers_and_bounds_its_df() -> None:
+    """Most baseline sites not re-measured (share 0.6: ~3.6 pairs per field, many fields on the pooled variance):
+    the project change interval still covers the generated truth ~90 % of the time, and its df never exceeds
+    the pooled variance's n - H (the df once counted the pooled variance once per field, up to H-fold)."""
+    recs, dfs, bounds = [], [], []
+    for s in range(400):
+        run = _alone(replace(SPEC, seed=7000 + s, remeasured_share=0.6))
+        recs += run["change"]
+        dfs.append(run["change"][0][0].df)
+        bounds.append(run["df_pooled"])
+    r, se_r, cover = _variance_ratio(recs)
+    assert 0.86 <= cover <= 0.96, cover
+    assert abs(r - 1) < 3 * se_r, (r, se_r)
+    assert all(d <= b + 1e-9 for d, b in zip(dfs, bounds, strict=True))
