@@ -280,9 +280,16 @@ class ModelConfig:
     cv_folds: int = 5
     cv_block_size_m: float | Literal["auto"] = "auto"
     """Edge of the square spatial-CV blocks (m), or ``auto``: max(autocorrelation range of the stock from an
-    exponential variogram, ``cv_min_block_m``), see :mod:`mrv.modeling.variogram`."""
+    exponential variogram, ``cv_min_block_m``), see :mod:`mrv.modeling.variogram`. Used for the folds with
+    ``cv_design: blocks``; recorded on the model card with ``knndm``."""
     cv_min_block_m: float = 500.0
     """Smallest block the ``auto`` rule returns."""
+    cv_design: Literal["blocks", "knndm"] = "knndm"
+    """Folds of the spatial CV (and so of the conformal calibration): ``knndm``, k-means clusters of the sites
+    chosen so the held-out-to-training distances match the field-pixel-to-site distances (Linnenbrink et al.
+    2024, :mod:`mrv.modeling.validation`); ``blocks``, whole square blocks of ``cv_block_size_m`` (more
+    pessimistic than the maps: it holds sites out 2-3x farther from training data than field pixels lie
+    from the nearest site)."""
     confidence: float = 0.9
     process_sd_t_ha: float = 5.0
     """Prior SD of the stock not explained by covariates; with each sample's measurement SD it sets
@@ -615,6 +622,12 @@ def parse_config(raw: Any, *, source_path: Path, output_dir: str | Path | None =
     kind = mod.get("kind", "qrf", str)
     if kind not in ("qrf", "gbm_quantile"):
         raise ConfigError(f"model.kind {kind!r} is not available; use 'qrf' or 'gbm_quantile'.")
+    cv_design = mod.get("cv_design", ModelConfig.cv_design, str)
+    if cv_design not in ("blocks", "knndm"):
+        raise ConfigError(
+            f"model.cv_design {cv_design!r} is not available; use 'blocks' (square spatial blocks) or 'knndm' "
+            "(folds matched to the field-pixel-to-site distances)."
+        )
     model = ModelConfig(
         kind=kind,
         n_estimators=int(mod.get("n_estimators", ModelConfig.n_estimators, int)),
@@ -629,6 +642,7 @@ def parse_config(raw: Any, *, source_path: Path, output_dir: str | Path | None =
         cv_folds=int(mod.get("cv_folds", ModelConfig.cv_folds, int)),
         cv_block_size_m="auto" if raw_block == "auto" else _positive(raw_block, "model.cv_block_size_m"),
         cv_min_block_m=_positive(mod.get("cv_min_block_m", ModelConfig.cv_min_block_m, (int, float)), "model.cv_min_block_m"),
+        cv_design=cv_design,
         confidence=_confidence(mod.get("confidence", 0.9, float), "model.confidence"),
         process_sd_t_ha=_positive(mod.get("process_sd_t_ha", 5.0, (int, float)), "model.process_sd_t_ha"),
         seed=int(mod.get("seed", 0, int)),

@@ -1,5 +1,5 @@
-"""SOC model: covariates at sites, quantile regression forest (or gradient-boosted quantiles), spatial block
-cross-validation, conformal calibration and map prediction.
+"""SOC model: covariates at sites, quantile regression forest (or gradient-boosted quantiles), spatial
+cross-validation (kNNDM folds or square blocks), conformal calibration and map prediction.
 
 The names below are imported lazily on first use, so ``import mrv.modeling`` loads no scikit-learn.
 """

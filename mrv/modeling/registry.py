@@ -82,6 +82,8 @@ REF_VERSION = 1
 CARD_SCHEMA_ID = "https://soilcarbon-mrv.org/schemas/model-card.schema.json"
 #: ``kind`` entry of the card for each model kind (:attr:`SOCPredictor.kind`).
 KIND_NAMES = {"qrf": "quantile_regression_forest", "gbm_quantile": "quantile_gradient_boosting"}
+#: ``cv.scheme`` of the card for each ``model.cv_design`` (older cards: ``spatial_block`` only).
+CV_SCHEMES = {"blocks": "spatial_block", "knndm": "knndm"}
 _VERSIONED_PACKAGES = ("numpy", "scikit-learn", "quantile-forest", "soilcarbon-mrv")
 _HEX = "^[0-9a-f]{64}$"
 
@@ -185,9 +187,11 @@ CARD_FIELDS: tuple[CardField, ...] = (
                            "required": ["block_size_m", "rule"]}, "m",
               "The block-size choice in full: floor, cap, target range, range per repetition, variogram "
               "(`lags_m`, `gamma` in (t C/ha)^2, `n_pairs`).", "pipeline"),
-    CardField("cv", {**_METRICS, "properties": {**_METRICS_PROPERTIES, "scheme": {"const": "spatial_block"},
+    CardField("cv", {**_METRICS, "properties": {**_METRICS_PROPERTIES, "scheme": {"enum": list(CV_SCHEMES.values())},
                                                 "block_size_m": _NUM}}, "t C/ha",
-              "Spatial block CV of the calibration-source sites: the accuracy a verifier should quote.", "pipeline"),
+              "Spatial CV of the calibration-source sites (`knndm`: folds matched to the field-pixel-to-site "
+              "distances; `spatial_block`: square blocks of `block_size_m`): the accuracy a verifier should "
+              "quote. The design's record is `calibration.cv_design`.", "pipeline"),
     CardField("cv_random", {**_METRICS, "properties": {**_METRICS_PROPERTIES, "scheme": _STR}}, "t C/ha",
               "Random K-fold CV: optimistic under spatial autocorrelation, shown only beside `cv`.", "pipeline"),
     CardField("cv_by_source", {"type": "object", "additionalProperties": _METRICS}, "t C/ha",
@@ -427,6 +431,11 @@ def _model_dir(model_id: str, registry_dir: Path) -> Path:
     return registry_dir / model_id
 
 
+def _cv_design(result: TrainingResult) -> str:
+    design = result.calibration.get("cv_design")
+    return str(design.get("design", "blocks")) if isinstance(design, dict) else "blocks"
+
+
 def training_card(result: TrainingResult) -> dict[str, Any]:
     """The model step's card entries (``written_by: pipeline`` in :data:`CARD_FIELDS`) from a training result."""
     model = result.model
@@ -444,7 +453,8 @@ def training_card(result: TrainingResult) -> dict[str, Any]:
         "autocorrelation_range_m": block.get("range_m"),
         "cv_block_rule": result.block.rule,
         "cv_block": block,
-        "cv": {"scheme": "spatial_block", "block_size_m": result.block.block_size_m, **result.spatial_cv.to_dict()},
+        "cv": {"scheme": CV_SCHEMES[_cv_design(result)], "block_size_m": result.block.block_size_m,
+               **result.spatial_cv.to_dict()},
         "cv_random": {"scheme": "random_kfold (optimistic)", **result.random_cv.to_dict()},
         "cv_by_source": {src: m.to_dict() for src, m in result.spatial_cv_by_source.items()},
         "cv_coverage_by_decile": result.coverage_by_decile,

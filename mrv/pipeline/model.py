@@ -3,8 +3,9 @@
 Two kinds of cached step, each declared beside its function:
 
 * ``fit-model`` (:func:`model_spec`, :func:`fit_model`): reads the model section, the rounds and the
-  region (round normalisation masks the field pixels); its upstream steps are every round's samples
-  and imagery mosaic.
+  region (round normalisation masks the field pixels; the CV is compared with, and with
+  ``model.cv_design: knndm`` matched to, the distances from a seeded sample of field pixels to the sites,
+  :func:`prediction_points`); its upstream steps are every round's samples and imagery mosaic.
 * ``predict-maps[<round>]`` (:func:`predict_spec`, :func:`predict_round`): reads the round's name, the
   soil depth and the normalisation switch; upstream are the model and the round's mosaic. The Dask
   chunk size is read but is not part of the key: it does not change per-pixel predictions.
@@ -16,12 +17,15 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from mrv import progress
 from mrv.config import RoundConfig, RunConfig
 from mrv.errors import ModelError
+from mrv.fields import read_fields
 from mrv.fsio import write_json
+from mrv.grid import Grid
 from mrv.modeling.features import apply_normalisation, normalise_stack
 from mrv.modeling.model import OUTPUTS, SOCPredictor
 from mrv.modeling.predict import cog_predictor, predict_map
@@ -45,6 +49,7 @@ __all__ = [
     "fit_model",
     "load_model",
     "model_spec",
+    "prediction_points",
     "predict_round",
     "predict_spec",
     "run_fit",
@@ -57,6 +62,8 @@ log = logging.getLogger(__name__)
 MODEL_READS = ("cfg.model", "cfg.rounds", "cfg.region")
 #: Read by the model step without changing what it computes.
 MODEL_UNKEYED = ("cfg.model.registry_dir", "cfg.imagery.chunk_px")
+#: Field pixels sampled as the maps' prediction points for the CV design (kNNDM, Linnenbrink et al. 2024).
+N_PREDICTION_POINTS = 2000
 MODEL_OUTPUTS = (MODEL_REF, "model_card.json", "features.csv", "cv_predictions.csv")
 PREDICT_READS = ("round.name", "cfg.depth_cm", "cfg.model.round_normalisation", "cfg.region")
 
@@ -110,6 +117,34 @@ def training_table(cfg: RunConfig, layout: RunLayout) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
+def prediction_points(cfg: RunConfig, grid: Grid, *, n: int = N_PREDICTION_POINTS) -> np.ndarray:
+    """Up to ``n`` distinct pixel centres (n x 2, project CRS metres) of ``grid`` inside the region's fields,
+    drawn uniformly (seeded by ``model.seed``): the points the maps predict. Empty when no field covers a pixel."""
+    import shapely
+
+    geoms = [f.geometry for f in read_fields(cfg.region.fields, crs=cfg.region.crs)]
+    if not geoms:
+        return np.empty((0, 2))
+    union = shapely.union_all(geoms)
+    x0, _, _, y1 = grid.bounds
+    res = grid.resolution_m
+    minx, miny, maxx, maxy = union.bounds
+    c0, c1 = max(int((minx - x0) // res), 0), min(int((maxx - x0) // res) + 1, grid.shape[1])
+    r0, r1 = max(int((y1 - maxy) // res), 0), min(int((y1 - miny) // res) + 1, grid.shape[0])
+    if c1 <= c0 or r1 <= r0:
+        return np.empty((0, 2))
+    rng = np.random.default_rng(cfg.model.seed)
+    found = np.empty((0, 2))
+    for _ in range(20):  # rejection sampling over the fields' bounding box, never the whole raster in memory
+        cols = rng.integers(c0, c1, 4 * n)
+        rows = rng.integers(r0, r1, 4 * n)
+        xy = np.column_stack([x0 + (cols + 0.5) * res, y1 - (rows + 0.5) * res])
+        found = np.unique(np.concatenate([found, xy[shapely.contains_xy(union, xy[:, 0], xy[:, 1])]]), axis=0)
+        if len(found) >= n:
+            break
+    return found[rng.permutation(len(found))[:n]]
+
+
 def fit_model(cfg: RunConfig, layout: RunLayout) -> Path:
     """Train, cross-validate spatially and calibrate; register the model and reference it from the run.
 
@@ -119,9 +154,9 @@ def fit_model(cfg: RunConfig, layout: RunLayout) -> Path:
     the registry's card plus this run's CV record.
     """
     table = training_table(cfg, layout)
-    stack, _ = read_covariates(layout.covariates(cfg.rounds[0].name), chunk_px=cfg.imagery.chunk_px)  # lazy: names only
+    stack, grid = read_covariates(layout.covariates(cfg.rounds[0].name), chunk_px=cfg.imagery.chunk_px)  # lazy
     covariates = [str(c) for c in stack["covariate"].to_numpy()]
-    result = train(table, covariates, cfg.model)
+    result = train(table, covariates, cfg.model, prediction_xy=prediction_points(cfg, grid))
     write_csv(table, layout.features)
     write_csv(result.oof, layout.cv_predictions)
     card = training_card(result)

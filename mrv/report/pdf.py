@@ -61,7 +61,7 @@ def _summary_lines(report: Report) -> list[str]:
     if cv is not None:
         lines += [
             "",
-            f"Model (spatial block CV): RMSE {_f(cv.rmse, '.2f')} t C/ha "
+            f"Model (spatial CV): RMSE {_f(cv.rmse, '.2f')} t C/ha "
             f"(mean-only {_f(cv.baseline_rmse, '.2f')}), R2 {_f(cv.r2, '.2f')}, "
             f"90 % coverage {_f(cv.picp_90, '.0%')}",
         ]

@@ -375,7 +375,7 @@ class ModelCard:
     units: str | None = _opt()
     target_units: str | None = _opt()
     cv: CvMetrics | None = _opt()
-    """Spatial block CV (the reported one)."""
+    """Spatial CV (the reported one; kNNDM folds or square blocks, ``scheme``)."""
     cv_random: CvMetrics | None = _opt()
     """Random k-fold CV (optimistic, for comparison)."""
     cv_coverage_by_decile: tuple[CoverageDecile, ...] | None = _opt()
