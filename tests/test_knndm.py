@@ -7,17 +7,13 @@ held-out distances are far longer than random CV's. Distances are checked agains
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 from scipy.stats import wasserstein_distance
 
-from mrv.config import ModelConfig, parse_config
-from mrv.errors import ConfigError, ModelError
-from mrv.grid import Grid
+from mrv.config import ModelConfig
+from mrv.errors import ModelError
 from mrv.modeling.train import spatial_folds, train
 from mrv.modeling.validation import (
     cv_nn_distances,
@@ -136,53 +132,6 @@ def test_domain_points_cover_the_hull_regularly() -> None:
     assert len(pts) == 400  # 20 x 20 cells of 50 m
     assert pts.min() == pytest.approx(25.0)
     assert pts.max() == pytest.approx(975.0)
-
-
-def _raw(**model: object) -> dict[str, object]:
-    return {
-        "name": "t",
-        "region": {"fields": "f.geojson", "crs": "EPSG:32633", "resolution_m": 10},
-        "imagery": {"source": "local", "collection": "s2", "catalog": "c.json"},
-        "rounds": [{"name": "r1", "start": "2021-03-01", "end": "2021-10-31"}],
-        "model": model,
-    }
-
-
-def test_cv_design_config(tmp_path: Path) -> None:
-    src = tmp_path / "cfg.yaml"
-    assert parse_config(_raw(), source_path=src).model.cv_design == "knndm"
-    assert parse_config(_raw(cv_design="blocks"), source_path=src).model.cv_design == "blocks"
-    with pytest.raises(ConfigError, match=r"model.cv_design 'nndm' is not available; use 'blocks'"):
-        parse_config(_raw(cv_design="nndm"), source_path=src)
-
-
-def test_prediction_points_are_field_pixel_centres(tmp_path: Path) -> None:
-    from dataclasses import replace
-
-    from pyproj import Transformer
-
-    from mrv.pipeline.model import prediction_points
-
-    grid = Grid(crs="EPSG:32633", bounds=(500_000.0, 5_000_000.0, 502_000.0, 5_002_000.0), resolution_m=10.0)
-    tr = Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True)
-    x0, y0 = 500_400.0, 5_000_600.0  # a 300 x 200 m field: 600 pixels
-    ring = [tr.transform(x, y) for x, y in ((x0, y0), (x0 + 300, y0), (x0 + 300, y0 + 200), (x0, y0 + 200), (x0, y0))]
-    feature = {
-        "type": "Feature",
-        "properties": {"field_id": "F1"},
-        "geometry": {"type": "Polygon", "coordinates": [ring]},
-    }
-    (tmp_path / "f.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": [feature]}))
-    cfg = parse_config(_raw(), source_path=tmp_path / "cfg.yaml")
-    pts = prediction_points(cfg, grid, n=200)
-    assert pts.shape == (200, 2)
-    assert len(np.unique(pts, axis=0)) == 200
-    assert np.all((pts[:, 0] > x0 - 1) & (pts[:, 0] < x0 + 301) & (pts[:, 1] > y0 - 1) & (pts[:, 1] < y0 + 201))
-    assert np.allclose((pts - 5.0) % 10.0, 0.0, atol=1e-6)  # pixel centres of the 10 m grid
-    everything = prediction_points(cfg, grid, n=5000)  # more than the field holds: every pixel once
-    assert 560 <= len(everything) <= 640
-    same = prediction_points(replace(cfg), grid, n=200)
-    assert np.array_equal(pts, same)  # seeded by model.seed
 
 
 def test_two_folds_of_an_odd_number_of_sites() -> None:
