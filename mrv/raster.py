@@ -228,7 +228,7 @@ class _OverviewStaging:
     (float32; exact counts up to 2**24 pixels per block), so every level averages full-resolution pixels.
     """
 
-    def __init__(self, final: Path, grid: Grid, levels: int, predictor: int = 3) -> None:
+    def __init__(self, final: Path, grid: Grid, levels: int, predictor: int = FLOAT_PREDICTOR) -> None:
         self.final = final
         self.predictor = predictor
         self.grid = grid
@@ -411,7 +411,7 @@ def _staging_profile(grid: Grid, *, count: int, compress: bool = True) -> dict[s
     }  # fmt: skip
 
 
-def _finish_cog(staging: Path, final: Path, *, overviews: str = "AUTO", predictor: int = 3) -> None:
+def _finish_cog(staging: Path, final: Path, *, overviews: str = "AUTO", predictor: int = FLOAT_PREDICTOR) -> None:
     """Copy a staging GeoTIFF (or VRT) to a COG under ``final`` (tags and descriptions kept), atomically, and drop it.
 
     ``overviews`` is the COG driver's ``OVERVIEWS`` option: ``AUTO`` builds them (GDAL's default resampling)
