@@ -51,7 +51,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from mrv.config import load_config  # noqa: E402
+from mrv.config import ModelConfig, load_config  # noqa: E402
 from mrv.fields import field_index_raster, read_fields  # noqa: E402
 from mrv.pipeline import accounting, imagery, model, samples  # noqa: E402
 from mrv.pipeline.layout import RunLayout  # noqa: E402
@@ -86,7 +86,7 @@ PRESETS = {
 }  # fmt: skip
 
 
-def region_config(root: Path, spec: SceneSpec, cv_design: str = "knndm") -> Path:
+def region_config(root: Path, spec: SceneSpec, cv_design: str = ModelConfig.cv_design) -> Path:
     region = build_region(root / "region", spec, overwrite=True)
     cfg = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())
     cfg.update(name=f"validity{spec.seed}", output_dir=str(root / "run"))
@@ -104,7 +104,7 @@ def region_config(root: Path, spec: SceneSpec, cv_design: str = "knndm") -> Path
     return path
 
 
-def run_region(root: Path, spec: SceneSpec, cv_design: str = "knndm") -> dict[str, Any]:
+def run_region(root: Path, spec: SceneSpec, cv_design: str = ModelConfig.cv_design) -> dict[str, Any]:
     """Both estimators on one region; returns per-field and project estimates with the truth."""
     cfg_path = region_config(root, spec, cv_design)
     base = load_config(cfg_path)
@@ -443,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fields", type=int, default=None)
     ap.add_argument("--sites-per-field", type=int, default=None)
     ap.add_argument("--keep", type=Path, default=None, help="keep the regions and runs under this directory")
-    ap.add_argument("--cv-design", choices=["knndm", "blocks"], default="knndm",
+    ap.add_argument("--cv-design", choices=["knndm", "blocks"], default=ModelConfig.cv_design,
                     help="model.cv_design of the runs (blocks: square 500 m blocks)")  # fmt: skip
     ap.add_argument(
         "--design-only-seeds",

@@ -66,6 +66,7 @@ from mrv.modeling.validation import (
     Metrics,
     cv_nn_distances,
     domain_points,
+    fold_ids,
     fold_indices,
     fold_sizes,
     folds_from_ids,
@@ -327,13 +328,6 @@ def cv_block_size(
     )
 
 
-def _fold_ids(folds: list[tuple[np.ndarray, np.ndarray]], n: int) -> np.ndarray:
-    fold = np.full(n, -1, dtype=np.int64)
-    for k, (_, te) in enumerate(folds):
-        fold[te] = k
-    return fold
-
-
 def spatial_folds(
     xs: np.ndarray, ys: np.ndarray, block: BlockSizeChoice, cfg: ModelConfig, prediction_xy: np.ndarray | None
 ) -> tuple[list[tuple[np.ndarray, np.ndarray]], dict[str, object]]:
@@ -366,7 +360,7 @@ def spatial_folds(
     record["blocks_wasserstein_m"] = None
     if blocks is not None:
         g_ij = nn_distances(prediction_xy, xy)
-        g_cv = cv_nn_distances(xy, _fold_ids(blocks, xs.size))
+        g_cv = cv_nn_distances(xy, fold_ids(blocks, xs.size))
         record["blocks_wasserstein_m"] = float(wasserstein_distance(g_cv, g_ij))
     assert folds is not None  # blocks design: fold_indices raised above, or returned folds
     return folds, record

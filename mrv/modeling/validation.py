@@ -38,6 +38,7 @@ __all__ = [
     "balanced_block_folds",
     "cv_nn_distances",
     "domain_points",
+    "fold_ids",
     "fold_indices",
     "fold_sizes",
     "folds_from_ids",
@@ -103,13 +104,22 @@ def fold_indices(
     if block_size_m is None:
         return list(KFold(n_splits=n_folds, shuffle=True, random_state=seed).split(idx))
     fold = balanced_block_folds(spatial_blocks(x, y, block_size_m=block_size_m), n_folds, seed=seed)
-    return [(np.flatnonzero(fold != k), np.flatnonzero(fold == k)) for k in range(n_folds)]
+    return folds_from_ids(fold, n_folds)
 
 
 def folds_from_ids(fold: np.ndarray, n_folds: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """Train/test index pairs of fold ids 0..n_folds-1."""
     fold = np.asarray(fold)
     return [(np.flatnonzero(fold != k), np.flatnonzero(fold == k)) for k in range(n_folds)]
+
+
+def fold_ids(folds: list[tuple[np.ndarray, np.ndarray]], n: int) -> np.ndarray:
+    """Fold id of each of ``n`` points from train/test index pairs (-1 where no fold holds it out); the inverse
+    of :func:`folds_from_ids`."""
+    fold = np.full(n, -1, dtype=np.int64)
+    for k, (_, te) in enumerate(folds):
+        fold[te] = k
+    return fold
 
 
 def nn_distances(points: np.ndarray, ref: np.ndarray) -> np.ndarray:
