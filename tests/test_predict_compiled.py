@@ -69,6 +69,68 @@ def test_input_layouts_and_sizes() -> None:
     np.testing.assert_allclose(model.predict(X[:1]), ref[:1], atol=1e-4)
 
 
+def _smooth_scene(seed: int, ny: int, nx: int, n_feat: int) -> np.ndarray:
+    """``(ny * nx, n_feat)`` pixels of smooth fields (neighbours share most of their paths through a tree),
+    with a masked rectangle wider than a 48-pixel block and scattered NaN pixels."""
+    rng = np.random.default_rng(seed + 2000)
+    r, c = np.mgrid[0:ny, 0:nx] / 40.0
+    X = np.stack([np.sin(r * (1 + i) + rng.uniform(0, 6)) * np.cos(c * (2 - i / n_feat)) * 1.5 for i in range(n_feat)], -1)
+    X = (X + rng.normal(scale=0.02, size=X.shape)).astype("float32")
+    X[5:9, 10:70] = np.nan  # whole blocks without a pixel, and blocks half masked
+    X[rng.integers(0, ny, 40), rng.integers(0, nx, 40), rng.integers(0, n_feat, 40)] = np.nan
+    return X.reshape(-1, n_feat)
+
+
+@pytest.mark.parametrize(("seed", "n_feat"), [(12, 3), (13, 8)])
+def test_smooth_masked_scene_matches_numpy_path(seed: int, n_feat: int) -> None:
+    """Map-like input: the lane groups start deep in the trees (shared paths) and masked pixels stay NaN."""
+    model = _model(seed, n_trees=60, n_feat=n_feat)
+    X = _smooth_scene(seed, 41, 97, n_feat)  # neither rows nor columns a multiple of the 4 x 12 tile
+    ref = model._predict_numpy(X)
+    for row_px in (None, 97):  # runs of 48 pixels; 2-D patches of an image 97 pixels wide
+        fast = model.predict(X, row_px=row_px)
+        np.testing.assert_array_equal(np.isnan(fast), np.isnan(ref))
+        np.testing.assert_allclose(fast, ref, atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="not rows of 96"):
+        model.predict(X, row_px=96)
+
+
+def test_shared_start_is_on_every_pixels_path() -> None:
+    """The node a lane group starts from is an ancestor of (or is) every one of its pixels' leaves, and deeper
+    than the root for coherent groups: walking every pixel from the root in Python passes through it."""
+    from mrv.modeling._forest_kernel import _shared_starts4
+
+    model = _model(14, n_trees=20, n_feat=4)
+    compiled = model._compiled()
+    assert compiled is not None
+    forest = compiled[0]
+    X = np.concatenate([_smooth_scene(14, 8, 96, 4), _pixels(14, 4 * 12 * 16, 4)])  # coherent, then random groups
+    X = X[np.isfinite(X).all(axis=1)]
+    keys = forest_walk.order_key(X)
+    low = (forest.node & np.uint64(0xFFFFFFFF)).astype(np.int64)
+    key_of = (forest.node >> np.uint64(32)).astype(np.int64)
+    deeper = 0
+    for g0 in range(0, keys.shape[0] - 47, 48):
+        groups = keys[g0 : g0 + 48].reshape(4, 12, -1)
+        kmin = np.zeros(4 * forest_walk.FEATURE_SLOTS, dtype=np.uint32)
+        kmax = np.zeros_like(kmin)
+        for g in range(4):
+            kmin[g * forest_walk.FEATURE_SLOTS : g * forest_walk.FEATURE_SLOTS + 4] = groups[g].min(axis=0)
+            kmax[g * forest_walk.FEATURE_SLOTS : g * forest_walk.FEATURE_SLOTS + 4] = groups[g].max(axis=0)
+        for r in forest.root:
+            starts = _shared_starts4(forest.node, np.uint32(r), kmin, kmax)
+            deeper += sum(int(s) != int(r) for s in starts)
+            for g, start in enumerate(starts):
+                for px in groups[g]:
+                    k, path = int(r), {int(r)}
+                    while forest.height[k] > 0:
+                        f = low[k] & (forest_walk.FEATURE_SLOTS - 1)
+                        k = (low[k] >> forest_walk.FEATURE_BITS) + int(px[f] > key_of[k])
+                        path.add(k)
+                    assert int(start) in path
+    assert deeper > 0
+
+
 def test_float32_threshold_is_exact_for_float32_inputs() -> None:
     rng = np.random.default_rng(7)
     x = rng.normal(size=20_000).astype("float32")

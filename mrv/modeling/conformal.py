@@ -241,7 +241,7 @@ class BandedGBMModel(GBMQuantileModel):
 
     bands: LabelConditionalMargins | None = field(default=None)
 
-    def predict(self, X: np.ndarray, *, batch: int = 65_536) -> np.ndarray:
+    def predict(self, X: np.ndarray, *, batch: int = 65_536, row_px: int | None = None) -> np.ndarray:
         raw = GBMQuantileModel(
             mean_model=self.mean_model, quantile_models=self.quantile_models, covariates=self.covariates,
             confidence=self.confidence, metadata=self.metadata,

@@ -10,13 +10,15 @@ positions quantile-forest's ``predict(quantiles=...)`` interpolates when all wei
 This module computes that without one ``tree_.apply`` call per tree and without a full sort:
 
 * :func:`compile_forest` flattens scikit-learn's tree arrays (``tree_.children_left/right``,
-  ``feature``, ``threshold``) into one node table. Leaves point to themselves, so a pixel walks each
-  tree for exactly ``max_depth`` steps with no data-dependent branch (``node = child[2 node + (x >
-  thr)]``). Thresholds are stored as the largest float32 not above scikit-learn's float64 threshold:
+  ``feature``, ``threshold``) into one node table. Leaves point to themselves, so lanes walked
+  together take a common number of steps, without a data-dependent branch (``node = child[2 node + (x >
+  thr)]``), a lane at its leaf staying there. Thresholds are stored as the largest float32 not above scikit-learn's float64 threshold:
   for a float32 covariate x, ``x <= t64`` exactly when ``x <= t32``, so leaves are those of ``apply``.
   The comparison is done on integer keys with the order of the floats (:func:`order_key`), so the
-  threshold and the node's links come from one 8-byte load. 12 neighbouring pixels walk together;
-  after a few levels they take only as many more steps as the highest subtree they are in.
+  threshold and the node's links come from one 8-byte load. 12 neighbouring pixels (a 4 x 3 patch of
+  an image) walk together: first as one group down the path they all share (the node's threshold is
+  outside the range of their keys), then each lane on its own, taking only as many more steps as the
+  highest subtree the lanes are in.
 * the order statistics come from a sorting network (Batcher's odd-even merge sort, Knuth TAOCP vol.
   3, 5.3.4, Algorithm M) pruned to the comparators that reach the needed positions, applied to
   blocks of 48 pixels at once, so each compare-exchange is a vector min/max over pixels.
@@ -77,8 +79,6 @@ class CompiledForest:
     """float32 ``(nodes,)``: the training value kept at each leaf (NaN at internal nodes)."""
     root: np.ndarray
     """uint32 ``(trees,)``: node id of each tree's root."""
-    depth: np.ndarray
-    """int32 ``(trees,)``: steps from the root to the deepest leaf of each tree."""
     n_features: int
 
 
@@ -130,7 +130,7 @@ def compile_forest(estimators: list[Any], leaf_values: np.ndarray, n_features: i
     total = sum(int(e.tree_.node_count) for e in estimators)
     if n_features > FEATURE_SLOTS or total >= 2 ** (32 - shift):
         return None
-    nodes, heights, vals, roots, depths = [], [], [], [], []
+    nodes, heights, vals, roots = [], [], [], []
     offset = 0
     for t, est in enumerate(estimators):
         tree = est.tree_
@@ -149,14 +149,12 @@ def compile_forest(estimators: list[Any], leaf_values: np.ndarray, n_features: i
         vals.append(np.where(leaf, leaf_values[t, order], np.nan).astype("float32"))
         heights.append(_heights(child - offset, leaf))
         roots.append(offset)
-        depths.append(int(tree.max_depth))
         offset += order.size
     return CompiledForest(
         node=np.concatenate(nodes),
         height=np.concatenate(heights),
         value=np.concatenate(vals),
         root=np.asarray(roots, dtype="uint32"),
-        depth=np.asarray(depths, dtype="int32"),
         n_features=n_features,
     )
 
@@ -247,6 +245,7 @@ def predict_forest(
     margin: float,
     z: float,
     bands: tuple[np.ndarray, np.ndarray] | None = None,
+    row_px: int | None = None,
 ) -> np.ndarray:
     """``(5, n)`` float32 mean, q_lo - margin, q_50, q_hi + margin, sd = width / (2 z); NaN where X has NaN.
 
@@ -255,14 +254,18 @@ def predict_forest(
     ``margin`` as the pooled one, computed per pixel by a compiled pass over the walk's output.
     ``X`` is ``(n, covariates)``; an F-ordered float32 ``X`` (the transpose of a ``(covariate, pixel)``
     block) is read without a copy. Releases the GIL, so Dask threads predict blocks in parallel.
+    ``row_px``: ``X`` holds an image's pixels row by row, ``row_px`` per row; lane groups are then 2-D patches
+    (closer neighbours, longer shared paths: the same numbers, sooner).
     """
     XT = np.ascontiguousarray(np.asarray(X).T, dtype="float32")
     if XT.shape[0] != compiled.n_features:
         raise ValueError(f"X has {XT.shape[0]} covariates, the forest {compiled.n_features}")
+    if row_px is not None and (row_px < 1 or XT.shape[1] % row_px):
+        raise ValueError(f"{XT.shape[1]} pixels are not rows of {row_px}")
     lo, hi, frac = order_positions(compiled.root.size, quantiles)
     out = np.empty((5, XT.shape[1]), dtype="float32")
     kernel()(
-        XT, compiled.node, compiled.height, compiled.value, compiled.root, compiled.depth,
+        XT, row_px or 0, compiled.node, compiled.height, compiled.value, compiled.root,
         network, lo, hi, frac, 0.0 if bands is not None else float(margin), 1.0 / (2.0 * z), out,
     )  # fmt: skip
     if bands is not None:

@@ -68,7 +68,9 @@ class SOCPredictor(Protocol):
 
     def check_covariates(self, names: tuple[str, ...] | list[str]) -> None: ...
 
-    def predict(self, X: np.ndarray, *, batch: int = ...) -> np.ndarray: ...
+    def predict(self, X: np.ndarray, *, batch: int = ..., row_px: int | None = ...) -> np.ndarray:
+        """``(n, 5)`` mean, p05, p50, p95, sd (t C/ha); ``row_px``: X is an image row by row (a speed hint)."""
+        ...
 
 
 def check_covariate_names(expected: tuple[str, ...], names: tuple[str, ...] | list[str]) -> None:
@@ -189,7 +191,7 @@ class SOCModel:
         compiled, network = forest_walk.cached_forest(self.forest, self._leaf_values, wanted)
         return None if compiled is None else (compiled, network)
 
-    def predict(self, X: np.ndarray, *, batch: int = 65_536) -> np.ndarray:
+    def predict(self, X: np.ndarray, *, batch: int = 65_536, row_px: int | None = None) -> np.ndarray:
         """``(n, 5)`` float32: mean, p05, p50, p95 (calibrated) and sd (t C/ha); NaN rows stay NaN.
 
         sd is the Gaussian-equivalent SD of the calibrated interval: (p95 - p05) / (2 z_0.95).
@@ -199,7 +201,8 @@ class SOCModel:
         (:mod:`mrv.modeling.forest_walk`, numba) computes them without a sort and returns a view of a
         ``(5, n)`` array (F-ordered ``(n, 5)``), so a block's transpose is free; without numba the
         numpy path below does the same in row batches (``batch``); other forests use
-        quantile-forest's own predict.
+        quantile-forest's own predict. ``row_px``: X is an image block, row by row with that many pixels
+        per row; the compiled walk then groups 2-D neighbourhoods (same numbers, less time).
         """
         fast = self._compiled()
         if fast is not None:
@@ -207,7 +210,8 @@ class SOCModel:
 
             z = norm.ppf(0.5 + self.confidence / 2.0)
             bands = self._band_arrays()
-            return predict_forest(fast[0], fast[1], X, self.quantiles, margin=self.margin_t_ha, z=z, bands=bands).T
+            out = predict_forest(fast[0], fast[1], X, self.quantiles, margin=self.margin_t_ha, z=z, bands=bands, row_px=row_px)
+            return out.T
         return self._predict_numpy(X, batch=batch)
 
     def _band_arrays(self) -> tuple[np.ndarray, np.ndarray] | None:
@@ -268,8 +272,8 @@ class GBMQuantileModel:
             out.update({f"{name}.{k}": v for k, v in m.get_params().items()})
         return out
 
-    def predict(self, X: np.ndarray, *, batch: int = 65_536) -> np.ndarray:
-        """``(n, 5)`` float32: mean, p05, p50, p95 (calibrated, rearranged) and sd; NaN rows stay NaN."""
+    def predict(self, X: np.ndarray, *, batch: int = 65_536, row_px: int | None = None) -> np.ndarray:
+        """``(n, 5)`` float32: mean, p05, p50, p95 (calibrated, rearranged) and sd; NaN rows stay NaN (``row_px`` unused)."""
         out = np.full((X.shape[0], len(OUTPUTS)), np.nan, dtype="float32")
         ok = np.flatnonzero(np.all(np.isfinite(X), axis=1))
         z = norm.ppf(0.5 + self.confidence / 2.0)

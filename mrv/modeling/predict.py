@@ -43,7 +43,7 @@ def predict_block(block: np.ndarray, model: SOCPredictor, *, width90: bool = Fal
     """
     n_cov, ny, nx = block.shape
     X = np.asarray(block, dtype="float32").reshape(n_cov, -1).T  # a view: (pixel, covariate), F-ordered
-    out = model.predict(X)  # the compiled QRF path returns a transposed (5, pixel) array: .T below is free
+    out = model.predict(X, row_px=nx or None)  # the compiled QRF path returns a transposed (5, pixel) array: .T below is free
     if not width90:
         return np.ascontiguousarray(out.T).reshape(len(OUTPUTS), ny, nx)
     res = np.empty((len(OUTPUTS) + 1, ny * nx), dtype="float32")
