@@ -17,6 +17,7 @@ import numpy as np
 import rasterio
 import rasterio.shutil
 from rasterio.crs import CRS
+from rasterio.enums import MaskFlags
 from rasterio.windows import Window
 
 from mrv.fsio import atomic_path
@@ -432,14 +433,24 @@ class _WindowReader:
         self.path = str(path)
         with rasterio.open(self.path) as src:
             self.shape = (src.count, src.height, src.width)
+            # Masked pixels are already NaN when every band's only mask is a NaN nodata (or there is none):
+            # then a plain read, without the per-band masks and the filled copy of a masked read.
+            plain_flags = ({MaskFlags.all_valid}, {MaskFlags.nodata})
+            self.plain = all(
+                set(flags) in plain_flags and (nd is None or np.isnan(nd))
+                for flags, nd in zip(src.mask_flag_enums, src.nodatavals, strict=True)
+            ) and all(np.issubdtype(np.dtype(d), np.floating) for d in src.dtypes)
         self.dtype = np.dtype("float32")
         self.ndim = 3
 
     def __getitem__(self, key: tuple[slice, slice, slice]) -> np.ndarray:
         b, r, c = (k.indices(n) for k, n in zip(key, self.shape, strict=True))
         window = Window(c[0], r[0], c[1] - c[0], r[1] - r[0])  # type: ignore[no-untyped-call]
+        bands = list(range(b[0] + 1, b[1] + 1))
         with rasterio.open(self.path) as src:
-            block = src.read(list(range(b[0] + 1, b[1] + 1)), window=window, masked=True)
+            if self.plain:
+                return np.asarray(src.read(bands, window=window, out_dtype="float32"))
+            block = src.read(bands, window=window, masked=True)
         return block.astype("float32").filled(np.nan)
 
 

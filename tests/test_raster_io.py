@@ -13,6 +13,28 @@ from mrv.grid import Grid
 from mrv.raster import read_raster, read_raster_lazy, write_cog, write_cogs_by_strips
 
 
+@pytest.mark.parametrize(("dtype", "nodata"), [("float32", float("nan")), ("float32", -9999.0), ("int16", -9999), ("uint16", None)])
+def test_lazy_reader_gives_nan_where_the_file_has_no_data(tmp_path: Path, dtype: str, nodata: float | None) -> None:
+    """A NaN nodata is read as it is; any other nodata value (or an integer raster) goes through the masked read."""
+    grid = Grid(crs="EPSG:32633", bounds=(580000.0, 5355000.0, 580500.0, 5355400.0), resolution_m=10.0)
+    data = np.arange(2 * grid.height * grid.width, dtype="float64").reshape(2, *grid.shape) % 900 + 1
+    fill = np.nan if nodata is None else nodata
+    if nodata is not None:
+        data[1, 3:7, 4:9] = fill
+    path = tmp_path / "stack.tif"
+    profile = {"driver": "GTiff", "width": grid.width, "height": grid.height, "count": 2, "dtype": dtype,
+               "crs": grid.crs, "transform": grid.transform, "nodata": nodata}  # fmt: skip
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data.astype(dtype))
+    lazy, _, _ = read_raster_lazy(path, chunk_px=16)
+    got = lazy.compute()
+    expect = data.astype("float32")
+    if nodata is not None:
+        expect[1, 3:7, 4:9] = np.nan
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, expect)
+
+
 def test_strip_writer_and_lazy_reader_round_trip(tmp_path: Path) -> None:
     grid = Grid(crs="EPSG:32633", bounds=(580000.0, 5355000.0, 583000.0, 5357000.0), resolution_m=10.0)
     rng = np.random.default_rng(0)
