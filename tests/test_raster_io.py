@@ -18,9 +18,8 @@ def test_lazy_reader_gives_nan_where_the_file_has_no_data(tmp_path: Path, dtype:
     """A NaN nodata is read as it is; any other nodata value (or an integer raster) goes through the masked read."""
     grid = Grid(crs="EPSG:32633", bounds=(580000.0, 5355000.0, 580500.0, 5355400.0), resolution_m=10.0)
     data = np.arange(2 * grid.height * grid.width, dtype="float64").reshape(2, *grid.shape) % 900 + 1
-    fill = np.nan if nodata is None else nodata
     if nodata is not None:
-        data[1, 3:7, 4:9] = fill
+        data[1, 3:7, 4:9] = nodata
     path = tmp_path / "stack.tif"
     profile = {"driver": "GTiff", "width": grid.width, "height": grid.height, "count": 2, "dtype": dtype,
                "crs": grid.crs, "transform": grid.transform, "nodata": nodata}  # fmt: skip
